@@ -1,0 +1,129 @@
+"""Settings: the environment, read once into one frozen object.
+
+Every knob of the shop comes from an environment variable, so the same code runs on a
+laptop and in production with nothing but a different environment (the twelve-factor
+way). `load_settings()` reads them all in one place, checks them, and returns a frozen
+`Settings`; nothing else in the code reads `os.environ`.
+
+    $ DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop PORT=9000 python server.py
+
+| variable | default | meaning |
+|---|---|---|
+| `APP_ENV` | `development` | `production` refuses to start without `SECRET_KEY` |
+| `DATABASE_URL` | `sqlite:///var/app.db` | `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...` |
+| `PORT`, `HOST` | `8000`, `127.0.0.1` | where `python server.py` listens (`--port`/`--host` win) |
+| `SECRET_KEY` | generated once into `var/secret_key` in development | signs cursors (and tokens); at least 32 bytes |
+| `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
+| `THREADS` | `64` | the bound on worker threads of `python server.py` |
+| `ACCESS_LOG` | `1` | `0` turns the one-line-per-request JSON log off |
+| `DATABASE_TIMEOUT_SECONDS` | `5` | how long a request waits for the database before a 503 |
+"""
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+VAR_DIR = PROJECT_DIR / "var"
+DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
+DEV_SECRET_FILE = VAR_DIR / "secret_key"
+MIN_SECRET_KEY_BYTES = 32
+DEFAULT_PORT = 8000
+DEFAULT_THREADS = 64
+DEFAULT_DATABASE_TIMEOUT_SECONDS = 5.0
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(Exception):
+    """The environment describes a configuration the shop refuses to run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_env: str
+    database_url: str
+    secret_keys: tuple  # bytes; the first signs, all of them verify (key rotation)
+    host: str
+    port: int
+    threads: int
+    access_log: bool
+    database_timeout_seconds: float
+
+    @property
+    def secret_key(self):
+        return self.secret_keys[0]
+
+
+def load_settings(environ=None):
+    """Read the environment once and return a checked, frozen `Settings`.
+
+    Raises `ConfigError` naming the variable when a value is unusable.
+    """
+    environ = os.environ if environ is None else environ
+    app_env = environ.get("APP_ENV", "development")
+    if app_env not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    return Settings(
+        app_env=app_env,
+        database_url=environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        secret_keys=_secret_keys(environ, app_env),
+        host=environ.get("HOST", "127.0.0.1"),
+        port=_int(environ, "PORT", DEFAULT_PORT, low=0, high=65535),
+        threads=_int(environ, "THREADS", DEFAULT_THREADS, low=1, high=1024),
+        access_log=environ.get("ACCESS_LOG", "1") != "0",
+        database_timeout_seconds=float(
+            _int(environ, "DATABASE_TIMEOUT_SECONDS", DEFAULT_DATABASE_TIMEOUT_SECONDS, low=1, high=60)
+        ),
+    )
+
+
+def _secret_keys(environ, app_env):
+    primary = environ.get("SECRET_KEY", "")
+    if not primary:
+        if app_env == "production":
+            raise ConfigError("SECRET_KEY is required when APP_ENV=production")
+        primary = _development_secret()
+    fallbacks = [key for key in environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key]
+    keys = tuple(key.encode() for key in [primary, *fallbacks])
+    for key in keys:
+        if len(key) < MIN_SECRET_KEY_BYTES:
+            # Never echo the key itself: error messages end up in logs.
+            raise ConfigError(f"SECRET_KEY and its fallbacks must be at least {MIN_SECRET_KEY_BYTES} bytes")
+    return keys
+
+
+def _development_secret():
+    """A random key made once into var/, so restarts keep cursors and sessions valid."""
+    try:
+        return DEV_SECRET_FILE.read_text().strip()
+    except FileNotFoundError:
+        pass
+    VAR_DIR.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Write a private temporary file, then link it into place: link() fails if the file
+    # exists, so two processes starting at once agree on one key and never read half of one.
+    temporary = VAR_DIR / f".secret_key.{os.getpid()}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as secret_file:
+        secret_file.write(key)
+    try:
+        os.link(temporary, DEV_SECRET_FILE)
+    except FileExistsError:
+        key = DEV_SECRET_FILE.read_text().strip()
+    finally:
+        temporary.unlink()
+    return key
+
+
+def _int(environ, name, default, *, low, high):
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value

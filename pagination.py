@@ -1,0 +1,196 @@
+"""Pages of a list: limit and offset, or a signed keyset cursor; sorting from an allow-list.
+
+Two ways through a long list, both with `limit` (default 20, at most 100):
+
+    GET /v1/items?limit=20&offset=40         offset: skip 40 rows. Simple, lets a client jump
+                                             to any page, but the database still walks the 40
+                                             skipped rows, and a row inserted meanwhile shifts
+                                             every later page by one.
+    GET /v1/items?limit=20&cursor=eyJ...     keyset: "the 20 rows after this one", found with
+                                             the sort index, as fast on page 500 as on page 1,
+                                             and stable while rows come and go.
+
+A request without `offset` pages by cursor. The cursor is opaque to the client: the sort, a
+fingerprint of the filters and the last row's sort values, signed (auth.sign_value) so a
+tampered or foreign cursor is a 400 rather than a query we never meant to run.
+
+`sort=-price_cents,name` names columns from an allow-list ("-" for descending); anything
+else is a 400, so no client text ever reaches SQL. `id` always ends the order: it is unique,
+so ties are broken the same way on every request and every row has one place in the list.
+
+Pages are told complete without COUNT(*): we fetch `limit + 1` rows, and an extra row means
+there is a next page. Counting every match on every page costs more than the page itself.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from auth import sign_value, unsign_value
+from web import BadRequest
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_OFFSET = 100_000  # past this, keyset cursors are the way: an offset walks every skipped row
+MAX_SORT_KEYS = 3
+CURSOR_PURPOSE = "cursor"
+
+
+@dataclass(frozen=True)
+class Page:
+    """What a list request asked for, checked: how many rows, from where, in which order."""
+
+    limit: int
+    offset: int | None         # None when paging by cursor
+    sort: tuple                # ((column, descending), ...), always ending with ("id", False)
+    after: tuple | None        # the sort values of the last row already seen (cursor mode)
+    sort_text: str             # the sort as the client wrote it, for links
+    filters_fingerprint: str   # binds a cursor to the filters it was made for
+
+
+def parse_page(query, *, sortable, default_sort, filters, keys):
+    """Read limit, offset, cursor and sort from a parsed query (see web.parse_query).
+
+    `sortable` is the allow-list of column names; `filters` the already-checked filter
+    values, which a cursor must match. Raises BadRequest (400) naming the bad parameter.
+    """
+    limit = _whole_number(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    sort_text = _single(query, "sort") or default_sort
+    sort = parse_sort(sort_text, sortable)
+    fingerprint = _fingerprint(filters)
+    cursor = _single(query, "cursor")
+    if cursor is not None and "offset" in query:
+        raise BadRequest("use either 'offset' or 'cursor', not both")
+    if cursor is None:
+        offset = _whole_number(query, "offset", None, low=0, high=MAX_OFFSET) if "offset" in query else None
+        return Page(limit, offset, sort, None, sort_text, fingerprint)
+    state = unsign_value(cursor, keys, purpose=CURSOR_PURPOSE)
+    if (
+        not isinstance(state, dict)
+        or state.get("sort") != sort_text
+        or state.get("filters") != fingerprint
+        or not isinstance(state.get("after"), list)
+        or len(state["after"]) != len(sort)
+    ):
+        raise BadRequest("the cursor is invalid, or was made for another sort or filter")
+    return Page(limit, None, sort, tuple(state["after"]), sort_text, fingerprint)
+
+
+def parse_sort(sort_text, sortable):
+    """Turn "-price_cents,name" into (("price_cents", True), ("name", False), ("id", False)).
+
+    >>> parse_sort("-price_cents,name", {"id", "name", "price_cents"})
+    (('price_cents', True), ('name', False), ('id', False))
+    """
+    keys, seen = [], set()
+    for part in sort_text.split(","):
+        descending = part.startswith("-")
+        column = part[1:] if descending else part
+        if column not in sortable:
+            raise BadRequest(f"cannot sort by '{column}'; choose from {', '.join(sorted(sortable))}")
+        if column in seen:
+            raise BadRequest(f"'{column}' appears twice in sort")
+        seen.add(column)
+        keys.append((column, descending))
+        if column == "id":
+            break  # id is unique: nothing after it can change the order
+    if len(keys) > MAX_SORT_KEYS:
+        raise BadRequest(f"sort by at most {MAX_SORT_KEYS} fields")
+    if "id" not in seen:
+        keys.append(("id", False))
+    return tuple(keys)
+
+
+def keyset_condition(sort, after):
+    """The WHERE clause for "rows after `after` in this order", with its bound parameters.
+
+    A row comes after the last one seen when it is past it on the first sort column, or
+    equal on the first and past it on the second, and so on. Column names come from the
+    checked sort (the allow-list), values only as parameters.
+
+    >>> keyset_condition((("price_cents", True), ("id", False)), (500, 7))
+    ('(price_cents < :after_0 OR (price_cents = :after_0 AND id > :after_1))', {'after_0': 500, 'after_1': 7})
+    """
+    alternatives, params = [], {}
+    for position, (column, descending) in enumerate(sort):
+        params[f"after_{position}"] = after[position]
+        equal_before = [f"{earlier} = :after_{index}" for index, (earlier, _) in enumerate(sort[:position])]
+        past = f"{column} {'<' if descending else '>'} :after_{position}"
+        terms = equal_before + [past]
+        alternatives.append(terms[0] if len(terms) == 1 else "(" + " AND ".join(terms) + ")")
+    return "(" + " OR ".join(alternatives) + ")", params
+
+
+def order_by(sort):
+    """ORDER BY text for a checked sort, e.g. 'price_cents DESC, id ASC'."""
+    return ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, descending in sort)
+
+
+def envelope(rows, page, *, path, query_params, keys):
+    """The list body {data, pagination, links} and the RFC 8288 Link header for it.
+
+    `rows` holds up to limit + 1 rows; the extra one only says that a next page exists.
+    `query_params` are the filters to repeat in every link.
+    """
+    has_more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    base = dict(query_params, limit=page.limit)
+    if page.sort_text:
+        base["sort"] = page.sort_text
+    links = {"self": None, "first": _url(path, base)}
+    pagination = {"limit": page.limit, "has_more": has_more}
+    if page.offset is not None:
+        pagination["offset"] = page.offset
+        links["self"] = _url(path, dict(base, offset=page.offset))
+        links["first"] = _url(path, dict(base, offset=0))
+        if page.offset > 0:
+            links["prev"] = _url(path, dict(base, offset=max(0, page.offset - page.limit)))
+        if has_more:
+            links["next"] = _url(path, dict(base, offset=page.offset + page.limit))
+    else:
+        links["self"] = links["first"] if page.after is None else None
+        next_cursor = None
+        if has_more:
+            last = rows[-1]
+            state = {
+                "sort": page.sort_text,
+                "filters": page.filters_fingerprint,
+                "after": [last[column] for column, _ in page.sort],
+            }
+            next_cursor = sign_value(state, keys, purpose=CURSOR_PURPOSE)
+            links["next"] = _url(path, dict(base, cursor=next_cursor))
+        pagination["next_cursor"] = next_cursor
+    links = {rel: url for rel, url in links.items() if url is not None}
+    link_header = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items() if rel != "self")
+    return {"data": rows, "pagination": pagination, "links": links}, link_header
+
+
+def _url(path, params):
+    # Relative references (RFC 3986 §4.2): valid in Link (RFC 8288 §3.1), and they never
+    # repeat a Host header that an attacker could have chosen.
+    return path + "?" + urlencode(params)
+
+
+def _single(query, name):
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"query parameter '{name}' is given more than once")
+    return values[0]
+
+
+def _whole_number(query, name, default, *, low, high):
+    text = _single(query, name)
+    if text is None:
+        return default
+    # The length check comes first: int() of a 5,000-digit string is slow, or an error.
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not low <= int(text) <= high:
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _fingerprint(filters):
+    canonical = json.dumps(filters, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

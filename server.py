@@ -1,0 +1,143 @@
+"""The shop: the WSGI `app`, wired from its pieces, and the command line that runs it.
+
+    python server.py                    serve on http://127.0.0.1:8000 (SQLite under var/)
+    python server.py --port 9000        ... elsewhere (or PORT=9000)
+    python server.py migrate            apply schema.sql and migrations/ and exit
+    python server.py seed --items 30    add demo items to the catalogue
+    gunicorn server:app                 the same app under a production server
+
+How a request travels, and where each step lives:
+
+    socket -> httpserver.py (HTTP/1.1 -> WSGI environ)
+           -> web.Application (Request) -> middleware.py (request id, log, headers, problems)
+           -> routes.py (which handler) -> api_*.py (HTTP in, plain values out)
+           -> sql_*.py (one function per query) -> db.py (SQLite or PostgreSQL)
+
+Configuration comes from the environment (config.py). `python server.py` applies pending
+migrations itself unless APP_ENV=production, where `python server.py migrate` is a
+deliberate deployment step.
+"""
+
+import argparse
+import atexit
+import signal
+import sys
+from dataclasses import dataclass
+
+import config
+import db
+import seed
+from httpserver import HTTPServer
+from middleware import build_middleware
+from observe import JSONLogger
+from routes import build_router
+from web import Application
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every handler can reach through `request.services`."""
+
+    settings: config.Settings
+    database: object  # db.SQLiteDatabase or db.PostgresDatabase
+    logger: JSONLogger
+
+
+def create_app(settings=None, *, database=None, logger=None):
+    """Build the WSGI application. Opens no connection: the database is reached on first use."""
+    settings = settings or config.load_settings()
+    database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
+    logger = logger or JSONLogger(enabled=settings.access_log)
+    # Lines still queued when the process exits (gunicorn stopping a worker) are written out.
+    atexit.register(logger.flush)
+    services = Services(settings=settings, database=database, logger=logger)
+    return Application(build_router(), build_middleware(logger), services)
+
+
+def __getattr__(name):
+    """`gunicorn server:app` (or `from server import app`) builds the app on that first look-up.
+
+    Built lazily (PEP 562) rather than at import, so that `python server.py migrate` and
+    the tests, which import this module, do not read the environment or open a database
+    they do not use.
+    """
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module 'server' has no attribute {name!r}")
+
+
+def main(argv=None):
+    arguments = _parse_arguments(argv)
+    try:
+        settings = config.load_settings()
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
+    try:
+        if arguments.command == "migrate":
+            applied = db.migrate(database)
+            print(f"applied migrations: {applied or 'none, the schema is up to date'}")
+        elif arguments.command == "seed":
+            db.migrate(database)
+            total = seed.seed_items(database, arguments.items)
+            print(f"added {arguments.items} demo items; the catalogue now holds {total}")
+        else:
+            return serve(settings, database, host=arguments.host or settings.host, port=arguments.port)
+    except db.DatabaseUnavailable as error:
+        print(f"the database is not reachable: {error}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    return 0
+
+
+def serve(settings, database, *, host, port):
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests and return 0."""
+    if settings.app_env != "production":
+        db.migrate(database)
+    logger = JSONLogger(enabled=settings.access_log)
+    application = create_app(settings, database=database, logger=logger)
+    server = HTTPServer(application, host, port if port is not None else settings.port, max_workers=settings.threads)
+    bound_host, bound_port = server.server_address[:2]
+    url = f"http://{bound_host}:{bound_port}"
+
+    def stop(signal_number, frame):
+        # Only set a flag here: serve_forever() notices it, stops accepting, and lets
+        # requests in flight finish (httpserver.SHUTDOWN_DEADLINE_SECONDS at most).
+        server.request_shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logger.info("started", url=url, database=database.engine, threads=settings.threads)
+    print(f"Serving the shop on {url}  (Ctrl-C stops)\nTry: curl {url}/v1/items?limit=3", file=sys.stderr, flush=True)
+    server.serve_forever()
+    logger.info("stopped")
+    logger.flush()
+    return 0
+
+
+def _parse_arguments(argv):
+    parser = argparse.ArgumentParser(description="The shop backend.")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1, or HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000, or PORT)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    commands.add_parser("migrate", help="apply pending schema migrations")
+    seed_parser = commands.add_parser("seed", help="add demo items")
+    seed_parser.add_argument("--items", type=_seed_count, default=seed.DEFAULT_SEED_ITEMS,
+                             help=f"how many (default {seed.DEFAULT_SEED_ITEMS})")
+    return parser.parse_args(argv)
+
+
+def _seed_count(text):
+    count = int(text)
+    if not 1 <= count <= seed.MAX_SEED_ITEMS:
+        raise argparse.ArgumentTypeError(f"from 1 to {seed.MAX_SEED_ITEMS}")
+    return count
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""SQL for the catalogue: one function per query, plain values in, dict rows out.
+
+Every function takes a `db.Connection` first. None of them sees an HTTP object, and none
+decides what a missing row means: `get_item` returns None and the handler answers 404.
+The indexes these queries use are in schema.sql, each commented with the query it serves.
+"""
+
+from pagination import keyset_condition, order_by
+
+ITEM_COLUMNS = "id, name, description, price_cents, stock, version, created_at, updated_at"
+SORTABLE_COLUMNS = frozenset({"id", "name", "price_cents", "created_at"})
+
+
+def get_item(connection, item_id):
+    """One item by id, or None."""
+    return connection.fetch_one(
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = :item_id",
+        {"item_id": item_id},
+    )
+
+
+def list_items(connection, *, sort, limit, offset=None, after=None,
+               in_stock=None, min_price_cents=None, max_price_cents=None, name_contains=None):
+    """Up to `limit` items in `sort` order, filtered; `after` (keyset) or `offset` says where to start.
+
+    `sort` must come from pagination.parse_sort (its columns are in SORTABLE_COLUMNS): column
+    names are the one part of this SQL not passed as parameters.
+    """
+    conditions, params = [], {"limit": limit}
+    if in_stock is True:
+        conditions.append("stock > 0")  # spelled as in the partial index items_in_stock_id
+    elif in_stock is False:
+        conditions.append("stock = 0")
+    if min_price_cents is not None:
+        conditions.append("price_cents >= :min_price_cents")
+        params["min_price_cents"] = min_price_cents
+    if max_price_cents is not None:
+        conditions.append("price_cents <= :max_price_cents")
+        params["max_price_cents"] = max_price_cents
+    if name_contains is not None:
+        # A substring search cannot use a B-tree index; it scans the (filtered) rows.
+        # The pattern's own % and _ are escaped so a user's "50%" means the text "50%".
+        conditions.append("lower(name) LIKE :name_pattern ESCAPE '\\'")
+        params["name_pattern"] = "%" + _escape_like(name_contains.lower()) + "%"
+    if after is not None:
+        condition, after_params = keyset_condition(sort, after)
+        conditions.append(condition)
+        params.update(after_params)
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+    paging = "LIMIT :limit"
+    if offset:
+        paging += " OFFSET :offset"
+        params["offset"] = offset
+    return connection.fetch_all(
+        f"SELECT {ITEM_COLUMNS} FROM items {where} ORDER BY {order_by(sort)} {paging}",
+        params,
+    )
+
+
+def insert_items(connection, items, now):
+    """Insert many items at once (the seed command); `items` are dicts of the writable fields."""
+    connection.execute_many(
+        "INSERT INTO items (name, description, price_cents, stock, created_at, updated_at)"
+        " VALUES (:name, :description, :price_cents, :stock, :now, :now)",
+        [dict(item, now=now) for item in items],
+    )
+
+
+def count_items(connection):
+    return connection.fetch_value("SELECT count(*) AS total FROM items")
+
+
+def _escape_like(text):
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,525 @@
+"""The HTTP toolkit: Request, Response, Router and the HTTPError family. Knows nothing of the shop.
+
+A WSGI server (PEP 3333) calls `app(environ, start_response)` once per request. This module
+turns the `environ` dict into a `Request`, finds the handler through the `Router`, and turns
+what the handler returns, or the `HTTPError` it raises, into status, headers and body:
+
+    GET /v1/items/7 HTTP/1.1            ->  router.match("GET", "/v1/items/7")
+                                        ->  (route for /v1/items/{id:int}, {"id": 7})
+    handler returns {"id": 7, ...}      ->  200, Content-Type: application/json
+    handler raises NotFound("...")      ->  404, Content-Type: application/problem+json
+
+Every error is an RFC 9457 problem document, rendered in one place (`problem_response`):
+
+    {"type": "about:blank", "title": "Not Found", "status": 404,
+     "detail": "item 7 does not exist", "instance": "/v1/items/7", "request_id": "..."}
+"""
+
+import json
+import math
+import re
+from http import HTTPStatus
+from urllib.parse import parse_qs
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+MAX_JSON_INTEGER = 2**63 - 1  # what a BIGINT column holds
+MAX_QUERY_STRING_BYTES = 8 * 1024
+MAX_QUERY_FIELDS = 100
+JSON_TYPE = "application/json"
+PROBLEM_TYPE = "application/problem+json"
+
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+# -- errors ----------------------------------------------------------------------------
+
+class HTTPError(Exception):
+    """An error the client should see. `status` picks the HTTP status; the rest fill the problem."""
+
+    status = 500
+
+    def __init__(self, detail=None, *, headers=None, errors=None, extra=None):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or []
+        self.errors = errors  # [{"field": ..., "message": ...}] for validation problems
+        self.extra = extra or {}  # more members of the problem document
+
+    @property
+    def title(self):
+        return HTTPStatus(self.status).phrase
+
+
+class BadRequest(HTTPError):
+    status = 400
+
+
+class Unauthorized(HTTPError):
+    status = 401
+
+
+class Forbidden(HTTPError):
+    status = 403
+
+
+class NotFound(HTTPError):
+    status = 404
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+
+    def __init__(self, allowed):
+        super().__init__(f"allowed methods: {', '.join(allowed)}", headers=[("Allow", ", ".join(allowed))])
+
+
+class Conflict(HTTPError):
+    status = 409
+
+
+class PreconditionFailed(HTTPError):
+    status = 412
+
+
+class ContentTooLarge(HTTPError):
+    status = 413
+
+
+class UnsupportedMediaType(HTTPError):
+    status = 415
+
+
+class UnprocessableContent(HTTPError):
+    """Valid JSON that breaks the rules: `errors` names every bad field at once."""
+
+    status = 422
+
+    def __init__(self, errors, detail="the request has invalid fields"):
+        super().__init__(detail, errors=errors)
+
+
+class InternalServerError(HTTPError):
+    status = 500
+
+
+class ServiceUnavailable(HTTPError):
+    status = 503
+
+
+# -- request ---------------------------------------------------------------------------
+
+class Request:
+    """One HTTP request, read from a WSGI environ. Parsing happens only when asked for."""
+
+    __slots__ = ("environ", "method", "path", "path_params", "route", "request_id", "user", "services", "_query")
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.method = environ["REQUEST_METHOD"]
+        # PEP 3333 hands the path over as latin-1 text; the bytes were UTF-8.
+        raw_path = environ.get("PATH_INFO", "/") or "/"
+        try:
+            self.path = raw_path.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            self.path = raw_path  # not UTF-8: it will match no route and get a 404
+        self.path_params = {}
+        self.route = None
+        self.request_id = None
+        self.user = None
+        self.services = None  # what handlers need (database, settings), set by Application
+        self._query = None
+
+    def header(self, name, default=None):
+        """A request header by its name, e.g. request.header("If-None-Match")."""
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        return self.environ.get(key, default)
+
+    @property
+    def query(self):
+        """The query string as {name: [values]}, percent-decoded, repeated keys kept in order.
+
+        Raises BadRequest for a query that is too long, has too many fields or is not UTF-8.
+        """
+        if self._query is None:
+            self._query = parse_query(self.environ.get("QUERY_STRING", ""))
+        return self._query
+
+    def query_value(self, name):
+        """The one value of a query parameter, or None when absent; given twice is a 400."""
+        values = self.query.get(name)
+        if values is None:
+            return None
+        if len(values) > 1:
+            raise BadRequest(f"query parameter '{name}' is given more than once")
+        return values[0]
+
+    @property
+    def cookies(self):
+        """Cookies as {name: value} (RFC 6265 §5.4: `name=value` pairs separated by `; `)."""
+        cookies = {}
+        for pair in self.environ.get("HTTP_COOKIE", "").split(";"):
+            name, equals, value = pair.strip().partition("=")
+            if equals and name and name not in cookies:
+                cookies[name] = value.strip().strip('"')
+        return cookies
+
+    def json(self):
+        """The body parsed as JSON, strictly; see `parse_json` for what is refused.
+
+        Raises UnsupportedMediaType (415), ContentTooLarge (413) or BadRequest (400).
+        """
+        media_type = self.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if media_type != JSON_TYPE:
+            raise UnsupportedMediaType("the body must be sent as Content-Type: application/json")
+        return parse_json(self.body())
+
+    def body(self):
+        """The raw body bytes, at most MAX_BODY_BYTES (else 413)."""
+        length_text = self.environ.get("CONTENT_LENGTH") or "0"
+        if not length_text.isdigit():
+            raise BadRequest("Content-Length must be a number of bytes")
+        length = int(length_text)
+        if length > MAX_BODY_BYTES:
+            raise ContentTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes")
+        body = self.environ["wsgi.input"].read(length) if length else b""
+        if len(body) != length:
+            raise BadRequest("the body is shorter than its Content-Length")
+        return body
+
+
+def parse_query(query_string):
+    """Parse a query string strictly.
+
+    >>> parse_query("sort=-price_cents%2Cname&q=tea+cup&q=mug")
+    {'sort': ['-price_cents,name'], 'q': ['tea cup', 'mug']}
+    >>> parse_query("limit=")
+    {'limit': ['']}
+    """
+    if len(query_string) > MAX_QUERY_STRING_BYTES:
+        raise BadRequest(f"the query string may be at most {MAX_QUERY_STRING_BYTES} bytes")
+    if not query_string:
+        return {}
+    try:
+        return parse_qs(
+            query_string, keep_blank_values=True, strict_parsing=False,
+            encoding="utf-8", errors="strict", max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not valid UTF-8") from None
+    except ValueError:
+        raise BadRequest(f"the query string may have at most {MAX_QUERY_FIELDS} fields") from None
+
+
+def parse_json(body):
+    """Parse JSON bytes, refusing what `json.loads` lets through.
+
+    Refused, each with a BadRequest: invalid UTF-8, NaN and Infinity (not JSON, RFC 8259 §6),
+    numbers too large for a float or for a BIGINT, duplicate keys in one object (RFC 8259
+    §4: "names SHOULD be unique"; two values for `price_cents` must not both be believed),
+    lone surrogates such as "\\ud800" (not Unicode text), and nesting deeper than
+    MAX_JSON_DEPTH.
+
+    >>> parse_json(b'{"name": "Tea", "price_cents": 450}')
+    {'name': 'Tea', 'price_cents': 450}
+    >>> parse_json(b'{"a": NaN}')
+    Traceback (most recent call last):
+    web.BadRequest: malformed JSON: NaN and Infinity are not JSON
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not valid UTF-8") from None
+    try:
+        document = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except _JSONRefused as refused:
+        raise BadRequest(f"malformed JSON: {refused}") from None
+    except RecursionError:
+        raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise BadRequest(f"malformed JSON: {error}") from None
+    _check_depth_and_text(document)
+    return document
+
+
+class _JSONRefused(ValueError):
+    pass
+
+
+def _refuse_constant(name):
+    raise _JSONRefused("NaN and Infinity are not JSON")
+
+
+def _bounded_int(digits):
+    # Checked on the digits before int(): a 100,000-digit number costs time to convert.
+    if len(digits) > 20 or abs(int(digits)) > MAX_JSON_INTEGER:
+        raise _JSONRefused("integer out of range")
+    return int(digits)
+
+
+def _finite_float(text):
+    number = float(text)
+    if not math.isfinite(number):
+        raise _JSONRefused("number out of range")
+    return number
+
+
+def _unique_keys(pairs):
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _JSONRefused("duplicate key in an object")
+    return document
+
+
+def _check_depth_and_text(document):
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, member in value.items():
+                _check_text(key)
+                stack.append((member, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((member, depth + 1) for member in value)
+        elif isinstance(value, str):
+            _check_text(value)
+
+
+def _check_text(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("malformed JSON: a string holds a lone surrogate") from None
+
+
+# -- response --------------------------------------------------------------------------
+
+class Response:
+    """Status, headers (a list of (name, value) pairs) and body bytes."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, body=b"", status=200, headers=None):
+        self.status = status
+        self.headers = headers if headers is not None else []
+        self.body = body
+
+    @classmethod
+    def json(cls, payload, status=200, headers=None, content_type=JSON_TYPE):
+        body = _compact_json(payload).encode()
+        response_headers = [("Content-Type", content_type)]
+        if headers:
+            response_headers.extend(headers)
+        return cls(body, status, response_headers)
+
+    def header(self, name):
+        lowered = name.lower()
+        for header_name, value in self.headers:
+            if header_name.lower() == lowered:
+                return value
+        return None
+
+
+def problem_response(error, request):
+    """Render an HTTPError as an RFC 9457 problem document."""
+    problem = {
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail or error.title,
+        "instance": request.path,
+        "request_id": request.request_id,
+    }
+    if error.errors is not None:
+        problem["errors"] = error.errors
+    problem.update(error.extra)
+    return Response.json(problem, error.status, list(error.headers), content_type=PROBLEM_TYPE)
+
+
+def etag_matches(if_none_match, etag):
+    """RFC 9110 §13.1.2: does If-None-Match name this ETag (weak comparison)?
+
+    >>> etag_matches('W/"v3", "v4"', '"v4"')
+    True
+    >>> etag_matches('*', '"v1"')
+    True
+    """
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+# -- router ----------------------------------------------------------------------------
+
+class Route:
+    """One method + path pattern, its handler and what the rest of the app needs to know."""
+
+    __slots__ = ("method", "pattern", "handler", "name", "access", "summary", "regex", "converters")
+
+    def __init__(self, method, pattern, handler, *, name, access="public", summary=""):
+        self.method = method
+        self.pattern = pattern
+        self.handler = handler
+        self.name = name
+        self.access = access  # "public", "user" or "admin": read by the auth middleware
+        self.summary = summary
+        self.regex, self.converters = compile_pattern(pattern)
+
+
+# {name} matches one path segment; {name:int} a positive whole number small enough for BIGINT.
+_CONVERTERS = {"str": (r"[^/]+", str), "int": (r"[0-9]{1,18}", int)}
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([a-z]+))?\}")
+
+
+def compile_pattern(pattern):
+    """Compile a route pattern once into a regex and the converters of its parameters.
+
+    >>> regex, converters = compile_pattern("/v1/items/{id:int}")
+    >>> regex.pattern, converters
+    ('^/v1/items/(?P<id>[0-9]{1,18})$', {'id': <class 'int'>})
+    """
+    parts, converters, position = [], {}, 0
+    for placeholder in _PLACEHOLDER.finditer(pattern):
+        name, kind = placeholder.group(1), placeholder.group(2) or "str"
+        regex, converter = _CONVERTERS[kind]
+        parts.append(re.escape(pattern[position:placeholder.start()]))
+        parts.append(f"(?P<{name}>{regex})")
+        converters[name] = converter
+        position = placeholder.end()
+    parts.append(re.escape(pattern[position:]))
+    return re.compile("^" + "".join(parts) + "$"), converters
+
+
+class Router:
+    """Find the route for a method and path: 404 for an unknown path, 405 for a wrong method.
+
+    Paths without parameters are found in a dict; the others by trying each compiled regex.
+    HEAD is answered by the GET handler (the body is dropped later), and OPTIONS by the
+    router itself with the `Allow` header.
+    """
+
+    def __init__(self):
+        self.routes = []
+        self._static = {}   # path -> {method: route}
+        self._dynamic = []  # (regex, converters, {method: route})
+
+    def add(self, method, pattern, handler, **meta):
+        route = Route(method, pattern, handler, **meta)
+        self.routes.append(route)
+        if route.converters:
+            for regex, _, methods in self._dynamic:
+                if regex.pattern == route.regex.pattern:
+                    methods[method] = route
+                    break
+            else:
+                self._dynamic.append((route.regex, route.converters, {method: route}))
+        else:
+            self._static.setdefault(pattern, {})[method] = route
+        return route
+
+    def match(self, method, path):
+        """Return (route, path_params); raise NotFound or MethodNotAllowed."""
+        methods, params = self._methods_for(path)
+        if methods is None:
+            raise NotFound(f"no resource at {path}")
+        route = methods.get(method)
+        if route is None and method == "HEAD":
+            route = methods.get("GET")
+        if route is None:
+            raise MethodNotAllowed(self._allow(methods))
+        return route, params
+
+    def allowed(self, path):
+        """The Allow list for a path, or None when the path is unknown."""
+        methods, _ = self._methods_for(path)
+        return None if methods is None else self._allow(methods)
+
+    def _methods_for(self, path):
+        methods = self._static.get(path)
+        if methods is not None:
+            return methods, {}
+        for regex, converters, methods in self._dynamic:
+            found = regex.match(path)
+            if found:
+                return methods, {name: converters[name](value) for name, value in found.groupdict().items()}
+        return None, None
+
+    @staticmethod
+    def _allow(methods):
+        allowed = set(methods)
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allowed.add("OPTIONS")
+        return sorted(allowed)
+
+
+# -- the WSGI application --------------------------------------------------------------
+
+class Application:
+    """The WSGI callable: environ in, status + headers + body out, through the middleware.
+
+    `middleware` is a list of functions `(request, call_next) -> Response`, outermost first;
+    they are chained once, here, not on every request. `services` is handed to every
+    handler as `request.services` (the database, the settings, the logger).
+    """
+
+    def __init__(self, router, middleware=(), services=None):
+        self.router = router
+        self.services = services
+        handler = self.dispatch
+        for layer in reversed(middleware):
+            handler = _chain(layer, handler)
+        self._handle = handler
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request.services = self.services
+        response = self._handle(request)
+        body = response.body
+        headers = response.headers
+        if response.status in (204, 304):
+            body = b""
+        else:
+            headers.append(("Content-Length", str(len(body))))
+        start_response(STATUS_LINES[response.status], headers)
+        # HEAD: the same headers as GET, Content-Length included, and no body (RFC 9110 §9.3.2).
+        if request.method == "HEAD" or not body:
+            return []
+        return [body]
+
+    def dispatch(self, request):
+        """Route the request, call its handler, and apply conditional GET."""
+        if request.method == "OPTIONS":
+            allowed = self.router.allowed(request.path)
+            if allowed is None:
+                raise NotFound(f"no resource at {request.path}")
+            return Response(b"", 204, [("Allow", ", ".join(allowed))])
+        request.route, request.path_params = self.router.match(request.method, request.path)
+        result = request.route.handler(request)
+        response = result if isinstance(result, Response) else Response.json(result)
+        if response.status == 200 and request.method in ("GET", "HEAD"):
+            etag = response.header("ETag")
+            if_none_match = request.header("If-None-Match")
+            if etag and if_none_match and etag_matches(if_none_match, etag):
+                # 304 repeats the validators and caching headers, without the body (RFC 9110 §15.4.5).
+                kept = [(name, value) for name, value in response.headers if name in ("ETag", "Cache-Control")]
+                return Response(b"", 304, kept)
+        return response
+
+
+def _chain(layer, call_next):
+    def handle(request):
+        return layer(request, call_next)
+    return handle
