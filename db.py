@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 try:  # Optional: only a postgresql:// DATABASE_URL needs psycopg.
     import psycopg
+    import psycopg.conninfo
     import psycopg_pool
     from psycopg.rows import dict_row
 except ImportError:  # pragma: no cover - exercised on a machine without the package
@@ -145,7 +146,7 @@ class Connection:
 
     def execute_many(self, sql, params_list):
         try:
-            self._raw.executemany(self._translate(sql), params_list)
+            self._raw.cursor().executemany(self._translate(sql), params_list)
         except Exception as error:
             _reraise_translated(error)
 
@@ -248,6 +249,10 @@ class PostgresDatabase:
         if psycopg is None:
             raise RuntimeError("a postgresql:// DATABASE_URL needs: pip install -r requirements.txt")
         self.timeout_seconds = timeout_seconds
+        # A statement running longer than the timeout is cancelled by the server. Added to
+        # any `options` the URL already has (e.g. -csearch_path=...), not in place of them.
+        url_options = psycopg.conninfo.conninfo_to_dict(url).get("options", "")
+        options = f"{url_options} -c statement_timeout={int(timeout_seconds * 1000)}".strip()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -257,8 +262,7 @@ class PostgresDatabase:
                 "autocommit": True,
                 "row_factory": dict_row,
                 "connect_timeout": max(1, int(timeout_seconds)),
-                # A statement that runs longer than this is cancelled by the server.
-                "options": f"-c statement_timeout={int(timeout_seconds * 1000)}",
+                "options": options,
             },
             # A connection broken by a server restart is noticed before it is handed out.
             check=psycopg_pool.ConnectionPool.check_connection,

@@ -56,7 +56,9 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     values, which a cursor must match. Raises BadRequest (400) naming the bad parameter.
     """
     limit = _whole_number(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
-    sort_text = _single(query, "sort") or default_sort
+    sort_text = _single(query, "sort")
+    if sort_text is None:
+        sort_text = default_sort
     sort = parse_sort(sort_text, sortable)
     fingerprint = _fingerprint(filters)
     cursor = _single(query, "cursor")
