@@ -16,7 +16,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
 | `THREADS` | `64` | the bound on worker threads of `python server.py` |
 | `ACCESS_LOG` | `1` | `0` turns the one-line-per-request JSON log off |
-| `DATABASE_TIMEOUT_SECONDS` | `5` | how long a request waits for the database before a 503 |
+| `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
 """
 
 import os
@@ -31,7 +31,7 @@ DEV_SECRET_FILE = VAR_DIR / "secret_key"
 MIN_SECRET_KEY_BYTES = 32
 DEFAULT_PORT = 8000
 DEFAULT_THREADS = 64
-DEFAULT_DATABASE_TIMEOUT_SECONDS = 5.0
+DEFAULT_DATABASE_TIMEOUT_SECONDS = 3.0
 ENVIRONMENTS = ("development", "test", "production")
 
 

@@ -43,7 +43,7 @@ class Page:
 
     limit: int
     offset: int | None         # None when paging by cursor
-    sort: tuple                # ((column, descending), ...), always ending with ("id", False)
+    sort: tuple                # ((column, descending), ...), always ending with ("id", ...)
     after: tuple | None        # the sort values of the last row already seen (cursor mode)
     sort_text: str             # the sort as the client wrote it, for links
     filters_fingerprint: str   # binds a cursor to the filters it was made for
@@ -84,6 +84,8 @@ def parse_sort(sort_text, sortable):
 
     >>> parse_sort("-price_cents,name", {"id", "name", "price_cents"})
     (('price_cents', True), ('name', False), ('id', False))
+    >>> parse_sort("-price_cents", {"id", "price_cents"})
+    (('price_cents', True), ('id', True))
     """
     keys, seen = [], set()
     for part in sort_text.split(","):
@@ -100,7 +102,10 @@ def parse_sort(sort_text, sortable):
     if len(keys) > MAX_SORT_KEYS:
         raise BadRequest(f"sort by at most {MAX_SORT_KEYS} fields")
     if "id" not in seen:
-        keys.append(("id", False))
+        # The tie-breaker runs in the direction of the last key, so `-price_cents` becomes
+        # `price_cents DESC, id DESC`: one backward walk of the (price_cents, id) index.
+        # With `id ASC` the database would have to sort every run of equal prices itself.
+        keys.append(("id", keys[-1][1]))
     return tuple(keys)
 
 

@@ -108,7 +108,7 @@ def test_following_next_links_visits_every_row_exactly_once(client, sort, mode):
     rows = [dict(item, id=number) for number, item in enumerate(SEEDED, start=1)]
     keys = [(part.lstrip("-"), part.startswith("-")) for part in sort.split(",")]
     expected = rows
-    for column, descending in reversed(keys + [("id", False)]):
+    for column, descending in reversed(keys + [("id", keys[-1][1])]):  # id follows the last key
         if column == "created_at":
             continue  # all seeded in one batch: equal timestamps, so id decides
         expected = sorted(expected, key=lambda row: row[column], reverse=descending)
