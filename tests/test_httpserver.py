@@ -1,0 +1,517 @@
+"""Tests for httpserver.py: raw bytes on a real socket, the way a client or an attacker sends them.
+
+Every app here is wrapped in wsgiref.validate.validator, which checks PEP 3333 compliance of
+the environ, start_response and the body iterable on every request.
+"""
+import contextlib
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from wsgiref.validate import validator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import httpserver  # noqa: E402
+
+SHORT_TIMEOUT = 0.5   # header, body and keep-alive timeouts of the test server, in seconds
+READ_TIMEOUT = 3.0    # a test fails rather than hangs when the server stays silent this long
+
+
+def echo_app(environ, start_response):
+    """Echo the parts of the request a test checks; a few paths misbehave on purpose."""
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("the application failed")
+    if path == "/slow":
+        time.sleep(0.5)
+    if path == "/stream":  # no Content-Length: the server must frame the body itself
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"first,", b"", b"second"])
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    echo = {
+        "method": environ["REQUEST_METHOD"], "path": path, "query": environ["QUERY_STRING"],
+        "raw_uri": environ["RAW_URI"], "protocol": environ["SERVER_PROTOCOL"],
+        "body": environ["wsgi.input"].read(length).decode("latin-1"),
+        "content_length": environ.get("CONTENT_LENGTH"),
+        "headers": {key: value for key, value in environ.items() if key.startswith("HTTP_")},
+    }
+    body = json.dumps(echo).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@contextlib.contextmanager
+def running(app, **options):
+    """An HTTPServer on a free port, served from a background thread, shut down at the end."""
+    server = httpserver.HTTPServer(app, port=0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.request_shutdown()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "serve_forever() did not return after request_shutdown()"
+
+
+@pytest.fixture
+def server():
+    with running(validator(echo_app), header_timeout=SHORT_TIMEOUT, body_timeout=SHORT_TIMEOUT,
+                 keepalive_timeout=SHORT_TIMEOUT) as server:
+        yield server
+
+
+class Client:
+    """A raw socket plus a small HTTP/1.1 response reader, strict enough for these tests."""
+
+    def __init__(self, address):
+        self.sock = socket.create_connection(address, timeout=READ_TIMEOUT)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, raw: bytes):
+        self.sock.sendall(raw)
+
+    def response(self, head_request=False):
+        """Read one response: (status, headers with lower-case names, body)."""
+        status_line = self.file.readline()
+        assert status_line.endswith(b"\r\n"), f"no complete status line: {status_line!r}"
+        version, status, _reason = status_line.decode("latin-1").split(" ", 2)
+        assert version == "HTTP/1.1"
+        headers = {}
+        while (line := self.file.readline()) != b"\r\n":
+            assert line.endswith(b"\r\n"), f"header line not ending in CRLF: {line!r}"
+            name, value = line.decode("latin-1").split(":", 1)
+            assert name.lower() not in headers, f"duplicate header {name}"
+            headers[name.lower()] = value.strip()
+        status = int(status)
+        if head_request or status in (100, 204, 304):
+            body = b""
+        elif "content-length" in headers:
+            body = self.file.read(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while (size := int(self.file.readline(), 16)) > 0:
+                body += self.file.read(size)
+                assert self.file.read(2) == b"\r\n"
+            assert self.file.read(2) == b"\r\n"
+        else:
+            body = self.file.read()   # delimited by the server closing the connection
+        return status, headers, body
+
+    def is_closed(self) -> bool:
+        """True when the server closed its side: end-of-file with no further bytes."""
+        try:
+            return self.file.read(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def connect():
+    clients = []
+
+    def connect(server):
+        client = Client(server.server_address)
+        clients.append(client)
+        return client
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def get(path="/", extra=b"", version=b"HTTP/1.1"):
+    return b"GET " + path.encode() + b" " + version + b"\r\nHost: shop.test\r\n" + extra + b"\r\n"
+
+
+def assert_served_normally(server, connect):
+    client = connect(server)
+    client.send(get("/still-alive"))
+    status, _, body = client.response()
+    assert status == 200 and json.loads(body)["path"] == "/still-alive"
+
+
+H = b"Host: shop.test\r\n"
+BAD_REQUESTS = [
+    ("CL and TE", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("negative CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400),
+    ("CL with plus sign", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello", 400),
+    ("CL with inner space", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1 2\r\n\r\n", 400),
+    ("empty CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: \r\n\r\n", 400),
+    ("CL as list", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello", 400),
+    ("two different CLs", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Content-Length: 6\r\n\r\nhello!", 400),
+    ("same CL twice", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Content-Length: 5\r\n\r\nhello", 400),
+    ("hex CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0x5\r\n\r\nhello", 400),
+    ("missing Host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two Hosts", b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost : shop.test\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n", 400),
+    ("bare LF everywhere", b"GET / HTTP/1.1\nHost: shop.test\n\n", 400),
+    ("bare LF in a header", b"GET / HTTP/1.1\r\nHost: shop.test\nX-A: b\r\n\r\n", 400),
+    ("bare CR", b"GET / HTTP/1.1\rHost: shop.test\r\n\r\n", 400),
+    ("bare CR only", b"GET / HTTP/1.1\rHost: shop.test\r\r", 400),
+    ("request line over 8 KiB", get("/" + "a" * (8 * 1024)), 414),
+    ("101 headers", get(extra=b"".join(b"X-H%d: v\r\n" % n for n in range(100))), 431),
+    ("70 KiB of headers", get(extra=b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 7000)
+                                             for n in range(10))), 431),
+    ("unknown TE", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 501),
+    ("TE chunked, gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n",
+     501),
+    ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("HTTP/2.0", get(version=b"HTTP/2.0"), 505),
+    ("HTTP/1.1x", get(version=b"HTTP/1.1x"), 400),
+    ("lower-case version", get(version=b"http/1.1"), 400),
+    ("no version", b"GET /\r\n" + H + b"\r\n", 400),
+    ("two spaces", b"GET  / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("bad method", b"GE(T / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("relative target", get("index.html"), 400),
+    ("ftp target", get("ftp://shop.test/"), 400),
+    ("absolute target without host", get("http:///x"), 400),
+    ("fragment in target", get("/a#b"), 400),
+    ("* with GET", get("*"), 400),
+    ("NUL in header value", get(extra=b"X-A: a\x00b\r\n"), 400),
+    ("DEL in header value", get(extra=b"X-A: a\x7fb\r\n"), 400),
+    ("header name not a token", get(extra=b"X@A: b\r\n"), 400),
+    ("empty header name", get(extra=b": b\r\n"), 400),
+    ("header without colon", get(extra=b"X-A b\r\n"), 400),
+    ("bad chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size with sign", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"+5\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk without CRLF", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"5\r\nhelloXX0\r\n\r\n", 400),
+    ("chunk size line with bare LF", b"POST / HTTP/1.1\r\n" + H +
+     b"Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
+    ("chunk extension too long", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"5;" + b"x" * 5000 + b"\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunked over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"100001\r\n" + b"x" * 1000, 413),
+    ("chunked over 1 MiB in pieces", b"POST / HTTP/1.1\r\n" + H +
+     b"Transfer-Encoding: chunked\r\n\r\n" + (b"80000\r\n" + b"x" * 0x80000 + b"\r\n") * 3, 413),
+    ("CL over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1048577\r\n\r\n", 413),
+    ("CL of 30 digits", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: " + b"9" * 30 + b"\r\n\r\n",
+     413),
+    ("100-continue over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
+     b"Content-Length: 2000000\r\n\r\n", 413),
+    ("Expect other than 100-continue", b"POST / HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\n"
+     b"Content-Length: 2\r\n\r\nhi", 417),
+]
+
+
+@pytest.mark.parametrize("raw, expected", [row[1:] for row in BAD_REQUESTS],
+                         ids=[row[0] for row in BAD_REQUESTS])
+def test_bad_request_gets_problem_and_close(server, connect, raw, expected):
+    client = connect(server)
+    client.send(raw)
+    status, headers, body = client.response()
+    assert status == expected
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert "date" in headers and headers["server"] == "shop"
+    problem = json.loads(body)
+    assert problem["status"] == expected and problem["type"] == "about:blank"
+    assert problem["title"] and problem["detail"]
+    assert client.is_closed()
+    assert_served_normally(server, connect)
+
+
+def test_smuggled_request_in_body_gets_no_second_response(server, connect):
+    client = connect(server)
+    client.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\nTransfer-Encoding: chunked"
+                b"\r\n\r\n0\r\n\r\n" + get("/smuggled"))
+    status, _, _ = client.response()
+    assert status == 400
+    assert client.is_closed()
+
+
+def test_keep_alive_serves_three_requests_on_one_socket(server, connect):
+    client = connect(server)
+    for number in range(3):
+        client.send(get(f"/n{number}"))
+        status, headers, body = client.response()
+        assert status == 200 and json.loads(body)["path"] == f"/n{number}"
+        assert "connection" not in headers
+
+
+def test_pipelined_requests_are_answered_in_order(server, connect):
+    client = connect(server)
+    client.send(get("/first") + get("/second"))
+    assert json.loads(client.response()[2])["path"] == "/first"
+    assert json.loads(client.response()[2])["path"] == "/second"
+
+
+def test_chunked_body_is_decoded(server, connect):
+    client = connect(server)
+    client.send(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: Chunked\r\n\r\n"
+                b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n")
+    status, _, body = client.response()
+    echo = json.loads(body)
+    assert status == 200 and echo["body"] == "hello world" and echo["content_length"] == "11"
+    assert "HTTP_TRANSFER_ENCODING" not in echo["headers"]
+    assert "HTTP_X_TRAILER" not in echo["headers"]
+
+
+def test_expect_100_continue(server, connect):
+    client = connect(server)
+    client.send(b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    status, headers, _ = client.response()
+    assert status == 100 and headers == {}
+    client.send(b"hello")
+    status, _, body = client.response()
+    assert status == 200 and json.loads(body)["body"] == "hello"
+
+
+def test_head_has_headers_and_no_body(server, connect):
+    client = connect(server)
+    client.send(b"HEAD / HTTP/1.1\r\n" + H + b"\r\n")
+    status, headers, body = client.response(head_request=True)
+    assert status == 200 and int(headers["content-length"]) > 0
+    client.send(get("/after-head"))  # had a body been sent, this would read it as a status line
+    assert json.loads(client.response()[2])["path"] == "/after-head"
+
+
+def test_http_10_closes_by_default(server, connect):
+    client = connect(server)
+    client.send(b"GET / HTTP/1.0\r\n\r\n")
+    status, headers, _ = client.response()
+    assert status == 200 and headers["connection"] == "close"
+    assert client.is_closed()
+
+
+def test_http_10_keep_alive_when_asked(server, connect):
+    client = connect(server)
+    for _ in range(2):
+        client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, body = client.response()
+        assert status == 200 and headers["connection"] == "keep-alive"
+        assert json.loads(body)["protocol"] == "HTTP/1.0"
+
+
+def test_connection_close_from_client(server, connect):
+    client = connect(server)
+    client.send(get(extra=b"Connection: close\r\n"))
+    assert client.response()[1]["connection"] == "close"
+    assert client.is_closed()
+
+
+def test_streamed_body_is_chunked_for_11_and_close_delimited_for_10(server, connect):
+    client = connect(server)
+    client.send(get("/stream"))
+    status, headers, body = client.response()
+    assert headers["transfer-encoding"] == "chunked" and body == b"first,second"
+    client = connect(server)
+    client.send(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, body = client.response()
+    assert "transfer-encoding" not in headers and headers["connection"] == "close"
+    assert body == b"first,second"
+
+
+def test_target_forms_reach_the_app(server, connect):
+    client = connect(server)
+    client.send(get("http://other.test:8080/a%20b/%C3%A9?q=1%202&x"))
+    echo = json.loads(client.response()[2])
+    assert echo["path"] == "/a b/\u00c3\u00a9"   # PEP 3333: percent-decoded, then latin-1
+    assert echo["query"] == "q=1%202&x"          # the query string stays raw
+    assert echo["raw_uri"] == "http://other.test:8080/a%20b/%C3%A9?q=1%202&x"
+    assert echo["headers"]["HTTP_HOST"] == "other.test:8080"  # RFC 9112 §3.2.2
+    client.send(b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n")
+    assert json.loads(client.response()[2])["path"] == ""
+
+
+def test_headers_reach_the_app_joined(server, connect):
+    client = connect(server)
+    client.send(get(extra=b"Cookie: a=1\r\nCookie: b=2\r\nAccept: x\r\nAccept: y\r\n"
+                          b"X_Spoofed: 1\r\nX-Padded: \t v \t\r\n"))
+    headers = json.loads(client.response()[2])["headers"]
+    assert headers["HTTP_COOKIE"] == "a=1; b=2"
+    assert headers["HTTP_ACCEPT"] == "x, y"
+    assert headers["HTTP_X_PADDED"] == "v"
+    assert "HTTP_X_SPOOFED" not in headers
+
+
+def test_server_and_date_headers(server, connect):
+    client = connect(server)
+    client.send(b"\r\n" + get())  # RFC 9112 §2.2: an empty line before a request is ignored
+    status, headers, _ = client.response()
+    assert status == 200 and headers["server"] == "shop"
+    assert headers["date"].endswith(" GMT") and len(headers["date"]) == 29
+
+
+def test_half_request_line_times_out_with_408(server, connect):
+    client = connect(server)
+    client.send(b"GET /sl")
+    time.sleep(SHORT_TIMEOUT + 0.2)
+    status, headers, body = client.response()
+    assert status == 408 and json.loads(body)["status"] == 408
+    assert client.is_closed()
+
+
+def test_header_deadline_is_total_not_per_recv(server, connect):
+    client = connect(server)
+    started = time.monotonic()
+    for byte in get():  # one byte every 0.1 s: each recv() is quick, the whole is not
+        client.send(bytes([byte]))
+        if select.select([client.sock], [], [], 0.1)[0]:
+            break  # the server answered
+    assert client.response()[0] == 408
+    assert time.monotonic() - started < SHORT_TIMEOUT + 0.3
+
+
+def test_slow_body_times_out_with_408(server, connect):
+    client = connect(server)
+    client.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 10\r\n\r\nabc")
+    assert client.response()[0] == 408
+    assert client.is_closed()
+
+
+def test_idle_connections_close_silently(server, connect):
+    silent = connect(server)  # never sends a byte
+    client = connect(server)
+    client.send(get())
+    assert client.response()[0] == 200
+    started = time.monotonic()
+    assert client.is_closed() and silent.is_closed()   # no 408: nothing was asked
+    assert time.monotonic() - started < SHORT_TIMEOUT + 1.0
+
+
+def test_slow_client_does_not_block_others(server, connect):
+    slow = connect(server)
+    slow.send(b"GET / HT")
+    started = time.monotonic()
+    assert_served_normally(server, connect)
+    assert time.monotonic() - started < SHORT_TIMEOUT / 2
+
+
+def test_app_exception_is_a_500_problem_and_the_server_goes_on(server, connect, capsys):
+    client = connect(server)
+    client.send(get("/boom"))
+    status, headers, body = client.response()
+    assert status == 500 and headers["content-type"] == "application/problem+json"
+    assert "the application failed" not in body.decode()   # no internals reach the client
+    assert client.is_closed()
+    assert_served_normally(server, connect)
+
+
+def _start_twice(environ, start_response):
+    start_response("200 OK", [])
+    start_response("200 OK", [])
+    return [b""]
+
+
+def _header_with_crlf(environ, start_response):
+    start_response("200 OK", [("X-Injected", "a\r\nSet-Cookie: evil=1")])
+    return [b""]
+
+
+def _no_start_response(environ, start_response):
+    return [b"body"]
+
+
+def _str_body(environ, start_response):
+    start_response("200 OK", [])
+    return ["not bytes"]
+
+
+def _bad_status(environ, start_response):
+    start_response("OK", [])
+    return [b""]
+
+
+def _hop_by_hop(environ, start_response):
+    start_response("200 OK", [("Transfer-Encoding", "chunked")])
+    return [b""]
+
+
+def _bytes_header(environ, start_response):
+    start_response("200 OK", [(b"X-A", b"b")])
+    return [b""]
+
+
+@pytest.mark.parametrize("app", [_start_twice, _header_with_crlf, _no_start_response, _str_body,
+                                 _bad_status, _hop_by_hop, _bytes_header])
+def test_start_response_misuse_is_a_500(app, connect):
+    # Not wrapped in the validator: it would catch these first, and here the server must.
+    with running(app, header_timeout=SHORT_TIMEOUT) as server:
+        for _ in range(2):  # the worker survives and serves the next connection
+            client = connect(server)
+            client.send(get())
+            status, headers, _ = client.response()
+            assert status == 500 and "x-injected" not in headers and "set-cookie" not in headers
+            assert client.is_closed()
+
+
+def test_close_is_called_and_bad_content_length_closes():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"too long"
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "3")])
+        return Body()
+
+    with running(app) as server:
+        client = Client(server.server_address)
+        client.send(get())
+        status, _, body = client.response()
+        assert status == 200 and body == b"too"   # never more than the app promised
+        assert client.is_closed()                 # the extra bytes must not look like a response
+        client.close()
+    assert closed == [True]
+
+
+def test_worker_pool_is_bounded(connect):
+    threads_before = threading.active_count()
+    with running(validator(echo_app), max_workers=2, keepalive_timeout=5.0) as server:
+        first, second = connect(server), connect(server)
+        for client in (first, second):
+            client.send(get())
+            assert client.response()[0] == 200
+        third = connect(server)  # accepted by the kernel, but no worker is free
+        third.send(get("/third"))
+        third.sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            third.sock.recv(1, socket.MSG_PEEK)
+        # the acceptor plus exactly two workers, however many clients are waiting
+        assert threading.active_count() == threads_before + 3
+        first.close()
+        third.sock.settimeout(READ_TIMEOUT)
+        status, _, body = third.response()
+        assert status == 200 and json.loads(body)["path"] == "/third"
+        assert threading.active_count() == threads_before + 3
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(connect):
+    with running(validator(echo_app)) as server:
+        idle = connect(server)
+        idle.send(get())
+        assert idle.response()[0] == 200
+        slow = connect(server)
+        slow.send(get("/slow"))
+        time.sleep(0.1)
+        started = time.monotonic()
+        server.request_shutdown()
+        assert idle.is_closed()                        # idle keep-alive: closed at once
+        assert time.monotonic() - started < 0.3
+        status, headers, body = slow.response()        # in flight: finished, then closed
+        assert status == 200 and json.loads(body)["path"] == "/slow"
+        assert headers["connection"] == "close"
+        assert slow.is_closed()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.server_address, timeout=1)
