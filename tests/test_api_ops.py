@@ -1,0 +1,40 @@
+"""/health and /ready, on both engines, in-process and over a socket."""
+
+import pytest
+
+import db
+
+
+def test_health_is_exactly_the_documented_body(client):
+    response = client.get("/health")
+    assert response.status == 200
+    assert response.header("Content-Type") == "application/json"
+    assert response.json() == {"status": "healthy", "version": "1.0.0"}
+
+
+def test_ready_checks_the_database(client):
+    response = client.get("/ready")
+    assert response.status == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+def test_ready_is_a_503_problem_when_the_database_fails(client, app, monkeypatch):
+    def refuse():
+        raise db.DatabaseUnavailable("down for the test")
+
+    monkeypatch.setattr(app.services.database, "ping", refuse)
+    response = client.get("/ready")
+    assert response.status == 503
+    assert response.header("Content-Type") == "application/problem+json"
+    assert response.header("Retry-After") == "5"
+    problem = response.json()
+    assert problem["detail"] == "the database is not answering"
+    assert "down for the test" not in response.body.decode()  # internals stay in the log
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_operations_endpoints_carry_request_id_and_security_headers(client, path):
+    response = client.get(path, headers={"X-Request-ID": "probe-42"})
+    assert response.header("X-Request-ID") == "probe-42"
+    assert response.header("X-Content-Type-Options") == "nosniff"
+    assert response.header("Cache-Control") == "no-store"
