@@ -553,7 +553,7 @@ class _Response:
             self.framing, extra = "chunked", "Transfer-Encoding: chunked\r\n"
         else:
             self.framing, self.keep_alive = "close", False  # 1.0 has no chunked: close ends it
-        if self.server._draining:
+        if self.server._shutdown_requested:
             self.keep_alive = False
         if not self.keep_alive:
             extra += "Connection: close\r\n"

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -205,6 +206,10 @@ BAD_REQUESTS = [
      413),
     ("100-continue over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
      b"Content-Length: 2000000\r\n\r\n", 413),
+    ("too many trailer fields", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n", 431),
+    ("malformed trailer field", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+     b"0\r\nX-T : 1\r\n\r\n", 400),
     ("Expect other than 100-continue", b"POST / HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\n"
      b"Content-Length: 2\r\n\r\nhi", 417),
 ]
@@ -271,6 +276,32 @@ def test_expect_100_continue(server, connect):
     client.send(b"hello")
     status, _, body = client.response()
     assert status == 200 and json.loads(body)["body"] == "hello"
+
+
+def test_expect_100_continue_is_not_sent_when_the_body_came_along(server, connect):
+    client = connect(server)
+    for version in (b"HTTP/1.1", b"HTTP/1.0"):   # RFC 9110 §10.1.1: never to a 1.0 client
+        client.send(b"POST / " + version + b"\r\n" + H + b"Connection: keep-alive\r\n"
+                    b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+        status, _, body = client.response()
+        assert status == 200 and json.loads(body)["body"] == "hello"
+
+
+def test_body_is_consumed_before_the_next_pipelined_request(server, connect):
+    client = connect(server)
+    client.send(b"POST /one HTTP/1.1\r\n" + H + b"Content-Length: 6\r\n\r\nGET /x" + get("/two"))
+    assert json.loads(client.response()[2])["body"] == "GET /x"
+    assert json.loads(client.response()[2])["path"] == "/two"
+
+
+def test_max_body_bytes_is_configurable(connect):
+    with running(validator(echo_app), max_body_bytes=10) as server:
+        client = connect(server)
+        client.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 10\r\n\r\n0123456789")
+        assert client.response()[0] == 200
+        client.send(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+                    b"6\r\n012345\r\n5\r\n6789a\r\n0\r\n\r\n")
+        assert client.response()[0] == 413
 
 
 def test_head_has_headers_and_no_body(server, connect):
@@ -402,6 +433,55 @@ def test_app_exception_is_a_500_problem_and_the_server_goes_on(server, connect, 
     assert "the application failed" not in body.decode()   # no internals reach the client
     assert client.is_closed()
     assert_served_normally(server, connect)
+
+
+def test_write_callable_and_exc_info_replace_the_status(connect):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/write":
+            write = start_response("200 OK", [("Content-Type", "text/plain"),
+                                              ("Content-Length", "6")])
+            write(b"abc")
+            return [b"def"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise LookupError("no such thing")
+        except LookupError:  # PEP 3333: nothing was sent yet, so the app may change its mind
+            start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                             ("Content-Length", "7")], sys.exc_info())
+        return [b"missing"]
+
+    with running(validator(app)) as server:
+        client = connect(server)
+        client.send(get("/write") + get("/changed-mind"))
+        assert client.response()[::2] == (200, b"abcdef")
+        assert client.response()[::2] == (404, b"missing")
+
+
+def test_error_after_the_head_was_sent_closes_the_connection(connect, caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise RuntimeError("failed while streaming")
+
+    with running(validator(app)) as server:
+        client = connect(server)
+        client.send(get())
+        assert client.file.readline() == b"HTTP/1.1 200 OK\r\n"
+        rest = client.file.read()          # up to the close: the chunked body never ends
+        assert rest.endswith(b"7\r\npartial\r\n") and b"\r\n0\r\n" not in rest
+        assert "failed while streaming" in caplog.text
+
+
+def test_request_shutdown_from_a_signal_handler():
+    server = httpserver.HTTPServer(validator(echo_app), port=0)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_shutdown())
+    try:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        started = time.monotonic()
+        server.serve_forever()   # in the main thread, where Python runs signal handlers
+        assert time.monotonic() - started < 1.0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def _start_twice(environ, start_response):
