@@ -25,8 +25,10 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 
 MAX_SIGNED_VALUE_CHARS = 2048
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def sign_value(value, keys, *, purpose):
@@ -65,7 +67,9 @@ def _b64encode(raw):
 
 
 def _b64decode(text):
-    if not text.isascii():
+    # Strict: the decoder would silently skip characters outside the alphabet, and then
+    # "SIG" and "SIG<anything>" would both verify. One token, one spelling.
+    if not _BASE64URL.fullmatch(text):
         raise ValueError("not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

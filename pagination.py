@@ -45,6 +45,7 @@ class Page:
     offset: int | None         # None when paging by cursor
     sort: tuple                # ((column, descending), ...), always ending with ("id", ...)
     after: tuple | None        # the sort values of the last row already seen (cursor mode)
+    cursor: str | None         # the cursor as received, for the `self` link
     sort_text: str             # the sort as the client wrote it, for links
     filters_fingerprint: str   # binds a cursor to the filters it was made for
 
@@ -66,7 +67,7 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
         raise BadRequest("use either 'offset' or 'cursor', not both")
     if cursor is None:
         offset = _whole_number(query, "offset", None, low=0, high=MAX_OFFSET) if "offset" in query else None
-        return Page(limit, offset, sort, None, sort_text, fingerprint)
+        return Page(limit, offset, sort, None, None, sort_text, fingerprint)
     state = unsign_value(cursor, keys, purpose=CURSOR_PURPOSE)
     if (
         not isinstance(state, dict)
@@ -76,7 +77,7 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
         or len(state["after"]) != len(sort)
     ):
         raise BadRequest("the cursor is invalid, or was made for another sort or filter")
-    return Page(limit, None, sort, tuple(state["after"]), sort_text, fingerprint)
+    return Page(limit, None, sort, tuple(state["after"]), cursor, sort_text, fingerprint)
 
 
 def parse_sort(sort_text, sortable):
@@ -142,21 +143,20 @@ def envelope(rows, page, *, path, query_params, keys):
     """
     has_more = len(rows) > page.limit
     rows = rows[: page.limit]
-    base = dict(query_params, limit=page.limit)
-    if page.sort_text:
-        base["sort"] = page.sort_text
-    links = {"self": None, "first": _url(path, base)}
+    # Relative references (RFC 3986 §4.2) are valid in Link (RFC 8288 §3.1), and they never
+    # repeat a Host header that an attacker could have chosen. The shared part of every
+    # link is encoded once; what is added to it (numbers, base64url cursors) needs no escaping.
+    base = path + "?" + urlencode(dict(query_params, limit=page.limit, sort=page.sort_text))
     pagination = {"limit": page.limit, "has_more": has_more}
     if page.offset is not None:
         pagination["offset"] = page.offset
-        links["self"] = _url(path, dict(base, offset=page.offset))
-        links["first"] = _url(path, dict(base, offset=0))
+        links = {"self": f"{base}&offset={page.offset}", "first": f"{base}&offset=0"}
         if page.offset > 0:
-            links["prev"] = _url(path, dict(base, offset=max(0, page.offset - page.limit)))
+            links["prev"] = f"{base}&offset={max(0, page.offset - page.limit)}"
         if has_more:
-            links["next"] = _url(path, dict(base, offset=page.offset + page.limit))
+            links["next"] = f"{base}&offset={page.offset + page.limit}"
     else:
-        links["self"] = links["first"] if page.after is None else None
+        links = {"self": f"{base}&cursor={page.cursor}" if page.cursor else base, "first": base}
         next_cursor = None
         if has_more:
             last = rows[-1]
@@ -166,17 +166,10 @@ def envelope(rows, page, *, path, query_params, keys):
                 "after": [last[column] for column, _ in page.sort],
             }
             next_cursor = sign_value(state, keys, purpose=CURSOR_PURPOSE)
-            links["next"] = _url(path, dict(base, cursor=next_cursor))
+            links["next"] = f"{base}&cursor={next_cursor}"
         pagination["next_cursor"] = next_cursor
-    links = {rel: url for rel, url in links.items() if url is not None}
     link_header = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items() if rel != "self")
     return {"data": rows, "pagination": pagination, "links": links}, link_header
-
-
-def _url(path, params):
-    # Relative references (RFC 3986 §4.2): valid in Link (RFC 8288 §3.1), and they never
-    # repeat a Host header that an attacker could have chosen.
-    return path + "?" + urlencode(params)
 
 
 def _single(query, name):
