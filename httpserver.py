@@ -87,6 +87,8 @@ _FIELD_VALUE = r"[\t\x20-\x7e\x80-\xff]*"                      # §5.5: no CR, L
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21\x22\x24-\x7e]+) (HTTP/[0-9]\.[0-9])")
 _FIELD_LINE = re.compile(rf"({_TOKEN}):({_FIELD_VALUE})")     # §5.1: no space before the colon
 _ABSOLUTE_FORM = re.compile(r"http://([^/?]+)(/[^?]*)?(?:\?(.*))?", re.IGNORECASE)  # §3.2.2
+# RFC 3986 §3.2.2 host [":" port]: a reg-name or an IP literal; no userinfo, spaces or slashes.
+_HOST = re.compile(r"(?:[-A-Za-z0-9._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _STATUS = re.compile(rf"([2-9][0-9][0-9]) {_FIELD_VALUE}")
 _NAME = re.compile(_TOKEN)
 _VALUE = re.compile(_FIELD_VALUE)
@@ -317,10 +319,12 @@ class HTTPServer:
                     raise _HTTPError(400, f"more than one {name} header field")
                 value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
             environ[key] = value
-        if version == "HTTP/1.1" and "HTTP_HOST" not in environ:
+        if "HTTP_HOST" not in environ and version == "HTTP/1.1":
             raise _HTTPError(400, "HTTP/1.1 requests need a Host header field (RFC 9112 §3.2)")
         if authority is not None:
             environ["HTTP_HOST"] = authority  # §3.2.2: the target's authority wins over Host
+        if _HOST.fullmatch(environ.get("HTTP_HOST", "")) is None:
+            raise _HTTPError(400, "invalid Host")
 
         environ["REQUEST_METHOD"] = method
         environ["PATH_INFO"] = unquote(path, "latin-1") if "%" in path else path  # PEP 3333
