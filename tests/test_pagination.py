@@ -1,0 +1,395 @@
+"""Tests for pagination.py: sort allow-lists, limit/offset/cursor parsing, keyset SQL, envelopes.
+
+The keyset tests check `keyset_condition` against the plainest possible definition of "the
+rows after this one": sort every row in Python and take the ones that follow. An in-memory
+SQLite table holds random rows with many ties, and random sorts walk it.
+"""
+
+import random
+import re
+import sqlite3
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from auth import sign_value
+from pagination import envelope, keyset_condition, order_by, parse_page, parse_sort
+from web import BadRequest, parse_query
+
+KEYS = (b"pagination-test-key-of-32-bytes!",)
+OLD_KEYS = (b"an-older-key-still-verifying-32b",)
+SORTABLE = frozenset({"id", "name", "price_cents", "created_at"})
+INVALID_CURSOR = "the cursor is invalid, or was made for another sort or filter"
+LIMIT_MESSAGE = "'limit' must be a whole number from 1 to 100"
+OFFSET_MESSAGE = "'offset' must be a whole number from 0 to 100000"
+IN_STOCK = {"in_stock": True}
+
+
+def page_for(query_string, *, filters=IN_STOCK, keys=KEYS):
+    """parse_page for a raw query string, as the items handler calls it."""
+    return parse_page(parse_query(query_string), sortable=SORTABLE, default_sort="id", filters=filters, keys=keys)
+
+
+def item_rows(count, start=1):
+    return [{"id": item_id, "name": f"item {item_id:03d}", "price_cents": 100 * item_id} for item_id in
+            range(start, start + count)]
+
+
+def query_of(url):
+    return parse_qs(urlsplit(url).query, keep_blank_values=True)
+
+
+# -- parse_sort -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sort_text, expected", [
+    ("id", (("id", False),)),
+    ("-id", (("id", True),)),
+    ("name", (("name", False), ("id", False))),
+    ("-name", (("name", True), ("id", True))),  # the tie-break follows the last key's direction
+    ("-price_cents,name", (("price_cents", True), ("name", False), ("id", False))),
+    ("price_cents,-name", (("price_cents", False), ("name", True), ("id", True))),
+    ("name,-id", (("name", False), ("id", True))),
+    ("id,name", (("id", False),)),  # id is unique: nothing after it can change the order
+    ("-id,bogus,name", (("id", True),)),
+    ("name,price_cents,-created_at", (("name", False), ("price_cents", False), ("created_at", True), ("id", True))),
+])
+def test_parse_sort_reads_columns_and_ends_with_id(sort_text, expected):
+    assert parse_sort(sort_text, SORTABLE) == expected
+
+
+@pytest.mark.parametrize("sort_text, message", [
+    ("stock", "cannot sort by 'stock'; choose from created_at, id, name, price_cents"),
+    ("name;DROP TABLE items", "cannot sort by 'name;DROP TABLE items'; choose from created_at, id, name, price_cents"),
+    ("Name", "cannot sort by 'Name'"),
+    ("", "cannot sort by ''"),
+    ("-", "cannot sort by ''"),
+    ("name,", "cannot sort by ''"),
+    ("--name", "cannot sort by '-name'"),
+    ("+name", "cannot sort by '+name'"),
+    (" name", "cannot sort by ' name'"),
+    ("name,name", "'name' appears twice in sort"),
+    ("name,-name", "'name' appears twice in sort"),
+    ("price_cents,-price_cents", "'price_cents' appears twice in sort"),
+])
+def test_parse_sort_refuses_with_bad_request(sort_text, message):
+    with pytest.raises(BadRequest) as refused:
+        parse_sort(sort_text, SORTABLE)
+    assert refused.value.detail.startswith(message)
+
+
+def test_parse_sort_allows_at_most_three_keys_besides_the_id_tie_break():
+    columns = {"a", "b", "c", "d", "id"}
+    assert parse_sort("a,-b,c", columns) == (("a", False), ("b", True), ("c", False), ("id", False))
+    for sort_text in ("a,b,c,d", "a,b,c,id"):
+        with pytest.raises(BadRequest, match="sort by at most 3 fields"):
+            parse_sort(sort_text, columns)
+
+
+# -- parse_page: limit and offset -------------------------------------------------------------
+
+@pytest.mark.parametrize("query_string, limit", [
+    ("", 20),
+    ("limit=1", 1),
+    ("limit=100", 100),
+    ("limit=007", 7),
+])
+def test_limit_defaults_to_20_and_accepts_1_to_100(query_string, limit):
+    assert page_for(query_string).limit == limit
+
+
+@pytest.mark.parametrize("limit", [
+    "", "0", "-1", "abc", "101", "1.5", "١", "5" * 50, " 5", "+5", "1e2", "0x10", "1_0",
+])
+def test_limit_refuses_everything_else(limit):
+    with pytest.raises(BadRequest) as refused:
+        page_for(f"limit={limit}")
+    assert refused.value.detail == LIMIT_MESSAGE
+
+
+@pytest.mark.parametrize("query_string, offset", [
+    ("", None),  # no offset: the first page of a cursor walk
+    ("offset=0", 0),
+    ("offset=40", 40),
+    ("offset=100000", 100_000),
+])
+def test_offset_accepts_0_to_100000(query_string, offset):
+    page = page_for(query_string)
+    assert (page.offset, page.after) == (offset, None)
+
+
+@pytest.mark.parametrize("offset", ["", "-1", "100001", "x", "1.0", "9" * 40])
+def test_offset_refuses_everything_else(offset):
+    with pytest.raises(BadRequest) as refused:
+        page_for(f"offset={offset}")
+    assert refused.value.detail == OFFSET_MESSAGE
+
+
+@pytest.mark.parametrize("name", ["limit", "offset", "sort", "cursor"])
+def test_a_repeated_paging_parameter_is_refused(name):
+    with pytest.raises(BadRequest) as refused:
+        page_for(f"{name}=1&{name}=2")
+    assert refused.value.detail == f"query parameter '{name}' is given more than once"
+
+
+def test_offset_and_cursor_together_are_refused():
+    with pytest.raises(BadRequest) as refused:
+        page_for("offset=0&cursor=abc")
+    assert refused.value.detail == "use either 'offset' or 'cursor', not both"
+
+
+def test_sort_defaults_and_is_kept_as_written():
+    assert (page_for("").sort, page_for("").sort_text) == ((("id", False),), "id")
+    page = page_for("sort=-price_cents")
+    assert (page.sort, page.sort_text) == ((("price_cents", True), ("id", True)), "-price_cents")
+
+
+def test_an_empty_sort_is_refused_not_defaulted():
+    with pytest.raises(BadRequest, match="cannot sort by ''"):
+        page_for("sort=")
+
+
+# -- cursors ----------------------------------------------------------------------------------
+
+def next_cursor(sort_text="-price_cents", filters=IN_STOCK, keys=KEYS):
+    """The cursor the first page of a list hands out."""
+    page = page_for(f"limit=2&sort={sort_text}", filters=filters, keys=keys)
+    rows = [{"id": 4, "price_cents": 900}, {"id": 9, "price_cents": 450}, {"id": 2, "price_cents": 100}]
+    body, _ = envelope(rows, page, path="/v1/items", query_params={}, keys=keys)
+    return body["pagination"]["next_cursor"]
+
+
+def flip(text, index):
+    """`text` with the character at `index` replaced by another base64url character."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+def test_a_cursor_round_trips_to_the_last_rows_sort_values():
+    page = page_for(f"limit=2&sort=-price_cents&cursor={next_cursor()}")
+    assert page.after == (450, 9)
+    assert (page.offset, page.limit, page.sort) == (None, 2, (("price_cents", True), ("id", True)))
+
+
+def test_a_cursor_signed_with_an_older_key_still_works_while_keys_rotate():
+    cursor = next_cursor(keys=OLD_KEYS)
+    assert page_for(f"sort=-price_cents&cursor={cursor}", keys=KEYS + OLD_KEYS).after == (450, 9)
+
+
+def forged(state, purpose="cursor", keys=KEYS):
+    return sign_value(state, keys, purpose=purpose)
+
+
+def state_for(after, sort_text="-price_cents"):
+    return {"sort": sort_text, "filters": page_for("").filters_fingerprint, "after": after}
+
+
+TAMPERED_CURSORS = {
+    "payload flipped": lambda cursor: flip(cursor, 5),
+    "signature flipped": lambda cursor: flip(cursor, cursor.index(".") + 10),
+    "truncated": lambda cursor: cursor[:-6],
+    "signature dropped": lambda cursor: cursor.split(".")[0],
+    "signature empty": lambda cursor: cursor.split(".")[0] + ".",
+    "extra dot": lambda cursor: cursor + ".",
+    "garbage": lambda cursor: "not-a-cursor",
+    "empty": lambda cursor: "",
+    "non-ascii": lambda cursor: cursor[:-1] + "é",
+    "very long": lambda cursor: cursor + "A" * 3000,
+    "another purpose": lambda cursor: forged(state_for([450, 9]), purpose="session"),
+    "another key": lambda cursor: forged(state_for([450, 9]), keys=(b"x" * 32,)),
+    "another sort": lambda cursor: next_cursor(sort_text="price_cents"),
+    "other filters": lambda cursor: next_cursor(filters={"in_stock": False}),
+    "no filters": lambda cursor: next_cursor(filters={}),
+    "too few values": lambda cursor: forged(state_for([450])),
+    "too many values": lambda cursor: forged(state_for([450, 9, 1])),
+    "after not a list": lambda cursor: forged(state_for("450,9")),
+    "state not a dict": lambda cursor: forged([450, 9]),
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERED_CURSORS.values(), ids=TAMPERED_CURSORS.keys())
+def test_a_tampered_or_foreign_cursor_is_refused(tamper):
+    cursor = tamper(next_cursor())
+    query = {"sort": ["-price_cents"], "cursor": [cursor]}
+    with pytest.raises(BadRequest) as refused:
+        parse_page(query, sortable=SORTABLE, default_sort="id", filters=IN_STOCK, keys=KEYS)
+    assert refused.value.detail == INVALID_CURSOR
+
+
+# -- keyset_condition -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sort, after, condition", [
+    ((("id", False),), (7,), "(id > :after_0)"),
+    ((("id", True),), (7,), "(id < :after_0)"),
+    ((("price_cents", True), ("id", False)), (500, 7),
+     "(price_cents < :after_0 OR (price_cents = :after_0 AND id > :after_1))"),
+    ((("name", False), ("price_cents", True), ("id", False)), ("Tea", 450, 7),
+     "(name > :after_0"
+     " OR (name = :after_0 AND price_cents < :after_1)"
+     " OR (name = :after_0 AND price_cents = :after_1 AND id > :after_2))"),
+])
+def test_keyset_condition_text_and_parameters(sort, after, condition):
+    assert keyset_condition(sort, after) == (condition, {f"after_{index}": value for index, value in enumerate(after)})
+
+
+def test_keyset_condition_puts_values_only_in_parameters():
+    condition, params = keyset_condition((("name", False), ("id", False)), ("x'); DROP TABLE items; --", 1))
+    assert "DROP" not in condition
+    assert params["after_0"] == "x'); DROP TABLE items; --"
+
+
+def test_order_by_spells_every_direction():
+    assert order_by((("price_cents", True), ("name", False), ("id", False))) == "price_cents DESC, name ASC, id ASC"
+
+
+NAMES = ["Tea", "tea", "Mug", "Éclair", "éclair", "Zebra", "apple", "茶", "Tea cup"]
+PRICES = [0, 100, 450, 450, 9900]
+TIMES = ["2026-11-28T04:05:50.123456Z", "2026-11-28T04:05:50.123457Z", "2027-01-01T00:00:00.000000Z"]
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    """80 random rows with many ties, in Python and in an in-memory SQLite table."""
+    chooser = random.Random(8288)
+    rows = [
+        {"id": item_id, "name": chooser.choice(NAMES), "price_cents": chooser.choice(PRICES),
+         "created_at": chooser.choice(TIMES)}
+        for item_id in chooser.sample(range(1, 1000), 80)
+    ]
+    connection = sqlite3.connect(":memory:")
+    connection.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " price_cents INTEGER NOT NULL, created_at TEXT NOT NULL)"
+    )
+    connection.executemany("INSERT INTO items VALUES (:id, :name, :price_cents, :created_at)", rows)
+    yield rows, connection
+    connection.close()
+
+
+def random_sort_text(chooser):
+    columns = chooser.sample(["name", "price_cents", "created_at"], chooser.randint(0, 3))
+    if not columns or (len(columns) < 3 and chooser.random() < 0.3):
+        columns.append("id")  # explicitly, in either direction; at most 3 keys may be written
+    return ",".join(("-" if chooser.random() < 0.5 else "") + column for column in columns)
+
+
+def python_order(rows, sort):
+    """The rows sorted by `sort`: stable sorts from the last key to the first."""
+    ordered = list(rows)
+    for column, descending in reversed(sort):
+        ordered.sort(key=lambda row: row[column], reverse=descending)
+    return ordered
+
+
+def rows_after(connection, sort, pivot, limit=-1):
+    condition, params = keyset_condition(sort, tuple(pivot[column] for column, _ in sort))
+    sql = f"SELECT id FROM items WHERE {condition} ORDER BY {order_by(sort)} LIMIT {limit}"
+    return [item_id for (item_id,) in connection.execute(sql, params)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_keyset_condition_selects_exactly_the_rows_after_the_pivot(catalogue, seed):
+    rows, connection = catalogue
+    chooser = random.Random(seed)
+    for _ in range(30):
+        sort = parse_sort(random_sort_text(chooser), SORTABLE)
+        ordered = python_order(rows, sort)
+        pivot = chooser.choice(rows)
+        expected = [row["id"] for row in ordered[ordered.index(pivot) + 1:]]
+        assert rows_after(connection, sort, pivot) == expected, sort
+
+
+@pytest.mark.parametrize("sort_text", ["id", "-id", "name", "-price_cents,name", "created_at,-name,price_cents"])
+def test_walking_keyset_pages_visits_every_row_once_in_order(catalogue, sort_text):
+    rows, connection = catalogue
+    sort = parse_sort(sort_text, SORTABLE)
+    ordered = python_order(rows, sort)
+    by_id = {row["id"]: row for row in rows}
+    seen = [ordered[0]["id"]]
+    while True:
+        page = rows_after(connection, sort, by_id[seen[-1]], limit=7)
+        if not page:
+            break
+        seen.extend(page)
+    assert seen == [row["id"] for row in ordered]
+
+
+# -- envelope ---------------------------------------------------------------------------------
+
+LINK_ELEMENT = re.compile(r'^<(/v1/items\?[^<>\s]+)>; rel="(first|prev|next)"$')
+
+
+def parse_link_header(header):
+    """{rel: url} from an RFC 8288 Link header, checking each element's form."""
+    links = {}
+    for element in header.split(", "):
+        found = LINK_ELEMENT.match(element)
+        assert found, f"not a Link element: {element!r}"
+        links[found.group(2)] = found.group(1)
+    return links
+
+
+def test_offset_envelope_links_first_prev_and_next():
+    page = page_for("limit=2&offset=4&sort=name")
+    body, link_header = envelope(item_rows(3), page, path="/v1/items", query_params={"in_stock": "true"}, keys=KEYS)
+    assert body["data"] == item_rows(2)
+    assert body["pagination"] == {"limit": 2, "has_more": True, "offset": 4}
+    base = "/v1/items?in_stock=true&limit=2&sort=name"
+    assert body["links"] == {
+        "self": base + "&offset=4",
+        "first": base + "&offset=0",
+        "prev": base + "&offset=2",
+        "next": base + "&offset=6",
+    }
+    assert link_header == (
+        f'<{base}&offset=0>; rel="first", <{base}&offset=2>; rel="prev", <{base}&offset=6>; rel="next"'
+    )
+
+
+@pytest.mark.parametrize("offset, row_count, rels, prev_offset", [
+    (0, 3, ["self", "first", "next"], None),
+    (0, 2, ["self", "first"], None),
+    (1, 2, ["self", "first", "prev"], 0),
+    (40, 1, ["self", "first", "prev"], 38),
+])
+def test_offset_envelope_has_prev_only_after_the_start_and_next_only_with_more(offset, row_count, rels, prev_offset):
+    page = page_for(f"limit=2&offset={offset}")
+    body, _ = envelope(item_rows(row_count), page, path="/v1/items", query_params={}, keys=KEYS)
+    assert list(body["links"]) == rels
+    assert body["pagination"]["has_more"] is (row_count > 2)
+    if prev_offset is not None:
+        assert query_of(body["links"]["prev"])["offset"] == [str(prev_offset)]
+
+
+def test_cursor_envelope_hands_out_a_next_cursor_and_link():
+    page = page_for("limit=2&sort=-price_cents")
+    body, link_header = envelope(item_rows(3), page, path="/v1/items", query_params={"in_stock": "true"}, keys=KEYS)
+    cursor = body["pagination"]["next_cursor"]
+    assert body["pagination"] == {"limit": 2, "has_more": True, "next_cursor": cursor}
+    assert body["links"]["self"] == body["links"]["first"] == "/v1/items?in_stock=true&limit=2&sort=-price_cents"
+    assert query_of(body["links"]["next"]) == {
+        "in_stock": ["true"], "limit": ["2"], "sort": ["-price_cents"], "cursor": [cursor],
+    }
+    assert parse_link_header(link_header) == {"first": body["links"]["first"], "next": body["links"]["next"]}
+
+
+def test_the_next_link_leads_to_the_rows_after_the_last_one():
+    first = page_for("limit=2&sort=-price_cents")
+    body, _ = envelope(item_rows(3), first, path="/v1/items", query_params={"in_stock": "true"}, keys=KEYS)
+    second = parse_page(parse_query(urlsplit(body["links"]["next"]).query), sortable=SORTABLE,
+                        default_sort="id", filters=IN_STOCK, keys=KEYS)
+    assert second.after == (200, 2)
+    later, link_header = envelope(item_rows(1, start=3), second, path="/v1/items", query_params={}, keys=KEYS)
+    assert later["pagination"] == {"limit": 2, "has_more": False, "next_cursor": None}
+    assert later["links"]["first"] == "/v1/items?limit=2&sort=-price_cents"
+    assert "next" not in later["links"]
+    assert link_header == '</v1/items?limit=2&sort=-price_cents>; rel="first"'
+
+
+def test_filters_are_repeated_and_escaped_in_every_link():
+    filters = {"in_stock": "true", "q": "tea & cup", "max_price_cents": 900}
+    for query_string in ("limit=2&offset=2", "limit=2"):
+        body, link_header = envelope(item_rows(3), page_for(query_string), path="/v1/items",
+                                     query_params=filters, keys=KEYS)
+        for url in body["links"].values():
+            query = query_of(url)
+            assert (query["in_stock"], query["q"], query["max_price_cents"]) == (["true"], ["tea & cup"], ["900"])
+        assert set(parse_link_header(link_header).values()) <= set(body["links"].values())
