@@ -42,11 +42,14 @@ def unsign_value(token, keys, *, purpose):
 
     Fails closed: any malformed input is simply "not valid", never an exception.
     """
-    if not isinstance(token, str) or len(token) > MAX_SIGNED_VALUE_CHARS or token.count(".") != 1:
+    if (
+        not isinstance(token, str)
+        or not token.isascii()  # our tokens are base64url; compare_digest takes ASCII text only
+        or len(token) > MAX_SIGNED_VALUE_CHARS
+        or token.count(".") != 1
+    ):
         return None
     payload, signature = token.split(".")
-    if not signature.isascii():
-        return None  # compare_digest takes ASCII text only
     # Compared as text, re-encoded from our own MAC: one token has one valid spelling.
     if not any(hmac.compare_digest(_b64encode(_mac(key, purpose, payload)), signature) for key in keys):
         return None

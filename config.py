@@ -15,7 +15,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SECRET_KEY` | generated once into `var/secret_key` in development | signs cursors (and tokens); at least 32 bytes |
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
 | `THREADS` | `64` | the bound on worker threads of `python server.py` |
-| `ACCESS_LOG` | `1` | `0` turns the one-line-per-request JSON log off |
+| `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
 """
 
@@ -71,7 +71,7 @@ def load_settings(environ=None):
         host=environ.get("HOST", "127.0.0.1"),
         port=_int(environ, "PORT", DEFAULT_PORT, low=0, high=65535),
         threads=_int(environ, "THREADS", DEFAULT_THREADS, low=1, high=1024),
-        access_log=environ.get("ACCESS_LOG", "1") != "0",
+        access_log=_bool(environ, "ACCESS_LOG", True),
         database_timeout_seconds=float(
             _int(environ, "DATABASE_TIMEOUT_SECONDS", DEFAULT_DATABASE_TIMEOUT_SECONDS, low=1, high=60)
         ),
@@ -103,7 +103,7 @@ def _development_secret():
     key = secrets.token_urlsafe(48)
     # Write a private temporary file, then link it into place: link() fails if the file
     # exists, so two processes starting at once agree on one key and never read half of one.
-    temporary = VAR_DIR / f".secret_key.{os.getpid()}"
+    temporary = VAR_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(8)}"  # one per caller
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as secret_file:
         secret_file.write(key)
@@ -114,6 +114,17 @@ def _development_secret():
     finally:
         temporary.unlink()
     return key
+
+
+def _bool(environ, name, default):
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off)")
 
 
 def _int(environ, name, default, *, low, high):

@@ -21,7 +21,7 @@ from web import HTTPError, InternalServerError, ServiceUnavailable, problem_resp
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
-SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 # The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
@@ -43,7 +43,7 @@ def build_middleware(logger):
 def request_id(request, call_next):
     """Accept a sane X-Request-ID from the client or make one; echo it on the response."""
     sent = request.header("X-Request-ID")
-    request.request_id = sent if sent and SANE_REQUEST_ID.match(sent) else os.urandom(16).hex()
+    request.request_id = sent if sent and SANE_REQUEST_ID.fullmatch(sent) else os.urandom(16).hex()
     response = call_next(request)
     response.headers.append(("X-Request-ID", request.request_id))
     return response

@@ -50,11 +50,11 @@ class JSONLogger:
     def flush(self, timeout=5.0):
         """Write every queued line and stop the writer thread (it restarts on the next record)."""
         writer = self._writer
+        self._writer = None
         if writer is None or not writer.is_alive():
             return
         self._queue.put(_STOP)
         writer.join(timeout)
-        self._writer = None
 
     def _put(self, level, event, fields):
         # time.time() now, not when the writer gets to it: the line says when it happened.
@@ -104,5 +104,12 @@ def format_record(timestamp, level, event, fields):
         "level": level,
         "event": event,
     }
-    record.update(fields)
-    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+    for name, value in fields.items():
+        record.setdefault(name, value)  # a field never overwrites time, level or event
+    try:
+        return json.dumps(record, separators=(",", ":"), default=str, allow_nan=False) + "\n"
+    except (TypeError, ValueError):
+        # A field JSON cannot hold (NaN, a dict with tuple keys): keep the line, as text.
+        fallback = {name: record[name] for name in ("time", "level", "event")}
+        fallback["unencodable_fields"] = repr(fields)
+        return json.dumps(fallback, separators=(",", ":")) + "\n"

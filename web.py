@@ -180,11 +180,13 @@ class Request:
     def body(self):
         """The raw body bytes, at most MAX_BODY_BYTES (else 413)."""
         length_text = self.environ.get("CONTENT_LENGTH") or "0"
-        if not length_text.isdigit():
+        # ASCII digits only: "²" and "١" are digits to str.isdigit(), but not to HTTP.
+        if not (length_text.isascii() and length_text.isdigit()):
             raise BadRequest("Content-Length must be a number of bytes")
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
+        # The length check first, so int() never reads thousands of digits.
+        if len(length_text) > len(str(MAX_BODY_BYTES)) or int(length_text) > MAX_BODY_BYTES:
             raise ContentTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes")
+        length = int(length_text)
         body = self.environ["wsgi.input"].read(length) if length else b""
         if len(body) != length:
             raise BadRequest("the body is shorter than its Content-Length")
@@ -281,10 +283,11 @@ def _unique_keys(pairs):
 
 
 def _check_depth_and_text(document):
-    stack = [(document, 1)]
+    """Walk the document once: containers nested at most MAX_JSON_DEPTH deep, text all Unicode."""
+    stack = [(document, 1)]  # (value, how many containers hold it, itself included)
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
+        if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
             raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, dict):
             for key, member in value.items():
@@ -386,9 +389,12 @@ _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([a-z]+))?\}")
 def compile_pattern(pattern):
     """Compile a route pattern once into a regex and the converters of its parameters.
 
+    The regex is used with `fullmatch`: `$` would also match before a final newline, and
+    "/v1/items/7\\n" would be item 7.
+
     >>> regex, converters = compile_pattern("/v1/items/{id:int}")
     >>> regex.pattern, converters
-    ('^/v1/items/(?P<id>[0-9]{1,18})$', {'id': <class 'int'>})
+    ('/v1/items/(?P<id>[0-9]{1,18})', {'id': <class 'int'>})
     """
     parts, converters, position = [], {}, 0
     for placeholder in _PLACEHOLDER.finditer(pattern):
@@ -399,7 +405,7 @@ def compile_pattern(pattern):
         converters[name] = converter
         position = placeholder.end()
     parts.append(re.escape(pattern[position:]))
-    return re.compile("^" + "".join(parts) + "$"), converters
+    return re.compile("".join(parts)), converters
 
 
 class Router:
@@ -451,7 +457,7 @@ class Router:
         if methods is not None:
             return methods, {}
         for regex, converters, methods in self._dynamic:
-            found = regex.match(path)
+            found = regex.fullmatch(path)
             if found:
                 return methods, {name: converters[name](value) for name, value in found.groupdict().items()}
         return None, None

@@ -210,12 +210,6 @@ def generate_at_once(thread_count):
     return keys, errors
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _development_secret names its temporary file by PID only, so threads of one "
-    "process share it: each truncates and rewrites the file another links, all but one "
-    "unlink() an already removed file (FileNotFoundError), and the thread that linked "
-    "returns its own key while the file holds another thread's"
-))
 def test_concurrent_generation_yields_one_key(dev_secret_file, monkeypatch):
     thread_count = 8
     at_link = threading.Barrier(thread_count, timeout=1)

@@ -141,12 +141,6 @@ def test_the_default_stream_is_stdout(capsys):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a field json.dumps cannot encode (a dict with tuple keys, a circular list) "
-    "raises inside the writer thread, which dies: its batch is lost, and once the thread "
-    "is dead every later line is too (_put restarts the writer only when _writer is None, "
-    "and flush() returns early for a dead writer without clearing it)"
-))
 def test_one_unencodable_field_does_not_silence_the_logger(logger, stream):
     logger.info("before")
     logger.flush()
