@@ -32,15 +32,26 @@ a body ends, the rest of the body is read as a second, hidden request: "request 
 So the parser is strict where ``http.server`` is lax: bare LF line endings, whitespace before
 a colon, folded lines, odd Content-Length values, and Content-Length together with
 Transfer-Encoding are all rejected with a problem+json error (RFC 9457) and a closed connection.
+Sizes and times are bounded (the constants below), so a slow or huge request costs a worker
+seconds, not forever. The body is read completely before the app runs: wsgi.input is in memory.
 
-Concurrency
------------
+The response body is framed by the app's Content-Length, else by one the server counts (when
+the app returns a list), else by chunked transfer-coding (§7.1), else (HTTP/1.0) by closing
+the connection. HTTP/1.1 connections persist unless a side sends ``Connection: close`` (§9.3).
+
+Concurrency and shutdown
+------------------------
 One acceptor thread (the caller of ``serve_forever``) and a bounded pool of worker threads. The
 acceptor takes a free worker slot *before* ``accept()``: when all workers are busy, new clients
 wait in the kernel's listen backlog instead of becoming new threads. A worker owns one
 connection at a time and serves its requests one after another (keep-alive) until the client
 closes, idles out, or the server shuts down. Threads are reused for the life of the server, so
-per-thread resources (one SQLite connection per thread) are opened once.
+per-thread resources (one SQLite connection per thread) are opened once. The price: with more
+busy keep-alive clients than workers, the extra clients wait for a connection to end.
+
+``request_shutdown()`` sets a flag and writes one byte to a pipe the acceptor watches. The
+acceptor closes the listener, wakes idle connections so they close, and waits (at most
+SHUTDOWN_DEADLINE_SECONDS) for requests in flight, whose responses say ``Connection: close``.
 """
 import email.utils
 import io
@@ -70,7 +81,7 @@ LINGER_SECONDS = 2.0                   # drain the client's leftovers this long 
 LISTEN_BACKLOG = 1024                  # connections the kernel queues while all workers are busy
 MAX_CHUNK_LINE_BYTES = 4 * 1024        # chunk size plus extensions (which are ignored)
 RECV_BYTES = 64 * 1024                 # one recv() at most
-SLOT_POLL_SECONDS = 0.1                # while waiting for a free worker, check for shutdown this often
+SLOT_POLL_SECONDS = 0.1                # how often a full pool checks for a shutdown request
 
 SERVER_HEADER = "Server: shop\r\n"     # no version: it only helps an attacker pick an exploit
 
@@ -202,7 +213,8 @@ class HTTPServer:
             if not finished:
                 _log.warning("shutdown deadline passed with %d connections open",
                              len(self._connections))
-                for sock in self._connections:  # unblocks recv()/send(); an app stuck in a loop stays stuck
+                # This unblocks recv() and send(); an app stuck in a loop stays stuck.
+                for sock in self._connections:
                     _shutdown_quietly(sock, socket.SHUT_RDWR)
         self._workers.shutdown(wait=finished)
         wake_read, wake_write, self._wake_write = self._wake_read, self._wake_write, -1
@@ -232,7 +244,8 @@ class HTTPServer:
             self._slots.release()
 
     def _serve_requests(self, conn, base_environ) -> None:
-        head_deadline = time.monotonic() + self.header_timeout  # the first head counts from accept()
+        # The first head counts from accept(); later ones from their first byte.
+        head_deadline = time.monotonic() + self.header_timeout
         idle_timeout = self.header_timeout
         while True:
             # Requests the client pipelined are already in the buffer: no waiting for them.
@@ -379,7 +392,7 @@ class HTTPServer:
         return body
 
     def _read_chunked(self, conn, deadline) -> bytes:
-        """Decode a chunked body (RFC 9112 §7.1): hex size CRLF, data CRLF, ..., 0 CRLF, trailers."""
+        """Decode a chunked body (RFC 9112 §7.1): size CRLF data CRLF ... 0 CRLF trailers CRLF."""
         buffer, body = conn.buffer, bytearray()
         while True:
             size_line = conn.read_line(deadline, MAX_CHUNK_LINE_BYTES)
@@ -422,7 +435,8 @@ class HTTPServer:
         except _ClientGone:
             return False
         except Exception:
-            _log.exception("application error: %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
+            _log.exception("application error: %s %s",
+                           environ["REQUEST_METHOD"], environ["RAW_URI"])
             if not response.head_sent:
                 conn.sendall(_problem(500, "the server could not complete the request",
                                       with_body=environ["REQUEST_METHOD"] != "HEAD"))
@@ -482,7 +496,7 @@ class _Response:
         """PEP 3333 start_response: store the status and headers; return write()."""
         if exc_info is not None:
             try:
-                if self.head_sent:  # too late to change the status: let the error end the connection
+                if self.head_sent:  # too late to change the status: the error ends the connection
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # break the frame <-> traceback reference cycle
@@ -494,7 +508,7 @@ class _Response:
         for name, value in headers:
             if type(name) is not str or type(value) is not str:
                 raise TypeError(f"header names and values must be str: {name!r}: {value!r}")
-            # A CR or LF in a value would let the app (or its input) forge headers: "response splitting".
+            # A CR or LF in a value would let the app's input forge headers: response splitting.
             if _NAME.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
                 raise ValueError(f"invalid header field {name!r}: {value!r}")
             lowered = name.lower()
@@ -672,7 +686,8 @@ def _problem(status, detail, *, with_body=True) -> bytes:
     body = json.dumps({"type": "about:blank", "title": title, "status": status,
                        "detail": detail}).encode()
     head = (f"HTTP/1.1 {status} {title}\r\nContent-Type: application/problem+json\r\n"
-            f"Content-Length: {len(body)}\r\n{_date_line()}{SERVER_HEADER}Connection: close\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n{_date_line()}{SERVER_HEADER}"
+            "Connection: close\r\n\r\n")
     return head.encode("latin-1") + (body if with_body else b"")
 
 

@@ -1,7 +1,8 @@
 """Tests for httpserver.py: raw bytes on a real socket, the way a client or an attacker sends them.
 
-Every app here is wrapped in wsgiref.validate.validator, which checks PEP 3333 compliance of
-the environ, start_response and the body iterable on every request.
+Apps are wrapped in wsgiref.validate.validator, which checks PEP 3333 compliance of the environ,
+start_response and the body iterable on every request; only the tests of app misbehaviour run
+without it, since there the server itself must catch the mistake.
 """
 import contextlib
 import json
