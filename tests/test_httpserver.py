@@ -479,12 +479,14 @@ def test_error_after_the_head_was_sent_closes_the_connection(connect, caplog):
 def test_request_shutdown_from_a_signal_handler():
     server = httpserver.HTTPServer(validator(echo_app), port=0)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_shutdown())
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        timer.start()
         started = time.monotonic()
         server.serve_forever()   # in the main thread, where Python runs signal handlers
         assert time.monotonic() - started < 1.0
     finally:
+        timer.join()
         signal.signal(signal.SIGUSR1, previous)
 
 
