@@ -116,13 +116,21 @@ class HTTPServer:
     """Serve one WSGI app over HTTP/1.1 on (host, port) with a bounded pool of worker threads.
 
     The socket is bound and listening when the constructor returns (port=0 picks a free port;
-    read ``server_address``). ``serve_forever()`` blocks until ``request_shutdown()``.
+    read ``server_address``). ``serve_forever()`` blocks until ``request_shutdown()``; then
+    ``drained`` tells whether every connection finished before the deadline.
+
+    A request this server refuses itself (400, 408, 413, 414, 431, 501, 505) never reaches the
+    app, so its access log cannot see it: ``on_reject(status=, detail=, client=, request_id=)``
+    is called for each one instead, with the request id sent in the response's X-Request-ID.
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
-                 keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=MAX_BODY_BYTES):
+                 keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=MAX_BODY_BYTES,
+                 on_reject=None):
         self.app = app
+        self.on_reject = on_reject
+        self.drained = False
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -216,6 +224,7 @@ class HTTPServer:
                 # This unblocks recv() and send(); an app stuck in a loop stays stuck.
                 for sock in self._connections:
                     _shutdown_quietly(sock, socket.SHUT_RDWR)
+        self.drained = finished
         self._workers.shutdown(wait=finished)
         wake_read, wake_write, self._wake_write = self._wake_read, self._wake_write, -1
         os.close(wake_read)
@@ -256,7 +265,11 @@ class HTTPServer:
             try:
                 environ = self._read_request(conn, base_environ.copy(), head_deadline)
             except _HTTPError as error:
-                conn.sendall(_problem(error.status, error.detail))
+                request_id = os.urandom(16).hex()
+                conn.sendall(_problem(error.status, error.detail, request_id=request_id))
+                if self.on_reject is not None:
+                    self.on_reject(status=error.status, detail=error.detail,
+                                   client=base_environ["REMOTE_ADDR"], request_id=request_id)
                 return
             if not self._respond(conn, environ):
                 return
@@ -680,13 +693,16 @@ def _check_incomplete_head(buffer) -> None:
         raise _HTTPError(400, "lines must end in CRLF, not a bare LF or CR")
 
 
-def _problem(status, detail, *, with_body=True) -> bytes:
+def _problem(status, detail, *, with_body=True, request_id=None) -> bytes:
     """A complete RFC 9457 problem+json response that closes the connection."""
+    request_id = request_id or os.urandom(16).hex()
     title = _REASONS[status]
     body = json.dumps({"type": "about:blank", "title": title, "status": status,
-                       "detail": detail}).encode()
+                       "detail": detail, "request_id": request_id}).encode()
+    # nosniff: a browser must not read this JSON as anything else, as for the app's responses.
     head = (f"HTTP/1.1 {status} {title}\r\nContent-Type: application/problem+json\r\n"
-            f"Content-Length: {len(body)}\r\n{_date_line()}{SERVER_HEADER}"
+            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
+            f"X-Request-ID: {request_id}\r\n{_date_line()}{SERVER_HEADER}"
             "Connection: close\r\n\r\n")
     return head.encode("latin-1") + (body if with_body else b"")
 

@@ -20,6 +20,7 @@ deliberate deployment step.
 
 import argparse
 import atexit
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -100,7 +101,15 @@ def serve(settings, database, *, host, port):
         db.migrate(database)
     logger = JSONLogger(enabled=settings.access_log)
     application = create_app(settings, database=database, logger=logger)
-    server = HTTPServer(application, host, port if port is not None else settings.port, max_workers=settings.threads)
+    def log_rejected(**fields):
+        logger.warning("request rejected", **fields)
+
+    try:
+        server = HTTPServer(application, host, port if port is not None else settings.port,
+                            max_workers=settings.threads, on_reject=log_rejected)
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        print(f"cannot listen on {host}:{port or settings.port}: {error.strerror}", file=sys.stderr)
+        return 1
     bound_host, bound_port = server.server_address[:2]
     url = f"http://{bound_host}:{bound_port}"
 
@@ -114,8 +123,13 @@ def serve(settings, database, *, host, port):
     logger.info("started", url=url, database=database.engine, threads=settings.threads)
     print(f"Serving the shop on {url}  (Ctrl-C stops)\nTry: curl {url}/v1/items?limit=3", file=sys.stderr, flush=True)
     server.serve_forever()
-    logger.info("stopped")
+    logger.info("stopped", drained=server.drained)
     logger.flush()
+    if not server.drained:
+        # A request still stuck in the app after the deadline: its worker thread would keep
+        # the interpreter from exiting. The database is closed by main(); leave now.
+        database.close()
+        os._exit(0)
     return 0
 
 
@@ -127,16 +141,15 @@ def _parse_arguments(argv):
     commands.add_parser("serve", help="serve HTTP (the default)")
     commands.add_parser("migrate", help="apply pending schema migrations")
     seed_parser = commands.add_parser("seed", help="add demo items")
-    seed_parser.add_argument("--items", type=_seed_count, default=seed.DEFAULT_SEED_ITEMS,
+    seed_parser.add_argument("--items", type=_item_count, default=seed.DEFAULT_SEED_ITEMS,
                              help=f"how many (default {seed.DEFAULT_SEED_ITEMS})")
     return parser.parse_args(argv)
 
 
-def _seed_count(text):
-    count = int(text)
-    if not 1 <= count <= seed.MAX_SEED_ITEMS:
-        raise argparse.ArgumentTypeError(f"from 1 to {seed.MAX_SEED_ITEMS}")
-    return count
+def _item_count(text):
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= seed.MAX_SEED_ITEMS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {seed.MAX_SEED_ITEMS}")
+    return int(text)
 
 
 if __name__ == "__main__":

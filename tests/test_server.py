@@ -256,9 +256,9 @@ def test_seed_adds_items_and_reports_the_new_total(tmp_path):
 
 
 @pytest.mark.parametrize("count, message", [
-    ("0", "argument --items: from 1 to 1000000"),
-    ("abc", "argument --items: invalid"),
-    ("1000001", "argument --items: from 1 to 1000000"),
+    ("0", "argument --items: must be a whole number from 1 to 1000000"),
+    ("abc", "argument --items: must be a whole number from 1 to 1000000"),
+    ("1000001", "argument --items: must be a whole number from 1 to 1000000"),
 ])
 def test_seed_refuses_a_bad_count_with_a_usage_error(tmp_path, count, message):
     result = run(server_command("seed", "--items", count), server_env(sqlite_url(tmp_path)))
@@ -334,20 +334,25 @@ def test_host_and_port_flags_win_over_the_environment(tmp_path, start):
 
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: a request that httpserver.py refuses itself (400, 408, 413, 414, 431, 501, 505) never "
-    "reaches the app, so the access-log middleware never sees it and nothing is logged at all; "
-    "DESIGN.md asks for one JSON line per request"))
 def test_a_request_the_http_server_refuses_itself_is_logged_too(tmp_path, start):
+    """httpserver answers a malformed request itself; the app never sees it, so on_reject logs it."""
     server = start(server_command("--port", str(free_port())), server_env(sqlite_url(tmp_path))).wait_for_url()
     client = RawClient(server.port)
     client.send(b"GET /health HTTP/1.1\r\nHost: shop\r\nContent-Length: abc\r\n\r\n")
-    assert client.read_response()[0] == 400
+    status, headers, body = client.read_response()
     client.close()
+    assert status == 400
+    assert headers["x-content-type-options"] == "nosniff"
+    assert json.loads(body)["request_id"] == headers["x-request-id"]
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(SHUTDOWN_DEADLINE_SECONDS) == 0
-    assert [(method, status) for _, method, _, status in access_log(server.stdout())] == [("GET", 400)]
+    rejected = [record for record in log_records(server.stdout()) if record["event"] == "request rejected"]
+    assert rejected == [{
+        "time": rejected[0]["time"], "level": "warning", "event": "request rejected", "status": 400,
+        "detail": "Content-Length must be a single decimal number", "client": "127.0.0.1",
+        "request_id": headers["x-request-id"],
+    }]
 
 
 @pytest.mark.parametrize("engine", ["postgresql"])
@@ -513,3 +518,14 @@ def test_gunicorn_serves_the_same_app_and_logs_each_request(engine, database_url
         ("g-missing", "GET", "/v1/items/{id:int}", 404),
         ("g-list", "GET", "/v1/items", 200),
     ])
+
+
+def test_a_port_already_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(server_command("--port", str(port)), server_env(sqlite_url(tmp_path)))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in result.stderr
