@@ -1,18 +1,70 @@
-"""Secrets at work: signed values (cursors today; tokens, sessions and keys as they arrive).
+"""Secrets at work: password hashes, access tokens, opaque tokens, API keys, CSRF tokens,
+signed values.
 
-A signed value is data the server hands out and later takes back, trusting that the client
-did not change it, without storing it. The data travels in the clear (it is not secret, only
-tamper-proof) next to an HMAC-SHA256 of it under the server's secret key:
+Pure functions on strings and bytes, with no HTTP and no SQL: services and middleware call
+them. Keys are `bytes` (settings.secret_keys): the first one signs, every one verifies, so a
+key can be rotated without logging everybody out. Secrets are compared with
+`hmac.compare_digest`: an ordinary `==` stops at the first differing byte, and its timing
+leaks how much was right. Malformed input is "not valid", never an exception that skips a
+check.
+
+Each kind of secret on the wire:
+
+Password hash: Django's format, so hashes move both ways between this shop and Django.
+PBKDF2 (RFC 8018 §5.2) is slow on purpose: whoever steals the users table pays 600,000
+HMACs per guess, per user, and the random salt stops one guess serving every user.
+
+    pbkdf2_sha256$600000$bkU8Ztm0yWwCBWkVmeGMcL$NvL+UnqM+O4RkPOZI6M4hArxmaoZMnrBemb3K47WdiU=
+    algorithm     iterations   salt (22 chars)  base64 of PBKDF2-HMAC-SHA256, 32 bytes
+
+Access token: a JWT (RFC 7519) in JWS compact serialisation (RFC 7515 §7.1), HS256 only,
+three base64url segments joined by dots (shown here on three lines):
+
+    eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjhoOFlNcjlJakdVTXdxTmkifQ
+    .eyJzdWIiOiI0MiIsInJvbGUiOiJ1c2VyIiwiaWF0IjoxNzY3MjI1NjAwLCJleHAiOjE3NjcyMjY1MDAsImp0aSI6...
+    .1H6vfTg-ZH8CZ-v1L6HClRhYBRiJr_M4GnMbVnas4yo
+
+    header     {"alg":"HS256","typ":"JWT","kid":"8h8YMr9IjGUMwqNi"}     kid = key_id(key)
+    claims     {"sub":"42","role":"user","iat":1767225600,"exp":1767226500,"jti":"5f0c8e1d..."}
+    signature  HMAC-SHA256(key, "<header segment>.<claims segment>")
+
+Refresh token, session id: 256 random bits as 43 base64url characters, shown to the client
+once; the database keeps only hash_token(token), a hex SHA-256.
+
+    wykPhD_SnkNo7s3Z4HvOK01BHMQGq8SmMrm4EF7pTLo
+
+API key: the kind, a public lookup prefix (8 base32 characters, stored in clear and
+indexed), and a 256-bit secret; the database keeps hash_token(key).
+
+    shop_zz7eosor_mNAu76VNu_6JzH2IzCGhw5lRLSM0PHMaSLkg27DqTrc
+
+CSRF token: base64url(HMAC-SHA256(key, "csrf:" + session id)), sent in `X-CSRF-Token`.
+
+    7ocht7zDjNn5JxK9movVLvAmAslshkIPLcY6T-bhIVw
+
+Signed value (cursors): data the server hands out and later takes back, trusting that the
+client did not change it, without storing it. The data travels in the clear (it is not
+secret, only tamper-proof) next to an HMAC-SHA256 of it under the server's secret key:
 
     eyJzIjoiaWQiLCJ2IjpbMjBdfQ.4Lr0i8Sx...       (base64url(JSON) "." base64url(HMAC))
 
 The HMAC also covers a `purpose`, so a value signed as a "cursor" can never be replayed as
-some other kind of signed value (the idea of a salt in Django's `signing`). Verification
-tries every configured key, the current one first, so keys can be rotated without breaking
-values already handed out, and compares MACs in constant time (`hmac.compare_digest`): an
-ordinary `==` stops at the first differing byte, and its timing leaks how much was right.
+some other kind of signed value (the idea of a salt in Django's `signing`).
 
     >>> keys = (b"k" * 32,)
+    >>> stored = ("pbkdf2_sha256$1000$bkU8Ztm0yWwCBWkVmeGMcL$"
+    ...           "fME0lcajQp+aY3Y0apFg8Tezaia8gZlkDBK9FswDl5s=")
+    >>> verify_password("correct horse battery staple", stored)
+    True
+    >>> claims = {"sub": "42", "role": "user", "iat": 1767225600, "exp": 1767226500, "jti": "5f0c"}
+    >>> token = encode_token(claims, keys)
+    >>> decode_token(token, keys, now=1767225700)["sub"]
+    '42'
+    >>> decode_token(token, keys, now=1767230000)
+    Traceback (most recent call last):
+    auth.TokenError: token expired
+    >>> verify_csrf_token(csrf_token_for("Nq3vQ0", keys), "Nq3vQ0", keys)
+    True
     >>> token = sign_value({"v": [20]}, keys, purpose="cursor")
     >>> unsign_value(token, keys, purpose="cursor")
     {'v': [20]}
@@ -22,14 +74,82 @@ ordinary `==` stops at the first differing byte, and its timing leaks how much w
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
+import math
 import re
+import secrets
+import string
+import time
+from pathlib import Path
+
+# -- signed values -------------------------------------------------------------------------
 
 MAX_SIGNED_VALUE_CHARS = 2048
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
+# -- passwords -----------------------------------------------------------------------------
+
+# Django's format, so hashes move both ways:  pbkdf2_sha256$<iterations>$<salt>$<base64 hash>
+PASSWORD_ALGORITHM = "pbkdf2_sha256"
+DEFAULT_PBKDF2_ITERATIONS = 600_000  # OWASP Password Storage Cheat Sheet (2023), PBKDF2-HMAC-SHA256
+# A stored hash that asks for more (or fewer than 1) is refused, not run: whoever can write
+# one row of the users table must not be able to make one login cost minutes of CPU.
+MAX_PBKDF2_ITERATIONS = 10_000_000
+SALT_BYTES = 16  # 128 bits of salt entropy at least (DESIGN: "a 16-byte random salt")
+# The salt is text between "$" separators, so it is drawn as Django draws it: alphanumerics,
+# as many as 128 bits need. 22 characters of 62 give ~131 bits, and Django's own check
+# (`must_update_salt`) is satisfied by the hashes we make.
+_SALT_ALPHABET = string.ascii_letters + string.digits
+SALT_CHARS = math.ceil(SALT_BYTES * 8 / math.log2(len(_SALT_ALPHABET)))  # 22
+MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4 §3.1.1.2, passwords used as a single factor
+MAX_PASSWORD_CHARS = 1024  # NIST asks for at least 64; a passphrase fits, a 1 MiB body does not
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
+
+# One spelling per hash: iterations written without leading zeros, the salt alphanumeric as
+# Django makes it, 32 bytes of standard base64 (43 characters and one "=").
+_PASSWORD_HASH = re.compile(
+    re.escape(PASSWORD_ALGORITHM)
+    + r"\$(?P<iterations>[1-9][0-9]{0,7})"
+    + r"\$(?P<salt>[A-Za-z0-9]{1,128})"
+    + r"\$(?P<hash>[A-Za-z0-9+/]{43}=)"
+)
+# burn_password_check runs a verification against this hash. Its salt and hash are public
+# and fixed; the hash part is 32 zero bytes, which no password's PBKDF2 output will equal.
+_DUMMY_SALT = "A" * SALT_CHARS
+_DUMMY_HASH_PART = base64.b64encode(bytes(32)).decode("ascii")
+
+# -- access tokens -------------------------------------------------------------------------
+
+ACCESS_TOKEN_TTL_SECONDS = 15 * 60
+TOKEN_LEEWAY_SECONDS = 60  # clock skew tolerated between the machines that make and check tokens
+ROLES = ("user", "admin")
+MAX_TOKEN_CHARS = 8 * 1024  # ours are ~300; a longer one is refused before any parsing
+KEY_ID_CHARS = 16  # 96 bits of a hash: tells a few keys apart, says nothing usable about them
+_TOKEN_ALGORITHM = "HS256"  # the one `alg` we make and accept (RFC 7518 §3.2)
+_REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "jti")
+_USER_ID = re.compile(r"[1-9][0-9]*")  # `sub` as str(user_id) writes it: one spelling per user
+
+# -- opaque secrets: refresh tokens, session ids, API keys ---------------------------------
+
+OPAQUE_TOKEN_BYTES = 32  # 256 random bits: out of reach of guessing, and of collisions
+API_KEY_PREFIX = "shop"  # names the kind of secret, so people and secret scanners spot a leaked key
+API_KEY_LOOKUP_CHARS = 8  # 40 bits of base32: the public, indexed part of a key
+_LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # base32 (RFC 4648 §6), lower-case
+_API_KEY = re.compile(
+    re.escape(API_KEY_PREFIX)
+    + rf"_(?P<prefix>[a-z2-7]{{{API_KEY_LOOKUP_CHARS}}})"
+    + r"_[A-Za-z0-9_-]{43}"  # token_urlsafe(32): 43 characters
+)
+
+# -- CSRF tokens ---------------------------------------------------------------------------
+
+CSRF_TOKEN_CHARS = 43  # base64url of a 32-byte HMAC-SHA256, without padding
+
+
+# == signed values ==========================================================================
 
 def sign_value(value, keys, *, purpose):
     """Serialise a JSON-able value and sign it with the first (current) key."""
@@ -59,8 +179,264 @@ def unsign_value(token, keys, *, purpose):
         return None
 
 
+# == passwords ==============================================================================
+
+def hash_password(password: str, iterations: int) -> str:
+    """The Django-format hash of a password, with a fresh random salt.
+
+    The same password never hashes the same way twice. Raises TypeError if the password is
+    not a str, ValueError if iterations is outside 1..MAX_PBKDF2_ITERATIONS or the password
+    holds a lone surrogate (it is not Unicode text). Whether the password is acceptable is
+    password_problems()'s question, not this function's.
+    """
+    if not isinstance(password, str):
+        raise TypeError("the password must be a str")
+    if not _is_iteration_count(iterations):
+        raise ValueError(f"iterations must be an int from 1 to {MAX_PBKDF2_ITERATIONS:,}")
+    salt = "".join(secrets.choice(_SALT_ALPHABET) for _ in range(SALT_CHARS))
+    return _password_hash(password.encode("utf-8"), salt, iterations)
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True if the password matches the stored Django-format hash; False otherwise.
+
+    Never raises: a malformed, foreign or other-algorithm hash, or one whose iteration count
+    is outside 1..MAX_PBKDF2_ITERATIONS, is False at once, without running PBKDF2. Otherwise
+    the comparison takes the same time however much of the hash was right.
+    """
+    parsed = _parse_password_hash(encoded)
+    password_bytes = _utf8_or_none(password)
+    if parsed is None or password_bytes is None:
+        return False
+    iterations, salt, stored_hash = parsed
+    return hmac.compare_digest(_pbkdf2_base64(password_bytes, salt, iterations), stored_hash)
+
+
+def password_needs_rehash(encoded: str, iterations: int) -> bool:
+    """True when a stored hash should be replaced at the next successful login.
+
+    That is when it has fewer iterations than the setting (the setting rose since), a salt
+    shorter than ours (Django's rule too: old Django salts had 12 characters), or is
+    malformed. A hash with more iterations than the setting is kept: it is not weaker.
+    """
+    parsed = _parse_password_hash(encoded)
+    if parsed is None:
+        return True
+    stored_iterations, salt, _ = parsed
+    return stored_iterations < iterations or len(salt) < SALT_CHARS
+
+
+def burn_password_check(password: str, iterations: int) -> None:
+    """Spend the time of one password verification, and learn nothing.
+
+    A login for an unknown email calls this, so that it takes as long as a wrong password
+    for a known one: otherwise the response time tells an attacker which emails have
+    accounts. It runs verify_password itself, on a fixed hash, so both paths do the same work.
+    """
+    verify_password(password, _password_hash_text(iterations, _DUMMY_SALT, _DUMMY_HASH_PART))
+
+
+def password_problems(password: str) -> list[str]:
+    """What is wrong with a new password: [] when it is acceptable, else human messages.
+
+    The rules are NIST SP 800-63B-4's: a length (counted in Unicode code points, as a person
+    counts characters) and a list of common passwords, compared case-insensitively. No
+    composition rules ("a digit and a symbol"): they make passwords harder to remember, not
+    harder to guess.
+
+    >>> password_problems("a plum for every tuesday")
+    []
+    >>> password_problems("Tr0ub4dor&3")
+    ['is too short: at least 15 characters']
+    >>> password_problems("Correct Horse Battery Staple")
+    ['is a commonly used password']
+    """
+    if not isinstance(password, str):
+        return ["must be text"]
+    problems = []
+    if len(password) < MIN_PASSWORD_CHARS:
+        problems.append(f"is too short: at least {MIN_PASSWORD_CHARS} characters")
+    elif len(password) > MAX_PASSWORD_CHARS:
+        problems.append(f"is too long: at most {MAX_PASSWORD_CHARS:,} characters")
+    if _utf8_or_none(password) is None:
+        problems.append("must be Unicode text (it holds a lone surrogate)")
+    elif not problems and password.casefold() in _common_passwords():
+        problems.append("is a commonly used password")
+    return problems
+
+
+# == access tokens (JWT, HS256) ============================================================
+
+class TokenError(Exception):
+    """An access token that is not valid.
+
+    str(error) is a short reason that is safe to show a client ("token expired",
+    "bad signature", "unsupported alg", "malformed token", ...): it never holds key material.
+    """
+
+
+def key_id(key: bytes) -> str:
+    """The public `kid` of a key: 16 base64url characters of SHA-256(b"kid:" + key).
+
+    Keys are at least 32 random bytes, so their hash reveals nothing usable about them. The
+    "kid:" prefix keeps the kid from being the plain SHA-256 of the key, which some other
+    system might also publish.
+    """
+    return _b64encode(hashlib.sha256(b"kid:" + key).digest())[:KEY_ID_CHARS]
+
+
+def encode_token(claims: dict, keys: tuple) -> str:
+    """A compact JWS (RFC 7515 §7.1) of the claims, signed with HS256 under keys[0].
+
+    The header names the signing key by its kid. Claims are written as compact JSON; one
+    that JSON cannot express (NaN, a set) raises ValueError or TypeError.
+    """
+    header = {"alg": _TOKEN_ALGORITHM, "typ": "JWT", "kid": key_id(keys[0])}
+    signing_input = _b64encode(_compact_json(header)) + "." + _b64encode(_compact_json(claims))
+    return signing_input + "." + _b64encode(_jws_signature(keys[0], signing_input))
+
+
+def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
+    """The claims of a valid access token; raises TokenError with the reason otherwise.
+
+    Checked in this order, cheapest and least trusting first: the shape (three strict
+    base64url segments, at most MAX_TOKEN_CHARS), the header (alg HS256, no crit, typ JWT,
+    a kid naming a configured key), the signature over the segments exactly as received,
+    and only then the claims (sub, role, iat, exp, jti; nbf if present) against `now`, with
+    TOKEN_LEEWAY_SECONDS of tolerance for clock skew. Never raises anything but TokenError.
+    """
+    segments, (raw_header, raw_payload, signature) = _token_segments(token)
+    key = _verification_key(_json_object(raw_header, "malformed header"), keys)
+    # The MAC covers the segments as received, not a re-encoding of what we parsed:
+    # RFC 7515 §5.2 verifies the JWS Signing Input, the bytes the signer signed.
+    expected = _jws_signature(key, segments[0] + "." + segments[1])
+    if len(signature) != len(expected) or not hmac.compare_digest(expected, signature):
+        raise TokenError("bad signature")
+    # The payload is parsed only once the signature says we wrote it.
+    claims = _json_object(raw_payload, "malformed payload")
+    _check_claims(claims, time.time() if now is None else now)
+    return claims
+
+
+def issue_access_token(user_id: int, role: str, keys: tuple, *, now: float | None = None) -> str:
+    """A signed access token for a user, valid for ACCESS_TOKEN_TTL_SECONDS from `now`.
+
+    Claims: sub (the user id as a string: RFC 7519 §4.1.2 makes it a StringOrURI, and JWT
+    libraries refuse a number), role, iat and exp (whole seconds, which every library
+    reads), jti (128 random bits in hex, so a token can be named on a deny list).
+    Raises ValueError for a user id that is not a positive int or an unknown role.
+    """
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+        raise ValueError("user_id must be a positive int")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    issued_at = int(time.time() if now is None else now)
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": issued_at,
+        "exp": issued_at + ACCESS_TOKEN_TTL_SECONDS,
+        "jti": secrets.token_hex(16),
+    }
+    return encode_token(claims, keys)
+
+
+# == opaque secrets =========================================================================
+
+def new_refresh_token() -> str:
+    """A refresh token: 256 random bits as 43 base64url characters. Shown once, stored hashed."""
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
+
+
+def new_session_id() -> str:
+    """A session id for the session cookie: 256 random bits, like a refresh token."""
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a token: all the database keeps of refresh tokens, sessions, API keys.
+
+    Why a fast hash here and PBKDF2 for passwords: slowness only helps against guessing,
+    and a thief with the table guesses passwords because people choose likely ones. These
+    tokens are 256 random bits; nobody can try 2**255 of them, however fast SHA-256 is. A
+    fast, unsalted hash also keeps the lookup an indexed `WHERE token_hash = ?`, and costs
+    microseconds on requests that present a session or key every time.
+
+    >>> hash_token("abc")
+    'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+    """
+    # A lone surrogate cannot be UTF-8; such a token was never issued, and hashing it anyway
+    # keeps "look it up and find nothing" the only path.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_api_key() -> tuple[str, str]:
+    """A new API key and its prefix: ("shop_<prefix>_<secret>", "<prefix>").
+
+    The prefix (8 base32 characters) is public: it is stored in clear and indexed, so a key
+    is found without scanning, and shown in lists so a user can tell keys apart. The secret
+    (256 random bits) is shown once; the database keeps hash_token(key) of the whole key.
+    """
+    prefix = "".join(secrets.choice(_LOOKUP_ALPHABET) for _ in range(API_KEY_LOOKUP_CHARS))
+    return f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)}", prefix
+
+
+def api_key_prefix(key: str) -> str | None:
+    """The prefix of a well-formed API key, or None for anything else (fail closed).
+
+    >>> api_key_prefix("shop_k3x7m2qa_" + "A" * 43)
+    'k3x7m2qa'
+    >>> api_key_prefix("shop_k3x7m2qa_" + "A" * 42) is None
+    True
+    """
+    if not isinstance(key, str):
+        return None
+    match = _API_KEY.fullmatch(key)
+    return match["prefix"] if match else None
+
+
+# == CSRF tokens ============================================================================
+
+def csrf_token_for(session_id: str, keys: tuple) -> str:
+    """The CSRF token of a session: base64url(HMAC-SHA256(keys[0], b"csrf:" + session id)).
+
+    The signed double-submit pattern: the page reads it (it is not in the HttpOnly cookie)
+    and sends it back in X-CSRF-Token. Another site can make the browser send the cookie,
+    but cannot read the token, nor compute one without the key.
+    """
+    return _b64encode(_csrf_mac(keys[0], session_id))
+
+
+def verify_csrf_token(token: str, session_id: str, keys: tuple) -> bool:
+    """True if the token is the CSRF token of this session under any configured key.
+
+    Compared in constant time, as text re-encoded from our own MAC (one token, one
+    spelling). Malformed input, or an empty session id, is False, never an exception.
+    """
+    if (
+        not isinstance(token, str)
+        or not token.isascii()  # compare_digest takes ASCII text only
+        or len(token) != CSRF_TOKEN_CHARS
+        or not isinstance(session_id, str)
+        or not session_id
+        or _utf8_or_none(session_id) is None
+    ):
+        return False
+    return any(hmac.compare_digest(_b64encode(_csrf_mac(key, session_id)), token) for key in keys)
+
+
+# == private helpers ========================================================================
+
+# Every MAC made under the secret keys starts its input differently, so one made for one
+# use can never be presented as another: "<purpose>:" for signed values, "csrf:" for CSRF
+# tokens, "eyJ" (base64url of '{"') for JWTs. Hence: no signed value with purpose "csrf".
+
 def _mac(key, purpose, payload):
     return hmac.new(key, purpose.encode() + b":" + payload.encode(), hashlib.sha256).digest()
+
+
+def _csrf_mac(key, session_id):
+    return hmac.new(key, b"csrf:" + session_id.encode("utf-8"), hashlib.sha256).digest()
 
 
 def _b64encode(raw):
@@ -77,3 +453,182 @@ def _b64decode(text):
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
+
+
+def _b64decode_canonical(text):
+    """_b64decode, also refusing spellings we would not write.
+
+    The last character of a base64url text can carry unused low bits, so up to four
+    spellings decode to the same bytes; only the one _b64encode writes is accepted.
+    """
+    raw = _b64decode(text)
+    if _b64encode(raw) != text:
+        raise ValueError("not canonical base64url")
+    return raw
+
+
+def _utf8_or_none(text):
+    """The UTF-8 bytes of a str, or None if it is not a str or not Unicode text."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        return None
+
+
+# -- passwords --
+
+def _is_iteration_count(iterations):
+    return (
+        isinstance(iterations, int)
+        and not isinstance(iterations, bool)
+        and 1 <= iterations <= MAX_PBKDF2_ITERATIONS
+    )
+
+
+def _password_hash(password_bytes, salt, iterations):
+    return _password_hash_text(iterations, salt, _pbkdf2_base64(password_bytes, salt, iterations))
+
+
+def _password_hash_text(iterations, salt, hash_part):
+    """The one place the hash format is built; _parse_password_hash is the one that reads it."""
+    return f"{PASSWORD_ALGORITHM}${iterations}${salt}${hash_part}"
+
+
+def _parse_password_hash(encoded):
+    """(iterations, salt, base64 hash) of a well-formed hash of ours, else None."""
+    if not isinstance(encoded, str):
+        return None
+    match = _PASSWORD_HASH.fullmatch(encoded)
+    if match is None or not _is_iteration_count(int(match["iterations"])):
+        return None
+    return int(match["iterations"]), match["salt"], match["hash"]
+
+
+def _pbkdf2_base64(password_bytes, salt, iterations):
+    # Django feeds PBKDF2 the UTF-8 bytes of the password as typed, without Unicode
+    # normalisation; so do we, or non-ASCII passwords would stop moving between the two.
+    derived = hashlib.pbkdf2_hmac("sha256", password_bytes, salt.encode("ascii"), iterations)
+    return base64.b64encode(derived).decode("ascii")
+
+
+@functools.cache
+def _common_passwords():
+    """The common-password list, read once on first use: lines that are not blank or '#'."""
+    with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as lines:
+        return frozenset(
+            line.strip().casefold() for line in lines if line.strip() and not line.startswith("#")
+        )
+
+
+# -- access tokens --
+
+def _compact_json(value):
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _jws_signature(key, signing_input):
+    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+
+
+def _token_segments(token):
+    """The three segments of a compact JWS, and their decoded bytes; TokenError otherwise."""
+    if not isinstance(token, str):
+        raise TokenError("malformed token")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("token too long")
+    segments = token.split(".")
+    if not token.isascii() or len(segments) != 3:
+        raise TokenError("malformed token")
+    try:
+        return segments, [_b64decode_canonical(segment) for segment in segments]
+    except ValueError:
+        raise TokenError("malformed token") from None
+
+
+def _verification_key(header, keys):
+    """The configured key the header names, after checking everything else it says."""
+    # The token does not choose its algorithm; we do (RFC 8725 §2.1, §3.1). Accepting what
+    # `alg` says is how "none" tokens and HS256-signed-with-the-RSA-public-key tokens pass.
+    if header.get("alg") != _TOKEN_ALGORITHM:
+        raise TokenError("unsupported alg")
+    # RFC 7515 §4.1.11: extensions listed in `crit` must be understood; we understand none.
+    if "crit" in header:
+        raise TokenError("unsupported crit header")
+    if "typ" in header and header["typ"] != "JWT":
+        raise TokenError("unsupported typ")
+    if "kid" not in header:
+        raise TokenError("missing kid")
+    for key in keys:
+        if key_id(key) == header["kid"]:
+            return key
+    raise TokenError("unknown kid")
+
+
+def _check_claims(claims, now):
+    for name in _REQUIRED_CLAIMS:
+        if name not in claims:
+            raise TokenError(f"missing claim: {name}")
+    if not isinstance(claims["sub"], str) or not _USER_ID.fullmatch(claims["sub"]):
+        raise TokenError("invalid claim: sub")
+    if claims["role"] not in ROLES:
+        raise TokenError("invalid claim: role")
+    for name in ("iat", "exp", "nbf"):
+        if name in claims and not _is_number(claims[name]):
+            raise TokenError(f"invalid claim: {name}")
+    if not isinstance(claims["jti"], str) or not claims["jti"]:
+        raise TokenError("invalid claim: jti")
+    # RFC 7519 §4.1.4 and §4.1.5, each with the leeway those sections allow for clock skew.
+    if now > claims["exp"] + TOKEN_LEEWAY_SECONDS:
+        raise TokenError("token expired")
+    if "nbf" in claims and now < claims["nbf"] - TOKEN_LEEWAY_SECONDS:
+        raise TokenError("token not yet valid")
+    if claims["iat"] > now + TOKEN_LEEWAY_SECONDS:
+        raise TokenError("token issued in the future")
+
+
+def _is_number(value):
+    """A JSON number: int or finite float, and not a bool (True is an int in Python)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _json_object(raw, reason):
+    """Strictly parsed JSON object from UTF-8 bytes; TokenError(reason) otherwise.
+
+    web.parse_json does the same for request bodies, but speaks HTTP (BadRequest); this
+    module stays free of HTTP, so it keeps its own few lines.
+    """
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_refuse_json_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TokenError(reason) from None
+    if not isinstance(value, dict):
+        raise TokenError(reason)
+    return value
+
+
+def _refuse_json_constant(name):
+    raise ValueError("NaN and Infinity are not JSON")  # RFC 8259 §6
+
+
+def _finite_float(text):
+    number = float(text)
+    if not math.isfinite(number):  # "1e999" parses as inf
+        raise ValueError("number out of range")
+    return number
+
+
+def _unique_keys(pairs):
+    # Two "alg" or two "exp" in one object: which one is believed would depend on the parser.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate key")
+    return document
