@@ -14,7 +14,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `PORT`, `HOST` | `8000`, `127.0.0.1` | where `python server.py` listens (`--port`/`--host` win) |
 | `SECRET_KEY` | generated once into `var/secret_key` in development | signs cursors (and tokens); at least 32 bytes |
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
-| `THREADS` | `64` | the bound on worker threads of `python server.py` |
+| `THREADS` | 3 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
 """
@@ -30,7 +30,6 @@ DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
 DEV_SECRET_FILE = VAR_DIR / "secret_key"
 MIN_SECRET_KEY_BYTES = 32
 DEFAULT_PORT = 8000
-DEFAULT_THREADS = 64
 DEFAULT_DATABASE_TIMEOUT_SECONDS = 3.0
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -46,7 +45,7 @@ class Settings:
     secret_keys: tuple  # bytes; the first signs, all of them verify (key rotation)
     host: str
     port: int
-    threads: int
+    threads: int | None  # None: let the server choose for the database engine
     access_log: bool
     database_timeout_seconds: float
 
@@ -70,7 +69,7 @@ def load_settings(environ=None):
         secret_keys=_secret_keys(environ, app_env),
         host=environ.get("HOST", "127.0.0.1"),
         port=_int(environ, "PORT", DEFAULT_PORT, low=0, high=65535),
-        threads=_int(environ, "THREADS", DEFAULT_THREADS, low=1, high=1024),
+        threads=_int(environ, "THREADS", None, low=1, high=1024),
         access_log=_bool(environ, "ACCESS_LOG", True),
         database_timeout_seconds=float(
             _int(environ, "DATABASE_TIMEOUT_SECONDS", DEFAULT_DATABASE_TIMEOUT_SECONDS, low=1, high=60)

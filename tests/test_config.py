@@ -46,7 +46,7 @@ def test_defaults():
     assert settings.database_url == "sqlite:///var/app.db"
     assert settings.host == "127.0.0.1"
     assert settings.port == config.DEFAULT_PORT == 8000
-    assert settings.threads == config.DEFAULT_THREADS == 64
+    assert settings.threads is None  # the server picks by engine (server.SQLITE_THREADS, ...)
     assert settings.access_log is True
     assert settings.database_timeout_seconds == config.DEFAULT_DATABASE_TIMEOUT_SECONDS
     assert type(settings.database_timeout_seconds) is float
@@ -56,7 +56,7 @@ def test_defaults():
 
 def test_empty_values_mean_the_default():
     settings = settings_with(DATABASE_URL="", PORT="", THREADS="", DATABASE_TIMEOUT_SECONDS="")
-    assert (settings.database_url, settings.port, settings.threads) == ("sqlite:///var/app.db", 8000, 64)
+    assert (settings.database_url, settings.port, settings.threads) == ("sqlite:///var/app.db", 8000, None)
 
 
 def test_values_from_the_environment():

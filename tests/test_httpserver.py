@@ -562,25 +562,62 @@ def test_close_is_called_and_bad_content_length_closes():
     assert closed == [True]
 
 
-def test_worker_pool_is_bounded(connect):
+def test_idle_keep_alive_connections_hold_no_worker(connect):
     threads_before = threading.active_count()
     with running(validator(echo_app), max_workers=2, keepalive_timeout=5.0) as server:
+        idle = [connect(server) for _ in range(10)]
+        for client in idle:
+            client.send(get())
+            assert client.response()[0] == 200
+        # Ten connections wait for their next request, two workers exist, and a new client
+        # is served at once: waiting costs a selector entry, not a thread.
+        newcomer = connect(server)
+        newcomer.send(get("/newcomer"))
+        status, _, body = newcomer.response()
+        assert status == 200 and json.loads(body)["path"] == "/newcomer"
+        assert threading.active_count() == threads_before + 3  # the loop and two workers
+
+
+def test_requests_beyond_the_workers_wait_their_turn(connect):
+    release = threading.Event()
+
+    def blocking_app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            release.wait(READ_TIMEOUT)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    threads_before = threading.active_count()
+    with running(blocking_app, max_workers=1) as server:
+        blocked, waiting = connect(server), connect(server)
+        blocked.send(get("/block"))
+        time.sleep(0.1)
+        waiting.send(get("/next"))
+        waiting.sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):  # the only worker is busy: /next is queued
+            waiting.sock.recv(1, socket.MSG_PEEK)
+        assert threading.active_count() == threads_before + 2  # no thread was added for it
+        release.set()
+        waiting.sock.settimeout(READ_TIMEOUT)
+        assert blocked.response()[::2] == (200, b"/block")
+        assert waiting.response()[::2] == (200, b"/next")
+
+
+def test_connections_beyond_the_limit_wait_in_the_backlog(connect):
+    with running(validator(echo_app), max_connections=2, keepalive_timeout=5.0) as server:
         first, second = connect(server), connect(server)
         for client in (first, second):
             client.send(get())
             assert client.response()[0] == 200
-        third = connect(server)  # accepted by the kernel, but no worker is free
+        third = connect(server)  # the kernel completes the handshake; the server does not accept
         third.send(get("/third"))
         third.sock.settimeout(0.3)
         with pytest.raises(socket.timeout):
             third.sock.recv(1, socket.MSG_PEEK)
-        # the acceptor plus exactly two workers, however many clients are waiting
-        assert threading.active_count() == threads_before + 3
         first.close()
         third.sock.settimeout(READ_TIMEOUT)
         status, _, body = third.response()
         assert status == 200 and json.loads(body)["path"] == "/third"
-        assert threading.active_count() == threads_before + 3
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(connect):
