@@ -1,19 +1,49 @@
-"""Tests for auth.py: signed values (sign_value / unsign_value).
+"""Tests for auth.py: signed values, password hashes, access tokens (JWT), opaque tokens,
+API keys and CSRF tokens.
 
-A known vector pins the wire format, and an independent implementation written here from
-the standard library (base64url of the JSON, "." , base64url of HMAC-SHA256 over
-"purpose:payload") checks it. Everything malformed must come back as None, never raise.
+Each wire format is pinned by known vectors and checked against an independent
+implementation: a stdlib re-implementation for signed values, RFC 7914 §11's PBKDF2 vectors
+and Django's own hasher for passwords, PyJWT for access tokens, FIPS 180-2's "abc" for
+SHA-256. Everything malformed must be refused the documented way (None, False or
+TokenError), never with another exception. Hashing uses low iteration counts, except where
+a vector pins 600,000 or Django's own count, so the suite stays fast.
 """
 
 import base64
 import hashlib
 import hmac
 import json
+import math
+import re
+import statistics
+import time
+import unicodedata
 
+import jwt
 import pytest
 
 import auth
-from auth import sign_value, unsign_value
+from auth import (
+    TokenError,
+    api_key_prefix,
+    burn_password_check,
+    csrf_token_for,
+    decode_token,
+    encode_token,
+    hash_password,
+    hash_token,
+    issue_access_token,
+    key_id,
+    new_api_key,
+    new_refresh_token,
+    new_session_id,
+    password_needs_rehash,
+    password_problems,
+    sign_value,
+    unsign_value,
+    verify_csrf_token,
+    verify_password,
+)
 
 KEY = b"k" * 32
 OLD_KEY = b"an-older-key-still-verifying-32b"
@@ -182,3 +212,888 @@ def test_compare_digest_alone_decides(monkeypatch, verdict, token, expected):
     # If any other comparison (an `==`) also guarded the signature, one of these would differ.
     monkeypatch.setattr(auth.hmac, "compare_digest", lambda expected_mac, given: verdict)
     assert unsign_value(token, (KEY,), purpose="cursor") == expected
+
+
+# == passwords ================================================================================
+
+PASSWORD = "correct horse battery staple"
+UNICODE_PASSWORD = "Thé ☕ 茶, bitte heiß"
+LONG_PASSWORD = ("a plum for every tuesday " * 50)[:1024]
+FAST = 1_000  # iterations: enough to exercise PBKDF2, cheap enough for a fast suite
+
+# Made once by Django 5.2.19's PBKDF2PasswordHasher and pinned: verify_password must accept
+# them exactly as Django wrote them. The first is Django's own test-suite vector
+# (make_password("lètmein", "seasalt")) at Django's default count.
+DJANGO_SALT = "dSTOLbct9vrzVxCeMiLucr"
+DJANGO_HASHES = {
+    "lètmein": "pbkdf2_sha256$1000000$seasalt$r1uLUxoxpP2Ued/qxvmje7UH9PUJBkRrvf9gGPL7Cps=",
+    UNICODE_PASSWORD: "pbkdf2_sha256$1000$JLngS4laZdngPerEYdFlrv$7mxz1xkeN9x+jSd6ac5KTBbBeVtI7C8qkCyqs8XroVY=",
+    PASSWORD: f"pbkdf2_sha256$1000${DJANGO_SALT}$bShT8H6sRv+ixod7egHqAaQVENSmtmnXpgpw7/AMTSc=",
+}
+# Django before 3.2 drew 12-character salts (~71 bits): such a hash verifies, then is renewed.
+DJANGO_OLD_SALT_HASH = "pbkdf2_sha256$1000$Z0KfPcXh3Vwq$g0KL0/Ca5Tt/9+jB/tqx9kX+I9+bxQq+zDJm4dj4csU="
+# Independent of Django and of us: base64 of hashlib.pbkdf2_hmac("sha256", PASSWORD,
+# b"bkU8Ztm0yWwCBWkVmeGMcL", 600_000), the example in auth's docstring.
+HASH_600K = "pbkdf2_sha256$600000$bkU8Ztm0yWwCBWkVmeGMcL$NvL+UnqM+O4RkPOZI6M4hArxmaoZMnrBemb3K47WdiU="
+# RFC 7914 §11, PBKDF2-HMAC-SHA256 test vectors: (P, S, c, the first 32 bytes of DK).
+RFC_7914_VECTORS = [
+    ("passwd", "salt", 1, "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"),
+    ("Password", "NaCl", 80_000, "4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56"),
+]
+OUR_HASH_FORMAT = re.compile(r"pbkdf2_sha256\$(\d+)\$([A-Za-z0-9]{22})\$([A-Za-z0-9+/]{43}=)")
+
+
+@pytest.fixture(scope="module")
+def django_hashers():
+    """Django's own hashers module, its settings configured once (hashers only).
+
+    Imported here, not at the top: Django's lazy settings object would answer the doctest
+    collector's questions about module globals by raising ImproperlyConfigured.
+    """
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"])
+    from django.contrib.auth import hashers
+
+    return hashers
+
+
+@pytest.fixture
+def pbkdf2_calls(monkeypatch):
+    """Record the iterations of every PBKDF2 run, still computing it truthfully."""
+    calls = []
+    real_pbkdf2_hmac = hashlib.pbkdf2_hmac
+
+    def spy(name, password, salt, iterations, *args):
+        calls.append(iterations)
+        return real_pbkdf2_hmac(name, password, salt, iterations, *args)
+
+    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", spy)
+    return calls
+
+
+# -- known vectors, both ways with Django --
+
+@pytest.mark.parametrize("password, stored", DJANGO_HASHES.items(),
+                         ids=["django default", "unicode", "ascii"])
+def test_hashes_made_by_django_verify(password, stored):
+    assert verify_password(password, stored)
+
+
+@pytest.mark.parametrize("password", [PASSWORD, UNICODE_PASSWORD])
+def test_a_wrong_password_fails_against_a_django_hash(password):
+    assert not verify_password(password + "!", DJANGO_HASHES[password])
+
+
+@pytest.mark.parametrize("password", [PASSWORD, UNICODE_PASSWORD, "", LONG_PASSWORD],
+                         ids=["ascii", "unicode", "empty", "1,024 characters"])
+def test_django_verifies_our_hashes(django_hashers, password):
+    ours = hash_password(password, FAST)
+    assert django_hashers.PBKDF2PasswordHasher().verify(password, ours)
+    assert not django_hashers.PBKDF2PasswordHasher().verify(password + "!", ours)
+    assert django_hashers.check_password(password, ours)
+    assert django_hashers.identify_hasher(ours).algorithm == auth.PASSWORD_ALGORITHM
+
+
+def test_django_refuses_a_wrong_password_against_our_hash(django_hashers):
+    # Once only: on a wrong password Django "hardens" the runtime up to its own 1,000,000
+    # iterations (its burn_password_check), which takes a third of a second.
+    assert not django_hashers.check_password(PASSWORD + "!", hash_password(PASSWORD, FAST))
+
+
+def test_django_finds_our_salts_long_enough(django_hashers):
+    salt = hash_password(PASSWORD, FAST).split("$")[2]
+    entropy_wanted = django_hashers.PBKDF2PasswordHasher.salt_entropy
+    assert not django_hashers.must_update_salt(salt, entropy_wanted)
+
+
+def test_hash_password_writes_what_django_writes(monkeypatch):
+    salt_characters = iter(DJANGO_SALT)
+    monkeypatch.setattr(auth.secrets, "choice", lambda alphabet: next(salt_characters))
+    assert hash_password(PASSWORD, FAST) == DJANGO_HASHES[PASSWORD]
+
+
+@pytest.mark.parametrize("password, salt, iterations, derived_hex", RFC_7914_VECTORS)
+def test_rfc_7914_vectors_verify(password, salt, iterations, derived_hex):
+    hash_part = base64.b64encode(bytes.fromhex(derived_hex)).decode()
+    stored = f"pbkdf2_sha256${iterations}${salt}${hash_part}"
+    assert verify_password(password, stored)
+    assert not verify_password(password.swapcase(), stored)
+
+
+def test_a_pinned_600000_iteration_vector():
+    derived = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), b"bkU8Ztm0yWwCBWkVmeGMcL", 600_000)
+    assert HASH_600K.endswith("$" + base64.b64encode(derived).decode())
+    assert verify_password(PASSWORD, HASH_600K)
+    assert HASH_600K in auth.__doc__
+
+
+# -- hash_password --
+
+def test_a_hash_has_the_documented_format_and_a_fresh_salt():
+    hashes = [hash_password(PASSWORD, FAST) for _ in range(50)]
+    for stored in hashes:
+        iterations, salt, _ = OUR_HASH_FORMAT.fullmatch(stored).groups()
+        assert iterations == "1000"
+    assert len({stored.split("$")[2] for stored in hashes}) == 50
+
+
+def test_the_salt_carries_at_least_128_bits():
+    assert auth.SALT_CHARS == 22
+    assert auth.SALT_CHARS * math.log2(62) >= 8 * auth.SALT_BYTES == 128
+
+
+def test_the_default_iterations_follow_owasp():
+    assert auth.DEFAULT_PBKDF2_ITERATIONS == 600_000
+
+
+BAD_HASH_ARGUMENTS = {
+    "zero iterations": (PASSWORD, 0, ValueError),
+    "negative iterations": (PASSWORD, -1, ValueError),
+    "too many iterations": (PASSWORD, 10_000_001, ValueError),
+    "bool iterations": (PASSWORD, True, ValueError),
+    "float iterations": (PASSWORD, 1000.0, ValueError),
+    "text iterations": (PASSWORD, "1000", ValueError),
+    "None password": (None, FAST, TypeError),
+    "bytes password": (PASSWORD.encode(), FAST, TypeError),
+    "lone surrogate": ("\ud800" * 15, FAST, ValueError),
+}
+
+
+@pytest.mark.parametrize("password, iterations, error", BAD_HASH_ARGUMENTS.values(),
+                         ids=BAD_HASH_ARGUMENTS.keys())
+def test_hash_password_refuses_bad_arguments(password, iterations, error):
+    with pytest.raises(error):
+        hash_password(password, iterations)
+
+
+# -- verify_password --
+
+OUR_HASH = hash_password(PASSWORD, FAST)
+OUR_UNICODE_HASH = hash_password(UNICODE_PASSWORD, FAST)
+OUR_LONG_HASH = hash_password(LONG_PASSWORD, FAST)
+OUR_EMPTY_HASH = hash_password("", FAST)
+
+VERIFICATIONS = {
+    "right": (PASSWORD, OUR_HASH, True),
+    "one character short": (PASSWORD[:-1], OUR_HASH, False),
+    "one character more": (PASSWORD + " ", OUR_HASH, False),
+    "other case": (PASSWORD.title(), OUR_HASH, False),
+    "empty": ("", OUR_HASH, False),
+    "empty, against the hash of empty": ("", OUR_EMPTY_HASH, True),
+    "unicode": (UNICODE_PASSWORD, OUR_UNICODE_HASH, True),
+    # No Unicode normalisation, as Django: the same text in NFD is another password.
+    "unicode, decomposed": (unicodedata.normalize("NFD", UNICODE_PASSWORD), OUR_UNICODE_HASH, False),
+    "1,024 characters": (LONG_PASSWORD, OUR_LONG_HASH, True),
+    "1,023 of them": (LONG_PASSWORD[:-1], OUR_LONG_HASH, False),
+    "None": (None, OUR_HASH, False),
+    "bytes": (PASSWORD.encode(), OUR_HASH, False),
+    "lone surrogate": ("\ud800", OUR_HASH, False),
+}
+
+
+@pytest.mark.parametrize("password, stored, expected", VERIFICATIONS.values(), ids=VERIFICATIONS.keys())
+def test_verify_password(password, stored, expected):
+    assert verify_password(password, stored) is expected
+
+
+ALGORITHM, ITERATIONS, SALT, HASH_PART = DJANGO_HASHES[PASSWORD].split("$")
+MALFORMED_HASHES = {
+    "None": None,
+    "int": 1000,
+    "bytes": DJANGO_HASHES[PASSWORD].encode(),
+    "empty": "",
+    "None as text": "None",
+    "null as text": "null",
+    "django's unusable password": "!Z0KfPcXh3VwqZ0KfPcXh3VwqZ0KfPcXh3VwqZ0Kf",
+    "pbkdf2_sha512": f"pbkdf2_sha512${ITERATIONS}${SALT}${HASH_PART}",
+    "pbkdf2_sha1": f"pbkdf2_sha1${ITERATIONS}${SALT}${HASH_PART}",
+    "upper-case algorithm": f"PBKDF2_SHA256${ITERATIONS}${SALT}${HASH_PART}",
+    "argon2": "argon2$argon2id$v=19$m=102400,t=2,p=8$c29tZXNhbHQ$YWFhYWFhYWFhYWFhYWFhYQ",
+    "bcrypt_sha256": "bcrypt_sha256$$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+    "only the algorithm": ALGORITHM,
+    "missing hash": f"{ALGORITHM}${ITERATIONS}${SALT}",
+    "missing salt": f"{ALGORITHM}${ITERATIONS}${HASH_PART}",
+    "empty salt": f"{ALGORITHM}${ITERATIONS}$${HASH_PART}",
+    "an extra part": f"{ALGORITHM}${ITERATIONS}${SALT}${HASH_PART}$x",
+    "iterations not a number": f"{ALGORITHM}$many${SALT}${HASH_PART}",
+    "iterations zero": f"{ALGORITHM}$0${SALT}${HASH_PART}",
+    "iterations negative": f"{ALGORITHM}$-1000${SALT}${HASH_PART}",
+    "iterations 10**9": f"{ALGORITHM}$1000000000${SALT}${HASH_PART}",
+    "iterations one over the maximum": f"{ALGORITHM}$10000001${SALT}${HASH_PART}",
+    "iterations with a leading zero": f"{ALGORITHM}$01000${SALT}${HASH_PART}",
+    "iterations 1e3": f"{ALGORITHM}$1e3${SALT}${HASH_PART}",
+    "iterations with a plus": f"{ALGORITHM}$+1000${SALT}${HASH_PART}",
+    "iterations in full-width digits": f"{ALGORITHM}$１０００${SALT}${HASH_PART}",
+    "salt not alphanumeric": f"{ALGORITHM}${ITERATIONS}$dSTOLbct-9vrzVxCe${HASH_PART}",
+    "salt not ascii": f"{ALGORITHM}${ITERATIONS}$sälz${HASH_PART}",
+    "bad base64": f"{ALGORITHM}${ITERATIONS}${SALT}${HASH_PART[:10]}!!!!{HASH_PART[14:]}",
+    "url-safe base64": f"{ALGORITHM}${ITERATIONS}${SALT}${HASH_PART.translate(str.maketrans('+/', '-_'))}",
+    "hash without padding": f"{ALGORITHM}${ITERATIONS}${SALT}${HASH_PART.rstrip('=')}",
+    "hash too short": f"{ALGORITHM}${ITERATIONS}${SALT}${HASH_PART[:-5]}=",
+    "hash of 64 bytes": f"{ALGORITHM}${ITERATIONS}${SALT}${base64.b64encode(bytes(64)).decode()}",
+    "trailing newline": DJANGO_HASHES[PASSWORD] + "\n",
+    "leading space": " " + DJANGO_HASHES[PASSWORD],
+}
+
+
+@pytest.mark.parametrize("stored", MALFORMED_HASHES.values(), ids=MALFORMED_HASHES.keys())
+def test_a_malformed_hash_is_false_at_once(pbkdf2_calls, stored):
+    started = time.perf_counter()
+    assert verify_password(PASSWORD, stored) is False
+    assert time.perf_counter() - started < 0.05
+    assert pbkdf2_calls == []  # refused before any PBKDF2 work: no DoS from a hostile hash
+
+
+def test_the_hash_is_compared_with_compare_digest(compare_digest_calls):
+    assert verify_password(PASSWORD, OUR_HASH)
+    assert len(compare_digest_calls) == 1
+
+
+@pytest.mark.parametrize("verdict, password", [(False, PASSWORD), (True, "a wrong password")])
+def test_compare_digest_alone_decides_a_password(monkeypatch, verdict, password):
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda expected, given: verdict)
+    assert verify_password(password, OUR_HASH) is verdict
+
+
+# -- password_needs_rehash --
+
+REHASH_CASES = {
+    "as many iterations as the setting": (OUR_HASH, FAST, False),
+    "fewer than the setting": (OUR_HASH, FAST + 1, True),
+    "more than the setting": (hash_password(PASSWORD, 2 * FAST), FAST, False),
+    "django's default count, ours lower": (hash_password(PASSWORD, FAST).replace("$1000$", "$1000000$"),
+                                           600_000, False),
+    "the 600,000 default": (HASH_600K, auth.DEFAULT_PBKDF2_ITERATIONS, False),
+    "a short django salt": (DJANGO_OLD_SALT_HASH, FAST, True),
+    "malformed": ("pbkdf2_sha1$1000$salt$hash", FAST, True),
+    "absurd iterations": (MALFORMED_HASHES["iterations 10**9"], FAST, True),
+    "empty": ("", FAST, True),
+    "None": (None, FAST, True),
+}
+
+
+@pytest.mark.parametrize("stored, iterations, expected", REHASH_CASES.values(), ids=REHASH_CASES.keys())
+def test_password_needs_rehash(stored, iterations, expected):
+    assert password_needs_rehash(stored, iterations) is expected
+
+
+def test_a_short_django_salt_still_verifies():
+    assert verify_password(PASSWORD, DJANGO_OLD_SALT_HASH)
+
+
+# -- burn_password_check --
+
+def test_burn_password_check_does_the_work_of_one_verification(pbkdf2_calls):
+    burn_password_check("a guess at some password", 20_000)
+    verify_password("a guess at some password", hash_password(PASSWORD, 20_000))
+    assert pbkdf2_calls == [20_000, 20_000, 20_000]  # the burn, the hashing, the verification
+
+
+def test_burn_password_check_takes_as_long_as_a_wrong_password():
+    iterations = 20_000
+    stored = hash_password(PASSWORD, iterations)
+    verify_seconds, burn_seconds = [], []
+    for _ in range(7):
+        verify_seconds.append(_seconds(verify_password, "a wrong password guess", stored))
+        burn_seconds.append(_seconds(burn_password_check, "a wrong password guess", iterations))
+    verify_median, burn_median = statistics.median(verify_seconds), statistics.median(burn_seconds)
+    assert abs(burn_median - verify_median) <= 0.25 * verify_median
+
+
+def test_burn_password_check_returns_none_and_never_raises():
+    assert burn_password_check(None, FAST) is None
+    assert burn_password_check("\ud800", FAST) is None
+
+
+def _seconds(function, *args):
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+# -- password_problems --
+
+TOO_SHORT = "is too short: at least 15 characters"
+TOO_LONG = "is too long: at most 1,024 characters"
+COMMON = "is a commonly used password"
+PASSWORD_RULES = {
+    "14 characters": ("plumjamonmonda", [TOO_SHORT]),
+    "15 characters": ("plumjamonmonday", []),
+    "14 code points, 28 UTF-8 bytes": ("é" * 14, [TOO_SHORT]),
+    "15 code points": ("é" * 15, []),
+    "7 letters with 7 combining accents": ("e\u0301" * 7, [TOO_SHORT]),
+    "empty": ("", [TOO_SHORT]),
+    "1,024 characters": (LONG_PASSWORD, []),
+    "1,025 characters": (LONG_PASSWORD + "x", [TOO_LONG]),
+    "no composition rules: 15 lower-case letters": ("plumjamonmonday", []),
+    "no composition rules: 15 digits": ("839201746593028", []),
+    "common, from django's list": ("manchesterunited", [COMMON]),
+    "common, from django's list, upper-case": ("MANCHESTERUNITED", [COMMON]),
+    "common, a repeated word": ("passwordpassword", [COMMON]),
+    "common, mixed case": ("PassWordPassWord", [COMMON]),
+    "common, a digit run": ("123456789012345", [COMMON]),
+    "common, a keyboard walk": ("qwertyuiopasdfghjkl", [COMMON]),
+    "common, a famous passphrase": ("Correct Horse Battery Staple", [COMMON]),
+    "a short common password is only too short": ("password", [TOO_SHORT]),
+    "a lone surrogate": ("\ud800" * 15, ["must be Unicode text (it holds a lone surrogate)"]),
+    "None": (None, ["must be text"]),
+    "bytes": (b"plumjamonmonday", ["must be text"]),
+}
+
+
+@pytest.mark.parametrize("password, problems", PASSWORD_RULES.values(), ids=PASSWORD_RULES.keys())
+def test_password_problems(password, problems):
+    assert password_problems(password) == problems
+
+
+def _common_password_entries():
+    lines = auth.COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_common_password_list_is_long_passwords_lower_case_and_unique():
+    entries = _common_password_entries()
+    assert len(entries) >= 100
+    assert len(set(entries)) == len(entries)
+    assert all(len(entry) >= 15 and entry == entry.lower() == entry.strip() for entry in entries)
+    header = auth.COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").split("\n\n")[0]
+    assert "Django" in header and "Royce Williams" in header and "BSD 3-Clause" in header
+
+
+def test_every_listed_password_is_refused_in_any_case():
+    for entry in _common_password_entries():
+        assert password_problems(entry) == [COMMON]
+        assert password_problems(entry.upper()) == [COMMON]
+
+
+def test_the_list_is_read_once_and_only_when_needed(monkeypatch):
+    opened = []
+    real_open = open
+
+    def spy_open(*args, **kwargs):
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(auth, "open", spy_open, raising=False)
+    auth._common_passwords.cache_clear()
+    password_problems("too short")
+    assert opened == []
+    for _ in range(3):
+        password_problems("plumjamonmonday")
+    assert opened == [auth.COMMON_PASSWORDS_FILE]
+    assert isinstance(auth._common_passwords(), frozenset)
+
+
+# == access tokens (JWT) ======================================================================
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z: tokens are checked against a fixed clock
+LEEWAY = auth.TOKEN_LEEWAY_SECONDS
+OTHER_KEY = b"o" * 32
+KID = key_id(KEY)
+HEADER = {"alg": "HS256", "typ": "JWT", "kid": KID}
+CLAIMS = {"sub": "42", "role": "user", "iat": NOW, "exp": NOW + 900, "jti": "5f0c8e1d2b7a4c6e"}
+DROP = object()  # in header_with / claims_with: leave this member out
+
+
+def forge(header, claims, key=KEY, *, signature=None):
+    """A compact JWS written here from the RFC, not by auth.py; correctly signed with `key`
+    unless a signature is given, so that only the defect under test is wrong. Header and
+    claims are dicts, or raw bytes for what json.dumps will not write."""
+    def segment(part):
+        raw_json = part if isinstance(part, bytes) else json.dumps(part, separators=(",", ":")).encode()
+        return b64url(raw_json)
+
+    signing_input = segment(header) + "." + segment(claims)
+    if signature is None:
+        signature = b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+    return f"{signing_input}.{signature}"
+
+
+def header_with(**changes):
+    return {name: value for name, value in {**HEADER, **changes}.items() if value is not DROP}
+
+
+def claims_with(**changes):
+    return {name: value for name, value in {**CLAIMS, **changes}.items() if value is not DROP}
+
+
+VALID_TOKEN = forge(HEADER, CLAIMS)
+HEADER_SEGMENT, PAYLOAD_SEGMENT, SIGNATURE_SEGMENT = VALID_TOKEN.split(".")
+BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def segment_of(part):
+    return forge(HEADER, part).split(".")[1]
+
+
+# -- the wire format, the round trip and the claims --
+
+def test_encode_token_writes_what_the_rfc_says():
+    assert encode_token(CLAIMS, (KEY,)) == VALID_TOKEN
+    assert json.loads(base64.urlsafe_b64decode(HEADER_SEGMENT + "==")) == HEADER
+
+
+def test_round_trip():
+    assert decode_token(encode_token(CLAIMS, (KEY,)), (KEY,), now=NOW) == CLAIMS
+
+
+def test_key_id_is_16_base64url_characters_of_a_prefixed_sha256():
+    expected = b64url(hashlib.sha256(b"kid:" + KEY).digest())[:16]
+    assert key_id(KEY) == expected and len(expected) == 16
+    assert key_id(OTHER_KEY) != key_id(KEY)
+    assert b64url(hashlib.sha256(KEY).digest())[:16] != key_id(KEY)
+
+
+def test_issued_access_tokens_carry_the_documented_claims():
+    token = issue_access_token(7, "admin", (KEY,), now=NOW + 0.9)
+    claims = decode_token(token, (KEY,), now=NOW)
+    assert set(claims) == {"sub", "role", "iat", "exp", "jti"}
+    assert claims["sub"] == "7" and claims["role"] == "admin"
+    assert type(claims["iat"]) is int and claims["iat"] == NOW
+    assert type(claims["exp"]) is int and claims["exp"] == NOW + auth.ACCESS_TOKEN_TTL_SECONDS
+    assert auth.ACCESS_TOKEN_TTL_SECONDS == 15 * 60
+    assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
+
+
+def test_every_access_token_has_its_own_jti():
+    tokens = [issue_access_token(7, "user", (KEY,), now=NOW) for _ in range(200)]
+    jtis = {decode_token(token, (KEY,), now=NOW)["jti"] for token in tokens}
+    assert len(jtis) == 200
+
+
+def test_an_access_token_expires_after_its_ttl_and_the_leeway():
+    token = issue_access_token(7, "user", (KEY,), now=NOW)
+    assert decode_token(token, (KEY,), now=NOW + 900 + LEEWAY)["sub"] == "7"
+    with pytest.raises(TokenError, match="^token expired$"):
+        decode_token(token, (KEY,), now=NOW + 900 + LEEWAY + 1)
+
+
+def test_decode_token_uses_the_clock_by_default():
+    assert decode_token(issue_access_token(7, "user", (KEY,)), (KEY,))["sub"] == "7"
+    an_hour_ago = issue_access_token(7, "user", (KEY,), now=time.time() - 3600)
+    with pytest.raises(TokenError, match="^token expired$"):
+        decode_token(an_hour_ago, (KEY,))
+
+
+@pytest.mark.parametrize("user_id, role", [
+    (0, "user"), (-1, "user"), (True, "user"), ("7", "user"), (7.0, "user"),
+    (7, "superuser"), (7, "Admin"), (7, None),
+])
+def test_issue_access_token_refuses_a_bad_user_or_role(user_id, role):
+    with pytest.raises(ValueError):
+        issue_access_token(user_id, role, (KEY,))
+
+
+# -- an independent implementation: PyJWT --
+
+def test_pyjwt_verifies_our_tokens_and_reads_the_same_claims_and_kid():
+    token = issue_access_token(7, "admin", (KEY,))
+    assert jwt.decode(token, KEY, algorithms=["HS256"]) == decode_token(token, (KEY,))
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT", "kid": key_id(KEY)}
+
+
+def test_pyjwt_refuses_our_token_under_another_key():
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(issue_access_token(7, "user", (KEY,)), OTHER_KEY, algorithms=["HS256"])
+
+
+def test_we_verify_tokens_made_by_pyjwt():
+    now = int(time.time())
+    claims = {"sub": "7", "role": "user", "iat": now, "exp": now + 900, "jti": "a1b2c3"}
+    token = jwt.encode(claims, KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
+    assert decode_token(token, (KEY,)) == claims
+
+
+@pytest.mark.parametrize("signing_key, algorithm, headers, reason", [
+    (KEY, "HS256", None, "missing kid"),
+    (OTHER_KEY, "HS256", {"kid": KID}, "bad signature"),
+    (KEY * 2, "HS512", {"kid": KID}, "unsupported alg"),  # 64 bytes, the least PyJWT wants for HS512
+    (None, "none", {"kid": KID}, "unsupported alg"),
+], ids=["no kid", "another key", "HS512", "alg none"])
+def test_we_refuse_bad_tokens_made_by_pyjwt(signing_key, algorithm, headers, reason):
+    token = jwt.encode(CLAIMS, signing_key, algorithm=algorithm, headers=headers)
+    with pytest.raises(TokenError, match=f"^{reason}$"):
+        decode_token(token, (KEY,), now=NOW)
+
+
+# -- keys and rotation --
+
+def test_the_first_key_signs_and_names_itself_in_kid():
+    token = encode_token(CLAIMS, (NEW_KEY, OLD_KEY))
+    assert jwt.get_unverified_header(token)["kid"] == key_id(NEW_KEY)
+    assert token == forge(header_with(kid=key_id(NEW_KEY)), CLAIMS, NEW_KEY)
+
+
+def test_a_token_signed_by_the_old_key_verifies_while_it_is_configured():
+    token = encode_token(CLAIMS, (OLD_KEY,))
+    assert decode_token(token, (NEW_KEY, OLD_KEY), now=NOW) == CLAIMS
+    with pytest.raises(TokenError, match="^unknown kid$"):
+        decode_token(token, (NEW_KEY,), now=NOW)
+
+
+def test_no_keys_configured_verifies_nothing():
+    with pytest.raises(TokenError, match="^unknown kid$"):
+        decode_token(VALID_TOKEN, (), now=NOW)
+
+
+# -- everything that is not a valid access token --
+
+def _non_canonical(segment):
+    """The same bytes with the unused low bit of the last character set differently."""
+    last = BASE64URL_ALPHABET.index(segment[-1])
+    return segment[:-1] + BASE64URL_ALPHABET[last ^ 1]
+
+
+def _nested_payload(depth):
+    return b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+
+
+ANY_REASON = None
+
+
+def with_header(**changes):
+    return forge(header_with(**changes), CLAIMS)
+
+
+def with_claims(**changes):
+    return forge(HEADER, claims_with(**changes))
+
+
+def spliced(header=HEADER_SEGMENT, payload=PAYLOAD_SEGMENT, signature=SIGNATURE_SEGMENT):
+    return f"{header}.{payload}.{signature}"
+
+
+def raw(text):
+    """JSON text as bytes, for what json.dumps will not write; KID and NOW filled in."""
+    return text.replace("KID", KID).replace("NOW", str(NOW)).encode()
+
+
+REJECTED_TOKENS = {
+    # alg: chosen by us, never by the token (RFC 8725 §3.1)
+    **{f"alg {alg}, empty signature": (forge(header_with(alg=alg), CLAIMS, signature=""), "unsupported alg")
+       for alg in ("none", "None", "NONE", "nOnE")},
+    **{f"alg {alg}, valid HS256 signature": (with_header(alg=alg), "unsupported alg")
+       for alg in ("none", "None", "NONE", "nOnE")},
+    "alg HS512": (with_header(alg="HS512"), "unsupported alg"),
+    "alg HS384": (with_header(alg="HS384"), "unsupported alg"),
+    "alg RS256": (with_header(alg="RS256"), "unsupported alg"),
+    "alg ES256": (with_header(alg="ES256"), "unsupported alg"),
+    "alg hs256": (with_header(alg="hs256"), "unsupported alg"),
+    "alg with a space": (with_header(alg="HS256 "), "unsupported alg"),
+    "alg missing": (with_header(alg=DROP), "unsupported alg"),
+    "alg null": (with_header(alg=None), "unsupported alg"),
+    "alg a number": (with_header(alg=256), "unsupported alg"),
+    "alg a list": (with_header(alg=["HS256"]), "unsupported alg"),
+    # other header members
+    "crit": (with_header(crit=["exp"]), "unsupported crit header"),
+    "crit empty": (with_header(crit=[]), "unsupported crit header"),
+    "typ JWS": (with_header(typ="JWS"), "unsupported typ"),
+    "typ at+jwt": (with_header(typ="at+jwt"), "unsupported typ"),
+    "typ null": (with_header(typ=None), "unsupported typ"),
+    "no kid": (with_header(kid=DROP), "missing kid"),
+    "kid of an unconfigured key, signed by it":
+        (forge(header_with(kid=key_id(OTHER_KEY)), CLAIMS, OTHER_KEY), "unknown kid"),
+    "kid empty": (with_header(kid=""), "unknown kid"),
+    "kid null": (with_header(kid=None), "unknown kid"),
+    "kid a number": (with_header(kid=1), "unknown kid"),
+    "kid the key itself": (with_header(kid=KEY.decode()), "unknown kid"),
+    "duplicate alg": (forge(raw('{"alg":"none","alg":"HS256","kid":"KID"}'), CLAIMS), "malformed header"),
+    "duplicate kid": (forge(raw('{"alg":"HS256","kid":"x","kid":"KID"}'), CLAIMS), "malformed header"),
+    "header a list": (forge(raw('["HS256"]'), CLAIMS), "malformed header"),
+    "header not JSON": (forge(raw("alg=HS256"), CLAIMS), "malformed header"),
+    "header not UTF-8": (forge(b'\xff{"alg":"HS256"}', CLAIMS), "malformed header"),
+    "header with NaN": (forge(raw('{"alg":"HS256","kid":"KID","x":NaN}'), CLAIMS), "malformed header"),
+    "header empty": (forge(b"", CLAIMS), "malformed header"),
+    # the signature
+    "our kid, another key's signature": (forge(HEADER, CLAIMS, OTHER_KEY), "bad signature"),
+    "empty signature": (spliced(signature=""), "bad signature"),
+    "signature of 16 bytes": (spliced(signature=b64url(bytes(16))), "bad signature"),
+    "signature of 64 bytes": (spliced(signature=b64url(bytes(64))), "bad signature"),
+    "HMAC-SHA512 signature": (spliced(signature=b64url(hmac.new(
+        KEY, f"{HEADER_SEGMENT}.{PAYLOAD_SEGMENT}".encode(), hashlib.sha512).digest())), "bad signature"),
+    "a flipped character in the header": (spliced(header=flip(HEADER_SEGMENT, 20)), ANY_REASON),
+    "a flipped character in the payload": (spliced(payload=flip(PAYLOAD_SEGMENT, 20)), "bad signature"),
+    "a flipped character in the signature": (spliced(signature=flip(SIGNATURE_SEGMENT, 20)), "bad signature"),
+    "payload changed, signature kept": (spliced(payload=segment_of(claims_with(role="admin"))), "bad signature"),
+    "signature respelled in its unused bits":
+        (spliced(signature=_non_canonical(SIGNATURE_SEGMENT)), "malformed token"),
+    # the shape
+    "an extra segment": (VALID_TOKEN + ".e30", "malformed token"),
+    "an empty extra segment": (VALID_TOKEN + ".", "malformed token"),
+    "two segments": (f"{HEADER_SEGMENT}.{PAYLOAD_SEGMENT}", "malformed token"),
+    "one segment": (HEADER_SEGMENT, "malformed token"),
+    "empty": ("", "malformed token"),
+    "padding on the header": (spliced(header=HEADER_SEGMENT + "="), "malformed token"),
+    "padding on the signature": (VALID_TOKEN + "=", "malformed token"),
+    "standard alphabet +": (VALID_TOKEN[:-5] + "+" + VALID_TOKEN[-4:], "malformed token"),
+    "standard alphabet /": (VALID_TOKEN[:-5] + "/" + VALID_TOKEN[-4:], "malformed token"),
+    "leading space": (" " + VALID_TOKEN, "malformed token"),
+    "trailing newline": (VALID_TOKEN + "\n", "malformed token"),
+    "a space inside": (VALID_TOKEN[:30] + " " + VALID_TOKEN[30:], "malformed token"),
+    "non-ASCII": (VALID_TOKEN[:-1] + "é", "malformed token"),
+    "a full-width letter": ("ｅ" + VALID_TOKEN[1:], "malformed token"),
+    "9 KiB": (with_header(padding="x" * 9 * 1024), "token too long"),
+    "one character over 8 KiB": ("A" * (8 * 1024 + 1), "token too long"),
+    # the claims, in a correctly signed token
+    "expired beyond the leeway": (with_claims(iat=NOW - 2000, exp=NOW - LEEWAY - 1), "token expired"),
+    "nbf in the future": (with_claims(nbf=NOW + LEEWAY + 1), "token not yet valid"),
+    "nbf a string": (with_claims(nbf="0"), "invalid claim: nbf"),
+    "iat in the future": (with_claims(iat=NOW + LEEWAY + 1, exp=NOW + 2000), "token issued in the future"),
+    **{f"no {name}": (with_claims(**{name: DROP}), f"missing claim: {name}")
+       for name in ("sub", "role", "iat", "exp", "jti")},
+    "exp a string": (with_claims(exp=str(NOW + 900)), "invalid claim: exp"),
+    "exp true": (with_claims(exp=True), "invalid claim: exp"),
+    "exp null": (with_claims(exp=None), "invalid claim: exp"),
+    "exp NaN": (with_claims(exp=float("nan")), "malformed payload"),  # json.dumps writes NaN
+    "exp Infinity": (with_claims(exp=float("inf")), "malformed payload"),
+    "exp 1e999": (forge(HEADER, raw('{"sub":"42","role":"user","iat":NOW,"exp":1e999,"jti":"j"}')),
+                  "malformed payload"),
+    "iat a string": (with_claims(iat="now"), "invalid claim: iat"),
+    "iat false": (with_claims(iat=False), "invalid claim: iat"),
+    "sub a number": (with_claims(sub=42), "invalid claim: sub"),
+    "sub empty": (with_claims(sub=""), "invalid claim: sub"),
+    "sub not digits": (with_claims(sub="admin"), "invalid claim: sub"),
+    "sub with a leading zero": (with_claims(sub="042"), "invalid claim: sub"),
+    "sub negative": (with_claims(sub="-1"), "invalid claim: sub"),
+    "sub in Arabic-Indic digits": (with_claims(sub="٤٢"), "invalid claim: sub"),
+    "role superuser": (with_claims(role="superuser"), "invalid claim: role"),
+    "role Admin": (with_claims(role="Admin"), "invalid claim: role"),
+    "role null": (with_claims(role=None), "invalid claim: role"),
+    "role a list": (with_claims(role=["admin"]), "invalid claim: role"),
+    "jti empty": (with_claims(jti=""), "invalid claim: jti"),
+    "jti a number": (with_claims(jti=7), "invalid claim: jti"),
+    "duplicate role": (forge(HEADER, raw(
+        '{"sub":"42","role":"user","role":"admin","iat":NOW,"exp":NOW,"jti":"j"}')), "malformed payload"),
+    "payload a list": (forge(HEADER, raw("[]")), "malformed payload"),
+    "payload nested 2,000 deep": (forge(HEADER, _nested_payload(2000)), "malformed payload"),
+    "payload with a 5,000-digit number": (forge(HEADER, raw('{"exp":' + "9" * 5000 + "}")), "malformed payload"),
+    # other secrets, and things that are not text
+    "a refresh token": (new_refresh_token(), "malformed token"),
+    "a session id": (new_session_id(), "malformed token"),
+    "an API key": (new_api_key()[0], "malformed token"),
+    "a CSRF token": (csrf_token_for("a-session", (KEY,)), "malformed token"),
+    "a signed cursor": (sign_value({"v": [20]}, (KEY,), purpose="cursor"), "malformed token"),
+    "None": (None, "malformed token"),
+    "bytes": (VALID_TOKEN.encode(), "malformed token"),
+    "int": (42, "malformed token"),
+}
+
+
+def test_the_forged_tokens_are_right_but_for_their_defect():
+    assert decode_token(VALID_TOKEN, (KEY,), now=NOW) == CLAIMS
+
+
+@pytest.mark.parametrize("token, reason", REJECTED_TOKENS.values(), ids=REJECTED_TOKENS.keys())
+def test_a_bad_token_is_a_token_error_with_its_reason(token, reason):
+    with pytest.raises(TokenError) as caught:  # any other exception type fails the test
+        decode_token(token, (KEY,), now=NOW)
+    if reason is not ANY_REASON:
+        assert str(caught.value) == reason
+
+
+ACCEPTED_TOKENS = {
+    "expired, within the leeway": forge(HEADER, claims_with(iat=NOW - 2000, exp=NOW - LEEWAY)),
+    "nbf in the future, within the leeway": forge(HEADER, claims_with(nbf=NOW + LEEWAY)),
+    "nbf in the past": forge(HEADER, claims_with(nbf=NOW - 10)),
+    "iat in the future, within the leeway": forge(HEADER, claims_with(iat=NOW + LEEWAY)),
+    "times as floats": forge(HEADER, claims_with(iat=NOW + 0.5, exp=NOW + 900.5)),
+    "no typ": forge(header_with(typ=DROP), CLAIMS),
+    "an extra claim": forge(HEADER, claims_with(scope="orders:read")),
+    "header members in another order": forge({"kid": KID, "typ": "JWT", "alg": "HS256"}, CLAIMS),
+}
+
+
+@pytest.mark.parametrize("token", ACCEPTED_TOKENS.values(), ids=ACCEPTED_TOKENS.keys())
+def test_tokens_within_the_rules_are_accepted(token):
+    claims = decode_token(token, (KEY,), now=NOW)
+    assert claims["sub"] == "42"
+
+
+def test_token_errors_never_show_key_material():
+    reasons = set()
+    for token, _ in REJECTED_TOKENS.values():
+        try:
+            decode_token(token, (KEY, OTHER_KEY), now=NOW)
+        except TokenError as error:
+            reasons.add(str(error))
+    assert reasons and all(len(reason) <= 30 for reason in reasons)
+    assert not any(secret in reason for reason in reasons for secret in ("kkkk", "oooo", KID))
+
+
+@pytest.fixture
+def hmac_new_calls(monkeypatch):
+    calls = []
+    real_hmac_new = hmac.new
+
+    def spy(key, message=None, digestmod=""):
+        calls.append(key)
+        return real_hmac_new(key, message, digestmod)
+
+    monkeypatch.setattr(auth.hmac, "new", spy)
+    return calls
+
+
+@pytest.mark.parametrize("alg", ["none", "HS512", "RS256"])
+def test_the_alg_is_refused_before_any_signature_work(hmac_new_calls, compare_digest_calls, alg):
+    token = forge(header_with(alg=alg), CLAIMS)
+    hmac_new_calls.clear()  # forge signed it, with the same hmac.new
+    with pytest.raises(TokenError, match="^unsupported alg$"):
+        decode_token(token, (KEY,), now=NOW)
+    assert hmac_new_calls == [] and compare_digest_calls == []
+
+
+def test_the_signature_is_checked_once_with_compare_digest_and_the_named_key(
+        hmac_new_calls, compare_digest_calls):
+    token = encode_token(CLAIMS, (OLD_KEY,))
+    hmac_new_calls.clear()
+    assert decode_token(token, (NEW_KEY, OLD_KEY), now=NOW) == CLAIMS
+    assert hmac_new_calls == [OLD_KEY]
+    assert len(compare_digest_calls) == 1 and len(compare_digest_calls[0][1]) == 32
+
+
+def test_compare_digest_alone_decides_a_signature(monkeypatch):
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda expected, given: True)
+    tampered = f"{HEADER_SEGMENT}.{PAYLOAD_SEGMENT}.{flip(SIGNATURE_SEGMENT, 20)}"
+    assert decode_token(tampered, (KEY,), now=NOW) == CLAIMS
+
+
+# == opaque secrets ============================================================================
+
+OPAQUE_TOKEN_MAKERS = {"refresh token": new_refresh_token, "session id": new_session_id}
+
+
+@pytest.mark.parametrize("make", OPAQUE_TOKEN_MAKERS.values(), ids=OPAQUE_TOKEN_MAKERS.keys())
+def test_opaque_tokens_carry_256_random_bits(make):
+    token = make()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
+    assert len(base64.urlsafe_b64decode(token + "=")) * 8 == 256
+
+
+@pytest.mark.parametrize("make", OPAQUE_TOKEN_MAKERS.values(), ids=OPAQUE_TOKEN_MAKERS.keys())
+def test_opaque_tokens_do_not_repeat(make):
+    assert len({make() for _ in range(1000)}) == 1000
+
+
+def test_hash_token_is_hex_sha256():
+    # FIPS 180-2, appendix B.1: SHA-256("abc")
+    assert hash_token("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    token = new_refresh_token()
+    assert hash_token(token) == hashlib.sha256(token.encode()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_token(token))
+
+
+def test_hash_token_of_a_token_that_is_not_unicode_text_still_hashes():
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_token("\ud800"))
+
+
+# -- API keys --
+
+API_KEY_FORMAT = re.compile(r"shop_([a-z2-7]{8})_([A-Za-z0-9_-]{43})")
+
+
+def test_a_new_api_key_has_the_documented_format():
+    key, prefix = new_api_key()
+    lookup, secret = API_KEY_FORMAT.fullmatch(key).groups()
+    assert lookup == prefix == api_key_prefix(key)
+    assert len(base64.urlsafe_b64decode(secret + "=")) * 8 == 256
+
+
+def test_api_keys_do_not_repeat():
+    keys = [new_api_key()[0] for _ in range(1000)]
+    assert len(set(keys)) == 1000
+
+
+WELL_FORMED_KEY = "shop_k3x7m2qa_" + "Ab-_9" * 8 + "Zz0"
+API_KEY_CASES = {
+    "well formed": (WELL_FORMED_KEY, "k3x7m2qa"),
+    "secret starting with _": ("shop_k3x7m2qa_" + "_" * 43, "k3x7m2qa"),
+    "None": (None, None),
+    "int": (1, None),
+    "bytes": (WELL_FORMED_KEY.encode(), None),
+    "empty": ("", None),
+    "only the kind": ("shop_", None),
+    "upper-case kind": ("SHOP" + WELL_FORMED_KEY[4:], None),
+    "another kind": ("shap" + WELL_FORMED_KEY[4:], None),
+    "prefix of 7": ("shop_k3x7m2q_" + "A" * 43, None),
+    "prefix of 9": ("shop_k3x7m2qaa_" + "A" * 43, None),
+    "prefix with 1 (not base32)": ("shop_k3x1m2qa_" + "A" * 43, None),
+    "prefix with 8 (not base32)": ("shop_k3x8m2qa_" + "A" * 43, None),
+    "upper-case prefix": ("shop_K3X7M2QA_" + "A" * 43, None),
+    "secret of 42": ("shop_k3x7m2qa_" + "A" * 42, None),
+    "secret of 44": ("shop_k3x7m2qa_" + "A" * 44, None),
+    "secret with +": ("shop_k3x7m2qa_" + "A" * 42 + "+", None),
+    "secret with /": ("shop_k3x7m2qa_" + "A" * 42 + "/", None),
+    "secret padded": ("shop_k3x7m2qa_" + "A" * 42 + "=", None),
+    "missing separator": ("shopk3x7m2qa_" + "A" * 43, None),
+    "trailing newline": (WELL_FORMED_KEY + "\n", None),
+    "leading space": (" " + WELL_FORMED_KEY, None),
+    "non-ASCII": (WELL_FORMED_KEY[:-1] + "é", None),
+    "a refresh token": (new_refresh_token(), None),
+    "an access token": (VALID_TOKEN, None),
+}
+
+
+@pytest.mark.parametrize("key, prefix", API_KEY_CASES.values(), ids=API_KEY_CASES.keys())
+def test_api_key_prefix(key, prefix):
+    assert api_key_prefix(key) == prefix
+
+
+# == CSRF tokens ================================================================================
+
+SESSION_ID = "wykPhD_SnkNo7s3Z4HvOK01BHMQGq8SmMrm4EF7pTLo"
+
+
+def test_a_csrf_token_is_the_documented_hmac():
+    expected = b64url(hmac.new(KEY, b"csrf:" + SESSION_ID.encode(), hashlib.sha256).digest())
+    assert csrf_token_for(SESSION_ID, (KEY,)) == expected and len(expected) == 43
+
+
+def test_csrf_round_trip():
+    assert verify_csrf_token(csrf_token_for(SESSION_ID, (KEY,)), SESSION_ID, (KEY,))
+
+
+def test_a_csrf_token_of_another_session_is_refused():
+    assert not verify_csrf_token(csrf_token_for(new_session_id(), (KEY,)), SESSION_ID, (KEY,))
+
+
+@pytest.mark.parametrize("index", [0, 20, 41])
+def test_a_tampered_csrf_token_is_refused(index):
+    assert not verify_csrf_token(flip(csrf_token_for(SESSION_ID, (KEY,)), index), SESSION_ID, (KEY,))
+
+
+def test_a_csrf_token_made_with_the_old_key_verifies_while_keys_rotate():
+    token = csrf_token_for(SESSION_ID, (OLD_KEY,))
+    assert verify_csrf_token(token, SESSION_ID, (NEW_KEY, OLD_KEY))
+    assert not verify_csrf_token(token, SESSION_ID, (NEW_KEY,))
+    assert csrf_token_for(SESSION_ID, (NEW_KEY, OLD_KEY)) == csrf_token_for(SESSION_ID, (NEW_KEY,))
+
+
+def test_every_key_is_tried_with_compare_digest_for_csrf(compare_digest_calls):
+    assert not verify_csrf_token("A" * 43, SESSION_ID, (NEW_KEY, OLD_KEY))
+    assert len(compare_digest_calls) == 2
+
+
+CSRF_TOKEN = csrf_token_for(SESSION_ID, (KEY,))
+MALFORMED_CSRF = {
+    "None": (None, SESSION_ID, (KEY,)),
+    "int": (1, SESSION_ID, (KEY,)),
+    "bytes": (CSRF_TOKEN.encode(), SESSION_ID, (KEY,)),
+    "empty": ("", SESSION_ID, (KEY,)),
+    "42 characters": (CSRF_TOKEN[:-1], SESSION_ID, (KEY,)),
+    "44 characters": (CSRF_TOKEN + "A", SESSION_ID, (KEY,)),
+    "padded": (CSRF_TOKEN + "=", SESSION_ID, (KEY,)),
+    "non-ASCII": (CSRF_TOKEN[:-1] + "é", SESSION_ID, (KEY,)),
+    "respelled in its unused bits": (_non_canonical(CSRF_TOKEN), SESSION_ID, (KEY,)),
+    "the session id instead": (SESSION_ID, SESSION_ID, (KEY,)),
+    "session id None": (CSRF_TOKEN, None, (KEY,)),
+    "session id empty": (csrf_token_for("", (KEY,)), "", (KEY,)),
+    "session id a lone surrogate": (CSRF_TOKEN, "\ud800", (KEY,)),
+    "no keys": (CSRF_TOKEN, SESSION_ID, ()),
+}
+
+
+@pytest.mark.parametrize("token, session_id, keys", MALFORMED_CSRF.values(), ids=MALFORMED_CSRF.keys())
+def test_malformed_csrf_input_is_false_and_never_raises(token, session_id, keys):
+    assert verify_csrf_token(token, session_id, keys) is False
