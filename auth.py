@@ -184,7 +184,7 @@ def unsign_value(token, keys, *, purpose):
 def hash_password(password: str, iterations: int) -> str:
     """The Django-format hash of a password, with a fresh random salt.
 
-    The same password never hashes the same way twice. Raises TypeError if the password is
+    Each call draws a new salt, so one password hashes differently every time. Raises TypeError if the password is
     not a str, ValueError if iterations is outside 1..MAX_PBKDF2_ITERATIONS or the password
     holds a lone surrogate (it is not Unicode text). Whether the password is acceptable is
     password_problems()'s question, not this function's.
