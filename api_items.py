@@ -16,24 +16,42 @@ A handler reads and checks the request, calls the SQL functions inside a connect
 transaction, and returns the value to send. It builds no SQL and decides what None means.
 """
 
+import re
+
+import db
 import pagination
 import sql_items
-from web import BadRequest, NotFound, Response
+from validation import Field, validate
+from web import BadRequest, HTTPError, NotFound, PreconditionFailed, Response
 
 LIST_PARAMETERS = frozenset(
     {"limit", "offset", "cursor", "sort", "in_stock", "min_price_cents", "max_price_cents", "q"}
 )
 MAX_SEARCH_CHARS = 100
 MAX_PRICE_CENTS = 10**12
+MAX_STOCK = 1_000_000_000
+ITEM_FIELDS = [
+    Field("name", "string", max_length=200),
+    Field("description", "string", required=False, min_length=0, max_length=5000, default=""),
+    Field("price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS),
+    Field("stock", "integer", minimum=0, maximum=MAX_STOCK),
+]
+# If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches.
+ITEM_ETAG = re.compile(r'"item-(?P<id>[0-9]{1,18})-v(?P<version>[0-9]{1,9})"')
+ANY_VERSION = "*"
+
+
+class PreconditionRequired(HTTPError):
+    """428 (RFC 6585 §3): this write must say which version it expects, with If-Match."""
+
+    status = 428
 
 
 def list_items(request):
     """GET /v1/items: a page of the catalogue, filtered and sorted."""
     services = request.services
     query = request.query
-    unknown = sorted(set(query) - LIST_PARAMETERS)
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+    pagination.reject_unknown_parameters(query, LIST_PARAMETERS)
     filters = _item_filters(request)
     page = pagination.parse_page(
         query, sortable=sql_items.SORTABLE_COLUMNS, default_sort="id",
@@ -62,6 +80,54 @@ def get_item(request):
     return Response.json(public_item(item), headers=[("ETag", item_etag(item)), ("Cache-Control", "no-cache")])
 
 
+def create_item(request):
+    """POST /v1/items (admin): 201, the item, its Location and ETag."""
+    fields = validate(request.json(), ITEM_FIELDS)
+    with request.services.database.transaction() as connection:
+        item = sql_items.insert_item(connection, fields, db.utc_now())
+    headers = [("Location", f"/v1/items/{item['id']}"), ("ETag", item_etag(item))]
+    return Response.json(public_item(item), status=201, headers=headers)
+
+
+def update_item(request):
+    """PATCH /v1/items/{id} (admin): change fields of the version named by If-Match.
+
+    Optimistic concurrency: the client sends back the ETag it read; if someone changed the
+    item since, the versions differ and the answer is 412, so no update is lost unseen.
+    """
+    item_id = request.path_params["id"]
+    expected_version = _if_match_version(request, item_id, required=True)
+    changes = validate(request.json(), ITEM_FIELDS, partial=True)
+    with request.services.database.transaction() as connection:
+        current = sql_items.get_item(connection, item_id)
+        if current is None:
+            raise NotFound(f"item {item_id} does not exist")
+        if expected_version == ANY_VERSION:
+            expected_version = current["version"]
+        # None when another writer bumped the version first, even between our read and write.
+        item = sql_items.update_item(connection, item_id, expected_version, changes, db.utc_now())
+    if item is None:
+        raise PreconditionFailed("the item changed since you read it; GET it again")
+    return Response.json(public_item(item), headers=[("ETag", item_etag(item))])
+
+
+def delete_item(request):
+    """DELETE /v1/items/{id} (admin): archive the item (204). If-Match, when sent, must match.
+
+    Archived, not deleted: orders keep pointing at the row, and its id is never reused.
+    """
+    item_id = request.path_params["id"]
+    expected_version = _if_match_version(request, item_id, required=False)
+    with request.services.database.transaction() as connection:
+        item = sql_items.get_item(connection, item_id)
+        if item is None:
+            raise NotFound(f"item {item_id} does not exist")
+        if expected_version not in (None, ANY_VERSION) and item["version"] != expected_version:
+            raise PreconditionFailed("the item changed since you read it; GET it again")
+        sql_items.archive_item(connection, item_id, db.utc_now())
+    return Response(status=204)
+
+
 def public_item(row):
     """The item as the API shows it: every column, plus the derived `in_stock`."""
     item = dict(row)
@@ -72,6 +138,25 @@ def public_item(row):
 def item_etag(item):
     """A strong validator that changes with every update (the version column)."""
     return f'"item-{item["id"]}-v{item["version"]}"'
+
+
+def _if_match_version(request, item_id, *, required):
+    """The version an If-Match header names for this item (RFC 9110 §13.1.1); None if absent,
+    ANY_VERSION for `*` (whatever version exists).
+
+    A tag for another item, a list of tags, or one that is not ours at all never matches: 412.
+    """
+    if_match = request.header("If-Match")
+    if if_match is None:
+        if required:
+            raise PreconditionRequired("send If-Match with the item's ETag")
+        return None
+    if if_match.strip() == ANY_VERSION:
+        return ANY_VERSION
+    tag = ITEM_ETAG.fullmatch(if_match.strip())
+    if tag is None or int(tag["id"]) != item_id:
+        raise PreconditionFailed("If-Match does not name a version of this item")
+    return int(tag["version"])
 
 
 def _item_filters(request):

@@ -16,6 +16,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
 | `THREADS` | 3 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
+| `PBKDF2_ITERATIONS` | `600000` | password hashing work (OWASP's figure for PBKDF2-SHA256); older hashes are upgraded at login |
+| `SESSION_COOKIE_SECURE` | `auto` | `1`: session cookies are `Secure` and `__Host-` prefixed; `auto`: when the request came over HTTPS |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
 """
 
@@ -31,6 +33,8 @@ DEV_SECRET_FILE = VAR_DIR / "secret_key"
 MIN_SECRET_KEY_BYTES = 32
 DEFAULT_PORT = 8000
 DEFAULT_DATABASE_TIMEOUT_SECONDS = 3.0
+DEFAULT_PBKDF2_ITERATIONS = 600_000  # OWASP Password Storage Cheat Sheet, PBKDF2-HMAC-SHA256
+MIN_PBKDF2_ITERATIONS = 1_000  # tests go this low to stay fast; never use it in production
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -48,6 +52,8 @@ class Settings:
     threads: int | None  # None: let the server choose for the database engine
     access_log: bool
     database_timeout_seconds: float
+    pbkdf2_iterations: int
+    cookie_secure: bool | None  # None: Secure exactly when the request came over HTTPS
 
     @property
     def secret_key(self):
@@ -71,6 +77,10 @@ def load_settings(environ=None):
         port=_int(environ, "PORT", DEFAULT_PORT, low=0, high=65535),
         threads=_int(environ, "THREADS", None, low=1, high=1024),
         access_log=_bool(environ, "ACCESS_LOG", True),
+        pbkdf2_iterations=_int(environ, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS,
+                               low=MIN_PBKDF2_ITERATIONS, high=10_000_000),
+        cookie_secure=None if environ.get("SESSION_COOKIE_SECURE", "auto") == "auto"
+        else _bool(environ, "SESSION_COOKIE_SECURE", False),
         database_timeout_seconds=float(
             _int(environ, "DATABASE_TIMEOUT_SECONDS", DEFAULT_DATABASE_TIMEOUT_SECONDS, low=1, high=60)
         ),

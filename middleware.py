@@ -3,7 +3,7 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    request_id -> access_log -> security_headers -> problems -> router and handler
+    request_id -> access_log -> security_headers -> problems -> authenticate -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the request id must exist before anything logs, the access log must
@@ -16,13 +16,22 @@ import re
 import time
 import traceback
 
+import accounts
+import auth
 import db
-from web import HTTPError, InternalServerError, ServiceUnavailable, problem_response
+from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, Unauthorized, problem_response
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 DATABASE_RETRY_AFTER_SECONDS = 5
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# RFC 6750 §3: a 401 names the scheme the client should use, and why its credentials failed.
+WWW_AUTHENTICATE = 'Bearer realm="shop"'
+# The browser session's cookies. With TLS they get the __Host- prefix, which browsers accept
+# only with Secure, Path=/ and no Domain: no subdomain can set or overwrite them.
+SESSION_COOKIE, CSRF_COOKIE = "session", "csrf_token"
+SECURE_PREFIX = "__Host-"
 
 # The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
 # a JSON body into HTML (nosniff), frame it, or leak URLs in the Referer header.
@@ -37,7 +46,7 @@ API_SECURITY_HEADERS = (
 
 def build_middleware(logger):
     """The middleware list, outermost first."""
-    return [request_id, access_log(logger), security_headers, problems(logger)]
+    return [request_id, access_log(logger), security_headers, problems(logger), authenticate]
 
 
 def request_id(request, call_next):
@@ -102,3 +111,88 @@ def problems(logger):
             return problem_response(InternalServerError("an unexpected error occurred"), request)
 
     return render_problems
+
+
+def authenticate(request, call_next):
+    """Find who is calling, then enforce the route's `access` ("public", "user", "admin").
+
+    Credentials, in this order: `Authorization: Bearer <JWT>`, `X-API-Key: <key>`, or the
+    session cookie. Bad bearer or API-key credentials are a 401 even on public routes (the
+    client meant to be someone); a stale session cookie is simply ignored, since browsers
+    send cookies unasked. A session-authenticated unsafe request must also pass the CSRF
+    check. API keys are read from the header only: a query string ends up in logs.
+    """
+    request.user = _identify(request)
+    route = request.route
+    if route is not None and route.access != "public":
+        if request.user is None:
+            raise Unauthorized("this endpoint needs credentials", headers=[("WWW-Authenticate", WWW_AUTHENTICATE)])
+        if route.access == "admin" and request.user["role"] != "admin":
+            raise Forbidden("this endpoint is for admins")
+    if request.user is not None and request.user["via"] == "session" and request.method not in SAFE_METHODS:
+        _check_csrf(request)
+    return call_next(request)
+
+
+def cookie_is_secure(request):
+    """Should session cookies be Secure (and __Host- prefixed) for this request?"""
+    configured = request.services.settings.cookie_secure
+    return configured if configured is not None else request.environ.get("wsgi.url_scheme") == "https"
+
+
+def cookie_name(request, base):
+    return SECURE_PREFIX + base if cookie_is_secure(request) else base
+
+
+def _identify(request):
+    services = request.services
+    authorization = request.header("Authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("use Authorization: Bearer <access token>", "invalid_request")
+        try:
+            user = accounts.token_user(services.settings.secret_keys, token.strip())
+        except auth.TokenError as error:
+            raise _unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
+        return dict(user, via="token")
+    api_key = request.header("X-API-Key")
+    if api_key is not None:
+        user = accounts.api_key_user(services.database, api_key)
+        if user is None:
+            raise _unauthorized("the API key is not valid", "invalid_token")
+        return dict(user, via="api_key")
+    if "HTTP_COOKIE" not in request.environ:
+        return None
+    session_id = request.cookies.get(cookie_name(request, SESSION_COOKIE))
+    if session_id:
+        user = accounts.session_user(services.database, session_id)
+        if user is not None:
+            return dict(user, via="session", session_id=session_id)
+    return None
+
+
+def _check_csrf(request):
+    """Refuse a cookie-authenticated unsafe request that another site could have forged.
+
+    Browsers attach cookies to cross-site requests, so the cookie alone proves nothing. Three
+    checks: the browser's own word on where the request came from (Sec-Fetch-Site), the
+    Origin header against our own, and a token only our pages can read (signed with the
+    server's key and bound to this session: the double-submit pattern, signed).
+    """
+    fetch_site = request.header("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        raise Forbidden("cross-site requests cannot use the session cookie")
+    origin = request.header("Origin")
+    own_origin = f"{request.environ.get('wsgi.url_scheme', 'http')}://{request.header('Host', '')}"
+    if origin is not None and origin != own_origin:
+        raise Forbidden("cross-origin requests cannot use the session cookie")
+    token = request.header("X-CSRF-Token") or ""
+    keys = request.services.settings.secret_keys
+    if not auth.verify_csrf_token(token, request.user["session_id"], keys):
+        raise Forbidden("a missing or wrong X-CSRF-Token header")
+
+
+def _unauthorized(detail, error_code):
+    header = f'{WWW_AUTHENTICATE}, error="{error_code}"'
+    return Unauthorized(detail, headers=[("WWW-Authenticate", header)])

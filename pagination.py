@@ -80,6 +80,13 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     return Page(limit, None, sort, tuple(state["after"]), cursor, sort_text, fingerprint)
 
 
+def reject_unknown_parameters(query, allowed):
+    """A 400 naming every query parameter outside `allowed`: a typo must not pass silently."""
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+
+
 def parse_sort(sort_text, sortable):
     """Turn "-price_cents,name" into (("price_cents", True), ("name", False), ("id", False)).
 

@@ -4,6 +4,7 @@
     python server.py --port 9000        ... elsewhere (or PORT=9000)
     python server.py migrate            apply schema.sql and migrations/ and exit
     python server.py seed --items 30    add demo items to the catalogue
+    python server.py create-admin EMAIL an admin account; the password comes from a prompt or stdin
     gunicorn server:app                 the same app under a production server
 
 How a request travels, and where each step lives:
@@ -20,14 +21,18 @@ deliberate deployment step.
 
 import argparse
 import atexit
+import getpass
 import os
 import signal
 import sys
 from dataclasses import dataclass
 
+import accounts
+import auth
 import config
 import db
 import seed
+import validation
 from httpserver import HTTPServer
 
 # Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
@@ -87,6 +92,8 @@ def main(argv=None):
         if arguments.command == "migrate":
             applied = db.migrate(database)
             print(f"applied migrations: {applied or 'none, the schema is up to date'}")
+        elif arguments.command == "create-admin":
+            return create_admin(settings, database, arguments.email)
         elif arguments.command == "seed":
             db.migrate(database)
             total = seed.seed_items(database, arguments.items)
@@ -98,6 +105,31 @@ def main(argv=None):
         return 1
     finally:
         database.close()
+    return 0
+
+
+def create_admin(settings, database, email):
+    """Make an admin account. The password is read from a prompt (or one line of stdin), never
+    from the command line, where `ps` and the shell history would show it to others."""
+    clean = validation.Field("email", "email").check(email)[0]
+    if clean is None:
+        print("create-admin: that is not an email address", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password for the new admin: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    problems = auth.password_problems(password)
+    if problems:
+        print(f"create-admin: the password {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    db.migrate(database)
+    try:
+        user = accounts.register(database, clean, password, iterations=settings.pbkdf2_iterations, role="admin")
+    except accounts.EmailTaken:
+        print(f"create-admin: an account with the email {clean} exists", file=sys.stderr)
+        return 1
+    print(f"created admin {user['email']} (id {user['id']})")
     return 0
 
 
@@ -147,6 +179,8 @@ def _parse_arguments(argv):
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP (the default)")
     commands.add_parser("migrate", help="apply pending schema migrations")
+    admin_parser = commands.add_parser("create-admin", help="create an admin account")
+    admin_parser.add_argument("email")
     seed_parser = commands.add_parser("seed", help="add demo items")
     seed_parser.add_argument("--items", type=_item_count, default=seed.DEFAULT_SEED_ITEMS,
                              help=f"how many (default {seed.DEFAULT_SEED_ITEMS})")

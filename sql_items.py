@@ -9,12 +9,14 @@ from pagination import keyset_condition, order_by
 
 ITEM_COLUMNS = "id, name, description, price_cents, stock, version, created_at, updated_at"
 SORTABLE_COLUMNS = frozenset({"id", "name", "price_cents", "created_at"})
+# The columns a client may change; `update_item` writes nothing else (no mass assignment).
+WRITABLE_COLUMNS = ("name", "description", "price_cents", "stock")
 
 
 def get_item(connection, item_id):
-    """One item by id, or None."""
+    """One live (not archived) item by id, or None."""
     return connection.fetch_one(
-        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = :item_id",
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = :item_id AND deleted_at IS NULL",
         {"item_id": item_id},
     )
 
@@ -26,9 +28,10 @@ def list_items(connection, *, sort, limit, offset=None, after=None,
     `sort` must come from pagination.parse_sort (its columns are in SORTABLE_COLUMNS): column
     names are the one part of this SQL not passed as parameters.
     """
-    conditions, params = [], {"limit": limit}
+    # Spelled as in the partial indexes' WHERE, so the planner can use them.
+    conditions, params = ["deleted_at IS NULL"], {"limit": limit}
     if in_stock is True:
-        conditions.append("stock > 0")  # spelled as in the partial index items_in_stock_id
+        conditions.append("stock > 0")
     elif in_stock is False:
         conditions.append("stock = 0")
     if min_price_cents is not None:
@@ -46,7 +49,7 @@ def list_items(connection, *, sort, limit, offset=None, after=None,
         condition, after_params = keyset_condition(sort, after)
         conditions.append(condition)
         params.update(after_params)
-    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+    where = "WHERE " + " AND ".join(conditions)
     paging = "LIMIT :limit"
     if offset:
         paging += " OFFSET :offset"
@@ -66,8 +69,48 @@ def insert_items(connection, items, now):
     )
 
 
+def insert_item(connection, item, now):
+    """Insert one item (name, description, price_cents, stock); return it as stored."""
+    return connection.fetch_one(
+        "INSERT INTO items (name, description, price_cents, stock, created_at, updated_at)"
+        " VALUES (:name, :description, :price_cents, :stock, :now, :now)"
+        f" RETURNING {ITEM_COLUMNS}",
+        dict(item, now=now),
+    )
+
+
+def update_item(connection, item_id, expected_version, changes, now):
+    """Apply `changes` (a dict of writable fields) if the item is still at `expected_version`.
+
+    Optimistic concurrency in one statement: the WHERE clause checks the version the client
+    last saw, and the SET bumps it, so of two writers who read version 3 only the first
+    matches; the second updates nothing and gets None. Returns the updated item or None.
+    """
+    assignments = ", ".join(f"{column} = :{column}" for column in changes if column in WRITABLE_COLUMNS)
+    return connection.fetch_one(
+        f"UPDATE items SET {assignments}, version = version + 1, updated_at = :now"
+        " WHERE id = :item_id AND version = :expected_version AND deleted_at IS NULL"
+        f" RETURNING {ITEM_COLUMNS}",
+        dict(changes, item_id=item_id, expected_version=expected_version, now=now),
+    )
+
+
+def archive_item(connection, item_id, now):
+    """Take an item out of the catalogue, keeping the row for the orders that name it.
+
+    Returns True if a live item was archived, False if there was none.
+    """
+    cursor = connection.execute(
+        "UPDATE items SET deleted_at = :now, updated_at = :now, version = version + 1"
+        " WHERE id = :item_id AND deleted_at IS NULL",
+        {"item_id": item_id, "now": now},
+    )
+    return cursor.rowcount == 1
+
+
 def count_items(connection):
-    return connection.fetch_value("SELECT count(*) AS total FROM items")
+    """How many live items the catalogue holds."""
+    return connection.fetch_value("SELECT count(*) AS total FROM items WHERE deleted_at IS NULL")
 
 
 def _escape_like(text):

@@ -113,7 +113,8 @@ class ServiceUnavailable(HTTPError):
 class Request:
     """One HTTP request, read from a WSGI environ. Parsing happens only when asked for."""
 
-    __slots__ = ("environ", "method", "path", "path_params", "route", "request_id", "user", "services", "_query")
+    __slots__ = ("environ", "method", "path", "path_params", "route", "route_error", "request_id",
+                 "user", "services", "_query")
 
     def __init__(self, environ):
         self.environ = environ
@@ -126,6 +127,7 @@ class Request:
             self.path = raw_path  # not UTF-8: it will match no route and get a 404
         self.path_params = {}
         self.route = None
+        self.route_error = None  # the 404 or 405 to raise when no route matched
         self.request_id = None
         self.user = None
         self.services = None  # what handlers need (database, settings), set by Application
@@ -492,6 +494,14 @@ class Application:
     def __call__(self, environ, start_response):
         request = Request(environ)
         request.services = self.services
+        # Routing comes first, so every middleware knows which route this is (the access log
+        # names its pattern; authentication reads who may call it). A path without a route
+        # gets its 404 or 405 from dispatch, inside the middleware that renders problems.
+        if request.method != "OPTIONS":
+            try:
+                request.route, request.path_params = self.router.match(request.method, request.path)
+            except HTTPError as error:
+                request.route_error = error
         response = self._handle(request)
         body = response.body
         headers = response.headers
@@ -512,7 +522,8 @@ class Application:
             if allowed is None:
                 raise NotFound(f"no resource at {request.path}")
             return Response(b"", 204, [("Allow", ", ".join(allowed))])
-        request.route, request.path_params = self.router.match(request.method, request.path)
+        if request.route is None:
+            raise request.route_error
         result = request.route.handler(request)
         response = result if isinstance(result, Response) else Response.json(result)
         if response.status == 200 and request.method in ("GET", "HEAD"):

@@ -187,15 +187,22 @@ def test_tampered_or_foreign_cursors_are_400(client):
     assert client.get(f"/v1/items?limit=5&sort=name&cursor={cursor}").status == 200
 
 
-def test_unsafe_methods_on_the_catalogue_are_405_with_allow(client):
-    for method in ("POST", "PUT", "PATCH", "DELETE"):
-        response = client.request(method, "/v1/items/1" if method != "POST" else "/v1/items")
-        assert response.status == 405
-        assert response.header("Allow") == "GET, HEAD, OPTIONS"
+def test_catalogue_writes_need_credentials(client):
+    for method, path in (("POST", "/v1/items"), ("PATCH", "/v1/items/1"), ("DELETE", "/v1/items/1")):
+        response = client.request(method, path)
+        assert response.status == 401, (method, response)
+        assert response.header("WWW-Authenticate") == 'Bearer realm="shop"'
+    assert client.get("/v1/items/1").status == 200  # nothing was deleted
+
+
+def test_an_unknown_method_is_405_with_allow(client):
+    response = client.request("PUT", "/v1/items/1")
+    assert response.status == 405
+    assert response.header("Allow") == "DELETE, GET, HEAD, OPTIONS, PATCH"
 
 
 def test_options_answers_with_allow(client):
     response = client.request("OPTIONS", "/v1/items")
     assert response.status == 204
-    assert response.header("Allow") == "GET, HEAD, OPTIONS"
+    assert response.header("Allow") == "GET, HEAD, OPTIONS, POST"
     assert response.body == b""

@@ -1,0 +1,136 @@
+"""Handlers for signing up and signing in: tokens, browser sessions and API keys.
+
+    $ curl -X POST localhost:8000/v1/auth/login -H 'Content-Type: application/json' \\
+        -d '{"email": "ada@example.com", "password": "correct horse battery staple"}'
+    {"access_token": "eyJhbGciOiJIUzI1NiIs...", "token_type": "bearer",
+     "expires_in": 900, "refresh_token": "kZ3l..."}
+
+A wrong password and an unknown email get the same 401, in the same time (accounts.py).
+"""
+
+import accounts
+import auth
+import middleware
+from validation import Field, validate
+from web import Conflict, NotFound, Response, Unauthorized, UnprocessableContent
+
+CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=auth.MAX_PASSWORD_CHARS)]
+REFRESH = [Field("refresh_token", "string", max_length=200)]
+API_KEY = [Field("name", "string", max_length=100)]
+BAD_LOGIN = "the email or password is wrong"
+
+
+def register(request):
+    """POST /v1/auth/register: a new account with the `user` role. 409 if the email is taken."""
+    body = validate(request.json(), CREDENTIALS)
+    problems = auth.password_problems(body["password"])
+    if problems:
+        raise UnprocessableContent([{"field": "password", "message": message} for message in problems])
+    services = request.services
+    try:
+        user = accounts.register(services.database, body["email"], body["password"],
+                                 iterations=services.settings.pbkdf2_iterations)
+    except accounts.EmailTaken:
+        raise Conflict("an account with this email exists") from None
+    return Response.json(user, status=201)
+
+
+def login(request):
+    """POST /v1/auth/login: an access token and a refresh token."""
+    user = _check_login(request)
+    services = request.services
+    return accounts.issue_tokens(services.database, services.settings.secret_keys, user)
+
+
+def refresh(request):
+    """POST /v1/auth/refresh: trade a refresh token for a new pair; the old one is spent."""
+    body = validate(request.json(), REFRESH)
+    services = request.services
+    try:
+        return accounts.refresh_tokens(services.database, services.settings.secret_keys, body["refresh_token"])
+    except accounts.InvalidCredentials as error:
+        raise _unauthorized(str(error)) from None
+
+
+def logout(request):
+    """POST /v1/auth/logout: revoke the refresh token and every token rotated from its login."""
+    body = validate(request.json(), REFRESH)
+    accounts.revoke_refresh_token(request.services.database, body["refresh_token"])
+    return Response(status=204)
+
+
+def start_session(request):
+    """POST /v1/auth/session: log a browser in with an HttpOnly session cookie.
+
+    The answer also carries the session's CSRF token, in the body and in a cookie that
+    page scripts can read: unsafe requests must send it back in X-CSRF-Token.
+    """
+    user = _check_login(request)
+    services = request.services
+    session_id = accounts.start_session(services.database, user)
+    csrf_token = auth.csrf_token_for(session_id, services.settings.secret_keys)
+    max_age = accounts.SESSION_TTL_SECONDS
+    headers = [
+        ("Set-Cookie", _cookie(request, middleware.SESSION_COOKIE, session_id, max_age, http_only=True)),
+        ("Set-Cookie", _cookie(request, middleware.CSRF_COOKIE, csrf_token, max_age, http_only=False)),
+    ]
+    return Response.json({"user_id": user["id"], "role": user["role"], "csrf_token": csrf_token},
+                         headers=headers)
+
+
+def end_session(request):
+    """DELETE /v1/auth/session: log the browser out and clear its cookies."""
+    session_id = request.user.get("session_id")
+    if session_id is None:
+        raise Unauthorized("this request is not authenticated by a session cookie",
+                           headers=[("WWW-Authenticate", middleware.WWW_AUTHENTICATE)])
+    accounts.end_session(request.services.database, session_id)
+    headers = [
+        ("Set-Cookie", _cookie(request, middleware.SESSION_COOKIE, "", 0, http_only=True)),
+        ("Set-Cookie", _cookie(request, middleware.CSRF_COOKIE, "", 0, http_only=False)),
+    ]
+    return Response(status=204, headers=headers)
+
+
+def create_api_key(request):
+    """POST /v1/api-keys: a new key. Its secret is in this answer and never again."""
+    body = validate(request.json(), API_KEY)
+    row, key = accounts.create_api_key(request.services.database, request.user["id"], body["name"])
+    return Response.json(dict(row, key=key), status=201, headers=[("Location", f"/v1/api-keys/{row['id']}")])
+
+
+def list_api_keys(request):
+    """GET /v1/api-keys: the caller's live keys: name, prefix, created and last used."""
+    return {"data": accounts.list_api_keys(request.services.database, request.user["id"])}
+
+
+def revoke_api_key(request):
+    """DELETE /v1/api-keys/{id}: revoke one of the caller's keys; another user's key is a 404."""
+    key_id = request.path_params["id"]
+    if not accounts.revoke_api_key(request.services.database, request.user["id"], key_id):
+        raise NotFound(f"API key {key_id} does not exist")
+    return Response(status=204)
+
+
+def _check_login(request):
+    body = validate(request.json(), CREDENTIALS)
+    services = request.services
+    user = accounts.check_password(services.database, body["email"], body["password"],
+                                   iterations=services.settings.pbkdf2_iterations)
+    if user is None:
+        raise _unauthorized(BAD_LOGIN)
+    return user
+
+
+def _unauthorized(detail):
+    return Unauthorized(detail, headers=[("WWW-Authenticate", middleware.WWW_AUTHENTICATE)])
+
+
+def _cookie(request, base_name, value, max_age, *, http_only):
+    """A Set-Cookie value (RFC 6265). SameSite=Lax: not sent on cross-site POSTs at all."""
+    parts = [f"{middleware.cookie_name(request, base_name)}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
+    if http_only:
+        parts.append("HttpOnly")  # page scripts cannot read it, so an XSS cannot steal it
+    if middleware.cookie_is_secure(request):
+        parts.append("Secure")
+    return "; ".join(parts)

@@ -1,0 +1,85 @@
+"""Handlers for accounts: your own profile, and the admin's list of users and their roles.
+
+    $ curl localhost:8000/v1/users/me -H "Authorization: Bearer $TOKEN"
+    {"id": 1, "email": "ada@example.com", "role": "user", "created_at": "...", "updated_at": "..."}
+"""
+
+import accounts
+import auth
+import pagination
+import sql_users
+from validation import Field, validate
+from web import Conflict, Forbidden, NotFound, Response, UnprocessableContent
+
+PROFILE_CHANGES = [
+    Field("email", "email", required=False),
+    Field("password", "string", required=False, max_length=auth.MAX_PASSWORD_CHARS),
+    Field("current_password", "string", required=False, max_length=auth.MAX_PASSWORD_CHARS),
+]
+ROLE_CHANGE = [Field("role", "string", choices=auth.ROLES)]
+LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
+
+
+def get_me(request):
+    """GET /v1/users/me: the caller's own account (never the password hash)."""
+    with request.services.database.connection() as connection:
+        user = sql_users.get_user(connection, request.user["id"])
+    if user is None:  # a valid token of a deleted account
+        raise NotFound("this account no longer exists")
+    return user
+
+
+def update_me(request):
+    """PATCH /v1/users/me: change email or password; either needs the current password.
+
+    A new password revokes every refresh token and every other session of the account.
+    """
+    changes = validate(request.json(), PROFILE_CHANGES, partial=True)
+    services = request.services
+    user_id = request.user["id"]
+    if "password" in changes or "email" in changes:
+        if "current_password" not in changes:
+            raise UnprocessableContent([{"field": "current_password", "message": "is required to change email or password"}])
+        try:
+            accounts.verify_current_password(services.database, user_id, changes["current_password"])
+        except accounts.InvalidCredentials:
+            raise Forbidden("the current password is wrong") from None
+    if "password" in changes:
+        problems = auth.password_problems(changes["password"])
+        if problems:
+            raise UnprocessableContent([{"field": "password", "message": message} for message in problems])
+        accounts.change_password(
+            services.database, user_id, changes["current_password"], changes["password"],
+            iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
+        )
+    if "email" in changes:
+        try:
+            accounts.change_email(services.database, user_id, changes["email"])
+        except accounts.EmailTaken:
+            raise Conflict("an account with this email exists") from None
+    return get_me(request)
+
+
+def list_users(request):
+    """GET /v1/users (admin): every account, paginated like the catalogue."""
+    query = request.query
+    pagination.reject_unknown_parameters(query, LIST_PARAMETERS)
+    keys = request.services.settings.secret_keys
+    page = pagination.parse_page(query, sortable=sql_users.SORTABLE_COLUMNS, default_sort="id", filters={}, keys=keys)
+    with request.services.database.connection() as connection:
+        rows = sql_users.list_users(connection, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after)
+    body, link_header = pagination.envelope(rows, page, path=request.path, query_params={}, keys=keys)
+    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
+
+
+def update_user(request):
+    """PATCH /v1/users/{id} (admin): change a role. 409 if it would leave no admin."""
+    changes = validate(request.json(), ROLE_CHANGE)
+    user_id = request.path_params["id"]
+    try:
+        user = accounts.set_role(request.services.database, user_id, changes["role"])
+    except accounts.LastAdmin:
+        raise Conflict("the shop needs at least one admin") from None
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return user

@@ -1,0 +1,82 @@
+"""SQL for accounts: one function per query, plain values in, dict rows out.
+
+`USER_COLUMNS` is what the API may show; the password hash is read only by the functions
+that need it (login, a password change) and never leaves the services layer.
+"""
+
+from pagination import keyset_condition, order_by
+
+USER_COLUMNS = "id, email, role, created_at, updated_at"
+SORTABLE_COLUMNS = frozenset({"id", "email", "created_at"})
+
+
+def insert_user(connection, email, password_hash, role, now):
+    """Create a user; a taken email raises db.IntegrityError (the UNIQUE constraint decides,
+    so two registrations racing for one address cannot both succeed)."""
+    return connection.fetch_one(
+        "INSERT INTO users (email, password_hash, role, created_at, updated_at)"
+        " VALUES (:email, :password_hash, :role, :now, :now)"
+        f" RETURNING {USER_COLUMNS}",
+        {"email": email, "password_hash": password_hash, "role": role, "now": now},
+    )
+
+
+def get_user(connection, user_id):
+    """A user by id (without the password hash), or None."""
+    return connection.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = :user_id", {"user_id": user_id})
+
+
+def get_login(connection, email):
+    """The id, role and password hash for an email (served by the UNIQUE index), or None."""
+    return connection.fetch_one(
+        "SELECT id, role, password_hash FROM users WHERE email = :email", {"email": email}
+    )
+
+
+def get_password_hash(connection, user_id):
+    return connection.fetch_value("SELECT password_hash FROM users WHERE id = :user_id", {"user_id": user_id})
+
+
+def set_password_hash(connection, user_id, password_hash, now):
+    connection.execute(
+        "UPDATE users SET password_hash = :password_hash, updated_at = :now WHERE id = :user_id",
+        {"user_id": user_id, "password_hash": password_hash, "now": now},
+    )
+
+
+def set_email(connection, user_id, email, now):
+    """Change a user's email; a taken one raises db.IntegrityError. Returns the user."""
+    return connection.fetch_one(
+        f"UPDATE users SET email = :email, updated_at = :now WHERE id = :user_id RETURNING {USER_COLUMNS}",
+        {"user_id": user_id, "email": email, "now": now},
+    )
+
+
+def set_role(connection, user_id, role, now):
+    """Change a user's role; returns the user, or None when there is no such user."""
+    return connection.fetch_one(
+        f"UPDATE users SET role = :role, updated_at = :now WHERE id = :user_id RETURNING {USER_COLUMNS}",
+        {"user_id": user_id, "role": role, "now": now},
+    )
+
+
+def count_admins(connection):
+    """How many admins exist (the partial index users_admins holds exactly them)."""
+    return connection.fetch_value("SELECT count(*) AS admins FROM users WHERE role = 'admin'")
+
+
+def list_users(connection, *, sort, limit, offset=None, after=None):
+    """Up to `limit` users in `sort` order (from pagination.parse_sort over SORTABLE_COLUMNS)."""
+    params = {"limit": limit}
+    where = ""
+    if after is not None:
+        condition, after_params = keyset_condition(sort, after)
+        where = "WHERE " + condition
+        params.update(after_params)
+    paging = "LIMIT :limit"
+    if offset:
+        paging += " OFFSET :offset"
+        params["offset"] = offset
+    return connection.fetch_all(
+        f"SELECT {USER_COLUMNS} FROM users {where} ORDER BY {order_by(sort)} {paging}", params
+    )
