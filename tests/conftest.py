@@ -31,6 +31,8 @@ from observe import JSONLogger
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_SECRET_KEY = "test-secret-key-that-is-at-least-32-bytes-long"
+TEST_PASSWORD = "correct horse battery staple"
+TEST_ITERATIONS = 1_000  # PBKDF2 rounds in tests: fast; production uses 600,000
 IN_CI = os.environ.get("CI") == "true"
 _postgres_checked = {}
 
@@ -79,6 +81,7 @@ def settings(database_url):
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
+        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
     })
 
 
@@ -96,6 +99,37 @@ def seeded(database):
     """The database with 30 demo items (ids 1..30)."""
     seed.seed_items(database, 30)
     return database
+
+
+@pytest.fixture
+def users(database, settings):
+    """Make accounts and their credentials: users.create(), users.admin(), users.headers(user)."""
+    return UserFactory(database, settings)
+
+
+class UserFactory:
+    def __init__(self, database, settings):
+        self.database, self.settings, self.count = database, settings, 0
+
+    def create(self, email=None, *, role="user", password=TEST_PASSWORD):
+        """A new account (the user dict, as the API shows it)."""
+        import accounts
+
+        self.count += 1
+        email = email or f"user{self.count}@example.com"
+        return accounts.register(self.database, email, password, iterations=TEST_ITERATIONS, role=role)
+
+    def admin(self, email=None):
+        return self.create(email or f"admin{self.count + 1}@example.com", role="admin")
+
+    def token(self, user):
+        import auth
+
+        return auth.issue_access_token(user["id"], user["role"], self.settings.secret_keys)
+
+    def headers(self, user):
+        """Authorization headers with a fresh access token for `user`."""
+        return {"Authorization": f"Bearer {self.token(user)}"}
 
 
 @pytest.fixture
