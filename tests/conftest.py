@@ -31,7 +31,7 @@ from observe import JSONLogger
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_SECRET_KEY = "test-secret-key-that-is-at-least-32-bytes-long"
-TEST_PASSWORD = "correct horse battery staple"
+TEST_PASSWORD = "tea for two on a quiet afternoon"
 TEST_ITERATIONS = 1_000  # PBKDF2 rounds in tests: fast; production uses 600,000
 IN_CI = os.environ.get("CI") == "true"
 _postgres_checked = {}
