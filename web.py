@@ -29,7 +29,10 @@ MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
 
-STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+# Reason phrases as RFC 9110 §15 names them; Python before 3.13 still has the older names.
+REASON_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+REASON_PHRASES.update({413: "Content Too Large", 422: "Unprocessable Content"})
+STATUS_LINES = {code: f"{code} {phrase}" for code, phrase in REASON_PHRASES.items()}
 _compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -49,7 +52,7 @@ class HTTPError(Exception):
 
     @property
     def title(self):
-        return HTTPStatus(self.status).phrase
+        return REASON_PHRASES[self.status]
 
 
 class BadRequest(HTTPError):
