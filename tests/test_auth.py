@@ -440,9 +440,9 @@ MALFORMED_HASHES = {
 
 @pytest.mark.parametrize("stored", MALFORMED_HASHES.values(), ids=MALFORMED_HASHES.keys())
 def test_a_malformed_hash_is_false_at_once(pbkdf2_calls, stored):
-    started = time.perf_counter()
+    started = time.process_time()
     assert verify_password(PASSWORD, stored) is False
-    assert time.perf_counter() - started < 0.05
+    assert time.process_time() - started < 0.05
     assert pbkdf2_calls == []  # refused before any PBKDF2 work: no DoS from a hostile hash
 
 
@@ -495,9 +495,9 @@ def test_burn_password_check_takes_as_long_as_a_wrong_password():
     iterations = 20_000
     stored = hash_password(PASSWORD, iterations)
     verify_seconds, burn_seconds = [], []
-    for _ in range(7):
-        verify_seconds.append(_seconds(verify_password, "a wrong password guess", stored))
-        burn_seconds.append(_seconds(burn_password_check, "a wrong password guess", iterations))
+    for _ in range(7):  # interleaved, so a slow moment of the machine hits both alike
+        verify_seconds.append(_cpu_seconds(verify_password, "a wrong password guess", stored))
+        burn_seconds.append(_cpu_seconds(burn_password_check, "a wrong password guess", iterations))
     verify_median, burn_median = statistics.median(verify_seconds), statistics.median(burn_seconds)
     assert abs(burn_median - verify_median) <= 0.25 * verify_median
 
@@ -507,10 +507,13 @@ def test_burn_password_check_returns_none_and_never_raises():
     assert burn_password_check("\ud800", FAST) is None
 
 
-def _seconds(function, *args):
-    started = time.perf_counter()
+def _cpu_seconds(function, *args):
+    """The CPU time one call costs. Wall-clock time would also count the moments another
+    process held the CPU, and make the comparison flaky on a busy machine; the work done is
+    what an attacker's stopwatch sees on an idle server."""
+    started = time.process_time()
     function(*args)
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 # -- password_problems --
