@@ -16,14 +16,13 @@ Every error is an RFC 9457 problem document, rendered in one place (`problem_res
 """
 
 import json
-import math
 import re
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+import strictjson
+
 MAX_BODY_BYTES = 1024 * 1024
-MAX_JSON_DEPTH = 32
-MAX_JSON_INTEGER = 2**63 - 1  # what a BIGINT column holds
 MAX_QUERY_STRING_BYTES = 8 * 1024
 MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
@@ -222,13 +221,7 @@ def parse_query(query_string):
 
 
 def parse_json(body):
-    """Parse JSON bytes, refusing what `json.loads` lets through.
-
-    Refused, each with a BadRequest: invalid UTF-8, NaN and Infinity (not JSON, RFC 8259 §6),
-    numbers too large for a float or for a BIGINT, duplicate keys in one object (RFC 8259
-    §4: "names SHOULD be unique"; two values for `price_cents` must not both be believed),
-    lone surrogates such as "\\ud800" (not Unicode text), and nesting deeper than
-    MAX_JSON_DEPTH.
+    """Parse JSON bytes strictly (see strictjson.py for what is refused); 400 if refused.
 
     >>> parse_json(b'{"name": "Tea", "price_cents": 450}')
     {'name': 'Tea', 'price_cents': 450}
@@ -237,78 +230,11 @@ def parse_json(body):
     web.BadRequest: malformed JSON: NaN and Infinity are not JSON
     """
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+        return strictjson.loads(body)
+    except strictjson.NotUTF8:
         raise BadRequest("the body is not valid UTF-8") from None
-    try:
-        document = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_int=_bounded_int,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
-        )
-    except _JSONRefused as refused:
+    except strictjson.JSONRefused as refused:
         raise BadRequest(f"malformed JSON: {refused}") from None
-    except RecursionError:
-        raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as error:  # json.JSONDecodeError is a ValueError
-        raise BadRequest(f"malformed JSON: {error}") from None
-    _check_depth_and_text(document)
-    return document
-
-
-class _JSONRefused(ValueError):
-    pass
-
-
-def _refuse_constant(name):
-    raise _JSONRefused("NaN and Infinity are not JSON")
-
-
-def _bounded_int(digits):
-    # Checked on the digits before int(): a 100,000-digit number costs time to convert.
-    if len(digits) > 20 or abs(int(digits)) > MAX_JSON_INTEGER:
-        raise _JSONRefused("integer out of range")
-    return int(digits)
-
-
-def _finite_float(text):
-    number = float(text)
-    if not math.isfinite(number):
-        raise _JSONRefused("number out of range")
-    return number
-
-
-def _unique_keys(pairs):
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        raise _JSONRefused("duplicate key in an object")
-    return document
-
-
-def _check_depth_and_text(document):
-    """Walk the document once: containers nested at most MAX_JSON_DEPTH deep, text all Unicode."""
-    stack = [(document, 1)]  # (value, how many containers hold it, itself included)
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
-            raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(value, dict):
-            for key, member in value.items():
-                _check_text(key)
-                stack.append((member, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((member, depth + 1) for member in value)
-        elif isinstance(value, str):
-            _check_text(value)
-
-
-def _check_text(text):
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest("malformed JSON: a string holds a lone surrogate") from None
 
 
 # -- response --------------------------------------------------------------------------
