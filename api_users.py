@@ -32,31 +32,30 @@ def get_me(request):
 def update_me(request):
     """PATCH /v1/users/me: change email or password; either needs the current password.
 
-    A new password revokes every refresh token and every other session of the account.
+    Every problem of the body is named in one 422 before the current password is checked
+    (403). A new password revokes every refresh token and every other session of the account.
     """
     changes = validate(request.json(), PROFILE_CHANGES, partial=True)
+    problems = _profile_change_problems(changes)
+    if problems:
+        raise UnprocessableContent(problems)
     services = request.services
     user_id = request.user["id"]
-    if "password" in changes or "email" in changes:
-        if "current_password" not in changes:
-            raise UnprocessableContent([{"field": "current_password", "message": "is required to change email or password"}])
-        try:
-            accounts.verify_current_password(services.database, user_id, changes["current_password"])
-        except accounts.InvalidCredentials:
-            raise Forbidden("the current password is wrong") from None
-    if "password" in changes:
-        problems = auth.password_problems(changes["password"])
-        if problems:
-            raise UnprocessableContent([{"field": "password", "message": message} for message in problems])
-        accounts.change_password(
-            services.database, user_id, changes["current_password"], changes["password"],
-            iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
-        )
-    if "email" in changes:
-        try:
+    try:
+        accounts.verify_current_password(services.database, user_id, changes["current_password"])
+        # The email first: it is the change that can be refused (409), and a refused request
+        # must not have changed the password already.
+        if "email" in changes:
             accounts.change_email(services.database, user_id, changes["email"])
-        except accounts.EmailTaken:
-            raise Conflict("an account with this email exists") from None
+        if "password" in changes:
+            accounts.change_password(
+                services.database, user_id, changes["current_password"], changes["password"],
+                iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
+            )
+    except accounts.InvalidCredentials:
+        raise Forbidden("the current password is wrong") from None
+    except accounts.EmailTaken:
+        raise Conflict("an account with this email exists") from None
     return get_me(request)
 
 
@@ -83,3 +82,16 @@ def update_user(request):
     if user is None:
         raise NotFound(f"user {user_id} does not exist")
     return user
+
+
+def _profile_change_problems(changes):
+    """Every field error of a profile change (already shaped by PROFILE_CHANGES), at once."""
+    if "email" not in changes and "password" not in changes:
+        return [{"field": "", "message": "send email or password to change"}]
+    problems = []
+    if "current_password" not in changes:
+        problems.append({"field": "current_password", "message": "is required to change email or password"})
+    if "password" in changes:
+        for message in auth.password_problems(changes["password"]):
+            problems.append({"field": "password", "message": message})
+    return problems
