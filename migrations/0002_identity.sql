@@ -73,6 +73,8 @@ CREATE INDEX items_live_price_cents_id ON items (price_cents, id) WHERE deleted_
 CREATE INDEX items_live_name_id ON items (name, id) WHERE deleted_at IS NULL;
 -- GET /v1/items?sort=created_at (and -created_at).
 CREATE INDEX items_live_created_at_id ON items (created_at, id) WHERE deleted_at IS NULL;
--- GET /v1/items?in_stock=true in id order. (Plain GET /v1/items walks the primary key and
--- skips the few archived rows; an index of live ids would cost every write for little.)
-CREATE INDEX items_live_in_stock_id ON items (id) WHERE stock > 0 AND deleted_at IS NULL;
+-- GET /v1/items in id order (the default), also with in_stock: an OFFSET walks these small
+-- index entries instead of decoding every skipped row to read its deleted_at (measured: the
+-- 20-row page at a random offset ran at half the speed without it). No separate index for
+-- in_stock: nine items in ten are in stock, so such an index would skip almost nothing.
+CREATE INDEX items_live_id ON items (id) WHERE deleted_at IS NULL;

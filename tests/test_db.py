@@ -253,12 +253,12 @@ class RecordingConnection:
 
 CATALOGUE_QUERIES = {
     "get by id": (lambda c: sql_items.get_item(c, 5), "items"),
-    "list by id": (lambda c: sql_items.list_items(c, sort=parse_sort("id", sql_items.SORTABLE_COLUMNS), limit=21, offset=40), None),
+    "list by id": (lambda c: sql_items.list_items(c, sort=parse_sort("id", sql_items.SORTABLE_COLUMNS), limit=21, offset=40), "items_live_id"),
     "list by price": (lambda c: sql_items.list_items(c, sort=parse_sort("price_cents", sql_items.SORTABLE_COLUMNS), limit=21), "items_live_price_cents_id"),
     "list by price, descending": (lambda c: sql_items.list_items(c, sort=parse_sort("-price_cents", sql_items.SORTABLE_COLUMNS), limit=21), "items_live_price_cents_id"),
     "list by name after a cursor": (lambda c: sql_items.list_items(c, sort=parse_sort("name", sql_items.SORTABLE_COLUMNS), limit=21, after=("M", 10)), "items_live_name_id"),
     "list by creation": (lambda c: sql_items.list_items(c, sort=parse_sort("created_at", sql_items.SORTABLE_COLUMNS), limit=21), "items_live_created_at_id"),
-    "list in stock": (lambda c: sql_items.list_items(c, sort=parse_sort("id", sql_items.SORTABLE_COLUMNS), limit=21, in_stock=True), "items_live_in_stock_id"),
+    "list in stock": (lambda c: sql_items.list_items(c, sort=parse_sort("id", sql_items.SORTABLE_COLUMNS), limit=21, in_stock=True), "items_live_id"),
     "list a price range by price": (lambda c: sql_items.list_items(c, sort=parse_sort("price_cents", sql_items.SORTABLE_COLUMNS), limit=21, min_price_cents=500, max_price_cents=900), "items_live_price_cents_id"),
 }
 
