@@ -99,15 +99,11 @@ def update_item(request):
     expected_version = _if_match_version(request, item_id, required=True)
     changes = validate(request.json(), ITEM_FIELDS, partial=True)
     with request.services.database.transaction() as connection:
-        current = sql_items.get_item(connection, item_id)
-        if current is None:
-            raise NotFound(f"item {item_id} does not exist")
-        if expected_version == ANY_VERSION:
-            expected_version = current["version"]
-        # None when another writer bumped the version first, even between our read and write.
+        # The UPDATE checks the version itself: a read first and a compare in Python would
+        # let a writer slip in between (on PostgreSQL, whose transactions run side by side).
         item = sql_items.update_item(connection, item_id, expected_version, changes, db.utc_now())
-    if item is None:
-        raise PreconditionFailed("the item changed since you read it; GET it again")
+        if item is None:
+            _raise_missing_or_changed(connection, item_id)
     return Response.json(public_item(item), headers=[("ETag", item_etag(item))])
 
 
@@ -119,12 +115,8 @@ def delete_item(request):
     item_id = request.path_params["id"]
     expected_version = _if_match_version(request, item_id, required=False)
     with request.services.database.transaction() as connection:
-        item = sql_items.get_item(connection, item_id)
-        if item is None:
-            raise NotFound(f"item {item_id} does not exist")
-        if expected_version not in (None, ANY_VERSION) and item["version"] != expected_version:
-            raise PreconditionFailed("the item changed since you read it; GET it again")
-        sql_items.archive_item(connection, item_id, db.utc_now())
+        if not sql_items.archive_item(connection, item_id, db.utc_now(), expected_version):
+            _raise_missing_or_changed(connection, item_id)
     return Response(status=204)
 
 
@@ -140,9 +132,16 @@ def item_etag(item):
     return f'"item-{item["id"]}-v{item["version"]}"'
 
 
+def _raise_missing_or_changed(connection, item_id):
+    """A conditional write matched nothing: 404 if the item is gone, else 412."""
+    if sql_items.get_item(connection, item_id) is None:
+        raise NotFound(f"item {item_id} does not exist")
+    raise PreconditionFailed("the item changed since you read it; GET it again")
+
+
 def _if_match_version(request, item_id, *, required):
-    """The version an If-Match header names for this item (RFC 9110 §13.1.1); None if absent,
-    ANY_VERSION for `*` (whatever version exists).
+    """The version an If-Match header names for this item (RFC 9110 §13.1.1); None for `*`
+    (whatever version exists) or, when not `required`, for no If-Match at all.
 
     A tag for another item, a list of tags, or one that is not ours at all never matches: 412.
     """
@@ -152,7 +151,7 @@ def _if_match_version(request, item_id, *, required):
             raise PreconditionRequired("send If-Match with the item's ETag")
         return None
     if if_match.strip() == ANY_VERSION:
-        return ANY_VERSION
+        return None
     tag = ITEM_ETAG.fullmatch(if_match.strip())
     if tag is None or int(tag["id"]) != item_id:
         raise PreconditionFailed("If-Match does not name a version of this item")

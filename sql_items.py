@@ -84,26 +84,30 @@ def update_item(connection, item_id, expected_version, changes, now):
 
     Optimistic concurrency in one statement: the WHERE clause checks the version the client
     last saw, and the SET bumps it, so of two writers who read version 3 only the first
-    matches; the second updates nothing and gets None. Returns the updated item or None.
+    matches; the second updates nothing and gets None. `expected_version` None (If-Match: *)
+    takes whatever version is current. Returns the updated item, or None when no live item
+    has that id and version.
     """
     assignments = ", ".join(f"{column} = :{column}" for column in changes if column in WRITABLE_COLUMNS)
     return connection.fetch_one(
         f"UPDATE items SET {assignments}, version = version + 1, updated_at = :now"
-        " WHERE id = :item_id AND version = :expected_version AND deleted_at IS NULL"
+        f" WHERE id = :item_id AND deleted_at IS NULL{_version_check(expected_version)}"
         f" RETURNING {ITEM_COLUMNS}",
         dict(changes, item_id=item_id, expected_version=expected_version, now=now),
     )
 
 
-def archive_item(connection, item_id, now):
+def archive_item(connection, item_id, now, expected_version=None):
     """Take an item out of the catalogue, keeping the row for the orders that name it.
 
-    Returns True if a live item was archived, False if there was none.
+    With `expected_version`, only that version is archived (If-Match), checked in the same
+    statement, so a change committed since the client read the item is never archived
+    unseen. Returns True if a live item was archived, False if there was none.
     """
     cursor = connection.execute(
         "UPDATE items SET deleted_at = :now, updated_at = :now, version = version + 1"
-        " WHERE id = :item_id AND deleted_at IS NULL",
-        {"item_id": item_id, "now": now},
+        f" WHERE id = :item_id AND deleted_at IS NULL{_version_check(expected_version)}",
+        {"item_id": item_id, "now": now, "expected_version": expected_version},
     )
     return cursor.rowcount == 1
 
@@ -115,3 +119,9 @@ def count_items(connection):
 
 def _escape_like(text):
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _version_check(expected_version):
+    # A separate clause rather than `(:expected_version IS NULL OR ...)`: PostgreSQL cannot
+    # type a parameter that is only compared with NULL, and the plain form keeps the plan simple.
+    return "" if expected_version is None else " AND version = :expected_version"

@@ -5,9 +5,13 @@ The create-admin tests run `python server.py create-admin EMAIL` as an operator 
 the password on stdin, then log the new admin in through the API.
 """
 
+import http.client
+import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -59,6 +63,33 @@ def start_session(client, email):
 
 def role_in_database(client, user, users):
     return client.get("/v1/users/me", headers=users.headers(user)).json()["role"]
+
+
+def patch_at_once(live_server, requests):
+    """Send `requests` [(path, headers, body)] as PATCHes at one moment, each on its own
+    socket; return their statuses, in order."""
+    parts = urlsplit(live_server)
+    barrier = threading.Barrier(len(requests))
+    statuses = [None] * len(requests)
+
+    def send(number, path, headers, body):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            barrier.wait(timeout=10)
+            connection.request("PATCH", path, body=json.dumps(body),
+                               headers=dict(headers, **{"Content-Type": "application/json"}))
+            response = connection.getresponse()
+            response.read()
+            statuses[number] = response.status
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(number, *request)) for number, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return statuses
 
 
 # -- GET /v1/users/me --------------------------------------------------------------------
@@ -375,6 +406,23 @@ def test_an_admin_may_demote_itself_while_another_admin_remains(client, users):
     assert role_in_database(client, second, users) == "admin"
 
 
+DEMOTION_ROUNDS = 10
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(live_server, users, database):
+    """The count of admins and the demotion are one unit: of two racing demotions one is a 409."""
+    first, second = users.admin(), users.admin()
+    for _ in range(DEMOTION_ROUNDS):
+        statuses = patch_at_once(live_server, [
+            (f"/v1/users/{first['id']}", users.headers(second), {"role": "user"}),
+            (f"/v1/users/{second['id']}", users.headers(first), {"role": "user"}),
+        ])
+        assert sorted(statuses) == [200, 409], statuses
+        with database.transaction() as connection:
+            assert connection.fetch_value("SELECT count(*) FROM users WHERE role = 'admin'") == 1
+            connection.execute("UPDATE users SET role = 'admin'")
+
+
 def test_role_changes_are_for_admins_only(client, users):
     user, other = users.create(), users.create()
     response = patch(client, f"/v1/users/{other['id']}", {"role": "admin"}, users.headers(user))
@@ -478,7 +526,8 @@ def test_create_admin_refuses_an_existing_email(cli_database_url):
         database.close()
 
 
-@pytest.mark.parametrize("email", ["not-an-email", "root@localhost", "a b@example.com", ""])
+@pytest.mark.parametrize("email", ["not-an-email", "root@localhost", "a b@example.com", ""],
+                         ids=["no-at", "no-dot", "a-space", "empty"])
 def test_create_admin_refuses_a_bad_email(cli_database_url, email):
     done = create_admin(cli_database_url, email)
     assert done.returncode == 2
