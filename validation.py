@@ -56,6 +56,10 @@ class Field:
             return value, None
         if not isinstance(value, str):
             return None, "must be a string"
+        # PostgreSQL cannot store U+0000 in TEXT (the driver raises), and SQLite's length()
+        # stops at it, so a CHECK on the length judges another string. JSON allows it.
+        if "\x00" in value:
+            return None, "must not contain the NUL character"
         if self.kind == "email":
             email = value.strip().lower()
             if len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.fullmatch(email):

@@ -176,6 +176,8 @@ BAD_FIELDS = [
     ("name", None, "must be a string"),
     ("description", "x" * 5001, "must be 0 to 5000 characters"),
     ("description", ["a"], "must be a string"),
+    ("name", "Tea\u0000cup", "must not contain the NUL character"),   # PostgreSQL cannot store it
+    ("description", "\u0000", "must not contain the NUL character"),
     ("price_cents", 1.5, "must be a whole number"),
     ("price_cents", 10.0, "must be a whole number"),
     ("price_cents", "450", "must be a whole number"),

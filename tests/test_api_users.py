@@ -253,6 +253,8 @@ def test_a_409_on_the_email_leaves_the_password_unchanged(client, users):
      [{"field": "id", "message": "is not a known field"}]),
     ({"email": "not an email", "current_password": TEST_PASSWORD},
      [{"field": "email", "message": "must be an email address"}]),
+    ({"email": "ada\u0000@example.com", "current_password": TEST_PASSWORD},
+     [{"field": "email", "message": "must not contain the NUL character"}]),
 ])
 def test_bad_profile_changes_are_422_and_change_nothing(client, users, body, errors):
     user = users.create()
