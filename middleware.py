@@ -7,8 +7,9 @@ call the next layer, and look at or change the response on the way back:
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the request id must exist before anything logs, the access log must
-see the final status (so it sits outside the layer that turns errors into problems), and
-the security headers go on every response, error responses included.
+see the final status (so it sits outside the layer that turns errors into problems), the
+security headers go on every response, error responses included, and authentication sits
+inside `problems`, so its 401 and 403 are rendered like every other error.
 """
 
 import os
