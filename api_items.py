@@ -36,8 +36,9 @@ ITEM_FIELDS = [
     Field("price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS),
     Field("stock", "integer", minimum=0, maximum=MAX_STOCK),
 ]
-# If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches.
-ITEM_ETAG = re.compile(r'"item-(?P<id>[0-9]{1,18})-v(?P<version>[0-9]{1,9})"')
+# If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches,
+# and neither does "item-08-v1", which is not the same string as the "item-8-v1" we sent.
+ITEM_ETAG = re.compile(r'"item-(?P<id>[1-9][0-9]{0,17})-v(?P<version>[1-9][0-9]{0,8})"')
 ANY_VERSION = "*"
 
 

@@ -277,6 +277,8 @@ def test_if_match_star_matches_whatever_version_exists(client, admin):
     etag(9, 1),                   # another item's tag
     'W/"item-8-v1"',              # weak tags never match If-Match (RFC 9110 §13.1.1)
     '"item-8-v0"',
+    '"item-08-v1"',               # strong comparison is of the strings, not the numbers
+    '"item-8-v01"',
     '"item-8"',
     "item-8-v1",                  # not quoted
     '"8"',
