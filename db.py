@@ -102,10 +102,15 @@ def to_psycopg_placeholders(sql):
 class Connection:
     """What SQL functions receive: run one statement, get dict rows back."""
 
-    __slots__ = ("engine", "_raw", "_translate")
+    __slots__ = ("engine", "for_update", "_raw", "_translate")
 
     def __init__(self, engine, raw_connection, translate):
         self.engine = engine
+        # Appended to a SELECT whose rows the transaction will change or rely on. PostgreSQL
+        # (READ COMMITTED) must lock them with FOR UPDATE, or another transaction may change
+        # them before this one commits. SQLite has no such clause and needs none: BEGIN
+        # IMMEDIATE holds the one write lock of the whole database until COMMIT.
+        self.for_update = " FOR UPDATE" if engine == "postgresql" else ""
         self._raw = raw_connection
         self._translate = translate
 

@@ -66,18 +66,13 @@ def count_admins(connection):
     Inside a transaction, the count holds until it ends: no other transaction can demote an
     admin meanwhile. Two admins demoting each other at once must not both see "2 admins".
     """
-    if connection.engine == "postgresql":
-        # READ COMMITTED: a plain count would not see another transaction's demotion that is
-        # not committed yet. FOR UPDATE locks every admin row (in id order, so two
-        # transactions queue instead of deadlocking); a row demoted meanwhile is re-read
-        # when its lock is released and drops out of the count.
-        return connection.fetch_value(
-            "SELECT count(*) AS admins"
-            " FROM (SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE) AS admin_rows"
-        )
-    # SQLite has no FOR UPDATE and needs none: a write transaction (BEGIN IMMEDIATE) holds
-    # the one write lock of the whole database from its first statement.
-    return connection.fetch_value("SELECT count(*) AS admins FROM users WHERE role = 'admin'")
+    # The admin rows are locked (connection.for_update), in id order so that two transactions
+    # queue instead of deadlocking; on PostgreSQL a row demoted meanwhile is re-read when its
+    # lock is released and drops out of the count.
+    return connection.fetch_value(
+        "SELECT count(*) AS admins FROM (SELECT id FROM users WHERE role = 'admin' ORDER BY id"
+        f"{connection.for_update}) AS admin_rows"
+    )
 
 
 def list_users(connection, *, sort, limit, offset=None, after=None):
