@@ -14,7 +14,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `PORT`, `HOST` | `8000`, `127.0.0.1` | where `python server.py` listens (`--port`/`--host` win) |
 | `SECRET_KEY` | generated once into `var/secret_key` in development | signs cursors (and tokens); at least 32 bytes |
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
-| `THREADS` | 3 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
+| `THREADS` | 2 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
 | `PBKDF2_ITERATIONS` | `600000` | password hashing work (OWASP's figure for PBKDF2-SHA256); older hashes are upgraded at login |
 | `SESSION_COOKIE_SECURE` | `auto` | `1`: session cookies are `Secure` and `__Host-` prefixed; `auto`: when the request came over HTTPS |
