@@ -176,6 +176,32 @@ def client(request, app):
             yield LiveClient(base_url)
 
 
+def send_at_once(base_url, requests):
+    """Send `requests` [(method, path, headers, body bytes or None)] at the same moment, each
+    on its own connection to a live server; return their statuses, in order. For races."""
+    parts = urlsplit(base_url)
+    barrier = threading.Barrier(len(requests))
+    statuses = [None] * len(requests)
+
+    def send(number, method, path, headers, body):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            barrier.wait(timeout=10)
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            statuses[number] = response.status
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(number, *request)) for number, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return statuses
+
+
 class running_server:
     """Context manager: serve `app` on 127.0.0.1:<free port> in a thread."""
 

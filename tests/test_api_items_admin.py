@@ -6,7 +6,6 @@ four times (the `client` fixture); the race test runs on each engine over a real
 
 import http.client
 import json
-import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 import seed
 import sql_items
 import web
+from conftest import send_at_once
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
@@ -86,32 +86,6 @@ def listed_ids(client):
 def live_count(database):
     with database.connection() as connection:
         return sql_items.count_items(connection)
-
-
-def race(live_server, requests):
-    """Send `requests` [(method, path, headers, body)] at one moment, each on its own socket;
-    return their statuses, in order."""
-    parts = urlsplit(live_server)
-    barrier = threading.Barrier(len(requests))
-    statuses = [None] * len(requests)
-
-    def send(number, method, path, headers, body):
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            barrier.wait(timeout=10)
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            statuses[number] = response.status
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send, args=(number, *request)) for number, request in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return statuses
 
 
 def live_get(live_server, path):
@@ -334,7 +308,7 @@ def test_ten_racing_patches_with_one_etag_exactly_one_wins(live_server, admin):
     headers = json_headers(admin, etag(13, 1))
     requests = [("PATCH", "/v1/items/13", headers, json.dumps({"price_cents": 1000 + number}))
                 for number in range(RACERS)]
-    assert sorted(race(live_server, requests)) == [200] + [412] * (RACERS - 1)
+    assert sorted(send_at_once(live_server, requests)) == [200] + [412] * (RACERS - 1)
     tag, item = live_get(live_server, "/v1/items/13")
     assert item["version"] == 2 and tag == etag(13, 2)
     assert 1000 <= item["price_cents"] < 1000 + RACERS
@@ -344,7 +318,7 @@ def test_racing_patches_with_if_match_star_all_win(live_server, admin):
     """`*` asks only that the item exists: no writer may be refused for another's change."""
     headers = json_headers(admin, "*")
     requests = [("PATCH", "/v1/items/22", headers, json.dumps({"stock": number})) for number in range(RACERS)]
-    assert race(live_server, requests) == [200] * RACERS
+    assert send_at_once(live_server, requests) == [200] * RACERS
     assert live_get(live_server, "/v1/items/22")[1]["version"] == 1 + RACERS
 
 
@@ -354,7 +328,7 @@ def test_a_racing_patch_and_delete_with_one_etag_cannot_both_win(live_server, ad
     headers = json_headers(admin, etag(item_id, 1))
     patches = [("PATCH", f"/v1/items/{item_id}", headers, json.dumps({"stock": 5}))] * 3
     deletes = [("DELETE", f"/v1/items/{item_id}", headers, None)] * 3
-    statuses = race(live_server, patches + deletes)
+    statuses = send_at_once(live_server, patches + deletes)
     assert sum(status in (200, 204) for status in statuses) == 1, statuses
     assert set(statuses) <= {200, 204, 404, 412}
 

@@ -5,19 +5,16 @@ The create-admin tests run `python server.py create-admin EMAIL` as an operator 
 the password on stdin, then log the new admin in through the API.
 """
 
-import http.client
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 import config
 import server
-from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient
+from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, send_at_once
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
@@ -61,35 +58,12 @@ def start_session(client, email):
     return {"Cookie": "; ".join(cookies)}, response.json()["csrf_token"]
 
 
+def json_headers(headers):
+    return dict(headers, **{"Content-Type": "application/json"})
+
+
 def role_in_database(client, user, users):
     return client.get("/v1/users/me", headers=users.headers(user)).json()["role"]
-
-
-def patch_at_once(live_server, requests):
-    """Send `requests` [(path, headers, body)] as PATCHes at one moment, each on its own
-    socket; return their statuses, in order."""
-    parts = urlsplit(live_server)
-    barrier = threading.Barrier(len(requests))
-    statuses = [None] * len(requests)
-
-    def send(number, path, headers, body):
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            barrier.wait(timeout=10)
-            connection.request("PATCH", path, body=json.dumps(body),
-                               headers=dict(headers, **{"Content-Type": "application/json"}))
-            response = connection.getresponse()
-            response.read()
-            statuses[number] = response.status
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send, args=(number, *request)) for number, request in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return statuses
 
 
 # -- GET /v1/users/me --------------------------------------------------------------------
@@ -415,9 +389,10 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(live_server, use
     """The count of admins and the demotion are one unit: of two racing demotions one is a 409."""
     first, second = users.admin(), users.admin()
     for _ in range(DEMOTION_ROUNDS):
-        statuses = patch_at_once(live_server, [
-            (f"/v1/users/{first['id']}", users.headers(second), {"role": "user"}),
-            (f"/v1/users/{second['id']}", users.headers(first), {"role": "user"}),
+        demote = json.dumps({"role": "user"}).encode()
+        statuses = send_at_once(live_server, [
+            ("PATCH", f"/v1/users/{first['id']}", json_headers(users.headers(second)), demote),
+            ("PATCH", f"/v1/users/{second['id']}", json_headers(users.headers(first)), demote),
         ])
         assert sorted(statuses) == [200, 409], statuses
         with database.transaction() as connection:
