@@ -22,10 +22,7 @@ BAD_LOGIN = "the email or password is wrong"
 
 def register(request):
     """POST /v1/auth/register: a new account with the `user` role. 409 if the email is taken."""
-    body = validate(request.json(), CREDENTIALS)
-    problems = auth.password_problems(body["password"])
-    if problems:
-        raise UnprocessableContent([{"field": "password", "message": message} for message in problems])
+    body = _new_credentials(request.json())
     services = request.services
     try:
         user = accounts.register(services.database, body["email"], body["password"],
@@ -110,6 +107,24 @@ def revoke_api_key(request):
     if not accounts.revoke_api_key(request.services.database, request.user["id"], key_id):
         raise NotFound(f"API key {key_id} does not exist")
     return Response(status=204)
+
+
+def _new_credentials(document):
+    """The email and password of a registration; one 422 names every problem of both.
+
+    The password rules (length, common passwords) are checked even when another field is
+    wrong, so a client learns everything it must fix in one round trip.
+    """
+    try:
+        body, errors = validate(document, CREDENTIALS), []
+    except UnprocessableContent as error:
+        body, errors = None, error.errors
+    password = document.get("password") if isinstance(document, dict) else None
+    if isinstance(password, str) and not any(problem["field"] == "password" for problem in errors):
+        errors = errors + [{"field": "password", "message": message} for message in auth.password_problems(password)]
+    if errors:
+        raise UnprocessableContent(errors)
+    return body
 
 
 def _check_login(request):

@@ -150,10 +150,13 @@ def _identify(request):
     authorization = request.header("Authorization")
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
+        # Stripped before the emptiness check: "Bearer   " is no token at all, whether or not
+        # a server in front already trimmed the trailing spaces (RFC 9110 §5.5).
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("use Authorization: Bearer <access token>", "invalid_request")
         try:
-            user = accounts.token_user(services.settings.secret_keys, token.strip())
+            user = accounts.token_user(services.settings.secret_keys, token)
         except auth.TokenError as error:
             raise _unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
         return dict(user, via="token")

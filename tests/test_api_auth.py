@@ -1,363 +1,871 @@
-"""Identity over HTTP: register, login, refresh, logout, sessions with CSRF, API keys, roles.
+"""Identity over HTTP: register, login, refresh tokens, access tokens, browser sessions with
+CSRF, API keys and the roles of the route table.
 
-Every test runs on both engines, in-process and over a socket (the `client` fixture).
+Every API test runs on both engines, in-process and over a socket (the `client` fixture).
+The races send their requests at one moment, each on its own socket to the live server;
+the tests that need other settings (a higher PBKDF2 count, Secure cookies) build their own
+app over the test's database and call it in-process, once per engine.
 """
 
 import base64
+import hashlib
 import json
 import statistics
 import time
+import warnings
 
 import jwt
 import pytest
 
+import accounts
 import auth
 import config
-import db
 import routes
 import server
-from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, send_at_once
+from conftest import TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, WSGIClient, send_at_once
 
-NEW_PASSWORD = "a brand new and rather long passphrase"
-# The forged-token table signs one token with HS512 on purpose; PyJWT warns about its key.
-pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
+TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "refresh_token"}
+API_KEY_FIELDS = {"id", "name", "prefix", "created_at", "last_used_at"}
+WWW_AUTHENTICATE = 'Bearer realm="shop"'
+INVALID_TOKEN = WWW_AUTHENTICATE + ', error="invalid_token"'
+INVALID_REQUEST = WWW_AUTHENTICATE + ', error="invalid_request"'
+BAD_LOGIN = "the email or password is wrong"
+OTHER_PASSWORD = "a kettle sings by the window at dawn"
+OTHER_KEY = b"another-secret-key-that-is-at-least-32-bytes"
+SESSION_MAX_AGE = accounts.SESSION_TTL_SECONDS
+COMMON_PASSWORD = next(
+    line.strip() for line in auth.COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    if len(line.strip()) >= auth.MIN_PASSWORD_CHARS and not line.startswith("#")
+)
 
 
-def post_json(client, path, body, headers=None):
-    return client.post(path, json=body, headers=headers)
+# -- helpers -----------------------------------------------------------------------------
+
+def assert_problem(response, status, detail=None, *, errors=None):
+    """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
+    assert response.status == status, response
+    assert response.header("Content-Type") == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["request_id"] == response.header("X-Request-ID")
+    if detail is not None:
+        assert problem["detail"] == detail
+    if errors is not None:
+        assert problem["errors"] == errors
+    return problem
+
+
+def assert_unauthorized(response, detail=None, *, www_authenticate=WWW_AUTHENTICATE):
+    """A 401 problem that names the scheme to use (RFC 6750 §3), and never a 500."""
+    problem = assert_problem(response, 401, detail)
+    assert response.header("WWW-Authenticate") == www_authenticate
+    return problem
+
+
+def register(client, email, password=TEST_PASSWORD, **extra):
+    return client.post("/v1/auth/register", json={"email": email, "password": password, **extra})
 
 
 def login(client, email, password=TEST_PASSWORD):
-    response = post_json(client, "/v1/auth/login", {"email": email, "password": password})
+    return client.post("/v1/auth/login", json={"email": email, "password": password})
+
+
+def tokens_for(client, email):
+    """A fresh token pair for an existing account."""
+    response = login(client, email)
     assert response.status == 200, response
     return response.json()
 
 
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
+def refresh(client, refresh_token):
+    return client.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
-def without_ids(problem):
-    return {key: value for key, value in problem.items() if key not in ("request_id", "instance")}
+def bearer(access_token):
+    return {"Authorization": f"Bearer {access_token}"}
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+def me(client, headers):
+    return client.get("/v1/users/me", headers=headers)
 
 
-# -- register ------------------------------------------------------------------------------
+def count_rows(database, table):
+    with database.connection() as connection:
+        return connection.fetch_value(f"SELECT count(*) FROM {table}")
 
-def test_register_answers_201_with_the_user_and_never_the_hash(client):
-    response = post_json(client, "/v1/auth/register", {"email": "  Ada@Example.COM ", "password": TEST_PASSWORD})
-    assert response.status == 201
+
+def all_values(database, table):
+    """Every value of every row of `table`, as text: to prove a secret is not among them."""
+    with database.connection() as connection:
+        return [str(value) for row in connection.fetch_all(f"SELECT * FROM {table}") for value in row.values()]
+
+
+def set_cookies(response):
+    return [value for name, value in response.headers if name.lower() == "set-cookie"]
+
+
+def start_session(client, email):
+    """Log a browser in: (headers that carry its cookies, its CSRF token)."""
+    response = client.post("/v1/auth/session", json={"email": email, "password": TEST_PASSWORD})
+    assert response.status == 200, response
+    pairs = [cookie.split(";")[0] for cookie in set_cookies(response)]
+    return {"Cookie": "; ".join(pairs)}, response.json()["csrf_token"]
+
+
+def own_origin(client):
+    """The Origin a page of this server sends: its scheme and Host header."""
+    if isinstance(client, LiveClient):
+        return f"http://{client.host}:{client.port}"
+    return "http://127.0.0.1"  # the Host wsgiref.util.setup_testing_defaults puts in the environ
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def app_with(settings, database, logger, **changes):
+    """The app over the test's database with some settings changed (PBKDF2_ITERATIONS=...)."""
+    environ = {"APP_ENV": "test", "DATABASE_URL": settings.database_url, "SECRET_KEY": TEST_SECRET_KEY,
+               "PBKDF2_ITERATIONS": str(TEST_ITERATIONS), **changes}
+    return server.create_app(config.load_settings(environ), database=database, logger=logger)
+
+
+# -- POST /v1/auth/register --------------------------------------------------------------
+
+def test_register_answers_exactly_the_public_user(client, database):
+    response = register(client, "ada@example.com")
+    assert response.status == 201, response
+    assert response.header("Content-Type") == "application/json"
     user = response.json()
-    assert set(user) == {"id", "email", "role", "created_at", "updated_at"}
-    assert (user["email"], user["role"]) == ("ada@example.com", "user")
-    assert b"pbkdf2" not in response.body and TEST_PASSWORD.encode() not in response.body
+    assert set(user) == USER_FIELDS
+    assert user["email"] == "ada@example.com" and user["role"] == "user"
+    assert isinstance(user["id"], int)
+    assert user["created_at"] == user["updated_at"] and user["created_at"].endswith("Z")
+    for secret in (b"password", b"pbkdf2", TEST_PASSWORD.encode()):
+        assert secret not in response.body.lower()
+    with database.connection() as connection:
+        stored = connection.fetch_value("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
+    assert stored.startswith(f"pbkdf2_sha256${TEST_ITERATIONS}$")
+    assert auth.verify_password(TEST_PASSWORD, stored)
 
 
-def test_a_taken_email_is_409_in_any_case(client):
-    assert post_json(client, "/v1/auth/register", {"email": "ada@example.com", "password": TEST_PASSWORD}).status == 201
-    again = post_json(client, "/v1/auth/register", {"email": "ADA@example.com", "password": NEW_PASSWORD})
-    assert again.status == 409
-    assert again.json()["detail"] == "an account with this email exists"
-    login(client, "ada@example.com")  # the first account is untouched
+def test_register_lower_cases_and_strips_the_email(client, users):
+    response = register(client, "  Ada.Lovelace@Example.COM ")
+    assert response.status == 201, response
+    assert response.json()["email"] == "ada.lovelace@example.com"
+    assert login(client, "ada.lovelace@example.com").status == 200
+    assert login(client, " ADA.LOVELACE@example.com").status == 200
 
 
-def test_mass_assignment_is_refused_and_creates_nothing(client):
-    body = {"email": "eve@example.com", "password": TEST_PASSWORD, "role": "admin", "id": 1}
-    response = post_json(client, "/v1/auth/register", body)
-    assert response.status == 422
-    assert response.json()["errors"] == [
-        {"field": "role", "message": "is not a known field"},
-        {"field": "id", "message": "is not a known field"},
-    ]
-    assert post_json(client, "/v1/auth/login", {"email": "eve@example.com", "password": TEST_PASSWORD}).status == 401
+@pytest.mark.parametrize("second_email", ["ada@example.com", "ADA@Example.com", " ada@example.com "])
+def test_a_taken_email_is_409_and_the_first_account_keeps_working(client, database, second_email):
+    assert register(client, "ada@example.com").status == 201
+    response = register(client, second_email, OTHER_PASSWORD)
+    assert_problem(response, 409, "an account with this email exists")
+    assert count_rows(database, "users") == 1
+    assert login(client, "ada@example.com").status == 200
+    assert_unauthorized(login(client, "ada@example.com", OTHER_PASSWORD), BAD_LOGIN)
 
 
-@pytest.mark.parametrize("password, message", [
-    ("a" * 14, "is too short: at least 15 characters"),
-    ("a" * 1025, "must be 1 to 1024 characters"),
-    ("correct horse battery staple", "is a commonly used password"),
-])
-def test_password_rules(client, password, message):
-    response = post_json(client, "/v1/auth/register", {"email": "bob@example.com", "password": password})
-    assert response.status == 422
-    assert {"field": "password", "message": message} in response.json()["errors"]
+@pytest.mark.parametrize("extra", [
+    {"role": "admin"},
+    {"id": 1},
+    {"is_admin": True},
+    {"role": "admin", "id": 1, "is_admin": True},
+], ids=["role", "id", "is_admin", "all three"])
+def test_register_refuses_fields_a_client_may_not_set(client, database, extra):
+    response = register(client, "ada@example.com", **extra)
+    assert_problem(response, 422, errors=[{"field": name, "message": "is not a known field"} for name in extra])
+    assert count_rows(database, "users") == 0
 
 
-def test_fifteen_characters_without_composition_rules_are_enough(client):
-    body = {"email": "bob@example.com", "password": "qwzkvbnmtrplxsd"}
-    assert post_json(client, "/v1/auth/register", body).status == 201
+@pytest.mark.parametrize("password, status, message", [
+    ("fourteen chars", 422, "is too short: at least 15 characters"),
+    ("fifteen letters", 201, None),
+    ("b" * 1024, 201, None),
+    ("b" * 1025, 422, "must be 1 to 1024 characters"),
+    (COMMON_PASSWORD, 422, "is a commonly used password"),
+    (COMMON_PASSWORD.upper(), 422, "is a commonly used password"),
+    ("\u00e9t\u00e9 \u00e0 la plage, pieds nus", 201, None),  # 22 code points, more UTF-8 bytes
+], ids=["14 chars", "15 chars", "1024 chars", "1025 chars", "common", "common, upper-cased", "non-ASCII"])
+def test_register_applies_the_password_rules(client, database, password, status, message):
+    response = register(client, "ada@example.com", password)
+    if status == 201:
+        assert response.status == 201, response
+        assert login(client, "ada@example.com", password).status == 200
+    else:
+        assert_problem(response, 422, errors=[{"field": "password", "message": message}])
+        assert count_rows(database, "users") == 0
 
 
-def test_concurrent_registrations_of_one_email_make_one_account(live_server):
+@pytest.mark.parametrize("body, errors", [
+    ({"email": "ada", "password": "fourteen chars"},
+     [{"field": "email", "message": "must be an email address"},
+      {"field": "password", "message": "is too short: at least 15 characters"}]),
+    ({"email": "ada@example.com", "password": COMMON_PASSWORD, "role": "admin"},
+     [{"field": "role", "message": "is not a known field"},
+      {"field": "password", "message": "is a commonly used password"}]),
+    ({"password": "fourteen chars"},
+     [{"field": "email", "message": "is required"},
+      {"field": "password", "message": "is too short: at least 15 characters"}]),
+], ids=["bad email, short password", "extra field, common password", "no email, short password"])
+def test_one_422_names_the_password_problems_with_the_others(client, database, body, errors):
+    assert_problem(client.post("/v1/auth/register", json=body), 422, errors=errors)
+    assert count_rows(database, "users") == 0
+
+
+JSON = {"Content-Type": "application/json"}
+
+BAD_CREDENTIAL_BODIES = [
+    # (id, body bytes, headers, status, field errors or None)
+    ("no fields", b"{}", JSON, 422,
+     [{"field": "email", "message": "is required"}, {"field": "password", "message": "is required"}]),
+    ("no password", b'{"email": "ada@example.com"}', JSON, 422, [{"field": "password", "message": "is required"}]),
+    ("wrong types", b'{"email": 5, "password": ["x"]}', JSON, 422,
+     [{"field": "email", "message": "must be a string"}, {"field": "password", "message": "must be a string"}]),
+    ("not an email", b'{"email": "ada", "password": "fifteen letters"}', JSON, 422,
+     [{"field": "email", "message": "must be an email address"}]),
+    ("a list", b"[]", JSON, 422, [{"field": "", "message": "the body must be a JSON object"}]),
+    ("null", b"null", JSON, 422, [{"field": "", "message": "the body must be a JSON object"}]),
+    ("not JSON", b'{"email": ', JSON, 400, None),
+    ("empty body", b"", JSON, 400, None),
+    ("text/plain", b'{"email": "ada@example.com", "password": "fifteen letters"}',
+     {"Content-Type": "text/plain"}, 415, None),
+    ("form-encoded", b"email=ada%40example.com&password=fifteen+letters",
+     {"Content-Type": "application/x-www-form-urlencoded"}, 415, None),
+    ("no content type", b'{"email": "ada@example.com", "password": "fifteen letters"}', {}, 415, None),
+]
+
+
+@pytest.mark.parametrize("body, headers, status, errors",
+                         [case[1:] for case in BAD_CREDENTIAL_BODIES], ids=[case[0] for case in BAD_CREDENTIAL_BODIES])
+def test_bad_registration_bodies_get_their_status_and_create_nothing(client, database, body, headers, status, errors):
+    response = client.post("/v1/auth/register", body=body, headers=headers)
+    assert_problem(response, status, errors=errors)
+    assert count_rows(database, "users") == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/auth/login", "/v1/auth/session"])
+def test_logins_check_their_bodies_as_registration_does(client, users, path):
+    users.create("ada@example.com")
+    for _, body, headers, status, errors in BAD_CREDENTIAL_BODIES:
+        response = client.post(path, body=body, headers=headers)
+        assert_problem(response, status, errors=errors)
+        assert set_cookies(response) == []
+
+
+def test_ten_registrations_racing_for_one_email_make_one_account(live_server, database):
     body = json.dumps({"email": "race@example.com", "password": TEST_PASSWORD}).encode()
-    headers = {"Content-Type": "application/json"}
-    statuses = send_at_once(live_server, [("POST", "/v1/auth/register", headers, body)] * 10)
-    assert sorted(statuses) == [201] + [409] * 9
+    statuses = send_at_once(live_server, [("POST", "/v1/auth/register", JSON, body)] * 10)
+    assert sorted(statuses) == [201] + [409] * 9, statuses
+    assert count_rows(database, "users") == 1
 
 
-# -- login, tokens -------------------------------------------------------------------------
+# -- POST /v1/auth/login -----------------------------------------------------------------
 
-def test_login_gives_a_bearer_token_pair_that_works(client, users):
+def test_login_answers_a_token_pair_whose_access_token_works(client, users, settings):
     user = users.create("ada@example.com")
-    tokens = login(client, "ada@example.com")
-    assert set(tokens) == {"access_token", "token_type", "expires_in", "refresh_token"}
-    assert (tokens["token_type"], tokens["expires_in"]) == ("bearer", 900)
-    me = client.get("/v1/users/me", headers=bearer(tokens["access_token"]))
-    assert me.status == 200 and me.json()["id"] == user["id"]
+    response = login(client, "ada@example.com")
+    assert response.status == 200, response
+    assert response.header("Cache-Control") == "no-store"  # RFC 6749 §5.1: tokens are not cached
+    tokens = response.json()
+    assert set(tokens) == TOKEN_FIELDS
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 900
+    assert len(tokens["refresh_token"]) >= 43
+    # An independent implementation verifies it with the same secret (DESIGN: "any standard
+    # JWT library must be able to verify them").
+    claims = jwt.decode(tokens["access_token"], TEST_SECRET_KEY, algorithms=["HS256"])
+    assert claims["sub"] == str(user["id"]) and claims["role"] == "user"
+    assert claims["exp"] - claims["iat"] == 900
+    assert jwt.get_unverified_header(tokens["access_token"])["kid"] == auth.key_id(settings.secret_keys[0])
+    profile = me(client, bearer(tokens["access_token"]))
+    assert profile.status == 200
+    assert profile.json() == user
 
 
-def test_pyjwt_verifies_our_access_token_with_the_same_secret(client, users):
+def test_each_login_gets_new_tokens(client, users):
     users.create("ada@example.com")
-    token = login(client, "ada@example.com")["access_token"]
-    claims = jwt.decode(token, TEST_SECRET_KEY, algorithms=["HS256"])
-    assert set(claims) == {"sub", "role", "iat", "exp", "jti"}
-    assert jwt.get_unverified_header(token)["kid"] == auth.key_id(TEST_SECRET_KEY.encode())
+    first, second = tokens_for(client, "ada@example.com"), tokens_for(client, "ada@example.com")
+    assert first["access_token"] != second["access_token"]
+    assert first["refresh_token"] != second["refresh_token"]
 
 
-def test_a_wrong_password_and_an_unknown_email_look_the_same(client, users):
+def test_a_wrong_password_and_an_unknown_email_get_the_same_401(client, users):
     users.create("ada@example.com")
-    wrong = post_json(client, "/v1/auth/login", {"email": "ada@example.com", "password": NEW_PASSWORD})
-    unknown = post_json(client, "/v1/auth/login", {"email": "nobody@example.com", "password": NEW_PASSWORD})
-    assert wrong.status == unknown.status == 401
-    assert wrong.header("WWW-Authenticate") == unknown.header("WWW-Authenticate") == 'Bearer realm="shop"'
-    assert without_ids(wrong.json()) == without_ids(unknown.json())
+    wrong_password = login(client, "ada@example.com", OTHER_PASSWORD)
+    unknown_email = login(client, "nobody@example.com")
+    for response in (wrong_password, unknown_email):
+        assert_unauthorized(response, BAD_LOGIN)
+    first, second = wrong_password.json(), unknown_email.json()
+    assert first.pop("request_id") != second.pop("request_id")
+    assert first == second
+    assert first == {"type": "about:blank", "title": "Unauthorized", "status": 401,
+                     "detail": BAD_LOGIN, "instance": "/v1/auth/login"}
+
+
+def test_the_refresh_token_is_stored_only_as_a_hash(client, users, database):
+    users.create("ada@example.com")
+    refresh_token = tokens_for(client, "ada@example.com")["refresh_token"]
+    values = all_values(database, "refresh_tokens")
+    assert hashlib.sha256(refresh_token.encode()).hexdigest() in values
+    assert not any(refresh_token in value for value in values)
 
 
 @pytest.fixture
-def realistic_app(database_url):
-    """The app with a realistic PBKDF2 cost, so the hash dominates a login's time."""
-    settings = config.load_settings({"APP_ENV": "test", "DATABASE_URL": database_url,
-                                     "SECRET_KEY": TEST_SECRET_KEY, "PBKDF2_ITERATIONS": "100000",
-                                     "ACCESS_LOG": "0"})
-    app = server.create_app(settings)
-    db.migrate(app.services.database)
-    yield app
-    app.services.database.close()
+def upgrading_client(settings, database, logger):
+    """The app with PBKDF2_ITERATIONS=2000: hashes made with 1000 are upgraded at login."""
+    return WSGIClient(app_with(settings, database, logger, PBKDF2_ITERATIONS="2000"))
 
 
-def test_an_unknown_email_costs_as_long_as_a_wrong_password(realistic_app):
-    client = WSGIClient(realistic_app)
-    assert post_json(client, "/v1/auth/register", {"email": "ada@example.com", "password": TEST_PASSWORD}).status == 201
-    times = {"ada@example.com": [], "nobody@example.com": []}
-    for _ in range(15):
-        for email in times:  # interleaved, so a busy moment of the machine hits both alike
-            started = time.process_time()  # CPU time: what the attacker's clock would measure
-            assert post_json(client, "/v1/auth/login", {"email": email, "password": NEW_PASSWORD}).status == 401
-            times[email].append(time.process_time() - started)
-    wrong_password, unknown_email = (statistics.median(samples) for samples in times.values())
-    assert abs(wrong_password - unknown_email) / max(wrong_password, unknown_email) < 0.25
+def stored_hash(database, user):
+    with database.connection() as connection:
+        return connection.fetch_value("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
 
 
-# -- refresh and logout --------------------------------------------------------------------
+def test_a_login_rewrites_a_hash_made_with_fewer_iterations(upgrading_client, database):
+    user = accounts.register(database, "ada@example.com", TEST_PASSWORD, iterations=1000)
+    old_hash = stored_hash(database, user)
+    assert old_hash.startswith("pbkdf2_sha256$1000$")
+    # A wrong password changes nothing: only the right one may be hashed again.
+    assert_unauthorized(login(upgrading_client, "ada@example.com", OTHER_PASSWORD), BAD_LOGIN)
+    assert stored_hash(database, user) == old_hash
+    assert login(upgrading_client, "ada@example.com").status == 200
+    new_hash = stored_hash(database, user)
+    assert new_hash.startswith("pbkdf2_sha256$2000$")
+    assert new_hash.split("$")[2] != old_hash.split("$")[2]  # a fresh salt
+    assert auth.verify_password(TEST_PASSWORD, new_hash)
+    assert login(upgrading_client, "ada@example.com").status == 200
+    assert stored_hash(database, user) == new_hash
 
-def refresh(client, refresh_token):
-    return post_json(client, "/v1/auth/refresh", {"refresh_token": refresh_token})
+
+def test_a_login_keeps_a_hash_made_with_more_iterations(upgrading_client, database):
+    user = accounts.register(database, "ada@example.com", TEST_PASSWORD, iterations=3000)
+    old_hash = stored_hash(database, user)
+    assert login(upgrading_client, "ada@example.com").status == 200
+    assert stored_hash(database, user) == old_hash
 
 
-def test_refresh_rotates_and_a_replay_revokes_the_whole_family(client, users):
-    users.create("ada@example.com")
-    first = login(client, "ada@example.com")
-    second = refresh(client, first["refresh_token"])
-    assert second.status == 200
-    second = second.json()
+# -- timing: an unknown email costs what a wrong password costs --------------------------
+
+REALISTIC_ITERATIONS = 100_000  # enough that PBKDF2, not the request, is what gets measured
+TIMED_LOGINS = 15
+
+
+@pytest.fixture
+def realistic_client(settings, database, logger):
+    return WSGIClient(app_with(settings, database, logger, PBKDF2_ITERATIONS=str(REALISTIC_ITERATIONS)))
+
+
+def test_an_unknown_email_takes_as_long_as_a_wrong_password(realistic_client, database):
+    accounts.register(database, "ada@example.com", TEST_PASSWORD, iterations=REALISTIC_ITERATIONS)
+
+    def seconds(email, password):
+        started = time.perf_counter()
+        response = login(realistic_client, email, password)
+        elapsed = time.perf_counter() - started
+        assert response.status == 401, response
+        return elapsed
+
+    seconds("ada@example.com", OTHER_PASSWORD), seconds("nobody@example.com", OTHER_PASSWORD)  # warm up
+    wrong_password, unknown_email = [], []
+    for _ in range(TIMED_LOGINS):  # interleaved, so a slow moment of the machine hits both
+        wrong_password.append(seconds("ada@example.com", OTHER_PASSWORD))
+        unknown_email.append(seconds("nobody@example.com", OTHER_PASSWORD))
+    medians = statistics.median(wrong_password), statistics.median(unknown_email)
+    assert max(medians) <= 1.25 * min(medians), medians
+
+
+# -- POST /v1/auth/refresh and /logout ---------------------------------------------------
+
+def test_refresh_answers_a_new_pair_and_spends_the_old_token(client, users):
+    user = users.create("ada@example.com")
+    first = tokens_for(client, "ada@example.com")
+    response = refresh(client, first["refresh_token"])
+    assert response.status == 200, response
+    second = response.json()
+    assert set(second) == TOKEN_FIELDS and second["token_type"] == "bearer" and second["expires_in"] == 900
     assert second["refresh_token"] != first["refresh_token"]
-    assert client.get("/v1/users/me", headers=bearer(second["access_token"])).status == 200
-    replay = refresh(client, first["refresh_token"])  # stolen, or sent twice
-    assert replay.status == 401
-    assert replay.json()["detail"] == "the refresh token was already used; log in again"
-    assert refresh(client, second["refresh_token"]).status == 401  # the family is revoked
-    other_login = login(client, "ada@example.com")  # another login is another family
+    assert second["access_token"] != first["access_token"]
+    assert me(client, bearer(second["access_token"])).json()["id"] == user["id"]
+    assert_unauthorized(refresh(client, first["refresh_token"]),
+                        "the refresh token was already used; log in again")
+
+
+def test_replaying_a_rotated_token_revokes_its_whole_family(client, users):
+    users.create("ada@example.com")
+    first = tokens_for(client, "ada@example.com")
+    other_login = tokens_for(client, "ada@example.com")
+    second = refresh(client, first["refresh_token"]).json()
+    newest = refresh(client, second["refresh_token"]).json()
+    assert_unauthorized(refresh(client, first["refresh_token"]))  # the replay, by a thief or the user
+    assert_unauthorized(refresh(client, newest["refresh_token"]), "the refresh token is not valid")
+    assert_unauthorized(refresh(client, second["refresh_token"]), "the refresh token is not valid")
+    # Another login is another family, untouched.
     assert refresh(client, other_login["refresh_token"]).status == 200
 
 
-def test_logout_revokes_and_is_204_even_for_an_unknown_token(client, users):
+def test_logout_revokes_the_token(client, users):
     users.create("ada@example.com")
-    tokens = login(client, "ada@example.com")
-    assert post_json(client, "/v1/auth/logout", {"refresh_token": tokens["refresh_token"]}).status == 204
-    assert refresh(client, tokens["refresh_token"]).status == 401
-    assert post_json(client, "/v1/auth/logout", {"refresh_token": "never-issued"}).status == 204
+    tokens = tokens_for(client, "ada@example.com")
+    response = client.post("/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+    assert response.status == 204
+    assert response.body == b""
+    assert_unauthorized(refresh(client, tokens["refresh_token"]), "the refresh token is not valid")
 
 
-def test_an_expired_refresh_token_is_refused(client, users, database):
+def test_logout_with_a_spent_token_revokes_the_tokens_rotated_from_it(client, users):
     users.create("ada@example.com")
-    tokens = login(client, "ada@example.com")
+    first = tokens_for(client, "ada@example.com")
+    second = refresh(client, first["refresh_token"]).json()
+    assert client.post("/v1/auth/logout", json={"refresh_token": first["refresh_token"]}).status == 204
+    assert_unauthorized(refresh(client, second["refresh_token"]), "the refresh token is not valid")
+
+
+def test_logout_with_an_unknown_token_is_still_204(client):
+    for refresh_token in ["never-issued", "x" * 200, "\u00e9t\u00e9"]:
+        response = client.post("/v1/auth/logout", json={"refresh_token": refresh_token})
+        assert response.status == 204, response
+
+
+@pytest.mark.parametrize("body, errors", [
+    ({}, [{"field": "refresh_token", "message": "is required"}]),
+    ({"refresh_token": 5}, [{"field": "refresh_token", "message": "must be a string"}]),
+    ({"refresh_token": ""}, [{"field": "refresh_token", "message": "must be 1 to 200 characters"}]),
+    ({"refresh_token": "x" * 201}, [{"field": "refresh_token", "message": "must be 1 to 200 characters"}]),
+    ({"refresh_token": "x", "user_id": 1}, [{"field": "user_id", "message": "is not a known field"}]),
+], ids=["missing", "a number", "empty", "too long", "extra field"])
+def test_bad_refresh_and_logout_bodies_are_422(client, body, errors):
+    for path in ("/v1/auth/refresh", "/v1/auth/logout"):
+        assert_problem(client.post(path, json=body), 422, errors=errors)
+
+
+def test_an_unknown_refresh_token_is_401(client):
+    for refresh_token in ["never-issued", "x" * 200]:
+        assert_unauthorized(refresh(client, refresh_token), "the refresh token is not valid")
+
+
+def test_a_refresh_token_is_not_an_access_token_nor_the_reverse(client, users):
+    users.create("ada@example.com")
+    tokens = tokens_for(client, "ada@example.com")
+    assert_unauthorized(me(client, bearer(tokens["refresh_token"])),
+                        "the access token is not valid: malformed token", www_authenticate=INVALID_TOKEN)
+    response = client.post("/v1/auth/refresh", json={"refresh_token": tokens["access_token"]})
+    assert len(tokens["access_token"]) > 200  # longer than any refresh token: refused unread
+    assert_problem(response, 422, errors=[{"field": "refresh_token", "message": "must be 1 to 200 characters"}])
+    assert refresh(client, tokens["refresh_token"]).status == 200  # neither attempt spent it
+
+
+def test_an_expired_refresh_token_is_401(client, users, database):
+    users.create("ada@example.com")
+    tokens = tokens_for(client, "ada@example.com")
     with database.transaction() as connection:
-        connection.execute("UPDATE refresh_tokens SET expires_at = '2000-01-01T00:00:00.000000Z'")
-    assert refresh(client, tokens["refresh_token"]).status == 401
+        connection.execute("UPDATE refresh_tokens SET expires_at = :past", {"past": "2020-01-01T00:00:00.000000Z"})
+    assert_unauthorized(refresh(client, tokens["refresh_token"]), "the refresh token is not valid")
 
 
-def test_twenty_concurrent_refreshes_with_one_token_give_one_new_pair(live_server, users, live_client):
+def test_twenty_refreshes_racing_with_one_token_give_one_new_pair(live_server, users):
     users.create("ada@example.com")
-    tokens = login(live_client, "ada@example.com")
+    tokens = tokens_for(LiveClient(live_server), "ada@example.com")
     body = json.dumps({"refresh_token": tokens["refresh_token"]}).encode()
-    statuses = send_at_once(live_server, [("POST", "/v1/auth/refresh", {"Content-Type": "application/json"}, body)] * 20)
-    assert sorted(statuses) == [200] + [401] * 19
+    statuses = send_at_once(live_server, [("POST", "/v1/auth/refresh", JSON, body)] * 20)
+    assert sorted(statuses) == [200] + [401] * 19, statuses
 
 
-# -- bad access tokens ---------------------------------------------------------------------
+# -- access tokens on GET /v1/users/me ---------------------------------------------------
 
-def forged_tokens(user_id):
+MISSING = object()
+
+
+def claims_for(user, **changes):
+    """Valid claims for `user`, with some changed (MISSING removes one)."""
     now = int(time.time())
-    claims = {"sub": str(user_id), "role": "user", "iat": now, "exp": now + 600, "jti": "x"}
-    keys = (TEST_SECRET_KEY.encode(),)
-    kid = auth.key_id(keys[0])
-    good = auth.encode_token(claims, keys)
-    header, payload, signature = good.split(".")
-    return {
-        "another secret": auth.encode_token(claims, (b"another-secret-that-is-32-bytes-long!",)),
-        "alg none": b64({"alg": "none", "typ": "JWT", "kid": kid}) + "." + payload + ".",
-        "alg HS512": jwt.encode(claims, TEST_SECRET_KEY, algorithm="HS512", headers={"kid": kid}),
-        "role changed, signature kept": header + "." + b64(dict(claims, role="admin")) + "." + signature,
-        "expired": auth.encode_token(dict(claims, iat=now - 3600, exp=now - 120), keys),
-        "not yet valid": auth.encode_token(dict(claims, nbf=now + 600), keys),
-        "no exp": auth.encode_token({key: value for key, value in claims.items() if key != "exp"}, keys),
-        "garbage": "not.a.token",
-        "refresh token": auth.new_refresh_token(),
-    }
+    claims = {"sub": str(user["id"]), "role": user["role"], "iat": now, "exp": now + 900, "jti": "5f0c8e1d" * 4}
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not MISSING}
 
 
-FORGED = ["another secret", "alg none", "alg HS512", "role changed, signature kept", "expired",
-          "not yet valid", "no exp", "garbage", "refresh token"]
+def unsigned(header, claims):
+    """A JWS with an empty signature segment, as `alg: none` tokens are (RFC 7519 §6.1)."""
+    return b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode()) + "."
 
 
-@pytest.mark.parametrize("case", FORGED)
-def test_bad_access_tokens_are_401_invalid_token(client, users, case):
-    user = users.create("ada@example.com")
-    response = client.get("/v1/users/me", headers=bearer(forged_tokens(user["id"])[case]))
-    assert response.status == 401, response
-    assert response.header("WWW-Authenticate") == 'Bearer realm="shop", error="invalid_token"'
+def with_role_changed(token, role):
+    """The token with its payload edited and its signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return ".".join([header, b64url(json.dumps(dict(claims, role=role)).encode()), signature])
 
 
-@pytest.mark.parametrize("authorization", ["Basic YWRhOnB3", "Bearer", "Bearer "])
-def test_other_authorization_shapes_are_401_invalid_request(client, authorization):
-    response = client.get("/v1/users/me", headers={"Authorization": authorization})
-    assert response.status == 401
-    assert response.header("WWW-Authenticate") == 'Bearer realm="shop", error="invalid_request"'
+def pyjwt_hs512(claims, key, kid):
+    with warnings.catch_warnings():  # PyJWT warns that the key is short for HS512; it is the point
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        return jwt.encode(claims, key, algorithm="HS512", headers={"kid": kid})
+
+
+# (id, make(user, key) -> token, the reason the API gives)
+BAD_ACCESS_TOKENS = [
+    ("another secret", lambda user, key: auth.encode_token(claims_for(user), (OTHER_KEY,)), "unknown kid"),
+    ("another secret, our kid",
+     lambda user, key: jwt.encode(claims_for(user), OTHER_KEY, algorithm="HS256", headers={"kid": auth.key_id(key)}),
+     "bad signature"),
+    ("alg none", lambda user, key: unsigned({"alg": "none"}, claims_for(user)), "unsupported alg"),
+    ("alg none, our kid", lambda user, key: unsigned({"alg": "none", "typ": "JWT", "kid": auth.key_id(key)},
+                                                    claims_for(user)), "unsupported alg"),
+    ("alg HS512 by PyJWT", lambda user, key: pyjwt_hs512(claims_for(user), key, auth.key_id(key)), "unsupported alg"),
+    ("no kid, by PyJWT", lambda user, key: jwt.encode(claims_for(user), key, algorithm="HS256"), "missing kid"),
+    ("role changed to admin, signature kept",
+     lambda user, key: with_role_changed(auth.encode_token(claims_for(user), (key,)), "admin"), "bad signature"),
+    ("expired beyond the leeway",
+     lambda user, key: auth.encode_token(claims_for(user, iat=int(time.time()) - 3600,
+                                                    exp=int(time.time()) - auth.TOKEN_LEEWAY_SECONDS - 60), (key,)),
+     "token expired"),
+    ("nbf in the future",
+     lambda user, key: auth.encode_token(claims_for(user, nbf=int(time.time()) + 600), (key,)), "token not yet valid"),
+    ("iat in the future",
+     lambda user, key: auth.encode_token(claims_for(user, iat=int(time.time()) + 600), (key,)),
+     "token issued in the future"),
+    *[(f"no {claim}", lambda user, key, claim=claim: auth.encode_token(claims_for(user, **{claim: MISSING}), (key,)),
+       f"missing claim: {claim}") for claim in ("sub", "role", "iat", "exp", "jti")],
+    ("role root", lambda user, key: auth.encode_token(claims_for(user, role="root"), (key,)), "invalid claim: role"),
+    ("sub a number", lambda user, key: auth.encode_token(claims_for(user, sub=user["id"]), (key,)),
+     "invalid claim: sub"),
+    ("garbage", lambda user, key: "not-a-jwt", "malformed token"),
+    ("three bad segments", lambda user, key: "a.b.c", "malformed token"),
+    ("too long", lambda user, key: "a" * (auth.MAX_TOKEN_CHARS + 1), "token too long"),
+]
+
+
+@pytest.mark.parametrize("make, reason", [case[1:] for case in BAD_ACCESS_TOKENS],
+                         ids=[case[0] for case in BAD_ACCESS_TOKENS])
+def test_bad_access_tokens_are_401_invalid_token(client, users, settings, make, reason):
+    user = users.create()
+    token = make(user, settings.secret_keys[0])
+    assert_unauthorized(me(client, bearer(token)), f"the access token is not valid: {reason}",
+                        www_authenticate=INVALID_TOKEN)
+
+
+@pytest.mark.parametrize("authorization", [
+    "Bearer", "Bearer ", "Bearer    ", "Basic YWRhQGV4YW1wbGUuY29tOnNlY3JldA==", "Token abc", "eyJhbGciOiJIUzI1NiJ9",
+], ids=["Bearer", "Bearer and a space", "Bearer and spaces", "Basic", "Token", "no scheme"])
+def test_an_authorization_that_is_not_bearer_and_a_token_is_401_invalid_request(client, authorization):
+    assert_unauthorized(me(client, {"Authorization": authorization}),
+                        "use Authorization: Bearer <access token>", www_authenticate=INVALID_REQUEST)
+
+
+def test_a_bad_token_is_401_even_on_a_public_route(client):
+    # The client meant to be someone: telling it now beats serving it as anonymous.
+    assert_unauthorized(client.get("/v1/items", headers=bearer("not-a-jwt")), www_authenticate=INVALID_TOKEN)
+
+
+def test_good_tokens_made_otherwise_are_accepted(client, users, settings):
+    user = users.create()
+    key = settings.secret_keys[0]
+    now = int(time.time())
+    accepted = [
+        jwt.encode(claims_for(user), key, algorithm="HS256", headers={"kid": auth.key_id(key)}),  # by PyJWT
+        auth.encode_token(claims_for(user, iat=now - 900 - 30, exp=now - 30), (key,)),  # expired, within the leeway
+    ]
+    for token in accepted:
+        assert me(client, bearer(token)).status == 200
+    assert me(client, {"Authorization": "bearer " + accepted[0]}).status == 200  # the scheme is case-insensitive
 
 
 def test_a_user_token_on_an_admin_route_is_403(client, users):
-    response = client.get("/v1/users", headers=users.headers(users.create()))
-    assert response.status == 403
+    user, admin = users.create(), users.admin()
+    response = client.get("/v1/users", headers=users.headers(user))
+    assert_problem(response, 403, "this endpoint is for admins")
+    assert response.header("WWW-Authenticate") is None
+    assert client.get("/v1/users", headers=users.headers(admin)).status == 200
 
 
-# -- cookie sessions and CSRF --------------------------------------------------------------
+def test_each_token_sees_only_its_own_account(client, users):
+    ada, bob = users.create("ada@example.com"), users.create("bob@example.com")
+    for user in (ada, bob):
+        tokens = tokens_for(client, user["email"])
+        assert me(client, bearer(tokens["access_token"])).json() == user
 
-def start_session(client, email="ada@example.com"):
-    response = post_json(client, "/v1/auth/session", {"email": email, "password": TEST_PASSWORD})
+
+# -- browser sessions and CSRF -----------------------------------------------------------
+
+def test_a_session_login_sets_an_httponly_session_cookie_and_a_readable_csrf_cookie(client, users, database):
+    user = users.create("ada@example.com")
+    response = client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
     assert response.status == 200, response
-    cookies = [value for name, value in response.headers if name.lower() == "set-cookie"]
-    jar = "; ".join(cookie.split(";")[0] for cookie in cookies)
-    return cookies, {"Cookie": jar}, response.json()["csrf_token"]
+    body = response.json()
+    assert set(body) == {"user_id", "role", "csrf_token"}
+    assert body["user_id"] == user["id"] and body["role"] == "user"
+    session_cookie, csrf_cookie = set_cookies(response)
+    session_id = session_cookie.split(";")[0].removeprefix("session=")
+    assert session_cookie == f"session={session_id}; Path=/; Max-Age={SESSION_MAX_AGE}; SameSite=Lax; HttpOnly"
+    assert csrf_cookie == f"csrf_token={body['csrf_token']}; Path=/; Max-Age={SESSION_MAX_AGE}; SameSite=Lax"
+    assert len(session_id) >= 22 and set(session_id) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")  # >= 128 bits of base64url
+    assert body["csrf_token"] != session_id
+    assert not any(session_id in value for value in all_values(database, "sessions"))
 
 
-def test_a_session_sets_an_httponly_lax_cookie_and_a_readable_csrf_cookie(client, users):
+def test_each_session_login_gets_a_new_session_id(client, users):
     users.create("ada@example.com")
-    cookies, jar, csrf = start_session(client)
-    session_cookie = next(cookie for cookie in cookies if cookie.startswith("session="))
-    csrf_cookie = next(cookie for cookie in cookies if cookie.startswith("csrf_token="))
-    assert session_cookie.endswith("; Path=/; Max-Age=604800; SameSite=Lax; HttpOnly")
-    assert "HttpOnly" not in csrf_cookie and csrf_cookie.startswith(f"csrf_token={csrf};")
-    session_id = session_cookie.split(";")[0].split("=", 1)[1]
-    assert len(session_id) >= 43  # 256 random bits in base64url
-    assert start_session(client)[1] != jar  # a new value at every login
-    assert client.get("/v1/users/me", headers=jar).status == 200
+    first, _ = start_session(client, "ada@example.com")
+    second, _ = start_session(client, "ada@example.com")
+    assert first != second
 
 
-@pytest.mark.parametrize("extra_headers", [
-    {},
-    {"X-CSRF-Token": "wrong"},
-    {"X-CSRF-Token": "CSRF", "Origin": "https://evil.example"},
-    {"X-CSRF-Token": "CSRF", "Sec-Fetch-Site": "cross-site"},
-], ids=["no token", "wrong token", "cross-origin", "cross-site"])
-def test_unsafe_session_requests_without_a_good_csrf_token_are_403(client, users, extra_headers):
+def test_a_session_login_with_a_wrong_password_is_401_and_sets_no_cookie(client, users):
     users.create("ada@example.com")
-    _, jar, csrf = start_session(client)
-    headers = dict(jar, **{name: csrf if value == "CSRF" else value for name, value in extra_headers.items()})
+    response = client.post("/v1/auth/session", json={"email": "ada@example.com", "password": OTHER_PASSWORD})
+    assert_unauthorized(response, BAD_LOGIN)
+    assert set_cookies(response) == []
+
+
+@pytest.fixture
+def secure_client(settings, database, logger):
+    """The app with SESSION_COOKIE_SECURE=1, as behind a TLS-terminating proxy."""
+    return WSGIClient(app_with(settings, database, logger, SESSION_COOKIE_SECURE="1"))
+
+
+def test_with_secure_cookies_both_are_host_prefixed_and_secure(secure_client, users):
+    users.create("ada@example.com")
+    response = secure_client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
+    assert response.status == 200, response
+    session_cookie, csrf_cookie = set_cookies(response)
+    session_id = session_cookie.split(";")[0].removeprefix("__Host-session=")
+    csrf_token = response.json()["csrf_token"]
+    assert session_cookie == (f"__Host-session={session_id}; Path=/; Max-Age={SESSION_MAX_AGE};"
+                              " SameSite=Lax; HttpOnly; Secure")
+    assert csrf_cookie == f"__Host-csrf_token={csrf_token}; Path=/; Max-Age={SESSION_MAX_AGE}; SameSite=Lax; Secure"
+    assert me(secure_client, {"Cookie": f"__Host-session={session_id}"}).status == 200
+    # Only the prefixed name counts: a subdomain could have planted a plain "session" cookie.
+    assert_unauthorized(me(secure_client, {"Cookie": f"session={session_id}"}))
+    logout = secure_client.request("DELETE", "/v1/auth/session", headers={
+        "Cookie": f"__Host-session={session_id}", "X-CSRF-Token": csrf_token})
+    assert logout.status == 204, logout
+    assert set_cookies(logout) == [
+        "__Host-session=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly; Secure",
+        "__Host-csrf_token=; Path=/; Max-Age=0; SameSite=Lax; Secure",
+    ]
+
+
+def test_the_session_cookie_alone_authenticates_a_read(client, users):
+    user = users.create("ada@example.com")
+    cookie, _ = start_session(client, "ada@example.com")
+    response = me(client, cookie)
+    assert response.status == 200
+    assert response.json() == user
+
+
+def test_an_unknown_session_cookie_is_ignored_not_refused(client):
+    assert client.get("/v1/items", headers={"Cookie": "session=never-issued"}).status == 200
+    assert_unauthorized(me(client, {"Cookie": "session=never-issued"}), "this endpoint needs credentials")
+
+
+# (id, headers(own csrf token, another session's csrf token, own origin), the 403's detail)
+FORGED_LOGOUTS = [
+    ("no token", lambda own, other, origin: {}, "a missing or wrong X-CSRF-Token header"),
+    ("wrong token", lambda own, other, origin: {"X-CSRF-Token": "A" * 43}, "a missing or wrong X-CSRF-Token header"),
+    ("token of another session", lambda own, other, origin: {"X-CSRF-Token": other},
+     "a missing or wrong X-CSRF-Token header"),
+    ("token with a character changed", lambda own, other, origin: {"X-CSRF-Token": own[:-1] + ("A" if own[-1] != "A" else "B")},
+     "a missing or wrong X-CSRF-Token header"),
+    ("evil Origin", lambda own, other, origin: {"X-CSRF-Token": own, "Origin": "https://evil.example"},
+     "cross-origin requests cannot use the session cookie"),
+    ("Origin null", lambda own, other, origin: {"X-CSRF-Token": own, "Origin": "null"},
+     "cross-origin requests cannot use the session cookie"),
+    ("https Origin of our host", lambda own, other, origin: {"X-CSRF-Token": own,
+                                                              "Origin": origin.replace("http:", "https:")},
+     "cross-origin requests cannot use the session cookie"),
+    ("Sec-Fetch-Site cross-site", lambda own, other, origin: {"X-CSRF-Token": own, "Sec-Fetch-Site": "cross-site"},
+     "cross-site requests cannot use the session cookie"),
+    ("Sec-Fetch-Site same-site", lambda own, other, origin: {"X-CSRF-Token": own, "Sec-Fetch-Site": "same-site"},
+     "cross-site requests cannot use the session cookie"),
+]
+
+
+@pytest.mark.parametrize("forged_headers, detail", [case[1:] for case in FORGED_LOGOUTS],
+                         ids=[case[0] for case in FORGED_LOGOUTS])
+def test_a_session_logout_without_proof_of_origin_is_403_and_changes_nothing(client, users, forged_headers, detail):
+    users.create("ada@example.com"), users.create("bob@example.com")
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    _, other_csrf_token = start_session(client, "bob@example.com")
+    headers = dict(cookie, **forged_headers(csrf_token, other_csrf_token, own_origin(client)))
     response = client.request("DELETE", "/v1/auth/session", headers=headers)
-    assert response.status == 403
-    assert client.get("/v1/users/me", headers=jar).status == 200  # still logged in
+    assert_problem(response, 403, detail)
+    assert set_cookies(response) == []
+    assert me(client, cookie).status == 200
 
 
-def test_another_sessions_csrf_token_does_not_work(client, users):
+@pytest.mark.parametrize("browser_headers", [
+    lambda origin: {"Origin": origin},
+    lambda origin: {"Origin": origin, "Sec-Fetch-Site": "same-origin"},
+    lambda origin: {},  # not a browser: no Origin, no Sec-Fetch-Site
+], ids=["Origin", "Origin and Sec-Fetch-Site", "neither"])
+def test_a_session_logout_with_its_csrf_token_clears_the_cookies_and_ends_the_session(client, users, browser_headers):
     users.create("ada@example.com")
-    _, jar, _ = start_session(client)
-    _, _, other_csrf = start_session(client)
-    assert client.request("DELETE", "/v1/auth/session", headers=dict(jar, **{"X-CSRF-Token": other_csrf})).status == 403
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    other_cookie, _ = start_session(client, "ada@example.com")
+    headers = dict(cookie, **browser_headers(own_origin(client)), **{"X-CSRF-Token": csrf_token})
+    response = client.request("DELETE", "/v1/auth/session", headers=headers)
+    assert response.status == 204, response
+    assert response.body == b""
+    assert set_cookies(response) == [
+        "session=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly",
+        "csrf_token=; Path=/; Max-Age=0; SameSite=Lax",
+    ]
+    assert_unauthorized(me(client, cookie), "this endpoint needs credentials")
+    assert me(client, other_cookie).status == 200  # the browser's other session is its own
 
 
-def test_logout_with_the_csrf_token_clears_the_cookies(client, users):
+def test_a_session_logout_needs_a_session(client, users):
+    user = users.create()
+    response = client.request("DELETE", "/v1/auth/session", headers=users.headers(user))
+    assert_unauthorized(response, "this request is not authenticated by a session cookie")
+    assert_unauthorized(client.request("DELETE", "/v1/auth/session"), "this endpoint needs credentials")
+
+
+def test_other_unsafe_session_requests_need_the_csrf_token_too(client, users):
     users.create("ada@example.com")
-    _, jar, csrf = start_session(client)
-    response = client.request("DELETE", "/v1/auth/session", headers=dict(jar, **{"X-CSRF-Token": csrf}))
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    assert_problem(client.post("/v1/api-keys", json={"name": "ci"}, headers=cookie), 403)
+    response = client.post("/v1/api-keys", json={"name": "ci"}, headers=dict(cookie, **{"X-CSRF-Token": csrf_token}))
+    assert response.status == 201, response
+
+
+def test_bearer_and_api_key_requests_need_no_csrf_token(client, users):
+    user = users.create()
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}  # no cookie rides along
+    response = client.post("/v1/api-keys", json={"name": "ci"}, headers=users.headers(user))
+    assert response.status == 201, response
+    response = client.post("/v1/api-keys", json={"name": "ci 2"}, headers=dict(users.headers(user), **evil))
+    assert response.status == 201, response
+    key = response.json()["key"]
+    response = client.post("/v1/api-keys", json={"name": "from a key"}, headers={"X-API-Key": key, **evil})
+    assert response.status == 201, response
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+def create_key(client, headers, name="ci"):
+    response = client.post("/v1/api-keys", json={"name": name}, headers=headers)
+    assert response.status == 201, response
+    return response.json()
+
+
+def test_a_new_api_key_is_shown_once_and_stored_as_a_hash(client, users, database):
+    user = users.create()
+    response = client.post("/v1/api-keys", json={"name": "deploy bot"}, headers=users.headers(user))
+    assert response.status == 201, response
+    created = response.json()
+    assert set(created) == API_KEY_FIELDS | {"key"}
+    assert response.header("Location") == f"/v1/api-keys/{created['id']}"
+    assert created["name"] == "deploy bot" and created["last_used_at"] is None
+    prefix, key = created["prefix"], created["key"]
+    assert auth.api_key_prefix(key) == prefix
+    assert key.startswith(f"shop_{prefix}_") and len(key) == len("shop_") + 8 + 1 + 43
+    secret = key.rsplit("_", 1)[1] if key.count("_") == 2 else key[len(f"shop_{prefix}_"):]
+    values = all_values(database, "api_keys")
+    assert prefix in values
+    assert not any(key in value or secret in value for value in values)
+    listed = client.get("/v1/api-keys", headers=users.headers(user))
+    assert listed.status == 200
+    assert listed.json() == {"data": [{name: created[name] for name in API_KEY_FIELDS}]}
+    assert secret.encode() not in listed.body
+
+
+def test_an_api_key_authenticates_and_records_its_last_use(client, users):
+    user = users.create()
+    key = create_key(client, users.headers(user))["key"]
+    response = me(client, {"X-API-Key": key})
+    assert response.status == 200
+    assert response.json() == user
+    listed = client.get("/v1/api-keys", headers=users.headers(user)).json()["data"]
+    assert listed[0]["last_used_at"] is not None and listed[0]["last_used_at"].endswith("Z")
+
+
+def test_an_api_key_in_the_query_string_authenticates_nothing(client, users):
+    user = users.create()
+    key = create_key(client, users.headers(user))["key"]
+    assert_unauthorized(client.get(f"/v1/users/me?api_key={key}"), "this endpoint needs credentials")
+
+
+def test_a_revoked_api_key_is_401(client, users):
+    user = users.create()
+    created = create_key(client, users.headers(user))
+    assert me(client, {"X-API-Key": created["key"]}).status == 200
+    response = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(user))
     assert response.status == 204
-    cleared = [value for name, value in response.headers if name.lower() == "set-cookie"]
-    assert sorted(cookie.split(";")[0] for cookie in cleared) == ["csrf_token=", "session="]
-    assert all("Max-Age=0" in cookie for cookie in cleared)
-    assert client.get("/v1/users/me", headers=jar).status == 401
+    assert response.body == b""
+    assert_unauthorized(me(client, {"X-API-Key": created["key"]}), "the API key is not valid",
+                        www_authenticate=INVALID_TOKEN)
+    assert client.get("/v1/api-keys", headers=users.headers(user)).json() == {"data": []}
+    again = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(user))
+    assert_problem(again, 404, f"API key {created['id']} does not exist")
 
 
-def test_secure_cookies_get_the_host_prefix(database_url, database):
-    settings = config.load_settings({"APP_ENV": "test", "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET_KEY,
-                                     "PBKDF2_ITERATIONS": "1000", "SESSION_COOKIE_SECURE": "1"})
-    client = WSGIClient(server.create_app(settings, database=database))
-    post_json(client, "/v1/auth/register", {"email": "ada@example.com", "password": TEST_PASSWORD})
-    cookies, jar, _ = start_session(client)
-    assert all(cookie.startswith("__Host-") and "; Secure" in cookie for cookie in cookies)
-    assert client.get("/v1/users/me", headers=jar).status == 200
+def test_another_users_api_key_is_404_and_keeps_working(client, users):
+    owner, other = users.create(), users.create()
+    created = create_key(client, users.headers(owner))
+    response = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(other))
+    assert_problem(response, 404, f"API key {created['id']} does not exist")
+    assert client.get("/v1/api-keys", headers=users.headers(other)).json() == {"data": []}
+    assert me(client, {"X-API-Key": created["key"]}).json()["id"] == owner["id"]
 
 
-def test_bearer_requests_need_no_csrf_token(client, users):
-    response = post_json(client, "/v1/api-keys", {"name": "ci"}, headers=users.headers(users.create()))
-    assert response.status == 201
+def changed_last_character(key):
+    return key[:-1] + ("A" if key[-1] != "A" else "B")
 
 
-# -- API keys ------------------------------------------------------------------------------
-
-def test_an_api_key_is_shown_once_stored_hashed_and_works_in_its_header(client, users, database):
-    headers = users.headers(users.create())
-    created = post_json(client, "/v1/api-keys", {"name": "laptop"}, headers=headers)
-    assert created.status == 201
-    key = created.json()["key"]
-    assert created.header("Location") == f"/v1/api-keys/{created.json()['id']}"
-    assert key.startswith("shop_") and auth.api_key_prefix(key) == created.json()["prefix"]
-    with database.connection() as connection:
-        stored = connection.fetch_all("SELECT prefix, key_hash FROM api_keys")
-    assert key not in json.dumps(stored) and stored[0]["key_hash"] == auth.hash_token(key)
-    listed = client.get("/v1/api-keys", headers=headers).json()["data"]
-    assert [set(row) for row in listed] == [{"id", "name", "prefix", "created_at", "last_used_at"}]
-    assert client.get("/v1/users/me", headers={"X-API-Key": key}).status == 200
-    assert client.get("/v1/api-keys", headers=headers).json()["data"][0]["last_used_at"] is not None
-    assert client.get(f"/v1/users/me?api_key={key}").status == 401  # never from the URL
+# (id, make(a live key) -> a key that is not valid)
+BAD_API_KEYS = [
+    ("empty", lambda key: ""),
+    ("kind only", lambda key: "shop_"),
+    ("secret cut short", lambda key: key[:-1]),
+    ("secret one character longer", lambda key: key + "A"),
+    ("secret changed", changed_last_character),
+    ("prefix upper-cased", lambda key: key[:5] + key[5:13].upper() + key[13:]),
+    ("another kind", lambda key: "sk" + key[4:]),
+    ("unknown prefix", lambda key: "shop_aaaaaaaa_" + key[14:]),
+    ("a refresh-token-like string", lambda key: "wykPhD_SnkNo7s3Z4HvOK01BHMQGq8SmMrm4EF7pTLo"),
+]
 
 
-def test_a_revoked_or_malformed_key_is_401_and_another_users_key_is_404(client, users):
-    owner, stranger = users.create(), users.create()
-    created = post_json(client, "/v1/api-keys", {"name": "old"}, headers=users.headers(owner)).json()
-    assert client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(stranger)).status == 404
-    assert client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(owner)).status == 204
-    assert client.get("/v1/users/me", headers={"X-API-Key": created["key"]}).status == 401
-    assert client.get("/v1/users/me", headers={"X-API-Key": "shop_nope"}).status == 401
+@pytest.mark.parametrize("make", [case[1] for case in BAD_API_KEYS], ids=[case[0] for case in BAD_API_KEYS])
+def test_a_malformed_or_wrong_api_key_is_401(client, users, make):
+    user = users.create()
+    key = create_key(client, users.headers(user))["key"]
+    assert_unauthorized(me(client, {"X-API-Key": make(key)}), "the API key is not valid",
+                        www_authenticate=INVALID_TOKEN)
 
 
 def test_an_admins_key_reaches_admin_routes_and_a_users_key_does_not(client, users):
-    admin_key = post_json(client, "/v1/api-keys", {"name": "a"}, headers=users.headers(users.admin())).json()["key"]
-    user_key = post_json(client, "/v1/api-keys", {"name": "u"}, headers=users.headers(users.create())).json()["key"]
+    admin, user = users.admin(), users.create()
+    admin_key = create_key(client, users.headers(admin))["key"]
+    user_key = create_key(client, users.headers(user))["key"]
     assert client.get("/v1/users", headers={"X-API-Key": admin_key}).status == 200
-    assert client.get("/v1/users", headers={"X-API-Key": user_key}).status == 403
+    assert_problem(client.get("/v1/users", headers={"X-API-Key": user_key}), 403, "this endpoint is for admins")
 
 
-# -- every protected route -----------------------------------------------------------------
+@pytest.mark.parametrize("body, errors", [
+    ({}, [{"field": "name", "message": "is required"}]),
+    ({"name": ""}, [{"field": "name", "message": "must be 1 to 100 characters"}]),
+    ({"name": "x" * 101}, [{"field": "name", "message": "must be 1 to 100 characters"}]),
+    ({"name": 7}, [{"field": "name", "message": "must be a string"}]),
+    ({"name": "ci", "user_id": 1}, [{"field": "user_id", "message": "is not a known field"}]),
+], ids=["missing", "empty", "too long", "a number", "another user's"])
+def test_bad_api_key_names_are_422(client, users, database, body, errors):
+    user = users.create()
+    assert_problem(client.post("/v1/api-keys", json=body, headers=users.headers(user)), 422, errors=errors)
+    assert count_rows(database, "api_keys") == 0
 
-PROTECTED = [(method, pattern.replace("{id:int}", "1")) for method, pattern, _, _, access, _ in routes.ROUTES
-             if access != "public"]
+
+# -- roles: every protected route of the table -------------------------------------------
+
+PROTECTED_ROUTES = [(method, path.replace("{id:int}", "1"))
+                    for method, path, _, _, access, _ in routes.ROUTES if access in ("user", "admin")]
 
 
-@pytest.mark.parametrize("method, path", PROTECTED)
+@pytest.mark.parametrize("method, path", PROTECTED_ROUTES, ids=[" ".join(route) for route in PROTECTED_ROUTES])
 def test_every_protected_route_is_401_without_credentials(client, method, path):
-    body = {} if method in ("POST", "PATCH") else None
+    body = {} if method not in ("GET", "HEAD", "DELETE") else None
     response = client.request(method, path, json=body)
-    assert response.status == 401, response
-    assert response.header("WWW-Authenticate") == 'Bearer realm="shop"'
+    assert_unauthorized(response, "this endpoint needs credentials")
