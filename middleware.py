@@ -121,17 +121,25 @@ def authenticate(request, call_next):
     session cookie. Bad bearer or API-key credentials are a 401 even on public routes (the
     client meant to be someone); a stale session cookie is simply ignored, since browsers
     send cookies unasked. A session-authenticated unsafe request must also pass the CSRF
-    check. API keys are read from the header only: a query string ends up in logs.
+    check; on a public route (login, register) a session that fails it is ignored like a
+    stale one, so a browser still logged in can log in again, and nothing runs as its user.
+    API keys are read from the header only: a query string ends up in logs.
     """
     request.user = _identify(request)
     route = request.route
-    if route is not None and route.access != "public":
+    needs_user = route is not None and route.access != "public"
+    csrf_problem = None
+    if request.user is not None and request.user["via"] == "session" and request.method not in SAFE_METHODS:
+        csrf_problem = _csrf_problem(request)
+        if csrf_problem is not None and not needs_user:
+            request.user = None
+    if needs_user:
         if request.user is None:
             raise Unauthorized("this endpoint needs credentials", headers=[("WWW-Authenticate", WWW_AUTHENTICATE)])
         if route.access == "admin" and request.user["role"] != "admin":
             raise Forbidden("this endpoint is for admins")
-    if request.user is not None and request.user["via"] == "session" and request.method not in SAFE_METHODS:
-        _check_csrf(request)
+        if csrf_problem is not None:
+            raise Forbidden(csrf_problem)
     return call_next(request)
 
 
@@ -176,8 +184,8 @@ def _identify(request):
     return None
 
 
-def _check_csrf(request):
-    """Refuse a cookie-authenticated unsafe request that another site could have forged.
+def _csrf_problem(request):
+    """Why a cookie-authenticated unsafe request may have been forged by another site, or None.
 
     Browsers attach cookies to cross-site requests, so the cookie alone proves nothing. Three
     checks: the browser's own word on where the request came from (Sec-Fetch-Site), the
@@ -186,15 +194,16 @@ def _check_csrf(request):
     """
     fetch_site = request.header("Sec-Fetch-Site")
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        raise Forbidden("cross-site requests cannot use the session cookie")
+        return "cross-site requests cannot use the session cookie"
     origin = request.header("Origin")
     own_origin = f"{request.environ.get('wsgi.url_scheme', 'http')}://{request.header('Host', '')}"
     if origin is not None and origin != own_origin:
-        raise Forbidden("cross-origin requests cannot use the session cookie")
+        return "cross-origin requests cannot use the session cookie"
     token = request.header("X-CSRF-Token") or ""
     keys = request.services.settings.secret_keys
     if not auth.verify_csrf_token(token, request.user["session_id"], keys):
-        raise Forbidden("a missing or wrong X-CSRF-Token header")
+        return "a missing or wrong X-CSRF-Token header"
+    return None
 
 
 def _unauthorized(detail, error_code):

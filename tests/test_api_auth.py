@@ -738,9 +738,37 @@ def test_bearer_and_api_key_requests_need_no_csrf_token(client, users):
     assert response.status == 201, response
     response = client.post("/v1/api-keys", json={"name": "ci 2"}, headers=dict(users.headers(user), **evil))
     assert response.status == 201, response
-    key = response.json()["key"]
-    response = client.post("/v1/api-keys", json={"name": "from a key"}, headers={"X-API-Key": key, **evil})
+    key, other_key_id = response.json()["key"], create_key(client, users.headers(user), "old")["id"]
+    response = client.request("DELETE", f"/v1/api-keys/{other_key_id}", headers={"X-API-Key": key, **evil})
+    assert response.status == 204, response
+
+
+def test_a_browser_still_logged_in_can_log_in_and_register_again(client, users):
+    users.create("ada@example.com")
+    cookie, _ = start_session(client, "ada@example.com")
+    # No X-CSRF-Token: these public routes serve anonymous callers, and the cookie is ignored.
+    session = client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD},
+                          headers=cookie)
+    assert session.status == 200, session
+    assert len(set_cookies(session)) == 2
+    assert client.post("/v1/auth/login", json={"email": "ada@example.com", "password": TEST_PASSWORD},
+                       headers=cookie).status == 200
+    assert register(client, "bob@example.com").status == 201
+    response = client.post("/v1/auth/register", json={"email": "eve@example.com", "password": TEST_PASSWORD},
+                           headers=dict(cookie, **{"Origin": "https://evil.example"}))
     assert response.status == 201, response
+    assert response.json()["role"] == "user"
+    assert me(client, cookie).status == 200  # the first session is untouched
+
+
+def test_an_expired_session_cookie_authenticates_nothing(client, users, database):
+    users.create("ada@example.com")
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    with database.transaction() as connection:
+        connection.execute("UPDATE sessions SET expires_at = :past", {"past": "2020-01-01T00:00:00.000000Z"})
+    assert_unauthorized(me(client, cookie), "this endpoint needs credentials")
+    response = client.request("DELETE", "/v1/auth/session", headers=dict(cookie, **{"X-CSRF-Token": csrf_token}))
+    assert_unauthorized(response, "this endpoint needs credentials")
 
 
 # -- API keys ----------------------------------------------------------------------------
