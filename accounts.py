@@ -212,13 +212,23 @@ def end_session(database, session_id):
 # -- API keys ----------------------------------------------------------------------------
 
 def create_api_key(database, user_id, name):
-    """A new key for the user: (its row, the full key). The key is shown this once."""
+    """A new key for the user: (its row, the full key). The key is shown this once.
+
+    Raises InvalidCredentials when the account no longer exists: an access token outlives
+    its account by up to 15 minutes, and the foreign key refuses a key for nobody.
+    """
     key, prefix = auth.new_api_key()
-    with database.transaction() as connection:
-        row = sql_credentials.insert_api_key(
-            connection, user_id=user_id, name=name, prefix=prefix,
-            key_hash=auth.hash_token(key), now=db.utc_now(),
-        )
+    try:
+        with database.transaction() as connection:
+            row = sql_credentials.insert_api_key(
+                connection, user_id=user_id, name=name, prefix=prefix,
+                key_hash=auth.hash_token(key), now=db.utc_now(),
+            )
+    except db.IntegrityError:
+        with database.connection() as connection:
+            if sql_users.get_user(connection, user_id) is not None:
+                raise  # the account exists: the random prefix was taken, once in 2**40 keys
+        raise InvalidCredentials("this account no longer exists") from None
     return row, key
 
 

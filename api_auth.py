@@ -92,7 +92,10 @@ def end_session(request):
 def create_api_key(request):
     """POST /v1/api-keys: a new key. Its secret is in this answer and never again."""
     body = validate(request.json(), API_KEY)
-    row, key = accounts.create_api_key(request.services.database, request.user["id"], body["name"])
+    try:
+        row, key = accounts.create_api_key(request.services.database, request.user["id"], body["name"])
+    except accounts.InvalidCredentials as error:
+        raise _unauthorized(str(error), "invalid_token") from None
     return Response.json(dict(row, key=key), status=201, headers=[("Location", f"/v1/api-keys/{row['id']}")])
 
 
@@ -137,8 +140,10 @@ def _check_login(request):
     return user
 
 
-def _unauthorized(detail):
-    return Unauthorized(detail, headers=[("WWW-Authenticate", middleware.WWW_AUTHENTICATE)])
+def _unauthorized(detail, error_code=None):
+    """A 401 naming the scheme (RFC 6750 §3), and the error when credentials were presented."""
+    challenge = middleware.WWW_AUTHENTICATE + (f', error="{error_code}"' if error_code else "")
+    return Unauthorized(detail, headers=[("WWW-Authenticate", challenge)])
 
 
 def _cookie(request, base_name, value, max_age, *, http_only):

@@ -865,6 +865,16 @@ def test_a_malformed_or_wrong_api_key_is_401(client, users, make):
                         www_authenticate=INVALID_TOKEN)
 
 
+def test_a_token_that_outlived_its_account_gets_no_api_key(client, users, settings, database):
+    user = users.create()
+    headers = users.headers(user)
+    with database.transaction() as connection:
+        connection.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})
+    response = client.post("/v1/api-keys", json={"name": "ci"}, headers=headers)
+    assert_unauthorized(response, "this account no longer exists", www_authenticate=INVALID_TOKEN)
+    assert count_rows(database, "api_keys") == 0
+
+
 def test_an_admins_key_reaches_admin_routes_and_a_users_key_does_not(client, users):
     admin, user = users.admin(), users.create()
     admin_key = create_key(client, users.headers(admin))["key"]
@@ -884,6 +894,27 @@ def test_bad_api_key_names_are_422(client, users, database, body, errors):
     user = users.create()
     assert_problem(client.post("/v1/api-keys", json=body, headers=users.headers(user)), 422, errors=errors)
     assert count_rows(database, "api_keys") == 0
+
+
+# -- logs --------------------------------------------------------------------------------
+
+def test_no_password_token_or_key_reaches_the_log(client, users, log_stream, logger):
+    users.create("ada@example.com")
+    tokens = tokens_for(client, "ada@example.com")
+    new_tokens = refresh(client, tokens["refresh_token"]).json()
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    key = create_key(client, bearer(new_tokens["access_token"]))["key"]
+    me(client, {"X-API-Key": key})
+    client.get(f"/v1/users/me?api_key={key}")
+    login(client, "ada@example.com", OTHER_PASSWORD)
+    register(client, "bob@example.com", "fourteen chars")
+    logger.flush()
+    log = log_stream.getvalue()
+    assert log.count("\n") >= 8  # a line per request at least: the log was written
+    secrets = [TEST_PASSWORD, OTHER_PASSWORD, "fourteen chars", tokens["access_token"], tokens["refresh_token"],
+               new_tokens["refresh_token"], cookie["Cookie"].split(";")[0].split("=", 1)[1], csrf_token, key]
+    for secret in secrets:
+        assert secret not in log
 
 
 # -- roles: every protected route of the table -------------------------------------------
