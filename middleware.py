@@ -196,7 +196,10 @@ def _csrf_problem(request):
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         return "cross-site requests cannot use the session cookie"
     origin = request.header("Origin")
-    own_origin = f"{request.environ.get('wsgi.url_scheme', 'http')}://{request.header('Host', '')}"
+    # Secure cookies travel over HTTPS only, so with them the browser's page is https:// even
+    # when a TLS-terminating proxy hands us plain http (SESSION_COOKIE_SECURE=1 is for that).
+    scheme = request.environ.get("wsgi.url_scheme", "http")
+    own_origin = f"{'https' if cookie_is_secure(request) else scheme}://{request.header('Host', '')}"
     if origin is not None and origin != own_origin:
         return "cross-origin requests cannot use the session cookie"
     token = request.header("X-CSRF-Token") or ""

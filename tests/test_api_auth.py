@@ -647,6 +647,17 @@ def test_with_secure_cookies_both_are_host_prefixed_and_secure(secure_client, us
     ]
 
 
+def test_with_secure_cookies_our_own_origin_is_https_even_behind_a_tls_proxy(secure_client, users):
+    # The proxy speaks plain http to the app; the browser's page, holding Secure cookies, is https.
+    users.create("ada@example.com")
+    cookie, csrf_token = start_session(secure_client, "ada@example.com")
+    headers = dict(cookie, **{"X-CSRF-Token": csrf_token})
+    response = secure_client.request("DELETE", "/v1/auth/session", headers=dict(headers, Origin="http://127.0.0.1"))
+    assert_problem(response, 403, "cross-origin requests cannot use the session cookie")
+    response = secure_client.request("DELETE", "/v1/auth/session", headers=dict(headers, Origin="https://127.0.0.1"))
+    assert response.status == 204, response
+
+
 def test_the_session_cookie_alone_authenticates_a_read(client, users):
     user = users.create("ada@example.com")
     cookie, _ = start_session(client, "ada@example.com")
