@@ -696,7 +696,8 @@ FORGED_LOGOUTS = [
 @pytest.mark.parametrize("forged_headers, detail", [case[1:] for case in FORGED_LOGOUTS],
                          ids=[case[0] for case in FORGED_LOGOUTS])
 def test_a_session_logout_without_proof_of_origin_is_403_and_changes_nothing(client, users, forged_headers, detail):
-    users.create("ada@example.com"), users.create("bob@example.com")
+    users.create("ada@example.com")
+    users.create("bob@example.com")
     cookie, csrf_token = start_session(client, "ada@example.com")
     _, other_csrf_token = start_session(client, "bob@example.com")
     headers = dict(cookie, **forged_headers(csrf_token, other_csrf_token, own_origin(client)))
@@ -801,7 +802,7 @@ def test_a_new_api_key_is_shown_once_and_stored_as_a_hash(client, users, databas
     prefix, key = created["prefix"], created["key"]
     assert auth.api_key_prefix(key) == prefix
     assert key.startswith(f"shop_{prefix}_") and len(key) == len("shop_") + 8 + 1 + 43
-    secret = key.rsplit("_", 1)[1] if key.count("_") == 2 else key[len(f"shop_{prefix}_"):]
+    secret = key.removeprefix(f"shop_{prefix}_")
     values = all_values(database, "api_keys")
     assert prefix in values
     assert not any(key in value or secret in value for value in values)
