@@ -27,6 +27,7 @@ import config
 import db
 import seed
 import server
+import web
 from observe import JSONLogger
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -174,6 +175,21 @@ def client(request, app):
     else:
         with running_server(app) as base_url:
             yield LiveClient(base_url)
+
+
+def assert_problem(response, status, detail=None, *, errors=None):
+    """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
+    assert response.status == status, response
+    assert response.header("Content-Type") == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["title"] == web.REASON_PHRASES[status]
+    assert problem["request_id"] == response.header("X-Request-ID")
+    if detail is not None:
+        assert problem["detail"] == detail
+    if errors is not None:
+        assert problem["errors"] == errors
+    return problem
 
 
 def send_at_once(base_url, requests):

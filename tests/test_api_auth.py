@@ -22,7 +22,9 @@ import auth
 import config
 import routes
 import server
-from conftest import TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, WSGIClient, send_at_once
+from conftest import (
+    TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, WSGIClient, assert_problem, send_at_once,
+)
 
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "refresh_token"}
@@ -41,20 +43,6 @@ COMMON_PASSWORD = next(
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-def assert_problem(response, status, detail=None, *, errors=None):
-    """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
-    assert response.status == status, response
-    assert response.header("Content-Type") == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["request_id"] == response.header("X-Request-ID")
-    if detail is not None:
-        assert problem["detail"] == detail
-    if errors is not None:
-        assert problem["errors"] == errors
-    return problem
-
 
 def assert_unauthorized(response, detail=None, *, www_authenticate=WWW_AUTHENTICATE):
     """A 401 problem that names the scheme to use (RFC 6750 §3), and never a 500."""

@@ -13,7 +13,7 @@ import pytest
 import seed
 import sql_items
 import web
-from conftest import send_at_once
+from conftest import send_at_once, assert_problem
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
@@ -35,21 +35,6 @@ def admin(users):
 def customer(users):
     """Authorization headers of a plain user."""
     return users.headers(users.create())
-
-
-def assert_problem(response, status, detail=None, *, errors=None):
-    """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
-    assert response.status == status, response
-    assert response.header("Content-Type") == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["title"] == web.REASON_PHRASES[status]
-    assert problem["request_id"] == response.header("X-Request-ID")
-    if detail is not None:
-        assert problem["detail"] == detail
-    if errors is not None:
-        assert problem["errors"] == errors
-    return problem
 
 
 def etag(item_id, version):

@@ -14,7 +14,7 @@ import pytest
 
 import config
 import server
-from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, send_at_once
+from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, send_at_once, assert_problem
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
@@ -23,20 +23,6 @@ WWW_AUTHENTICATE = 'Bearer realm="shop"'
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-def assert_problem(response, status, detail=None, *, errors=None):
-    """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
-    assert response.status == status, response
-    assert response.header("Content-Type") == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["request_id"] == response.header("X-Request-ID")
-    if detail is not None:
-        assert problem["detail"] == detail
-    if errors is not None:
-        assert problem["errors"] == errors
-    return problem
-
 
 def patch(client, path, body, headers=None):
     return client.request("PATCH", path, json=body, headers=headers)
