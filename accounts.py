@@ -78,10 +78,10 @@ def check_password(database, email, password, *, iterations):
     return {"id": login["id"], "role": login["role"]}
 
 
-def change_password(database, user_id, current_password, new_password, *, iterations, keep_session_id=None):
-    """Set a new password after checking the current one; revoke every refresh token and
-    every other session, so a thief holding one loses it. Raises InvalidCredentials."""
-    verify_current_password(database, user_id, current_password)
+def change_password(database, user_id, new_password, *, iterations, keep_session_id=None):
+    """Set a new password; revoke every refresh token and every other session, so a thief
+    holding one loses it. The caller has checked the current password (verify_current_password):
+    checking it again here would cost a second PBKDF2 run for nothing."""
     new_hash = auth.hash_password(new_password, iterations)
     now = db.utc_now()
     keep = auth.hash_token(keep_session_id) if keep_session_id else None

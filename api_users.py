@@ -49,7 +49,7 @@ def update_me(request):
             accounts.change_email(services.database, user_id, changes["email"])
         if "password" in changes:
             accounts.change_password(
-                services.database, user_id, changes["current_password"], changes["password"],
+                services.database, user_id, changes["password"],
                 iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
             )
     except accounts.InvalidCredentials:
