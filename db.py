@@ -26,7 +26,7 @@ import re
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -370,9 +370,19 @@ def split_statements(script):
     return statements
 
 
-def utc_now():
-    """The current time as fixed-width RFC 3339 UTC text, the form every timestamp is stored in."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def utc_now(offset_seconds=0):
+    """The current time as fixed-width RFC 3339 UTC text, the form every timestamp is stored in;
+    `offset_seconds` later (or earlier, when negative)."""
+    return utc_text(datetime.now(timezone.utc) + timedelta(seconds=offset_seconds))
+
+
+def utc_text(moment):
+    """An aware datetime as fixed-width RFC 3339 UTC text.
+
+    >>> utc_text(datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc))
+    '2026-11-28T10:00:00.000000Z'
+    """
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _migration_files(migrations_dir):

@@ -56,7 +56,7 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     `sortable` is the allow-list of column names; `filters` the already-checked filter
     values, which a cursor must match. Raises BadRequest (400) naming the bad parameter.
     """
-    limit = _whole_number(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    limit = parse_limit(query)
     sort_text = _single(query, "sort")
     if sort_text is None:
         sort_text = default_sort
@@ -78,6 +78,11 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     ):
         raise BadRequest("the cursor is invalid, or was made for another sort or filter")
     return Page(limit, None, sort, tuple(state["after"]), cursor, sort_text, fingerprint)
+
+
+def parse_limit(query):
+    """`limit` from a parsed query: DEFAULT_LIMIT when absent, 400 outside 1..MAX_LIMIT."""
+    return _whole_number(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
 
 
 def reject_unknown_parameters(query, allowed):

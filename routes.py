@@ -8,6 +8,8 @@ whole list of what the API offers and to whom.
 import api_auth
 import api_items
 import api_ops
+import api_orders
+import api_reports
 import api_users
 from web import Router
 
@@ -33,6 +35,12 @@ ROUTES = [
     ("GET",    "/v1/items/{id:int}",     api_items.get_item,        "get_item",       "public", "Read one item"),
     ("PATCH",  "/v1/items/{id:int}",     api_items.update_item,     "update_item",    "admin",  "Change an item (If-Match)"),
     ("DELETE", "/v1/items/{id:int}",     api_items.delete_item,     "delete_item",    "admin",  "Archive an item"),
+    ("POST",   "/v1/orders",             api_orders.create_order,   "create_order",   "user",   "Place an order (Idempotency-Key)"),
+    ("GET",    "/v1/orders",             api_orders.list_orders,    "list_orders",    "user",   "List your orders (an admin: all)"),
+    ("GET",    "/v1/orders/{id:int}",    api_orders.get_order,      "get_order",      "user",   "Read one order"),
+    ("PATCH",  "/v1/orders/{id:int}",    api_orders.update_order,   "update_order",   "admin",  "Move an order: paid, shipped, cancelled"),
+    ("POST",   "/v1/orders/{id:int}/cancel", api_orders.cancel_order, "cancel_order", "user",   "Cancel your pending order"),
+    ("GET",    "/v1/reports/sales",      api_reports.sales_report,  "sales_report",   "admin",  "Sales per day or per item"),
 ]
 
 

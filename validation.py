@@ -28,10 +28,13 @@ MAX_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript too
 
 
 class Field:
-    """One field of a JSON object: its name, kind ("string", "integer", "email") and limits."""
+    """One field of a JSON object: its name, kind ("string", "integer", "email", "list") and limits.
+
+    A "list" holds `min_length` to `max_length` objects, each checked against `item_fields`.
+    """
 
     def __init__(self, name, kind, *, required=True, min_length=1, max_length=None,
-                 minimum=None, maximum=MAX_INTEGER, choices=None, default=None):
+                 minimum=None, maximum=MAX_INTEGER, choices=None, default=None, item_fields=None):
         self.name = name
         self.kind = kind
         self.required = required
@@ -41,9 +44,10 @@ class Field:
         self.maximum = maximum
         self.choices = choices
         self.default = default
+        self.item_fields = item_fields
 
     def check(self, value):
-        """Return (clean value, None) or (None, message)."""
+        """Return (clean value, None) or (None, message). A "list" goes through `check_list`."""
         if self.kind == "integer":
             # bool is an int in Python, but `true` is not a number in JSON.
             if not isinstance(value, int) or isinstance(value, bool):
@@ -71,6 +75,25 @@ class Field:
             return None, f"must be {self.min_length} to {self.max_length} characters"
         return value, None
 
+    def check_list(self, value):
+        """Return (clean list, []) or (None, errors), each error naming its entry: `lines[2].quantity`."""
+        if not isinstance(value, list):
+            return None, [{"field": self.name, "message": "must be a list"}]
+        if not self.min_length <= len(value) <= self.max_length:
+            return None, [{"field": self.name, "message": f"must hold {self.min_length} to {self.max_length} entries"}]
+        clean, errors = [], []
+        for position, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                errors.append({"field": f"{self.name}[{position}]", "message": "must be a JSON object"})
+                continue
+            try:
+                clean.append(validate(entry, self.item_fields))
+            except UnprocessableContent as refused:
+                for error in refused.errors:
+                    path = f"{self.name}[{position}]" + (f".{error['field']}" if error["field"] else "")
+                    errors.append({"field": path, "message": error["message"]})
+        return (None, errors) if errors else (clean, [])
+
 
 def validate(document, fields, *, partial=False):
     """Check a parsed JSON body against `fields`; return {name: clean value}.
@@ -89,6 +112,12 @@ def validate(document, fields, *, partial=False):
                 errors.append({"field": field.name, "message": "is required"})
             elif field.default is not None and not partial:
                 clean[field.name] = field.default
+            continue
+        if field.kind == "list":
+            value, list_errors = field.check_list(document[field.name])
+            errors.extend(list_errors)
+            if not list_errors:
+                clean[field.name] = value
             continue
         value, message = field.check(document[field.name])
         if message:

@@ -18,9 +18,9 @@ from pagination import parse_sort
 # -- migrations --------------------------------------------------------------------------
 
 def test_migrate_records_the_baseline_once(database):
-    assert db.applied_versions(database) == [1, 2]
+    assert db.applied_versions(database) == [1, 2, 3]
     assert db.migrate(database) == []  # nothing left to apply
-    assert db.applied_versions(database) == [1, 2]
+    assert db.applied_versions(database) == [1, 2, 3]
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):
@@ -75,7 +75,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert db.applied_versions(database) == [1, 2]
+        assert db.applied_versions(database) == [1, 2, 3]
     finally:
         database.close()
 
@@ -94,7 +94,7 @@ def test_both_engines_end_with_the_same_tables_columns_and_indexes(tmp_path):
         assert sqlite_shape == postgres_shape
         assert set(sqlite_shape["tables"]) == {
             "users", "items", "orders", "order_items", "schema_migrations",
-            "refresh_tokens", "sessions", "api_keys",
+            "refresh_tokens", "sessions", "api_keys", "idempotency_keys",
         }
     finally:
         sqlite_database.close()

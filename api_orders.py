@@ -1,0 +1,236 @@
+"""Handlers for orders: place one (with an Idempotency-Key), read them, cancel, change status.
+
+    $ curl -i localhost:8000/v1/orders -H "Authorization: Bearer $TOKEN" \\
+        -H 'Idempotency-Key: 5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10' \\
+        -H 'Content-Type: application/json' -d '{"lines": [{"item_id": 1, "quantity": 2}]}'
+    HTTP/1.1 201 Created
+    Location: /v1/orders/1
+    ETag: "order-1-pending"
+
+    {"id": 1, "user_id": 2, "status": "pending", "total_cents": 2998, ...,
+     "lines": [{"item_id": 1, "name": "...", "quantity": 2, "unit_price_cents": 1499}]}
+
+Who sees what: a user sees only their own orders, an admin sees every order. Another
+user's order is a 404, exactly like an order that does not exist: a 403 would tell the
+caller that order 41 exists, and so how many orders the shop has taken.
+"""
+
+import datetime as dt
+
+import db
+import idempotency
+import orders
+import pagination
+from validation import Field, validate
+from web import BadRequest, Conflict, NotFound, Response, UnprocessableContent
+
+LINE_FIELDS = [
+    Field("item_id", "integer", minimum=1),
+    Field("quantity", "integer", minimum=1, maximum=orders.MAX_QUANTITY),
+]
+ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
+STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
+LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
+MAX_TIMESTAMP_CHARS = 40
+KEY_IN_USE_RETRY_AFTER_SECONDS = 1
+
+
+def create_order(request):
+    """POST /v1/orders: 201 with the order and its Location, sent after the COMMIT.
+
+    Prices and the total come from the database; the body names only items and quantities
+    (any other field is a 422, so a client learns it cannot set `total_cents` or `status`).
+    """
+    document = request.json()
+    lines = _order_lines(document)
+    database = request.services.database
+    user_id = request.user["id"]
+    key = request.header("Idempotency-Key")
+    if key is None:
+        return created_response(_place(database, user_id, lines))
+    if not idempotency.valid_key(key):
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_CHARS} visible ASCII characters"
+        )
+    try:
+        outcome = idempotency.begin(database, user_id, key, idempotency.fingerprint("POST", request.path, document))
+    except idempotency.KeyReused:
+        raise UnprocessableContent(
+            [{"field": "Idempotency-Key", "message": "was already used with a different request"}],
+            "this Idempotency-Key belongs to another request; use a new key for a new request",
+        ) from None
+    except idempotency.KeyInUse:
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers=[("Retry-After", str(KEY_IN_USE_RETRY_AFTER_SECONDS))],
+        ) from None
+    if isinstance(outcome, idempotency.StoredResponse):
+        return Response(outcome.body, outcome.status, outcome.headers + [("Idempotent-Replayed", "true")])
+
+    def remember_response(connection, order):
+        return idempotency.save(connection, outcome, created_response(order))
+
+    try:
+        order = _place(database, user_id, lines, before_commit=remember_response)
+    except orders.LostClaim:
+        raise Conflict("this request outlived its hold on the Idempotency-Key; retry it") from None
+    except Exception:
+        # Nothing was committed (a refusal, or a failure): the key is free for a retry.
+        _release_quietly(database, outcome)
+        raise
+    return created_response(order)
+
+
+def list_orders(request):
+    """GET /v1/orders: the caller's orders (an admin: everyone's), newest first, with lines."""
+    query = request.query
+    pagination.reject_unknown_parameters(query, LIST_PARAMETERS)
+    filters = _order_filters(request)
+    if request.user["role"] != "admin":
+        filters["user_id"] = request.user["id"]
+    keys = request.services.settings.secret_keys
+    page = pagination.parse_page(query, sortable={"created_at"}, default_sort="-created_at", filters=filters, keys=keys)
+    found = orders.list_orders(
+        request.services.database, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after,
+        **filters,
+    )
+    query_params = {name: value for name, value in filters.items() if name != "user_id"}
+    body, link_header = pagination.envelope(
+        [public_order(order) for order in found], page, path=request.path, query_params=query_params, keys=keys
+    )
+    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
+
+
+def get_order(request):
+    """GET /v1/orders/{id}: one order with its lines; 404 when it is not the caller's."""
+    order_id = request.path_params["id"]
+    order = orders.get_order(request.services.database, order_id, user_id=_owner_filter(request))
+    if order is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return Response.json(public_order(order), headers=[("ETag", order_etag(order)), ("Cache-Control", "no-cache")])
+
+
+def cancel_order(request):
+    """POST /v1/orders/{id}/cancel: the owner cancels a pending order; its stock comes back.
+
+    Only a pending order: once paid, cancelling means a refund, which is an admin's PATCH.
+    """
+    order_id = request.path_params["id"]
+    return _change_status(request, order_id, "cancelled", user_id=_owner_filter(request), only_from="pending")
+
+
+def update_order(request):
+    """PATCH /v1/orders/{id} (admin): {"status": "paid" | "shipped" | "cancelled"}, along the
+    state machine in orders.py; any other move is a 409."""
+    change = validate(request.json(), STATUS_CHANGE)
+    return _change_status(request, request.path_params["id"], change["status"], user_id=None)
+
+
+def public_order(order):
+    """The order as the API shows it (its lines included)."""
+    return dict(order)
+
+
+def order_etag(order):
+    """A strong validator: lines never change after placing, and an order passes through each
+    status at most once, so its id and status name exactly one representation."""
+    return f'"order-{order["id"]}-{order["status"]}"'
+
+
+def created_response(order):
+    """The 201 for a new order. Also what an Idempotency-Key replays, so it depends on the
+    order alone (no request id, no clock)."""
+    headers = [("Location", f"/v1/orders/{order['id']}"), ("ETag", order_etag(order))]
+    return Response.json(public_order(order), status=201, headers=headers)
+
+
+def _place(database, user_id, lines, before_commit=None):
+    try:
+        return orders.place_order(database, user_id, lines, before_commit=before_commit)
+    except orders.UnknownItems as refused:
+        unknown = set(refused.item_ids)
+        raise UnprocessableContent(
+            [{"field": f"lines[{position}].item_id", "message": f"item {line['item_id']} does not exist"}
+             for position, line in enumerate(lines) if line["item_id"] in unknown],
+        ) from None
+    except orders.OutOfStock as short:
+        raise Conflict(
+            f"not enough stock for item {short.item_id} ({short.name}):"
+            f" {short.requested} requested, {short.available} available",
+            extra={"item_id": short.item_id, "requested": short.requested, "available": short.available},
+        ) from None
+
+
+def _change_status(request, order_id, to_status, *, user_id, only_from=None):
+    try:
+        order = orders.change_status(request.services.database, order_id, to_status, user_id=user_id, only_from=only_from)
+    except orders.InvalidTransition as refused:
+        raise Conflict(
+            f"order {order_id} is {refused.from_status}; it cannot become {refused.to_status}",
+            extra={"current_status": refused.from_status},
+        ) from None
+    if order is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return Response.json(public_order(order), headers=[("ETag", order_etag(order))])
+
+
+def _order_lines(document):
+    """The checked lines; every problem (each bad entry, each repeated item) in one 422."""
+    lines = validate(document, ORDER_FIELDS)["lines"]
+    first_position = {}
+    errors = []
+    for position, line in enumerate(lines):
+        if line["item_id"] in first_position:
+            errors.append({
+                "field": f"lines[{position}].item_id",
+                "message": f"item {line['item_id']} is already in lines[{first_position[line['item_id']]}];"
+                           " one line per item",
+            })
+        first_position.setdefault(line["item_id"], position)
+    if errors:
+        raise UnprocessableContent(errors)
+    return lines
+
+
+def _owner_filter(request):
+    """None for an admin (every order), else the caller's id (their orders only)."""
+    return None if request.user["role"] == "admin" else request.user["id"]
+
+
+def _order_filters(request):
+    filters = {}
+    status = request.query_value("status")
+    if status is not None:
+        if status not in orders.STATUSES:
+            raise BadRequest(f"'status' must be one of: {', '.join(orders.STATUSES)}")
+        filters["status"] = status
+    for name in ("created_from", "created_to"):
+        text = request.query_value(name)
+        if text is not None:
+            filters[name] = _timestamp(name, text)
+    if "created_from" in filters and "created_to" in filters and filters["created_from"] > filters["created_to"]:
+        raise BadRequest("'created_from' is after 'created_to'")
+    return filters
+
+
+def _timestamp(name, text):
+    """An RFC 3339 date-time with an offset, or a date (midnight UTC), as stored text."""
+    moment = None
+    if len(text) <= MAX_TIMESTAMP_CHARS:
+        try:
+            if len(text) == 10:
+                moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc)
+            else:
+                moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest(f"'{name}' must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)")
+    return db.utc_text(moment)
+
+
+def _release_quietly(database, claim):
+    try:
+        idempotency.release(database, claim)
+    except db.DatabaseUnavailable:
+        pass  # the key stays "running" and is free again after idempotency.LEASE_SECONDS

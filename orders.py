@@ -1,0 +1,161 @@
+"""Orders: placing one, and the state machine that moves it along. The shop's business rules.
+
+Placing an order is one transaction, and the response is sent only after its COMMIT:
+
+    BEGIN                                           (SQLite: BEGIN IMMEDIATE, the write lock)
+    SELECT id, price_cents, stock FROM items WHERE id IN (...) ORDER BY id FOR UPDATE
+        -> unknown item: ROLLBACK, 422          short stock: ROLLBACK, 409 naming the item
+    UPDATE items SET stock = stock - 2 WHERE id = 7 AND stock >= 2      (for each line)
+    INSERT INTO orders (...) RETURNING ...      total computed here, from the database's prices
+    INSERT INTO order_items (...)               each line keeps the price it was sold at
+    COMMIT
+
+Why the lock: without it, two orders for the last unit both read "stock 1", both decide
+there is enough, and both sell it (docs/concurrency.md shows this happening). With it, the
+second waits at the SELECT until the first commits, then reads "stock 0" and is refused.
+
+The state machine (ALLOWED_TRANSITIONS); anything else is refused with InvalidTransition:
+
+    pending --pay--> paid --ship--> shipped
+       |               |
+       +---------------+--> cancelled    (the stock comes back, in the same transaction)
+
+The owner may cancel while the order is pending; an admin may move it along any arrow.
+"""
+
+import db
+import sql_orders
+
+MAX_LINES = 50
+MAX_QUANTITY = 1000
+STATUSES = ("pending", "paid", "shipped", "cancelled")
+ALLOWED_TRANSITIONS = {
+    "pending": frozenset({"paid", "cancelled"}),
+    "paid": frozenset({"shipped", "cancelled"}),
+    "shipped": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+class UnknownItems(Exception):
+    """Some lines name items that do not exist (or are archived); `item_ids` lists them."""
+
+    def __init__(self, item_ids):
+        super().__init__(f"unknown items: {item_ids}")
+        self.item_ids = item_ids
+
+
+class OutOfStock(Exception):
+    """Not enough of an item: `item_id`, `name`, how many were `requested` and are `available`."""
+
+    def __init__(self, item_id, name, requested, available):
+        super().__init__(f"item {item_id}: {requested} requested, {available} in stock")
+        self.item_id, self.name, self.requested, self.available = item_id, name, requested, available
+
+
+class InvalidTransition(Exception):
+    """The order cannot move from its status to the one asked for."""
+
+    def __init__(self, order_id, from_status, to_status):
+        super().__init__(f"order {order_id} is {from_status}; it cannot become {to_status}")
+        self.order_id, self.from_status, self.to_status = order_id, from_status, to_status
+
+
+class LostClaim(Exception):
+    """`before_commit` refused (the idempotency key is no longer this request's): rolled back."""
+
+
+def place_order(database, user_id, lines, *, before_commit=None):
+    """Place an order for `lines` ([{item_id, quantity}], each item once); return the order
+    with its lines.
+
+    Raises UnknownItems or OutOfStock, and then nothing was written. `before_commit`, when
+    given, is called as before_commit(connection, order) inside the transaction, after the
+    order is written (the idempotency key records the response there); if it returns False
+    the transaction is rolled back and LostClaim is raised.
+    """
+    now = db.utc_now()
+    with database.transaction() as connection:
+        items = {item["id"]: item for item in sql_orders.lock_items(connection, [line["item_id"] for line in lines])}
+        unknown = [line["item_id"] for line in lines if line["item_id"] not in items]
+        if unknown:
+            raise UnknownItems(unknown)
+        priced_lines = []
+        # In item id order, the order the rows were locked in.
+        for line in sorted(lines, key=lambda line: line["item_id"]):
+            item = items[line["item_id"]]
+            if not sql_orders.take_stock(connection, item["id"], line["quantity"], now):
+                raise OutOfStock(item["id"], item["name"], line["quantity"], item["stock"])
+            priced_lines.append({
+                "item_id": item["id"], "name": item["name"],
+                "quantity": line["quantity"], "unit_price_cents": item["price_cents"],
+            })
+        total_cents = sum(line["quantity"] * line["unit_price_cents"] for line in priced_lines)
+        order = sql_orders.insert_order(connection, user_id, total_cents, now)
+        sql_orders.insert_lines(
+            connection, order["id"],
+            [{key: line[key] for key in ("item_id", "quantity", "unit_price_cents")} for line in priced_lines],
+        )
+        order["lines"] = priced_lines
+        if before_commit is not None and before_commit(connection, order) is False:
+            raise LostClaim(order["id"])
+    return order
+
+
+
+def get_order(database, order_id, *, user_id=None):
+    """The order with its lines, or None. With `user_id`, only that user's order: another
+    user's order is None, exactly like one that does not exist."""
+    with database.connection() as connection:
+        order = sql_orders.get_order(connection, order_id, user_id=user_id)
+        if order is not None:
+            attach_lines(connection, [order])
+    return order
+
+
+def list_orders(database, **query):
+    """A page of orders (see sql_orders.list_orders for the arguments), each with its
+    lines: two queries for the whole page, however many orders it holds."""
+    with database.connection() as connection:
+        orders = sql_orders.list_orders(connection, **query)
+        attach_lines(connection, orders)
+    return orders
+
+
+def attach_lines(connection, orders):
+    """Give each order its `lines`, fetched for all of them at once (no N+1 queries)."""
+    by_id = {order["id"]: order for order in orders}
+    for order in orders:
+        order["lines"] = []
+    for line in sql_orders.lines_of_orders(connection, list(by_id)):
+        order_id = line.pop("order_id")
+        by_id[order_id]["lines"].append(line)
+
+
+def change_status(database, order_id, to_status, *, user_id=None, only_from=None):
+    """Move an order to `to_status`; return it, or None if there is no such order (for
+    `user_id`, when given). A cancelled order's stock goes back, in the same transaction.
+
+    Raises InvalidTransition when the state machine does not allow the move (or the order
+    is not in `only_from`, when given), including when another request changed the
+    status first.
+    """
+    now = db.utc_now()
+    with database.transaction() as connection:
+        order = sql_orders.get_order(connection, order_id, user_id=user_id)
+        if order is None:
+            return None
+        allowed = to_status in ALLOWED_TRANSITIONS[order["status"]]
+        if not allowed or (only_from is not None and order["status"] != only_from):
+            raise InvalidTransition(order_id, order["status"], to_status)
+        # The status we read is checked again by the UPDATE: if another request moved the
+        # order since (on PostgreSQL both can read "pending" at once), nothing changes here.
+        changed = sql_orders.set_status(connection, order_id, order["status"], to_status, now)
+        if changed is None:
+            current = sql_orders.get_order(connection, order_id)
+            raise InvalidTransition(order_id, current["status"], to_status)
+        attach_lines(connection, [changed])
+        if to_status == "cancelled":
+            for line in changed["lines"]:  # in item id order, like place_order's locks
+                sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)
+    return changed
