@@ -107,7 +107,7 @@ def get_order(request):
     order = orders.get_order(request.services.database, order_id, user_id=_owner_filter(request))
     if order is None:
         raise NotFound(f"order {order_id} does not exist")
-    return Response.json(public_order(order), headers=[("ETag", order_etag(order)), ("Cache-Control", "no-cache")])
+    return Response.json(public_order(order), headers=[("ETag", order_etag(order)), ("Cache-Control", "private, no-cache")])
 
 
 def cancel_order(request):
