@@ -25,10 +25,9 @@ CREATE TABLE idempotency_keys (
     created_at TEXT NOT NULL,
     -- At least 24 hours after created_at (DESIGN.md); an expired key is a new key again.
     expires_at TEXT NOT NULL,
-    -- The primary key is the lookup of every keyed request, and its user_id prefix serves
-    -- the removal of one user's expired keys.
+    -- The primary key is the lookup of every keyed request (and ON CONFLICT's target).
     PRIMARY KEY (user_id, idempotency_key)
 );
 
--- Removing expired keys of every user at once (`python server.py purge-idempotency-keys`).
+-- Removing every expired key at once (idempotency.py, at most once a minute per process).
 CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
