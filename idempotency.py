@@ -107,9 +107,16 @@ def begin(database, user_id, key, request_hash):
         if sql_idempotency.insert_key(connection, user_id, key, request_hash, now, expires_at):
             return Claim(user_id, key, now)
         row = sql_idempotency.get_key(connection, user_id, key)
-        if row is None or row["expires_at"] <= now:
-            # Expired (or removed since our INSERT met it): it is a new key again.
-            return _retake(connection, user_id, key, request_hash, now, expires_at, row)
+        if row is None:
+            # Purged between our INSERT and this SELECT; a request faster than us may have
+            # taken it since, in which case it holds the key and we wait our turn.
+            if sql_idempotency.insert_key(connection, user_id, key, request_hash, now, expires_at):
+                return Claim(user_id, key, now)
+            raise KeyInUse(key)
+        if row["expires_at"] <= now:
+            # Expired: it is a new key again.
+            sql_idempotency.retake_key(connection, user_id, key, request_hash, now, expires_at)
+            return Claim(user_id, key, now)
         if row["request_hash"] != request_hash:
             raise KeyReused(key)
         if row["response_status"] is not None:
@@ -118,7 +125,8 @@ def begin(database, user_id, key, request_hash):
         if row["locked_at"] < db.utc_now(-LEASE_SECONDS):
             # The request that took the key died without an answer: nothing of it was
             # committed (its work and `save` share one transaction), so run it again.
-            return _retake(connection, user_id, key, request_hash, now, expires_at, row)
+            sql_idempotency.retake_key(connection, user_id, key, request_hash, now, expires_at)
+            return Claim(user_id, key, now)
         raise KeyInUse(key)
 
 
@@ -157,10 +165,3 @@ def _purge_now_and_then(connection):
         _next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
         sql_idempotency.delete_expired(connection, db.utc_now())
 
-
-def _retake(connection, user_id, key, request_hash, now, expires_at, row):
-    if row is None:
-        sql_idempotency.insert_key(connection, user_id, key, request_hash, now, expires_at)
-    else:
-        sql_idempotency.retake_key(connection, user_id, key, request_hash, now, expires_at)
-    return Claim(user_id, key, now)
