@@ -16,6 +16,7 @@ caller that order 41 exists, and so how many orders the shop has taken.
 """
 
 import datetime as dt
+import re
 
 import db
 import idempotency
@@ -31,7 +32,11 @@ LINE_FIELDS = [
 ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
 STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
-MAX_TIMESTAMP_CHARS = 40
+# RFC 3339 §5.6: full-date, and date-time with a time offset (fractions up to microseconds).
+RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+RFC3339_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 KEY_IN_USE_RETRY_AFTER_SECONDS = 1
 
 
@@ -176,20 +181,33 @@ def _change_status(request, order_id, to_status, *, user_id, only_from=None):
 
 def _order_lines(document):
     """The checked lines; every problem (each bad entry, each repeated item) in one 422."""
-    lines = validate(document, ORDER_FIELDS)["lines"]
-    first_position = {}
-    errors = []
-    for position, line in enumerate(lines):
-        if line["item_id"] in first_position:
-            errors.append({
-                "field": f"lines[{position}].item_id",
-                "message": f"item {line['item_id']} is already in lines[{first_position[line['item_id']]}];"
-                           " one line per item",
-            })
-        first_position.setdefault(line["item_id"], position)
+    try:
+        lines, errors = validate(document, ORDER_FIELDS)["lines"], []
+    except UnprocessableContent as refused:
+        lines, errors = None, list(refused.errors)
+    errors += _repeated_items(document)
     if errors:
         raise UnprocessableContent(errors)
     return lines
+
+
+def _repeated_items(document):
+    """An error for each line that names an item an earlier line already named."""
+    entries = document.get("lines") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or len(entries) > orders.MAX_LINES:
+        return []  # the list itself is refused; one error says so
+    first_position, errors = {}, []
+    for position, entry in enumerate(entries):
+        item_id = entry.get("item_id") if isinstance(entry, dict) else None
+        if not isinstance(item_id, int) or isinstance(item_id, bool):
+            continue  # validation names this entry's own problem
+        if item_id in first_position:
+            errors.append({
+                "field": f"lines[{position}].item_id",
+                "message": f"item {item_id} is already in lines[{first_position[item_id]}]; one line per item",
+            })
+        first_position.setdefault(item_id, position)
+    return errors
 
 
 def _owner_filter(request):
@@ -214,19 +232,27 @@ def _order_filters(request):
 
 
 def _timestamp(name, text):
-    """An RFC 3339 date-time with an offset, or a date (midnight UTC), as stored text."""
+    """An RFC 3339 date-time with an offset, or a full date (midnight UTC), as stored text.
+
+    The pattern comes first: Python's fromisoformat also reads ISO 8601 forms that RFC 3339
+    leaves out (week dates, 20261128T0900Z, hours alone), which must be refused, not guessed.
+    """
     moment = None
-    if len(text) <= MAX_TIMESTAMP_CHARS:
-        try:
-            if len(text) == 10:
-                moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc)
-            else:
-                moment = dt.datetime.fromisoformat(text)
-        except ValueError:
-            moment = None
-    if moment is None or moment.tzinfo is None:
+    if RFC3339_DATE.fullmatch(text):
+        moment = _parsed(dt.date.fromisoformat, text)
+        moment = moment and dt.datetime.combine(moment, dt.time(), dt.timezone.utc)
+    elif RFC3339_DATE_TIME.fullmatch(text):
+        moment = _parsed(dt.datetime.fromisoformat, text.upper().replace("Z", "+00:00"))
+    if moment is None:
         raise BadRequest(f"'{name}' must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)")
     return db.utc_text(moment)
+
+
+def _parsed(parse, text):
+    try:
+        return parse(text)
+    except ValueError:  # the right shape, but no such day or time (2026-02-30)
+        return None
 
 
 def _release_quietly(database, claim):

@@ -11,6 +11,7 @@ DEFAULT_DAYS days up to today. The SQL, and what counts as a sale, is in sql_rep
 """
 
 import datetime as dt
+import re
 
 import db
 import pagination
@@ -22,13 +23,16 @@ GROUPINGS = ("day", "item")
 DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def sales_report(request):
     """GET /v1/reports/sales?from=&to=&group_by=day|item[&limit=] (admin)."""
     query = request.query
     pagination.reject_unknown_parameters(query, REPORT_PARAMETERS)
-    group_by = request.query_value("group_by") or "day"
+    group_by = request.query_value("group_by")
+    if group_by is None:
+        group_by = "day"
     if group_by not in GROUPINGS:
         raise BadRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}")
     if group_by != "item" and "limit" in query:
@@ -62,7 +66,8 @@ def _day(request, name, default):
     if text is None:
         return default
     try:
-        if len(text) != 10:
+        # The pattern first: fromisoformat also reads week dates such as 2026-W01-1.
+        if not DAY.fullmatch(text):
             raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:

@@ -7,7 +7,7 @@ Placing an order is one transaction, and the response is sent only after its COM
         -> unknown item: ROLLBACK, 422          short stock: ROLLBACK, 409 naming the item
     UPDATE items SET stock = stock - 2 WHERE id = 7 AND stock >= 2      (for each line)
     INSERT INTO orders (...) RETURNING ...      total computed here, from the database's prices
-    INSERT INTO order_items (...)               each line keeps the price it was sold at
+    INSERT INTO order_items (...)               each line keeps the name and price it was sold at
     COMMIT
 
 Why the lock: without it, two orders for the last unit both read "stock 1", both decide
@@ -92,10 +92,7 @@ def place_order(database, user_id, lines, *, before_commit=None):
             })
         total_cents = sum(line["quantity"] * line["unit_price_cents"] for line in priced_lines)
         order = sql_orders.insert_order(connection, user_id, total_cents, now)
-        sql_orders.insert_lines(
-            connection, order["id"],
-            [{key: line[key] for key in ("item_id", "quantity", "unit_price_cents")} for line in priced_lines],
-        )
+        sql_orders.insert_lines(connection, order["id"], priced_lines)
         order["lines"] = priced_lines
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])

@@ -1,4 +1,4 @@
-"""SQL for the idempotency_keys table (migrations/0003_idempotency.sql).
+"""SQL for the idempotency_keys table (migrations/0003_orders.sql).
 
 The rules of taking, finishing and releasing a key are in idempotency.py; these functions
 only run the statements, each inside the caller's transaction.

@@ -11,7 +11,7 @@ placeholders, `IN (:id_0, :id_1, ...)`, which both engines accept in the same te
 from pagination import keyset_condition, order_by
 
 ORDER_COLUMNS = "id, user_id, status, total_cents, created_at, updated_at"
-LINE_COLUMNS = "order_items.order_id, order_items.item_id, items.name, order_items.quantity, order_items.unit_price_cents"
+LINE_COLUMNS = "order_id, item_id, item_name AS name, quantity, unit_price_cents"
 # Lists of orders sort by creation time only: each sort has an index (schema.sql) whose
 # last column, id, breaks ties, for every filter the API offers.
 SORTABLE_COLUMNS = frozenset({"created_at"})
@@ -69,10 +69,10 @@ def insert_order(connection, user_id, total_cents, now):
 
 
 def insert_lines(connection, order_id, lines):
-    """The order's lines: dicts of item_id, quantity and unit_price_cents."""
+    """The order's lines: dicts of item_id, name, quantity and unit_price_cents."""
     connection.execute_many(
-        "INSERT INTO order_items (order_id, item_id, quantity, unit_price_cents)"
-        " VALUES (:order_id, :item_id, :quantity, :unit_price_cents)",
+        "INSERT INTO order_items (order_id, item_id, item_name, quantity, unit_price_cents)"
+        " VALUES (:order_id, :item_id, :name, :quantity, :unit_price_cents)",
         [dict(line, order_id=order_id) for line in lines],
     )
 
@@ -123,16 +123,13 @@ def list_orders(connection, *, sort, limit, offset=None, after=None,
 
 
 def lines_of_orders(connection, order_ids):
-    """The lines of all these orders in one query (never one query per order), with each
-    item's name; in order id, then item id order. The primary key (order_id, item_id)
-    finds them."""
+    """The lines of all these orders in one query (never one query per order), in order id,
+    then item id order: the order of the primary key (order_id, item_id) that finds them."""
     if not order_ids:
         return []
     placeholders, params = in_list("order", order_ids)
     return connection.fetch_all(
-        f"SELECT {LINE_COLUMNS} FROM order_items JOIN items ON items.id = order_items.item_id"
-        f" WHERE order_items.order_id IN {placeholders}"
-        " ORDER BY order_items.order_id, order_items.item_id",
+        f"SELECT {LINE_COLUMNS} FROM order_items WHERE order_id IN {placeholders} ORDER BY order_id, item_id",
         params,
     )
 

@@ -2,8 +2,10 @@
 
 A sale is an order that was paid (status paid or shipped); pending orders may still be
 cancelled, and cancelled ones returned their stock. Each report counts the lines of the
-sales placed in [start, end), a range of RFC 3339 text, which the index
-orders_status_created_at (status, created_at, id) finds for each of the two statuses.
+sales placed in [start, end), a range of RFC 3339 text. An index finds that range:
+orders_status_created_at (status, created_at, id) once per status, or orders_created_at_id
+with the status checked row by row; the planner picks by the data (tests/test_api_orders.py
+accepts either), and the lines of each order come by order_items' primary key.
 
 Two dialect points, handled in the SQL itself rather than in db.py:
 - PostgreSQL's SUM of a BIGINT is a NUMERIC (it cannot overflow), which psycopg reads as a

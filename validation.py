@@ -54,7 +54,7 @@ class Field:
                 return None, "must be a whole number"
             low = self.minimum if self.minimum is not None else -MAX_INTEGER
             if not low <= value <= self.maximum:
-                if self.maximum == MAX_INTEGER:
+                if self.maximum == MAX_INTEGER and value < low:
                     return None, f"must be a whole number of at least {low}"
                 return None, f"must be a whole number from {low} to {self.maximum}"
             return value, None

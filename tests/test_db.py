@@ -295,6 +295,28 @@ def test_every_catalogue_query_uses_an_index_and_needs_no_sort(database, query_n
                 assert f"using {index_name}" in plan, plan
 
 
+@pytest.mark.parametrize("sort_text", ["-price_cents", "name"])
+def test_a_catalogue_cursor_starts_the_index_scan(database, sort_text):
+    """Page 500 costs what page 1 does: the cursor bounds the index scan (SQLite: SEARCH;
+    PostgreSQL: an Index Cond), instead of filtering every row before it."""
+    seed.seed_items(database, 300)
+    sort = parse_sort(sort_text, sql_items.SORTABLE_COLUMNS)
+    with database.connection() as connection:
+        recording = RecordingConnection(connection)
+        sql_items.list_items(recording, sort=sort, limit=21, after=(5000 if sort[0][0] == "price_cents" else "M", 10))
+        sql, params = recording.last
+        if connection.engine == "sqlite":
+            plan = " | ".join(row["detail"] for row in connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params))
+            assert plan.startswith("SEARCH items USING INDEX"), plan
+        else:
+            connection.execute("SET enable_seqscan = off")
+            try:
+                plan = " | ".join(row["QUERY PLAN"] for row in connection.fetch_all("EXPLAIN " + sql, params))
+            finally:
+                connection.execute("RESET ALL")
+            assert f"Index Cond: (ROW({sort[0][0]}, id)" in plan, plan
+
+
 # -- a database that is down --------------------------------------------------------------
 
 def unreachable_app(database_url):

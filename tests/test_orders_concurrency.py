@@ -453,7 +453,7 @@ def sell_one_without_the_lock(database, item_id, user_id, both_have_read):
                            {"stock_read": stock_read, "item_id": item_id})
         order = sql_orders.insert_order(connection, user_id, PRICE_CENTS, db.utc_now())
         sql_orders.insert_lines(connection, order["id"],
-                                [{"item_id": item_id, "quantity": 1, "unit_price_cents": PRICE_CENTS}])
+                                [{"item_id": item_id, "name": "Teapot", "quantity": 1, "unit_price_cents": PRICE_CENTS}])
         return order["id"]
 
 

@@ -1,4 +1,4 @@
--- 0003: Idempotency-Key for POST /v1/orders.
+-- 0003: orders. Idempotency-Key for POST /v1/orders, and the name each line was sold under.
 --
 -- A client that sent an order and lost the answer (a timeout, a dropped connection) cannot
 -- know whether the order was placed. It sends the same request again with the same
@@ -31,3 +31,9 @@ CREATE TABLE idempotency_keys (
 
 -- Removing every expired key at once (idempotency.py, at most once a minute per process).
 CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
+
+-- A line keeps the item's name as it was when ordered, as it keeps its price: renaming an
+-- item later must not rewrite old orders (or make a replayed 201 differ from a GET).
+-- SQLite can add a NOT NULL column only with a default; every line the application writes
+-- carries the name, so the default is never used.
+ALTER TABLE order_items ADD COLUMN item_name TEXT NOT NULL DEFAULT '';

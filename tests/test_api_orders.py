@@ -1,0 +1,1154 @@
+"""Orders over HTTP: placing, reading, listing, cancelling, the admin state machine,
+Idempotency-Key and the sales reports, on both engines; and the SQL behind them (EXPLAIN).
+
+The `seeded` catalogue (seed.demo_items, the same on every run) holds items 1..30, each at
+version 1. The ones these tests lean on:
+
+    item  name                     price_cents  stock
+       1  Handmade Bamboo Pen            16870     27
+       4  Quiet Copper Apron              2744     26
+       7  Smart Walnut Mug               11253      0   (sold out)
+      13  Organic Glass Candle           15801      7
+      14  Cosy Copper Kettle              4326    181
+      25  Bright Stone Scarf              2205    128
+
+Where the tests run:
+- `client`: four times, {sqlite, postgresql} x {wsgi in process, live socket}.
+- `wsgi_client`: on each engine, in process: the long tables whose rows each change the
+  database (the state machine, date filters), and the query count (it patches db.Connection).
+- `checker`: one SQLite app for the whole module, in process, for requests that are refused
+  before any SQL could run (parameter and body checks, missing credentials). Each such test
+  also checks that nothing was written. This keeps the long tables of bad input fast.
+- `planned` (a database with 60 orders): the EXPLAIN tests, on each engine.
+
+Rows that must be older than "now" (reports over past days, date filters) are written with
+SQL by `insert_orders`, since the API always stamps the present moment.
+"""
+
+import datetime as dt
+import io
+import json
+from collections import namedtuple
+from urllib.parse import urlencode
+
+import pytest
+
+import config
+import db
+import seed
+import server
+import sql_orders
+import sql_reports
+from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, UserFactory, WSGIClient, assert_problem
+from observe import JSONLogger
+from pagination import parse_sort
+
+SEEDED = {number: item for number, item in enumerate(seed.demo_items(30), start=1)}
+ORDER_FIELDS = {"id", "user_id", "status", "total_cents", "created_at", "updated_at", "lines"}
+VALID = {"item_id": 1, "quantity": 1}
+STATUSES = ("pending", "paid", "shipped", "cancelled")
+BAD_TIME = "must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)"
+Checker = namedtuple("Checker", "client database admin customer")
+
+
+# -- fixtures (every account comes with the seeded catalogue) ------------------------------
+
+@pytest.fixture
+def admin(users, seeded):
+    """Authorization headers of an admin."""
+    return users.headers(users.admin())
+
+
+@pytest.fixture
+def alice(users, seeded):
+    """A customer: (user id, Authorization headers)."""
+    user = users.create()
+    return user["id"], users.headers(user)
+
+
+@pytest.fixture
+def bob(users, seeded):
+    """Another customer: (user id, Authorization headers)."""
+    user = users.create()
+    return user["id"], users.headers(user)
+
+
+@pytest.fixture
+def customer(alice):
+    """Alice's headers, for tests with one customer."""
+    return alice[1]
+
+
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory):
+    """One seeded SQLite app for the module, called in process, with an admin and a customer."""
+    settings = config.load_settings({
+        "APP_ENV": "test",
+        "DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('orders')}/shop.db",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        "ACCESS_LOG": "0",
+    })
+    database = db.open_database(settings.database_url)
+    db.migrate(database)
+    seed.seed_items(database, 30)
+    users = UserFactory(database, settings)
+    app = server.create_app(settings, database=database, logger=JSONLogger(stream=io.StringIO()))
+    yield Checker(WSGIClient(app), database, users.headers(users.admin()), users.headers(users.create()))
+    database.close()
+
+
+# -- POST /v1/orders -----------------------------------------------------------------------
+
+def test_placing_an_order_answers_201_with_the_order_priced_from_the_database(client, alice):
+    user_id, headers = alice
+    response = place(client, headers, [{"item_id": 25, "quantity": 3}, {"item_id": 4, "quantity": 2}])
+    assert response.status == 201, response
+    assert response.header("Content-Type") == "application/json"
+    assert response.header("Location") == "/v1/orders/1"
+    assert response.header("ETag") == '"order-1-pending"'
+    order = response.json()
+    assert set(order) == ORDER_FIELDS
+    assert (order["id"], order["user_id"], order["status"]) == (1, user_id, "pending")
+    # Lines in item id order, each with the name and the price the database holds.
+    assert order["lines"] == [
+        {"item_id": 4, "name": "Quiet Copper Apron", "quantity": 2, "unit_price_cents": 2744},
+        {"item_id": 25, "name": "Bright Stone Scarf", "quantity": 3, "unit_price_cents": 2205},
+    ]
+    assert order["total_cents"] == 2 * 2744 + 3 * 2205 == 12103
+    assert order["created_at"] == order["updated_at"] and order["created_at"].endswith("Z")
+    # Committed before the answer: readable at once, the same.
+    read = client.get("/v1/orders/1", headers=headers)
+    assert read.status == 200 and read.json() == order
+    assert read.header("ETag") == '"order-1-pending"'
+
+
+def test_placing_an_order_takes_the_stock_and_bumps_each_items_version(client, customer):
+    assert place(client, customer, [{"item_id": 4, "quantity": 2}, {"item_id": 25, "quantity": 3}]).status == 201
+    for item_id, stock in ((4, 26 - 2), (25, 128 - 3)):
+        response = client.get(f"/v1/items/{item_id}")
+        assert (response.json()["stock"], response.json()["version"]) == (stock, 2)
+        assert response.header("ETag") == f'"item-{item_id}-v2"'
+    assert (item(client, 1)["stock"], item(client, 1)["version"]) == (27, 1)  # not in the order
+
+
+def test_the_price_is_the_databases_and_a_later_change_does_not_rewrite_the_order(client, admin, customer):
+    assert patch_item(client, admin, 4, {"price_cents": 1000}, if_match='"item-4-v1"').status == 200
+    order = place(client, customer, [{"item_id": 4, "quantity": 3}]).json()
+    assert order["lines"][0]["unit_price_cents"] == 1000 and order["total_cents"] == 3000
+    changes = {"price_cents": 5, "name": "Renamed Apron"}
+    assert patch_item(client, admin, 4, changes, if_match='"item-4-v3"').status == 200
+    # The line keeps the name and the price it was sold under, as a receipt does.
+    assert order["lines"][0]["name"] == "Quiet Copper Apron"
+    assert client.get(f"/v1/orders/{order['id']}", headers=customer).json() == order
+
+
+def test_an_order_may_take_the_last_unit_and_the_largest_quantity(client, admin, customer):
+    assert place(client, customer, [{"item_id": 13, "quantity": 7}]).status == 201
+    assert item(client, 13)["stock"] == 0
+    assert patch_item(client, admin, 14, {"stock": 1000}, if_match="*").status == 200
+    response = place(client, customer, [{"item_id": 14, "quantity": 1000}])
+    assert response.status == 201 and response.json()["total_cents"] == 1000 * 4326
+    assert item(client, 14)["stock"] == 0
+
+
+def test_an_order_of_fifty_lines_is_accepted(wsgi_client, admin, customer):
+    for item_id in (7, 9, 19):  # the sold-out ones
+        assert patch_item(wsgi_client, admin, item_id, {"stock": 1}, if_match="*").status == 200
+    for number in range(31, 51):
+        body = {"name": f"Extra {number}", "price_cents": 100, "stock": 1}
+        assert wsgi_client.post("/v1/items", json=body, headers=admin).json()["id"] == number
+    response = place(wsgi_client, customer, [{"item_id": item_id, "quantity": 1} for item_id in range(50, 0, -1)])
+    assert response.status == 201, response
+    order = response.json()
+    assert [line["item_id"] for line in order["lines"]] == list(range(1, 51))
+    assert order["total_cents"] == sum(SEEDED[item_id]["price_cents"] for item_id in range(1, 31)) + 20 * 100
+
+
+# -- validation ----------------------------------------------------------------------------
+
+def entries(count):
+    return [{"item_id": item_id, "quantity": 1} for item_id in range(1, count + 1)]
+
+
+WHOLE = "must be a whole number"
+AT_LEAST_1 = "must be a whole number of at least 1"
+FROM_1_TO_1000 = "must be a whole number from 1 to 1000"
+UNKNOWN = "is not a known field"
+EVERY_PROBLEM_AT_ONCE = (
+    {"lines": [{"item_id": 0, "quantity": 0}, {"item_id": "x"}, 5], "total_cents": 0, "status": "paid"},
+    [("total_cents", UNKNOWN), ("status", UNKNOWN), ("lines[0].item_id", AT_LEAST_1),
+     ("lines[0].quantity", FROM_1_TO_1000), ("lines[1].item_id", WHOLE), ("lines[1].quantity", "is required"),
+     ("lines[2]", "must be a JSON object")],
+)
+BAD_ORDERS = [
+    # body                                                errors: (field, message)
+    ([VALID],                                             [("", "the body must be a JSON object")]),
+    ("lines",                                             [("", "the body must be a JSON object")]),
+    (None,                                                [("", "the body must be a JSON object")]),
+    ({},                                                  [("lines", "is required")]),
+    ({"line": [VALID]},                                   [("line", UNKNOWN), ("lines", "is required")]),
+    ({"lines": VALID},                                    [("lines", "must be a list")]),
+    ({"lines": "1x2"},                                    [("lines", "must be a list")]),
+    ({"lines": None},                                     [("lines", "must be a list")]),
+    ({"lines": []},                                       [("lines", "must hold 1 to 50 entries")]),
+    ({"lines": entries(51)},                              [("lines", "must hold 1 to 50 entries")]),
+    ({"lines": [7]},                                      [("lines[0]", "must be a JSON object")]),
+    ({"lines": [VALID, [2, 1]]},                          [("lines[1]", "must be a JSON object")]),
+    ({"lines": [{"quantity": 1}]},                        [("lines[0].item_id", "is required")]),
+    ({"lines": [{"item_id": 0, "quantity": 1}]},          [("lines[0].item_id", AT_LEAST_1)]),
+    ({"lines": [{"item_id": -4, "quantity": 1}]},         [("lines[0].item_id", AT_LEAST_1)]),
+    ({"lines": [{"item_id": "1", "quantity": 1}]},        [("lines[0].item_id", WHOLE)]),
+    ({"lines": [{"item_id": True, "quantity": 1}]},       [("lines[0].item_id", WHOLE)]),
+    ({"lines": [{"item_id": 1.0, "quantity": 1}]},        [("lines[0].item_id", WHOLE)]),
+    ({"lines": [{"item_id": None, "quantity": 1}]},       [("lines[0].item_id", WHOLE)]),
+    ({"lines": [{"item_id": 1}]},                         [("lines[0].quantity", "is required")]),
+    ({"lines": [{"item_id": 1, "quantity": 0}]},          [("lines[0].quantity", FROM_1_TO_1000)]),
+    ({"lines": [{"item_id": 1, "quantity": -1}]},         [("lines[0].quantity", FROM_1_TO_1000)]),
+    ({"lines": [{"item_id": 1, "quantity": 1001}]},       [("lines[0].quantity", FROM_1_TO_1000)]),
+    ({"lines": [{"item_id": 1, "quantity": 1.5}]},        [("lines[0].quantity", WHOLE)]),
+    ({"lines": [{"item_id": 1, "quantity": 2.0}]},        [("lines[0].quantity", WHOLE)]),
+    ({"lines": [{"item_id": 1, "quantity": "2"}]},        [("lines[0].quantity", WHOLE)]),
+    ({"lines": [dict(VALID, unit_price_cents=1)]},        [("lines[0].unit_price_cents", UNKNOWN)]),
+    ({"lines": [dict(VALID, name="Pen")]},                [("lines[0].name", UNKNOWN)]),
+    # Fields a client might hope to set: the server decides them.
+    ({"lines": [VALID], "total_cents": 1},                [("total_cents", UNKNOWN)]),
+    ({"lines": [VALID], "status": "paid"},                [("status", UNKNOWN)]),
+    ({"lines": [VALID], "user_id": 1},                    [("user_id", UNKNOWN)]),
+    # One line per item: the later mention is the one named.
+    ({"lines": [VALID, {"item_id": 1, "quantity": 2}]},
+     [("lines[1].item_id", "item 1 is already in lines[0]; one line per item")]),
+    ({"lines": [{"item_id": 2, "quantity": 1}, VALID, {"item_id": 2, "quantity": 1}, dict(VALID, quantity=3)]},
+     [("lines[2].item_id", "item 2 is already in lines[0]; one line per item"),
+      ("lines[3].item_id", "item 1 is already in lines[1]; one line per item")]),
+    EVERY_PROBLEM_AT_ONCE,
+]
+
+
+@pytest.mark.parametrize("body, errors", BAD_ORDERS)
+def test_a_bad_order_is_422_naming_every_bad_field_and_changes_nothing(checker, body, errors):
+    response = place_body(checker.client, checker.customer, body)
+    assert_problem(response, 422, "the request has invalid fields" if errors[0][0] else None,
+                   errors=[{"field": field, "message": message} for field, message in errors])
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+def test_a_bad_order_is_422_on_every_engine_and_transport(client, customer, seeded):
+    body, errors = EVERY_PROBLEM_AT_ONCE
+    assert_problem(place_body(client, customer, body), 422, "the request has invalid fields",
+                   errors=[{"field": field, "message": message} for field, message in errors])
+    assert nothing_was_ordered(client, seeded)
+
+
+def test_a_bad_entry_and_a_repeated_item_are_reported_in_one_422(checker):
+    """api_orders._order_lines promises "every problem (each bad entry, each repeated item)
+    in one 422", and STYLE.md rule 8 asks for it."""
+    body = {"lines": [{"item_id": 1, "quantity": 0}, {"item_id": 1, "quantity": 1}]}
+    assert_problem(place_body(checker.client, checker.customer, body), 422, errors=[
+        {"field": "lines[0].quantity", "message": "must be a whole number from 1 to 1000"},
+        {"field": "lines[1].item_id", "message": "item 1 is already in lines[0]; one line per item"},
+    ])
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+def test_an_item_id_too_large_is_refused_with_its_upper_bound(checker):
+    """2**53 is "at least 1": a message that says only that cannot help the client."""
+    response = place(checker.client, checker.customer, [{"item_id": 2**53, "quantity": 1}])
+    assert_problem(response, 422, errors=[
+        {"field": "lines[0].item_id", "message": "must be a whole number from 1 to 9007199254740991"},
+    ])
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b'{"lines": [', "application/json", 400),
+    (b"", "application/json", 400),
+    (b'{"lines": [{"item_id": 1, "quantity": NaN}]}', "application/json", 400),
+    (b'{"lines": [], "lines": [{"item_id": 1, "quantity": 1}]}', "application/json", 400),
+    (b"\xff\xfe", "application/json", 400),
+    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', "text/plain", 415),
+    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', "application/x-www-form-urlencoded", 415),
+    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', None, 415),
+])
+def test_a_body_that_is_not_json_is_refused(checker, body, content_type, status):
+    headers = dict(checker.customer, **({"Content-Type": content_type} if content_type else {}))
+    problem = assert_problem(checker.client.post("/v1/orders", body=body, headers=headers), status)
+    if status == 415:
+        assert problem["detail"] == "the body must be sent as Content-Type: application/json"
+    else:
+        assert problem["detail"].startswith(("malformed JSON", "the body is not valid UTF-8"))
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+@pytest.mark.parametrize("lines, errors", [
+    ([{"item_id": 999, "quantity": 1}], [("lines[0].item_id", "item 999 does not exist")]),
+    ([{"item_id": 2, "quantity": 1}, {"item_id": 31, "quantity": 1}, {"item_id": 3, "quantity": 1},
+      {"item_id": 2**53 - 1, "quantity": 1}],
+     [("lines[1].item_id", "item 31 does not exist"), ("lines[3].item_id", "item 9007199254740991 does not exist")]),
+])
+def test_unknown_items_are_422_naming_their_lines(client, customer, seeded, lines, errors):
+    assert_problem(place(client, customer, lines), 422, "the request has invalid fields",
+                   errors=[{"field": field, "message": message} for field, message in errors])
+    assert nothing_was_ordered(client, seeded)
+
+
+def test_an_archived_item_counts_as_unknown(client, admin, customer, seeded):
+    assert client.request("DELETE", "/v1/items/5", headers=admin).status == 204
+    response = place(client, customer, [VALID, {"item_id": 5, "quantity": 1}])
+    assert_problem(response, 422, errors=[{"field": "lines[1].item_id", "message": "item 5 does not exist"}])
+    assert nothing_was_ordered(client, seeded)
+
+
+# -- stock ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("item_id, quantity, available", [(13, 8, 7), (7, 1, 0), (1, 1000, 27)])
+def test_short_stock_is_a_409_naming_the_item(client, customer, seeded, item_id, quantity, available):
+    response = place(client, customer, [{"item_id": item_id, "quantity": quantity}])
+    name = SEEDED[item_id]["name"]
+    problem = assert_problem(
+        response, 409, f"not enough stock for item {item_id} ({name}): {quantity} requested, {available} available")
+    assert (problem["item_id"], problem["requested"], problem["available"]) == (item_id, quantity, available)
+    assert item(client, item_id)["stock"] == available
+    assert nothing_was_ordered(client, seeded)
+
+
+def test_a_short_second_line_leaves_the_first_lines_stock_alone(client, customer, seeded):
+    response = place(client, customer, [{"item_id": 1, "quantity": 5}, {"item_id": 13, "quantity": 8}])
+    assert assert_problem(response, 409)["item_id"] == 13
+    first = item(client, 1)
+    assert (first["stock"], first["version"]) == (27, 1)  # taken, then rolled back with the rest
+    assert nothing_was_ordered(client, seeded)
+    # The same order within the stock goes through.
+    assert place(client, customer, [{"item_id": 1, "quantity": 5}, {"item_id": 13, "quantity": 7}]).status == 201
+    assert (item(client, 1)["stock"], item(client, 13)["stock"]) == (22, 0)
+
+
+# -- who may do what -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/v1/orders", {"lines": [VALID]}),
+    ("GET", "/v1/orders", None),
+    ("GET", "/v1/orders/1", None),
+    ("PATCH", "/v1/orders/1", {"status": "paid"}),
+    ("POST", "/v1/orders/1/cancel", None),
+    ("GET", "/v1/reports/sales", None),
+])
+def test_every_order_route_needs_credentials(checker, method, path, body):
+    response = checker.client.request(method, path, json=body)
+    assert_problem(response, 401, "this endpoint needs credentials")
+    assert response.header("WWW-Authenticate") == 'Bearer realm="shop"'
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("PATCH", "/v1/orders/1", {"status": "paid"}),
+    ("GET", "/v1/reports/sales", None),
+    ("GET", "/v1/reports/sales?group_by=item", None),
+])
+def test_admin_routes_are_403_for_a_customer(checker, method, path, body):
+    response = checker.client.request(method, path, json=body, headers=checker.customer)
+    assert_problem(response, 403, "this endpoint is for admins")
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("DELETE", "/v1/orders/1", "GET, HEAD, OPTIONS, PATCH"),
+    ("PUT", "/v1/orders", "GET, HEAD, OPTIONS, POST"),
+    ("GET", "/v1/orders/1/cancel", "OPTIONS, POST"),
+    ("POST", "/v1/reports/sales", "GET, HEAD, OPTIONS"),
+])
+def test_a_wrong_method_is_405_with_allow(checker, method, path, allow):
+    response = checker.client.request(method, path, headers=checker.admin)
+    assert_problem(response, 405)
+    assert response.header("Allow") == allow
+
+
+def test_a_customer_cannot_patch_their_own_order_nor_anyone_cancel_it_anonymously(client, customer, seeded):
+    order_id = place(client, customer, [VALID]).json()["id"]
+    for status in ("paid", "cancelled"):
+        assert_problem(move(client, customer, order_id, status), 403, "this endpoint is for admins")
+    assert_problem(cancel(client, {}, order_id), 401, "this endpoint needs credentials")
+    assert_problem(client.get(f"/v1/orders/{order_id}"), 401)
+    assert order_statuses(seeded) == {order_id: "pending"}
+    assert item(client, 1)["stock"] == 26
+
+
+def test_another_users_order_is_404_exactly_like_a_missing_one(client, alice, bob):
+    order = place(client, alice[1], [VALID]).json()
+    theirs = client.get(f"/v1/orders/{order['id']}", headers=bob[1])
+    missing = client.get("/v1/orders/2", headers=bob[1])
+    assert_problem(theirs, 404, f"order {order['id']} does not exist")
+    assert_problem(missing, 404, "order 2 does not exist")
+    assert set(theirs.json()) == set(missing.json()) == {"type", "title", "status", "detail", "instance", "request_id"}
+    assert without_ids(theirs.json(), order["id"]) == without_ids(missing.json(), 2)
+    assert sorted(name for name, _ in theirs.headers) == sorted(name for name, _ in missing.headers)
+    assert theirs.header("ETag") is None
+
+
+def test_another_users_order_cannot_be_cancelled(client, alice, bob):
+    order = place(client, alice[1], [{"item_id": 4, "quantity": 3}]).json()
+    assert_problem(cancel(client, bob[1], order["id"]), 404, f"order {order['id']} does not exist")
+    assert_problem(cancel(client, bob[1], 99), 404, "order 99 does not exist")
+    assert client.get(f"/v1/orders/{order['id']}", headers=alice[1]).json()["status"] == "pending"
+    assert item(client, 4)["stock"] == 23
+
+
+def test_an_admin_reads_any_order(client, admin, alice):
+    order = place(client, alice[1], [VALID]).json()
+    response = client.get(f"/v1/orders/{order['id']}", headers=admin)
+    assert response.status == 200 and response.json() == order
+    assert_problem(client.get("/v1/orders/404", headers=admin), 404, "order 404 does not exist")
+
+
+def test_a_customer_lists_only_their_orders_and_an_admin_lists_all(client, admin, alice, bob):
+    first = place(client, alice[1], [VALID]).json()
+    second = place(client, bob[1], [{"item_id": 2, "quantity": 1}]).json()
+    third = place(client, alice[1], [{"item_id": 3, "quantity": 1}]).json()
+    assert listed(client, alice[1]) == [third["id"], first["id"]]
+    assert listed(client, bob[1]) == [second["id"]]
+    assert client.get("/v1/orders", headers=admin).json()["data"] == [third, second, first]  # with their lines
+    assert_problem(client.get(f"/v1/orders?user_id={bob[0]}", headers=alice[1]), 400,
+                   "unknown query parameter(s): user_id")
+
+
+# -- GET /v1/orders ------------------------------------------------------------------------
+
+def test_the_list_is_newest_first_unless_asked_otherwise(client, customer):
+    ids = [place(client, customer, [{"item_id": item_id, "quantity": 1}]).json()["id"] for item_id in (1, 2, 3)]
+    response = client.get("/v1/orders", headers=customer)
+    assert response.status == 200 and response.header("Content-Type") == "application/json"
+    body = response.json()
+    assert [order["id"] for order in body["data"]] == ids[::-1]
+    assert [set(order) for order in body["data"]] == [ORDER_FIELDS] * 3
+    assert body["data"][0]["lines"] == [{"item_id": 3, "name": SEEDED[3]["name"], "quantity": 1,
+                                         "unit_price_cents": SEEDED[3]["price_cents"]}]
+    assert body["pagination"] == {"limit": 20, "has_more": False, "next_cursor": None}
+    assert 'rel="next"' not in (response.header("Link") or "")
+    assert listed(client, customer, "sort=-created_at") == ids[::-1]
+    assert listed(client, customer, "sort=created_at") == ids
+
+
+@pytest.mark.parametrize("query, detail", [
+    ("sort=total_cents", "cannot sort by 'total_cents'; choose from created_at"),
+    ("sort=id", "cannot sort by 'id'; choose from created_at"),
+    ("sort=", "cannot sort by ''; choose from created_at"),
+    ("sort=created_at,created_at", "'created_at' appears twice in sort"),
+    ("status=refunded", "'status' must be one of: pending, paid, shipped, cancelled"),
+    ("status=PAID", "'status' must be one of: pending, paid, shipped, cancelled"),
+    ("status=", "'status' must be one of: pending, paid, shipped, cancelled"),
+    ("status=paid&status=shipped", "query parameter 'status' is given more than once"),
+    ("state=paid", "unknown query parameter(s): state"),
+    ("page=2&per_page=5", "unknown query parameter(s): page, per_page"),
+    ("limit=0", "'limit' must be a whole number from 1 to 100"),
+    ("limit=101", "'limit' must be a whole number from 1 to 100"),
+    ("offset=-1", "'offset' must be a whole number from 0 to 100000"),
+    ("cursor=not-a-cursor", None),
+    ("offset=0&cursor=abc", "use either 'offset' or 'cursor', not both"),
+])
+def test_bad_list_parameters_are_400(checker, query, detail):
+    assert_problem(checker.client.get(f"/v1/orders?{query}", headers=checker.customer), 400, detail)
+
+
+def test_the_status_filter(client, admin, alice, bob):
+    ids = [place(client, headers, [{"item_id": item_id, "quantity": 1}]).json()["id"]
+           for item_id, headers in ((1, alice[1]), (2, alice[1]), (3, bob[1]), (4, alice[1]))]
+    for order_id, status in ((ids[0], "paid"), (ids[2], "paid"), (ids[3], "cancelled")):
+        assert move(client, admin, order_id, status).status == 200
+    assert listed(client, admin, "status=paid") == [ids[2], ids[0]]
+    assert listed(client, alice[1], "status=paid") == [ids[0]]
+    assert listed(client, alice[1], "status=pending") == [ids[1]]
+    assert listed(client, alice[1], "status=cancelled") == [ids[3]]
+    assert listed(client, admin, "status=shipped") == []
+
+
+# Five of Alice's orders at known times (see `dated_orders`): ids 1..5.
+DATED = ["2026-01-01T12:00:00.000000Z", "2026-01-02T00:00:00.000000Z", "2026-01-02T12:00:00.000000Z",
+         "2026-01-03T00:00:00.000000Z", "2026-01-03T23:59:59.999999Z"]
+
+
+@pytest.mark.parametrize("params, expected_ids", [
+    ({"created_from": "2026-01-02"}, [5, 4, 3, 2]),
+    ({"created_to": "2026-01-02"}, [1]),                                    # to is exclusive
+    ({"created_from": "2026-01-02", "created_to": "2026-01-03"}, [3, 2]),
+    ({"created_from": "2026-01-03", "created_to": "2026-01-03"}, []),
+    ({"created_from": "2026-01-02T12:00:00Z"}, [5, 4, 3]),                 # from is inclusive
+    ({"created_from": "2026-01-02T12:00:00.000001Z"}, [5, 4]),
+    ({"created_to": "2026-01-02T12:00:00Z"}, [2, 1]),
+    ({"created_to": "2026-01-02T12:00:00.000001Z"}, [3, 2, 1]),
+    ({"created_from": "2026-01-02T14:00:00+02:00"}, [5, 4, 3]),            # the same instant as 12:00Z
+    ({"created_to": "2026-01-02T23:00:00-01:00"}, [3, 2, 1]),              # 2026-01-03T00:00Z
+    ({"created_from": "2026-01-01T00:00:00Z", "created_to": "2026-01-04"}, [5, 4, 3, 2, 1]),
+    ({"created_from": "2026-01-04"}, []),
+])
+def test_created_from_and_created_to(wsgi_client, alice, seeded, params, expected_ids):
+    dated_orders(seeded, alice[0])
+    assert listed(wsgi_client, alice[1], urlencode(params)) == expected_ids
+    assert listed(wsgi_client, alice[1], urlencode(dict(params, sort="created_at"))) == expected_ids[::-1]
+
+
+@pytest.mark.parametrize("params, detail", [
+    ({"created_from": "yesterday"}, "'created_from' " + BAD_TIME),
+    ({"created_from": ""}, "'created_from' " + BAD_TIME),
+    ({"created_from": "2026-13-01"}, "'created_from' " + BAD_TIME),
+    ({"created_from": "2026-02-30"}, "'created_from' " + BAD_TIME),
+    ({"created_to": "2026-01-02T12:00:00"}, "'created_to' " + BAD_TIME),      # no offset
+    ({"created_to": "2026-01-02T25:00:00Z"}, "'created_to' " + BAD_TIME),
+    ({"created_to": "2026-01-02T12:00:00Z" + "0" * 40}, "'created_to' " + BAD_TIME),
+    ({"created_from": "2026-01-03", "created_to": "2026-01-02"}, "'created_from' is after 'created_to'"),
+    ({"created_from": "2026-01-02T12:00:00.000001Z", "created_to": "2026-01-02T12:00:00Z"},
+     "'created_from' is after 'created_to'"),
+])
+def test_bad_created_ranges_are_400(checker, params, detail):
+    assert_problem(checker.client.get(f"/v1/orders?{urlencode(params)}", headers=checker.customer), 400, detail)
+
+
+@pytest.mark.parametrize("value", ["2026-W01-5", "20260102T120000Z", "2026-01-02T12Z"])
+def test_created_from_accepts_only_rfc_3339(checker, value):
+    """ISO 8601 forms that RFC 3339 does not allow (a week date, the basic format, an hour
+    alone): Python 3.11's fromisoformat takes them, the API says it wants RFC 3339."""
+    response = checker.client.get(f"/v1/orders?{urlencode({'created_from': value})}", headers=checker.customer)
+    assert_problem(response, 400, "'created_from' " + BAD_TIME)
+
+
+def test_a_cursor_walks_every_order_once_even_with_equal_times(client, alice, bob, seeded):
+    times = ["2026-01-01T00:00:00.000000Z"] * 3 + ["2026-01-02T00:00:00.000000Z"] * 2 + [
+        "2026-01-03T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z"]
+    insert_orders(seeded, [(alice[0], created_at, "pending", [(1, 1, 100)]) for created_at in times]
+                  + [(bob[0], "2026-01-02T00:00:00.000000Z", "pending", [(1, 1, 100)])])  # 8: Bob's
+    newest_first = [6, 5, 4, 7, 3, 2, 1]
+    for query, limit, expected in (("limit=2", 2, newest_first), ("limit=2&sort=created_at", 2, newest_first[::-1]),
+                                   ("limit=3", 3, newest_first)):
+        seen, pages, url = [], 0, f"/v1/orders?{query}"
+        while url:
+            response = client.get(url, headers=alice[1])
+            assert response.status == 200, response
+            body = response.json()
+            seen += [order["id"] for order in body["data"]]
+            pages += 1
+            url = body["links"].get("next")
+            assert body["pagination"]["has_more"] is (url is not None)
+            if url:
+                assert f'<{url}>; rel="next"' in response.header("Link")
+                assert body["pagination"]["next_cursor"] in url
+            else:
+                assert 'rel="next"' not in (response.header("Link") or "")
+        assert seen == expected
+        assert pages == -(-len(expected) // limit)
+
+
+def test_a_cursor_keeps_its_filters(client, admin, alice, seeded):
+    dated_orders(seeded, alice[0])
+    params = {"created_from": "2026-01-02", "created_to": "2026-01-04", "limit": "2"}
+    first = client.get(f"/v1/orders?{urlencode(params)}", headers=alice[1]).json()
+    assert [order["id"] for order in first["data"]] == [5, 4]
+    second = client.get(first["links"]["next"], headers=alice[1]).json()
+    assert [order["id"] for order in second["data"]] == [3, 2] and second["pagination"]["has_more"] is False
+    # The cursor belongs to these filters, and to Alice's list: anywhere else it is refused.
+    cursor = first["pagination"]["next_cursor"]
+    assert_problem(client.get(f"/v1/orders?cursor={cursor}", headers=alice[1]), 400)
+    assert_problem(client.get(f"/v1/orders?{urlencode(dict(params, cursor=cursor))}", headers=admin), 400)
+
+
+def test_offset_pages(client, alice, seeded):
+    dated_orders(seeded, alice[0])
+    response = client.get("/v1/orders?limit=2&offset=2", headers=alice[1])
+    body = response.json()
+    assert [order["id"] for order in body["data"]] == [3, 2]
+    assert body["pagination"] == {"limit": 2, "has_more": True, "offset": 2}
+    assert 'rel="next"' in response.header("Link") and body["links"]["next"].endswith("offset=4")
+    last = client.get("/v1/orders?limit=2&offset=4", headers=alice[1])
+    assert [order["id"] for order in last.json()["data"]] == [1]
+    assert 'rel="next"' not in (last.header("Link") or "")
+    assert listed(client, alice[1], "limit=2&offset=5") == []
+
+
+def test_listing_takes_two_queries_whatever_the_page_size(wsgi_client, admin, customer, monkeypatch):
+    """No N+1: the orders in one query, the lines of all of them in a second."""
+    for _ in range(20):
+        lines = [{"item_id": item_id, "quantity": 1} for item_id in (2, 3, 6)]
+        assert place(wsgi_client, customer, lines).status == 201
+    statements = []
+    execute = db.Connection.execute
+
+    def counting_execute(connection, sql, params=None):
+        statements.append(sql)
+        return execute(connection, sql, params)
+
+    monkeypatch.setattr(db.Connection, "execute", counting_execute)
+    counts = {}
+    for limit in (1, 20):
+        statements.clear()
+        response = wsgi_client.get(f"/v1/orders?limit={limit}", headers=admin)
+        assert response.status == 200
+        assert [len(order["lines"]) for order in response.json()["data"]] == [3] * limit
+        counts[limit] = len(statements)
+        # A bearer token is checked without the database, so these are the list's own.
+        assert "FROM orders" in statements[0] and "FROM order_items" in statements[1], statements
+    assert counts == {1: 2, 20: 2}
+
+
+# -- cancelling and the state machine ------------------------------------------------------
+
+def test_the_owner_cancels_a_pending_order_and_the_stock_comes_back(client, customer):
+    order = place(client, customer, [{"item_id": 4, "quantity": 2}, {"item_id": 25, "quantity": 3}]).json()
+    assert (item(client, 4)["stock"], item(client, 25)["stock"]) == (24, 125)
+    response = cancel(client, customer, order["id"])
+    assert response.status == 200, response
+    assert response.header("ETag") == f'"order-{order["id"]}-cancelled"'
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["lines"] == order["lines"]
+    assert cancelled["total_cents"] == order["total_cents"] and cancelled["updated_at"] > order["updated_at"]
+    for item_id, stock in ((4, 26), (25, 128)):
+        assert (item(client, item_id)["stock"], item(client, item_id)["version"]) == (stock, 3)
+    assert client.get(f"/v1/orders/{order['id']}", headers=customer).json() == cancelled
+    # Twice is a conflict, and the stock comes back only once.
+    problem = assert_problem(cancel(client, customer, order["id"]), 409,
+                             f"order {order['id']} is cancelled; it cannot become cancelled")
+    assert problem["current_status"] == "cancelled"
+    assert item(client, 4)["stock"] == 26
+
+
+@pytest.mark.parametrize("path", [["paid"], ["paid", "shipped"]])
+def test_the_owner_cannot_cancel_once_paid(client, admin, customer, path):
+    order = place(client, customer, [{"item_id": 4, "quantity": 2}]).json()
+    for status in path:
+        assert move(client, admin, order["id"], status).status == 200
+    problem = assert_problem(cancel(client, customer, order["id"]), 409,
+                             f"order {order['id']} is {path[-1]}; it cannot become cancelled")
+    assert problem["current_status"] == path[-1]
+    assert item(client, 4)["stock"] == 24
+    assert client.get(f"/v1/orders/{order['id']}", headers=customer).json()["status"] == path[-1]
+
+
+def test_an_admin_may_cancel_a_paid_order_and_the_stock_comes_back(client, admin, customer):
+    order = place(client, customer, [{"item_id": 4, "quantity": 2}, {"item_id": 13, "quantity": 7}]).json()
+    assert move(client, admin, order["id"], "paid").status == 200
+    response = move(client, admin, order["id"], "cancelled")
+    assert response.status == 200 and response.json()["status"] == "cancelled"
+    assert (item(client, 4)["stock"], item(client, 13)["stock"]) == (26, 7)
+
+
+def test_a_shipped_order_cannot_be_cancelled(client, admin, customer):
+    order = place(client, customer, [{"item_id": 4, "quantity": 2}]).json()
+    for status in ("paid", "shipped"):
+        assert move(client, admin, order["id"], status).status == 200
+    assert_problem(move(client, admin, order["id"], "cancelled"), 409,
+                   f"order {order['id']} is shipped; it cannot become cancelled")
+    assert_problem(cancel(client, admin, order["id"]), 409)
+    assert_problem(cancel(client, customer, order["id"]), 409)
+    assert item(client, 4)["stock"] == 24
+
+
+# How each status is reached from "pending", along allowed arrows.
+PATH_TO = {"pending": [], "paid": ["paid"], "shipped": ["paid", "shipped"], "cancelled": ["cancelled"]}
+STATE_MACHINE = [
+    # from         to           status
+    ("pending",   "pending",   409),
+    ("pending",   "paid",      200),
+    ("pending",   "shipped",   409),
+    ("pending",   "cancelled", 200),
+    ("paid",      "pending",   409),
+    ("paid",      "paid",      409),
+    ("paid",      "shipped",   200),
+    ("paid",      "cancelled", 200),
+    ("shipped",   "pending",   409),
+    ("shipped",   "paid",      409),
+    ("shipped",   "shipped",   409),
+    ("shipped",   "cancelled", 409),
+    ("cancelled", "pending",   409),
+    ("cancelled", "paid",      409),
+    ("cancelled", "shipped",   409),
+    ("cancelled", "cancelled", 409),
+]
+
+
+@pytest.mark.parametrize("from_status, to_status, status", STATE_MACHINE)
+def test_the_admin_state_machine(wsgi_client, admin, customer, from_status, to_status, status):
+    order_id = place(wsgi_client, customer, [{"item_id": 14, "quantity": 2}]).json()["id"]
+    for step in PATH_TO[from_status]:
+        assert move(wsgi_client, admin, order_id, step).status == 200
+    response = move(wsgi_client, admin, order_id, to_status)
+    if status == 200:
+        assert response.status == 200, response
+        assert response.json()["status"] == to_status
+        assert response.header("ETag") == f'"order-{order_id}-{to_status}"'
+    else:
+        problem = assert_problem(response, 409, f"order {order_id} is {from_status}; it cannot become {to_status}")
+        assert problem["current_status"] == from_status
+    final = to_status if status == 200 else from_status
+    assert wsgi_client.get(f"/v1/orders/{order_id}", headers=customer).json()["status"] == final
+    assert item(wsgi_client, 14)["stock"] == (181 if final == "cancelled" else 179)
+
+
+@pytest.mark.parametrize("body, errors", [
+    ({"status": "refunded"}, [("status", "must be one of: pending, paid, shipped, cancelled")]),
+    ({"status": "PAID"}, [("status", "must be one of: pending, paid, shipped, cancelled")]),
+    ({"status": 2}, [("status", "must be a string")]),
+    ({"status": None}, [("status", "must be a string")]),
+    ({}, [("status", "is required")]),
+    ({"status": "paid", "total_cents": 0}, [("total_cents", "is not a known field")]),
+    (["paid"], [("", "the body must be a JSON object")]),
+])
+def test_a_bad_status_change_is_422(wsgi_client, admin, customer, body, errors):
+    order_id = place(wsgi_client, customer, [VALID]).json()["id"]
+    response = wsgi_client.request("PATCH", f"/v1/orders/{order_id}", json=body, headers=admin)
+    assert_problem(response, 422, errors=[{"field": field, "message": message} for field, message in errors])
+    assert wsgi_client.get(f"/v1/orders/{order_id}", headers=customer).json()["status"] == "pending"
+
+
+def test_changing_an_unknown_order_is_404(client, admin):
+    assert_problem(move(client, admin, 999, "paid"), 404, "order 999 does not exist")
+    assert_problem(cancel(client, admin, 999), 404, "order 999 does not exist")
+
+
+# -- ETag ----------------------------------------------------------------------------------
+
+def test_if_none_match_gives_304_until_the_status_changes(client, admin, customer):
+    order_id = place(client, customer, [VALID]).json()["id"]
+    response = client.get(f"/v1/orders/{order_id}", headers=customer)
+    tag = response.header("ETag")
+    assert tag == f'"order-{order_id}-pending"'
+    assert response.header("Cache-Control") == "private, no-cache"
+    unchanged = client.get(f"/v1/orders/{order_id}", headers=dict(customer, **{"If-None-Match": tag}))
+    assert unchanged.status == 304 and unchanged.body == b""
+    assert unchanged.header("ETag") == tag
+    assert move(client, admin, order_id, "paid").header("ETag") == f'"order-{order_id}-paid"'
+    changed = client.get(f"/v1/orders/{order_id}", headers=dict(customer, **{"If-None-Match": tag}))
+    assert changed.status == 200 and changed.json()["status"] == "paid"
+    assert changed.header("ETag") == f'"order-{order_id}-paid"'
+    again = client.get(f"/v1/orders/{order_id}", headers=dict(admin, **{"If-None-Match": changed.header("ETag")}))
+    assert again.status == 304
+
+
+# -- Idempotency-Key -----------------------------------------------------------------------
+
+KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
+
+
+def test_the_same_key_and_body_replay_the_first_answer(client, customer, seeded):
+    lines = [{"item_id": 4, "quantity": 2}, {"item_id": 25, "quantity": 1}]
+    first = place(client, customer, lines, key=KEY)
+    assert first.status == 201 and first.header("Idempotent-Replayed") is None
+    second = place(client, customer, lines, key=KEY)
+    assert second.status == 201
+    assert second.header("Idempotent-Replayed") == "true"
+    assert second.body == first.body
+    for name in ("Location", "ETag", "Content-Type"):
+        assert second.header(name) == first.header(name)
+    assert second.header("X-Request-ID") != first.header("X-Request-ID")
+    # Keys in another order and other spacing: the same request.
+    reordered = b'{ "lines" : [ {"quantity": 2, "item_id": 4},\n {"quantity":1,"item_id":25} ] }'
+    third = client.post("/v1/orders", body=reordered, headers=json_headers(customer, KEY))
+    assert third.status == 201 and third.header("Idempotent-Replayed") == "true" and third.body == first.body
+    assert order_statuses(seeded) == {1: "pending"}
+    assert (item(client, 4)["stock"], item(client, 25)["stock"]) == (24, 127)
+
+
+def test_the_same_key_with_another_body_is_422(client, customer, seeded):
+    assert place(client, customer, [{"item_id": 4, "quantity": 2}], key=KEY).status == 201
+    for lines in ([{"item_id": 4, "quantity": 3}], [{"item_id": 4, "quantity": 2}, VALID]):
+        assert_problem(
+            place(client, customer, lines, key=KEY), 422,
+            "this Idempotency-Key belongs to another request; use a new key for a new request",
+            errors=[{"field": "Idempotency-Key", "message": "was already used with a different request"}])
+    assert order_statuses(seeded) == {1: "pending"}
+    assert item(client, 4)["stock"] == 24
+    # The first request still replays.
+    assert place(client, customer, [{"item_id": 4, "quantity": 2}], key=KEY).header("Idempotent-Replayed") == "true"
+
+
+def test_keys_belong_to_their_user(client, alice, bob, seeded):
+    first = place(client, alice[1], [VALID], key="order-1")
+    second = place(client, bob[1], [VALID], key="order-1")
+    assert (first.status, second.status) == (201, 201)
+    assert second.header("Idempotent-Replayed") is None
+    assert (first.json()["user_id"], second.json()["user_id"]) == (alice[0], bob[0])
+    assert order_statuses(seeded) == {1: "pending", 2: "pending"}
+    assert item(client, 1)["stock"] == 25
+
+
+@pytest.mark.parametrize("key", ["k" * 255, "~!#$%&'*+-.^_`|0123456789"])
+def test_a_key_of_visible_ascii_up_to_255_characters_is_accepted(client, customer, key):
+    assert place(client, customer, [VALID], key=key).status == 201
+    assert place(client, customer, [VALID], key=key).header("Idempotent-Replayed") == "true"
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "a b", "clé", "tab\there", ""])
+def test_a_malformed_key_is_400(checker, key):
+    assert_problem(place(checker.client, checker.customer, [VALID], key=key), 400,
+                   "Idempotency-Key must be 1 to 255 visible ASCII characters")
+    assert nothing_was_ordered(checker.client, checker.database)
+
+
+def test_a_key_refused_for_stock_may_be_used_again(client, admin, customer, seeded):
+    lines = [{"item_id": 13, "quantity": 10}]
+    assert_problem(place(client, customer, lines, key=KEY), 409)
+    assert_problem(place(client, customer, lines, key=KEY), 409)  # judged afresh, not replayed
+    assert patch_item(client, admin, 13, {"stock": 20}, if_match='"item-13-v1"').status == 200
+    retry = place(client, customer, lines, key=KEY)
+    assert retry.status == 201, retry
+    assert retry.header("Idempotent-Replayed") is None
+    assert item(client, 13)["stock"] == 10
+    assert place(client, customer, lines, key=KEY).header("Idempotent-Replayed") == "true"
+    assert order_statuses(seeded) == {1: "pending"}
+
+
+def test_a_key_refused_for_an_unknown_item_may_be_used_again(client, customer, seeded):
+    assert_problem(place(client, customer, [{"item_id": 31, "quantity": 1}], key=KEY), 422)
+    # The key was given back: another body with it is a new request, not "a different request".
+    assert place(client, customer, [VALID], key=KEY).status == 201
+    assert order_statuses(seeded) == {1: "pending"}
+
+
+# -- GET /v1/reports/sales -----------------------------------------------------------------
+
+def test_sales_per_item_and_per_day_count_only_paid_and_shipped_orders(client, admin, customer):
+    for item_id, price_cents in ((1, 3000), (2, 1000), (3, 500), (4, 250)):
+        assert patch_item(client, admin, item_id, {"price_cents": price_cents},
+                          if_match=f'"item-{item_id}-v1"').status == 200
+    paid = place(client, customer, [{"item_id": 1, "quantity": 1}, {"item_id": 2, "quantity": 2}]).json()
+    shipped = place(client, customer, [{"item_id": 3, "quantity": 4}, {"item_id": 4, "quantity": 2}]).json()
+    place(client, customer, [{"item_id": 1, "quantity": 5}])                      # stays pending
+    cancelled = place(client, customer, [{"item_id": 2, "quantity": 3}]).json()
+    refunded = place(client, customer, [{"item_id": 4, "quantity": 10}]).json()
+    for order, path in ((paid, ["paid"]), (shipped, ["paid", "shipped"]), (cancelled, ["cancelled"]),
+                        (refunded, ["paid", "cancelled"])):
+        for status in path:
+            assert move(client, admin, order["id"], status).status == 200
+    today = dt.datetime.now(dt.timezone.utc).date()
+
+    response = client.get("/v1/reports/sales?group_by=item", headers=admin)
+    assert response.status == 200 and response.header("Content-Type") == "application/json"
+    assert response.json() == {
+        "from": days_ago(today, 29), "to": today.isoformat(), "group_by": "item",
+        "data": [
+            # Items 2 and 3 tie at 2000: one rank for both, and the next rank skips one.
+            sale(1, quantity=1, revenue_cents=3000, revenue_rank=1, running_revenue_cents=3000),
+            sale(2, quantity=2, revenue_cents=2000, revenue_rank=2, running_revenue_cents=5000),
+            sale(3, quantity=4, revenue_cents=2000, revenue_rank=2, running_revenue_cents=7000),
+            sale(4, quantity=2, revenue_cents=500, revenue_rank=4, running_revenue_cents=7500),
+        ],
+    }
+    assert report(client, admin, group_by="item", limit=2) == response.json()["data"][:2]
+    by_day = client.get("/v1/reports/sales?group_by=day", headers=admin).json()
+    assert by_day == {"from": days_ago(today, 29), "to": today.isoformat(), "group_by": "day", "data": [
+        {"day": today.isoformat(), "orders": 2, "items_sold": 9, "revenue_cents": 7500, "running_revenue_cents": 7500},
+    ]}
+    assert client.get("/v1/reports/sales", headers=admin).json() == by_day  # day is the default
+
+
+def test_sales_per_day_with_a_running_total(client, admin, alice, seeded):
+    today = dt.datetime.now(dt.timezone.utc).date()
+
+    def at(days, clock="12:00:00.000000"):
+        return f"{days_ago(today, days)}T{clock}Z"
+
+    user_id, headers = alice
+    insert_orders(seeded, [
+        (user_id, at(40), "paid", [(1, 1, 1000)]),
+        (user_id, at(3, "00:00:00.000000"), "paid", [(2, 2, 700)]),
+        (user_id, at(3, "23:59:59.999999"), "shipped", [(3, 1, 300), (4, 1, 200)]),
+        (user_id, at(2), "pending", [(1, 3, 1000)]),
+        (user_id, at(2), "cancelled", [(1, 3, 1000)]),
+        (user_id, at(1, "00:00:00.000000"), "paid", [(5, 4, 250)]),
+    ])
+    order_id = place(client, headers, [{"item_id": 4, "quantity": 2}]).json()["id"]  # today, 2 x 2744
+    assert move(client, admin, order_id, "paid").status == 200
+
+    def day(days, orders, items_sold, revenue_cents, running_revenue_cents):
+        return {"day": days_ago(today, days), "orders": orders, "items_sold": items_sold,
+                "revenue_cents": revenue_cents, "running_revenue_cents": running_revenue_cents}
+
+    assert report(client, admin, group_by="day") == [
+        day(3, 2, 4, 1900, 1900), day(1, 1, 4, 1000, 2900), day(0, 1, 2, 5488, 8388)]
+    # `from` and `to` are whole days, both included.
+    assert report(client, admin, **{"from": days_ago(today, 40), "to": days_ago(today, 3)}) == [
+        day(40, 1, 1, 1000, 1000), day(3, 2, 4, 1900, 2900)]
+    assert report(client, admin, **{"from": days_ago(today, 3), "to": days_ago(today, 3)}) == [
+        day(3, 2, 4, 1900, 1900)]
+    assert report(client, admin, **{"from": days_ago(today, 2), "to": days_ago(today, 2)}) == []
+    assert report(client, admin, to=days_ago(today, 1)) == [day(3, 2, 4, 1900, 1900), day(1, 1, 4, 1000, 2900)]
+    by_item = report(client, admin, group_by="item", **{"from": days_ago(today, 40)})
+    assert [(row["item_id"], row["quantity"], row["revenue_cents"]) for row in by_item] == [
+        (4, 3, 200 + 5488), (2, 2, 1400), (1, 1, 1000), (5, 4, 1000), (3, 1, 300)]
+    assert [row["revenue_rank"] for row in by_item] == [1, 2, 3, 3, 5]
+    assert [row["running_revenue_cents"] for row in by_item] == [5688, 7088, 8088, 9088, 9388]
+
+
+@pytest.mark.parametrize("query, detail", [
+    ("group_by=week", "'group_by' must be one of: day, item"),
+    ("group_by=DAY", "'group_by' must be one of: day, item"),
+    ("from=2026-1-5", "'from' must be a day written YYYY-MM-DD"),
+    ("from=2026-02-30", "'from' must be a day written YYYY-MM-DD"),
+    ("to=2026-01-05T00:00:00Z", "'to' must be a day written YYYY-MM-DD"),
+    ("to=yesterday", "'to' must be a day written YYYY-MM-DD"),
+    ("from=2026-01-06&to=2026-01-05", "'from' is after 'to'"),
+    ("from=2025-01-01&to=2026-01-02", "the range may cover at most 366 days"),
+    ("from=2000-01-01", "the range may cover at most 366 days"),
+    ("limit=5", "'limit' applies to group_by=item only"),
+    ("group_by=day&limit=5", "'limit' applies to group_by=item only"),
+    ("group_by=item&limit=0", "'limit' must be a whole number from 1 to 100"),
+    ("group_by=item&limit=101", "'limit' must be a whole number from 1 to 100"),
+    ("group_by=item&top=5", "unknown query parameter(s): top"),
+    ("since=2026-01-01", "unknown query parameter(s): since"),
+    ("from=2026-01-01&from=2026-01-02", "query parameter 'from' is given more than once"),
+])
+def test_bad_report_parameters_are_400(checker, query, detail):
+    assert_problem(checker.client.get(f"/v1/reports/sales?{query}", headers=checker.admin), 400, detail)
+
+
+def test_a_range_of_366_days_is_allowed(checker):
+    response = checker.client.get("/v1/reports/sales?from=2024-01-01&to=2024-12-31&group_by=item",
+                                  headers=checker.admin)
+    assert response.status == 200 and response.json()["data"] == []
+
+
+def test_an_empty_group_by_is_400(checker):
+    """`status=` and `sort=` are 400s on GET /v1/orders; `group_by=` silently means "day"."""
+    assert_problem(checker.client.get("/v1/reports/sales?group_by=", headers=checker.admin), 400,
+                   "'group_by' must be one of: day, item")
+
+
+def test_report_days_are_written_yyyy_mm_dd(checker):
+    """The message says YYYY-MM-DD; Python 3.11's date.fromisoformat also takes a week date."""
+    response = checker.client.get("/v1/reports/sales?from=2026-W01-1&to=2026-01-31", headers=checker.admin)
+    assert_problem(response, 400, "'from' must be a day written YYYY-MM-DD")
+
+
+# -- the SQL: every query is served by an index (EXPLAIN) ----------------------------------
+
+NEWEST_FIRST = parse_sort("-created_at", sql_orders.SORTABLE_COLUMNS)
+OLDEST_FIRST = parse_sort("created_at", sql_orders.SORTABLE_COLUMNS)
+JANUARY = ("2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z")
+# SQLite plan steps that read a whole table (a "SCAN t USING INDEX i" walks an index instead).
+TABLE_SCANS = [["SCAN", "orders"], ["SCAN", "order_items"], ["SCAN", "items"]]
+ORDER_QUERIES = {
+    # name: (run the query, the indexes that may serve it, must the index also give the order?)
+    "a user's orders": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1),
+        ("orders_user_id_created_at",), True),
+    "a user's orders after a cursor": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1, after=(JANUARY[0], 10)),
+        ("orders_user_id_created_at",), True),
+    "a user's orders in a range, oldest first": (
+        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, user_id=1,
+                                         created_from=JANUARY[0], created_to=JANUARY[1]),
+        ("orders_user_id_created_at",), True),
+    "every order (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21),
+        ("orders_created_at_id",), True),
+    "every order, oldest first, at an offset (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, offset=20),
+        ("orders_created_at_id",), True),
+    "every order with a status (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid"),
+        ("orders_status_created_at",), True),
+    "every order with a status after a cursor (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid", after=(JANUARY[1], 10)),
+        ("orders_status_created_at",), True),
+    "the lines of a page of orders": (
+        lambda c: sql_orders.lines_of_orders(c, [9, 3, 5, 1]),
+        ("order_items_pkey", "sqlite_autoindex_order_items_1"), True),
+    "lock the items of an order": (
+        lambda c: sql_orders.lock_items(c, [12, 3, 7]),
+        ("items_pkey", "items_live_id", "INTEGER PRIMARY KEY"), True),
+    "one order of a user": (
+        lambda c: sql_orders.get_order(c, 3, user_id=1),
+        ("orders_pkey", "INTEGER PRIMARY KEY"), True),
+    # Reports group and rank, so they sort; what matters is that orders are found by index.
+    # PostgreSQL may take the creation range from either index that leads with it.
+    "sales per day": (
+        lambda c: sql_reports.sales_by_day(c, *JANUARY),
+        ("orders_status_created_at", "orders_created_at_id"), False),
+    "sales per item": (
+        lambda c: sql_reports.sales_by_item(c, *JANUARY, 20),
+        ("orders_status_created_at", "orders_created_at_id"), False),
+}
+
+
+@pytest.fixture
+def planned(seeded, users):
+    """The database with 60 orders of three users, over January 2026, in every status."""
+    user_ids = [users.create()["id"] for _ in range(3)]
+    insert_orders(seeded, [
+        (user_ids[number % 3], f"2026-01-{1 + number % 28:02d}T{number % 24:02d}:00:00.000000Z",
+         STATUSES[number % 4], [(1 + number % 30, 1, 100), (1 + (number + 7) % 30, 2, 50)])
+        for number in range(60)
+    ])
+    return seeded
+
+
+@pytest.mark.parametrize("query_name", list(ORDER_QUERIES))
+def test_every_order_query_uses_an_index(planned, query_name):
+    run_query, indexes, ordered = ORDER_QUERIES[query_name]
+    engine, plan = query_plan(planned, run_query, ordered)
+    text = " | ".join(plan)
+    if engine == "sqlite":
+        assert not [step for step in plan if step.split(" ")[:2] in TABLE_SCANS and "USING" not in step], text
+        if ordered:
+            assert "TEMP B-TREE" not in text, text  # no sort step: the index gives the order
+    else:
+        assert "Seq Scan" not in text, text
+        if ordered:
+            assert "Sort" not in text, text
+    assert any(index in text for index in indexes), text
+
+
+@pytest.mark.parametrize("query_name", [name for name in ORDER_QUERIES if "after a cursor" in name])
+def test_a_cursor_bounds_the_index_scan(planned, query_name):
+    """pagination.py promises keyset pages "as fast on page 500 as on page 1": the index
+    must start at the cursor, not walk every newer row and filter it out."""
+    run_query, _, ordered = ORDER_QUERIES[query_name]
+    engine, plan = query_plan(planned, run_query, ordered)
+    if engine == "sqlite":
+        bounded = [step for step in plan if step.startswith("SEARCH orders") and "created_at<" in step]
+    else:
+        bounded = [step for step in plan if step.startswith("Index Cond") and "created_at" in step]
+    assert bounded, " | ".join(plan)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+class RecordingConnection:
+    """Passes calls through to a db.Connection and remembers the last SQL and parameters."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.engine = connection.engine
+        self.for_update = connection.for_update
+        self.last = None
+
+    def fetch_one(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_one(sql, params)
+
+    def fetch_all(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_all(sql, params)
+
+
+def query_plan(database, run_query, ordered):
+    """(engine, the plan's lines) for the last statement `run_query` runs.
+
+    SQLite: EXPLAIN QUERY PLAN. PostgreSQL: EXPLAIN with scans (and, for lists, sorts)
+    discouraged, since scanning these tiny tables would rightly win otherwise: the question
+    is "could an index serve this, in order?". SET LOCAL ends with the transaction.
+    """
+    with database.transaction() as connection:
+        recording = RecordingConnection(connection)
+        run_query(recording)
+        sql, params = recording.last
+        if connection.engine == "sqlite":
+            return "sqlite", [row["detail"] for row in connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params)]
+        connection.execute("SET LOCAL enable_seqscan = off")
+        if ordered:
+            connection.execute("SET LOCAL enable_sort = off")
+        rows = connection.fetch_all("EXPLAIN (COSTS OFF) " + sql, params)
+        return "postgresql", [row["QUERY PLAN"].strip().removeprefix("->  ") for row in rows]
+
+
+def json_headers(headers, key=None):
+    headers = dict(headers, **{"Content-Type": "application/json"})
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return headers
+
+
+def place(client, headers, lines, key=None):
+    """POST /v1/orders with these lines (and an Idempotency-Key, when given)."""
+    return place_body(client, headers, {"lines": lines}, key)
+
+
+def place_body(client, headers, body, key=None):
+    return client.post("/v1/orders", body=json.dumps(body).encode(), headers=json_headers(headers, key))
+
+
+def cancel(client, headers, order_id):
+    return client.post(f"/v1/orders/{order_id}/cancel", headers=headers)
+
+
+def move(client, headers, order_id, status):
+    """PATCH the order's status (an admin's move)."""
+    return client.request("PATCH", f"/v1/orders/{order_id}", json={"status": status}, headers=headers)
+
+
+def patch_item(client, admin, item_id, changes, *, if_match):
+    return client.request("PATCH", f"/v1/items/{item_id}", json=changes, headers=dict(admin, **{"If-Match": if_match}))
+
+
+def item(client, item_id):
+    """The item as GET /v1/items/{id} shows it."""
+    response = client.get(f"/v1/items/{item_id}")
+    assert response.status == 200, response
+    return response.json()
+
+
+def listed(client, headers, query=""):
+    """The ids GET /v1/orders?query lists, in its order."""
+    response = client.get(f"/v1/orders?{query}", headers=headers)
+    assert response.status == 200, response
+    return [order["id"] for order in response.json()["data"]]
+
+
+def report(client, admin, **params):
+    """The rows of GET /v1/reports/sales?params."""
+    response = client.get(f"/v1/reports/sales?{urlencode(params)}", headers=admin)
+    assert response.status == 200, response
+    return response.json()["data"]
+
+
+def sale(item_id, **figures):
+    return dict({"item_id": item_id, "name": SEEDED[item_id]["name"]}, **figures)
+
+
+def days_ago(today, days):
+    return (today - dt.timedelta(days=days)).isoformat()
+
+
+def without_ids(problem, order_id):
+    """What two 404 problems for orders share: all but the request id and the order's id."""
+    return {name: value.replace(f"orders/{order_id}", "orders/N").replace(f"order {order_id} ", "order N ")
+            for name, value in problem.items() if name != "request_id" and isinstance(value, str)}
+
+
+def order_statuses(database):
+    """{order id: status} of every order in the database."""
+    with database.connection() as connection:
+        return {row["id"]: row["status"] for row in connection.fetch_all("SELECT id, status FROM orders ORDER BY id")}
+
+
+def nothing_was_ordered(client, database):
+    """No order and no line in the database, and items 1..3 as seeded (stock and version)."""
+    with database.connection() as connection:
+        counts = (connection.fetch_value("SELECT COUNT(*) FROM orders"),
+                  connection.fetch_value("SELECT COUNT(*) FROM order_items"))
+    seeded = [(item(client, item_id)["stock"], item(client, item_id)["version"]) for item_id in (1, 2, 3)]
+    return counts == (0, 0) and seeded == [(SEEDED[item_id]["stock"], 1) for item_id in (1, 2, 3)]
+
+
+def insert_orders(database, orders):
+    """Write orders straight into the tables, at chosen times (the API always stamps now), in
+    one transaction. `orders` are (user_id, created_at, status, lines), each line
+    (item_id, quantity, unit_price_cents). Returns their ids."""
+    order_ids = []
+    with database.transaction() as connection:
+        for user_id, created_at, status, lines in orders:
+            order_id = connection.fetch_value(
+                "INSERT INTO orders (user_id, status, total_cents, created_at, updated_at)"
+                " VALUES (:user_id, :status, :total_cents, :created_at, :created_at) RETURNING id",
+                {"user_id": user_id, "status": status, "created_at": created_at,
+                 "total_cents": sum(quantity * price for _, quantity, price in lines)},
+            )
+            for item_id, quantity, unit_price_cents in lines:
+                connection.execute(
+                    "INSERT INTO order_items (order_id, item_id, quantity, unit_price_cents)"
+                    " VALUES (:order_id, :item_id, :quantity, :unit_price_cents)",
+                    {"order_id": order_id, "item_id": item_id, "quantity": quantity,
+                     "unit_price_cents": unit_price_cents},
+                )
+            order_ids.append(order_id)
+    return order_ids
+
+
+def dated_orders(database, user_id):
+    """The user's five orders at the DATED times: ids 1..5, oldest first."""
+    return insert_orders(database, [(user_id, created_at, "pending", [(1, 1, 100)]) for created_at in DATED])
