@@ -155,6 +155,30 @@ def keyset_condition(sort, after):
     return "(" + " OR ".join(alternatives) + ")", params
 
 
+def page_sql(select, conditions, params, *, sort, limit, offset=None, after=None):
+    """The SQL and parameters of one page: `select` ("SELECT ... FROM table") filtered by
+    `conditions` (SQL texts whose values are in `params`), then the rows after the cursor,
+    in `sort` order, `limit` of them, or skipping `offset`.
+
+    >>> page_sql("SELECT id FROM items", ["stock > 0"], {}, sort=(("id", False),), limit=21, after=(40,))
+    ('SELECT id FROM items WHERE stock > 0 AND (id > :after_0) ORDER BY id ASC LIMIT :limit', {'after_0': 40, 'limit': 21})
+    """
+    conditions, params = list(conditions), dict(params)
+    if after is not None:
+        condition, after_params = keyset_condition(sort, after)
+        conditions.append(condition)
+        params.update(after_params)
+    sql = select
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += f" ORDER BY {order_by(sort)} LIMIT :limit"
+    params["limit"] = limit
+    if offset:
+        sql += " OFFSET :offset"
+        params["offset"] = offset
+    return sql, params
+
+
 def order_by(sort):
     """ORDER BY text for a checked sort, e.g. 'price_cents DESC, id ASC'."""
     return ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, descending in sort)

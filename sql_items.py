@@ -5,7 +5,7 @@ decides what a missing row means: `get_item` returns None and the handler answer
 The indexes these queries use are in schema.sql, each commented with the query it serves.
 """
 
-from pagination import keyset_condition, order_by
+from pagination import page_sql
 
 ITEM_COLUMNS = "id, name, description, price_cents, stock, version, created_at, updated_at"
 SORTABLE_COLUMNS = frozenset({"id", "name", "price_cents", "created_at"})
@@ -29,7 +29,7 @@ def list_items(connection, *, sort, limit, offset=None, after=None,
     names are the one part of this SQL not passed as parameters.
     """
     # Spelled as in the partial indexes' WHERE, so the planner can use them.
-    conditions, params = ["deleted_at IS NULL"], {"limit": limit}
+    conditions, params = ["deleted_at IS NULL"], {}
     if in_stock is True:
         conditions.append("stock > 0")
     elif in_stock is False:
@@ -45,19 +45,10 @@ def list_items(connection, *, sort, limit, offset=None, after=None,
         # The pattern's own % and _ are escaped so a user's "50%" means the text "50%".
         conditions.append("lower(name) LIKE :name_pattern ESCAPE '\\'")
         params["name_pattern"] = "%" + _escape_like(name_contains.lower()) + "%"
-    if after is not None:
-        condition, after_params = keyset_condition(sort, after)
-        conditions.append(condition)
-        params.update(after_params)
-    where = "WHERE " + " AND ".join(conditions)
-    paging = "LIMIT :limit"
-    if offset:
-        paging += " OFFSET :offset"
-        params["offset"] = offset
-    return connection.fetch_all(
-        f"SELECT {ITEM_COLUMNS} FROM items {where} ORDER BY {order_by(sort)} {paging}",
-        params,
+    sql, params = page_sql(
+        f"SELECT {ITEM_COLUMNS} FROM items", conditions, params, sort=sort, limit=limit, offset=offset, after=after
     )
+    return connection.fetch_all(sql, params)
 
 
 def insert_items(connection, items, now):

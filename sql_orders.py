@@ -8,7 +8,7 @@ placeholders, `IN (:id_0, :id_1, ...)`, which both engines accept in the same te
     ('(:item_0, :item_1)', {'item_0': 7, 'item_1': 3})
 """
 
-from pagination import keyset_condition, order_by
+from pagination import page_sql
 
 ORDER_COLUMNS = "id, user_id, status, total_cents, created_at, updated_at"
 LINE_COLUMNS = "order_id, item_id, item_name AS name, quantity, unit_price_cents"
@@ -94,7 +94,7 @@ def list_orders(connection, *, sort, limit, offset=None, after=None,
     list uses orders_created_at_id, or orders_status_created_at with a status filter.
     `created_from` is inclusive and `created_to` exclusive, both RFC 3339 text.
     """
-    conditions, params = [], {"limit": limit}
+    conditions, params = [], {}
     if user_id is not None:
         conditions.append("user_id = :user_id")
         params["user_id"] = user_id
@@ -107,19 +107,10 @@ def list_orders(connection, *, sort, limit, offset=None, after=None,
     if created_to is not None:
         conditions.append("created_at < :created_to")
         params["created_to"] = created_to
-    if after is not None:
-        condition, after_params = keyset_condition(sort, after)
-        conditions.append(condition)
-        params.update(after_params)
-    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
-    paging = "LIMIT :limit"
-    if offset:
-        paging += " OFFSET :offset"
-        params["offset"] = offset
-    return connection.fetch_all(
-        f"SELECT {ORDER_COLUMNS} FROM orders {where} ORDER BY {order_by(sort)} {paging}",
-        params,
+    sql, params = page_sql(
+        f"SELECT {ORDER_COLUMNS} FROM orders", conditions, params, sort=sort, limit=limit, offset=offset, after=after
     )
+    return connection.fetch_all(sql, params)
 
 
 def lines_of_orders(connection, order_ids):

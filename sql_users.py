@@ -4,7 +4,7 @@
 that need it (login, a password change) and never leaves the services layer.
 """
 
-from pagination import keyset_condition, order_by
+from pagination import page_sql
 
 USER_COLUMNS = "id, email, role, created_at, updated_at"
 SORTABLE_COLUMNS = frozenset({"id", "email", "created_at"})
@@ -77,16 +77,5 @@ def count_admins(connection):
 
 def list_users(connection, *, sort, limit, offset=None, after=None):
     """Up to `limit` users in `sort` order (from pagination.parse_sort over SORTABLE_COLUMNS)."""
-    params = {"limit": limit}
-    where = ""
-    if after is not None:
-        condition, after_params = keyset_condition(sort, after)
-        where = "WHERE " + condition
-        params.update(after_params)
-    paging = "LIMIT :limit"
-    if offset:
-        paging += " OFFSET :offset"
-        params["offset"] = offset
-    return connection.fetch_all(
-        f"SELECT {USER_COLUMNS} FROM users {where} ORDER BY {order_by(sort)} {paging}", params
-    )
+    sql, params = page_sql(f"SELECT {USER_COLUMNS} FROM users", [], {}, sort=sort, limit=limit, offset=offset, after=after)
+    return connection.fetch_all(sql, params)
