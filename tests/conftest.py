@@ -195,27 +195,51 @@ def assert_problem(response, status, detail=None, *, errors=None):
 def send_at_once(base_url, requests):
     """Send `requests` [(method, path, headers, body bytes or None)] at the same moment, each
     on its own connection to a live server; return their statuses, in order. For races."""
+    return [response.status for response in responses_at_once(base_url, requests)]
+
+
+def responses_at_once(base_url, requests):
+    """Like send_at_once, but return the whole responses (status, headers, body)."""
     parts = urlsplit(base_url)
     barrier = threading.Barrier(len(requests))
-    statuses = [None] * len(requests)
+    responses = [None] * len(requests)
 
-    def send(number, method, path, headers, body):
+    def send(position, method, path, headers, body):
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         try:
             barrier.wait(timeout=10)
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
-            response.read()
-            statuses[number] = response.status
+            responses[position] = TestResponse(response.status, response.getheaders(), response.read())
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=send, args=(number, *request)) for number, request in enumerate(requests)]
+    threads = [threading.Thread(target=send, args=(position, *request)) for position, request in enumerate(requests)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    return statuses
+    assert None not in responses, "a request got no answer"
+    return responses
+
+
+class RecordingConnection:
+    """Passes calls through to a db.Connection and remembers the last SQL and parameters
+    (for EXPLAIN tests: run a sql_*.py function, then explain what it ran)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.engine = connection.engine
+        self.for_update = connection.for_update
+        self.last = None
+
+    def fetch_one(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_one(sql, params)
+
+    def fetch_all(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_all(sql, params)
 
 
 class running_server:

@@ -39,7 +39,7 @@ import seed
 import server
 import sql_orders
 import sql_reports
-from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, UserFactory, WSGIClient, assert_problem
+from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, RecordingConnection, UserFactory, WSGIClient, assert_problem
 from observe import JSONLogger
 from pagination import parse_sort
 
@@ -1007,24 +1007,6 @@ def test_a_cursor_bounds_the_index_scan(planned, query_name):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-class RecordingConnection:
-    """Passes calls through to a db.Connection and remembers the last SQL and parameters."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self.engine = connection.engine
-        self.for_update = connection.for_update
-        self.last = None
-
-    def fetch_one(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_one(sql, params)
-
-    def fetch_all(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_all(sql, params)
-
 
 def query_plan(database, run_query, ordered):
     """(engine, the plan's lines) for the last statement `run_query` runs.

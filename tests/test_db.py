@@ -11,7 +11,7 @@ import db
 import seed
 import server
 import sql_items
-from conftest import TEST_SECRET_KEY, WSGIClient, postgres_admin, postgres_url_for_schema
+from conftest import TEST_SECRET_KEY, RecordingConnection, WSGIClient, postgres_admin, postgres_url_for_schema
 from pagination import parse_sort
 
 
@@ -233,23 +233,6 @@ def test_an_unknown_database_url_scheme_is_refused():
 
 
 # -- indexes: every catalogue query is served by one (EXPLAIN) ----------------------------
-
-class RecordingConnection:
-    """Passes calls through to a db.Connection and remembers the last SQL and parameters."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self.engine = connection.engine
-        self.last = None
-
-    def fetch_one(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_one(sql, params)
-
-    def fetch_all(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_all(sql, params)
-
 
 CATALOGUE_QUERIES = {
     "get by id": (lambda c: sql_items.get_item(c, 5), "items"),

@@ -23,7 +23,6 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -34,7 +33,7 @@ import orders
 import server
 import sql_items
 import sql_orders
-from conftest import (TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, TestResponse, assert_problem,
+from conftest import (TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, assert_problem, responses_at_once,
                       running_server, send_at_once)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -100,31 +99,6 @@ def json_headers(auth_headers, key=None):
     if key is not None:
         headers["Idempotency-Key"] = key
     return headers
-
-
-def responses_at_once(base_url, requests):
-    """Like conftest.send_at_once, but returns whole responses (status, headers, body)."""
-    parts = urlsplit(base_url)
-    barrier = threading.Barrier(len(requests))
-    responses = [None] * len(requests)
-
-    def send(position, method, path, headers, body):
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            barrier.wait(timeout=10)
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            responses[position] = TestResponse(response.status, response.getheaders(), response.read())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send, args=(position, *request)) for position, request in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert None not in responses, "a request got no answer"
-    return responses
 
 
 def run_at_once(*calls):

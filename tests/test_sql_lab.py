@@ -22,7 +22,6 @@ the last statement are compared with the block:
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -98,6 +97,7 @@ def expected_for(section):
 def render_value(value):
     """A value as the lab writes it.
 
+    >>> from decimal import Decimal
     >>> [render_value(value) for value in (42, Decimal("13000"), None, "Mug")]
     ['42', '13000', 'NULL', 'Mug']
     """

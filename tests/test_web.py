@@ -13,7 +13,6 @@ import re
 import time
 import wsgiref.util
 import wsgiref.validate
-from http import HTTPStatus
 
 import pytest
 
