@@ -11,8 +11,8 @@
      "lines": [{"item_id": 1, "name": "...", "quantity": 2, "unit_price_cents": 1499}]}
 
 Who sees what: a user sees only their own orders, an admin sees every order. Another
-user's order is a 404, exactly like an order that does not exist: a 403 would tell the
-caller that order 41 exists, and so how many orders the shop has taken.
+user's order is a 404, exactly like an order that does not exist: a 403 would confirm to a
+stranger that order 41 exists and belongs to someone else.
 """
 
 import datetime as dt
@@ -22,6 +22,7 @@ import db
 import idempotency
 import orders
 import pagination
+import sql_orders
 from validation import Field, validate
 from web import BadRequest, Conflict, NotFound, Response, UnprocessableContent
 
@@ -78,10 +79,15 @@ def create_order(request):
     try:
         order = _place(database, user_id, lines, before_commit=remember_response)
     except orders.LostClaim:
-        raise Conflict("this request outlived its hold on the Idempotency-Key; retry it") from None
+        raise Conflict(
+            "this request outlived its hold on the Idempotency-Key; retry it",
+            headers=[("Retry-After", str(KEY_IN_USE_RETRY_AFTER_SECONDS))],
+        ) from None
     except Exception:
-        # Nothing was committed (a refusal, or a failure): the key is free for a retry.
-        _release_quietly(database, outcome)
+        # A refusal or a failure: the order was rolled back, so the key is free for a retry.
+        # (Should a COMMIT have succeeded with its acknowledgement lost, the key holds the
+        # saved 201, and `release` leaves a key with a response alone.)
+        _release_quietly(request, outcome)
         raise
     return created_response(order)
 
@@ -94,7 +100,9 @@ def list_orders(request):
     if request.user["role"] != "admin":
         filters["user_id"] = request.user["id"]
     keys = request.services.settings.secret_keys
-    page = pagination.parse_page(query, sortable={"created_at"}, default_sort="-created_at", filters=filters, keys=keys)
+    page = pagination.parse_page(
+        query, sortable=sql_orders.SORTABLE_COLUMNS, default_sort="-created_at", filters=filters, keys=keys
+    )
     found = orders.list_orders(
         request.services.database, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after,
         **filters,
@@ -243,9 +251,12 @@ def _timestamp(name, text):
         moment = moment and dt.datetime.combine(moment, dt.time(), dt.timezone.utc)
     elif RFC3339_DATE_TIME.fullmatch(text):
         moment = _parsed(dt.datetime.fromisoformat, text.upper().replace("Z", "+00:00"))
-    if moment is None:
-        raise BadRequest(f"'{name}' must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)")
-    return db.utc_text(moment)
+    if moment is not None:
+        try:
+            return db.utc_text(moment)
+        except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+            pass
+    raise BadRequest(f"'{name}' must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)")
 
 
 def _parsed(parse, text):
@@ -255,8 +266,12 @@ def _parsed(parse, text):
         return None
 
 
-def _release_quietly(database, claim):
+def _release_quietly(request, claim):
+    """Give the key back without hiding the error being answered: if even that fails, the
+    key stays "running" and is free again after idempotency.LEASE_SECONDS."""
     try:
-        idempotency.release(database, claim)
-    except db.DatabaseUnavailable:
-        pass  # the key stays "running" and is free again after idempotency.LEASE_SECONDS
+        idempotency.release(request.services.database, claim)
+    except Exception as error:
+        request.services.logger.warning(
+            "idempotency key not released", request_id=request.request_id, error=type(error).__name__
+        )

@@ -24,6 +24,8 @@ DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
 DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Days a report may name: the range before them, and the day after them, must exist.
+FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
 
 
 def sales_report(request):
@@ -51,9 +53,8 @@ def sales_report(request):
 
 
 def _day_range(request):
-    today = dt.datetime.now(dt.timezone.utc).date()
-    last_day = _day(request, "to", today)
-    first_day = _day(request, "from", last_day - dt.timedelta(days=DEFAULT_DAYS - 1))
+    last_day = _day(request, "to") or dt.datetime.now(dt.timezone.utc).date()
+    first_day = _day(request, "from") or last_day - dt.timedelta(days=DEFAULT_DAYS - 1)
     if first_day > last_day:
         raise BadRequest("'from' is after 'to'")
     if (last_day - first_day).days + 1 > MAX_DAYS:
@@ -61,14 +62,18 @@ def _day_range(request):
     return first_day, last_day
 
 
-def _day(request, name, default):
+def _day(request, name):
+    """The day a parameter names, or None when it is absent; 400 unless YYYY-MM-DD in range."""
     text = request.query_value(name)
     if text is None:
-        return default
-    try:
-        # The pattern first: fromisoformat also reads week dates such as 2026-W01-1.
-        if not DAY.fullmatch(text):
-            raise ValueError(text)
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be a day written YYYY-MM-DD") from None
+        return None
+    day = None
+    # The pattern first: fromisoformat also reads week dates such as 2026-W01-1.
+    if DAY.fullmatch(text):
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:  # the right shape, but no such day (2026-02-30)
+            day = None
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
+        raise BadRequest(f"'{name}' must be a day written YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}")
+    return day

@@ -382,7 +382,9 @@ def utc_text(moment):
     >>> utc_text(datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc))
     '2026-11-28T10:00:00.000000Z'
     """
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment.astimezone(timezone.utc)
+    # The year by hand: strftime's %Y writes the year 999 as "999", not "0999".
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def _migration_files(migrations_dir):

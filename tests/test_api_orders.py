@@ -478,6 +478,9 @@ DATED = ["2026-01-01T12:00:00.000000Z", "2026-01-02T00:00:00.000000Z", "2026-01-
     ({"created_to": "2026-01-02T23:00:00-01:00"}, [3, 2, 1]),              # 2026-01-03T00:00Z
     ({"created_from": "2026-01-01T00:00:00Z", "created_to": "2026-01-04"}, [5, 4, 3, 2, 1]),
     ({"created_from": "2026-01-04"}, []),
+    # Any year is compared as fixed-width text: "0999-..." sorts before "2026-...".
+    ({"created_from": "0999-01-01"}, [5, 4, 3, 2, 1]),
+    ({"created_to": "0999-01-01T00:00:00+01:00"}, []),
 ])
 def test_created_from_and_created_to(wsgi_client, alice, seeded, params, expected_ids):
     dated_orders(seeded, alice[0])
@@ -493,6 +496,9 @@ def test_created_from_and_created_to(wsgi_client, alice, seeded, params, expecte
     ({"created_to": "2026-01-02T12:00:00"}, "'created_to' " + BAD_TIME),      # no offset
     ({"created_to": "2026-01-02T25:00:00Z"}, "'created_to' " + BAD_TIME),
     ({"created_to": "2026-01-02T12:00:00Z" + "0" * 40}, "'created_to' " + BAD_TIME),
+    # Instants outside the years 1 to 9999 once moved to UTC.
+    ({"created_from": "9999-12-31T23:59:59-23:59"}, "'created_from' " + BAD_TIME),
+    ({"created_from": "0001-01-01T00:00:00+01:00"}, "'created_from' " + BAD_TIME),
     ({"created_from": "2026-01-03", "created_to": "2026-01-02"}, "'created_from' is after 'created_to'"),
     ({"created_from": "2026-01-02T12:00:00.000001Z", "created_to": "2026-01-02T12:00:00Z"},
      "'created_from' is after 'created_to'"),
@@ -877,10 +883,13 @@ def test_sales_per_day_with_a_running_total(client, admin, alice, seeded):
 @pytest.mark.parametrize("query, detail", [
     ("group_by=week", "'group_by' must be one of: day, item"),
     ("group_by=DAY", "'group_by' must be one of: day, item"),
-    ("from=2026-1-5", "'from' must be a day written YYYY-MM-DD"),
-    ("from=2026-02-30", "'from' must be a day written YYYY-MM-DD"),
-    ("to=2026-01-05T00:00:00Z", "'to' must be a day written YYYY-MM-DD"),
-    ("to=yesterday", "'to' must be a day written YYYY-MM-DD"),
+    ("from=2026-1-5", "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("from=2026-02-30", "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("to=2026-01-05T00:00:00Z", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("to=yesterday", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("to=9999-12-31", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("from=0001-01-01&to=0001-01-02", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
+    ("to=0001-01-05", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
     ("from=2026-01-06&to=2026-01-05", "'from' is after 'to'"),
     ("from=2025-01-01&to=2026-01-02", "the range may cover at most 366 days"),
     ("from=2000-01-01", "the range may cover at most 366 days"),
@@ -911,7 +920,7 @@ def test_an_empty_group_by_is_400(checker):
 def test_report_days_are_written_yyyy_mm_dd(checker):
     """The message says YYYY-MM-DD; Python 3.11's date.fromisoformat also takes a week date."""
     response = checker.client.get("/v1/reports/sales?from=2026-W01-1&to=2026-01-31", headers=checker.admin)
-    assert_problem(response, 400, "'from' must be a day written YYYY-MM-DD")
+    assert_problem(response, 400, "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31")
 
 
 # -- the SQL: every query is served by an index (EXPLAIN) ----------------------------------
