@@ -36,8 +36,9 @@ import db
 import sql_idempotency
 
 KEY_TTL_SECONDS = 24 * 3600
-# Longer than any request can hold a key: a request's database work is bounded by the
-# statement and lock timeouts (DATABASE_TIMEOUT_SECONDS, 3 s by default).
+# Far longer than a request holds a key: each of its statements and lock waits is cut
+# off after DATABASE_TIMEOUT_SECONDS (3 s by default). Should one still outlive the lease,
+# nothing breaks: `save` finds the key taken over, and that request rolls back.
 LEASE_SECONDS = 60
 MAX_KEY_CHARS = 255
 # Visible ASCII: what UUIDs and random tokens are made of, and safe to store and log.
@@ -100,8 +101,8 @@ def begin(database, user_id, key, request_hash):
     Raises KeyReused (the key came with another request) or KeyInUse (its first request
     is still running). Commits before returning.
     """
+    _purge_now_and_then(database)
     with database.transaction() as connection:
-        _purge_now_and_then(connection)
         now = db.utc_now()
         expires_at = db.utc_now(KEY_TTL_SECONDS)
         if sql_idempotency.insert_key(connection, user_id, key, request_hash, now, expires_at):
@@ -158,10 +159,14 @@ def purge_expired(database):
 _next_purge = 0.0
 
 
-def _purge_now_and_then(connection):
+def _purge_now_and_then(database):
+    """Housekeeping in a transaction of its own, so it never holds up or fails a claim."""
     global _next_purge
     if time.monotonic() >= _next_purge:
         # Two threads may both get here at once; both deleting the same rows is harmless.
         _next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
-        sql_idempotency.delete_expired(connection, db.utc_now())
+        try:
+            purge_expired(database)
+        except db.DatabaseUnavailable:
+            pass  # the next purge, a minute on, takes these rows too
 

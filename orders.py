@@ -3,7 +3,7 @@
 Placing an order is one transaction, and the response is sent only after its COMMIT:
 
     BEGIN                                           (SQLite: BEGIN IMMEDIATE, the write lock)
-    SELECT id, price_cents, stock FROM items WHERE id IN (...) ORDER BY id FOR UPDATE
+    SELECT id, name, price_cents, stock FROM items WHERE id IN (...) ORDER BY id FOR UPDATE
         -> unknown item: ROLLBACK, 422          short stock: ROLLBACK, 409 naming the item
     UPDATE items SET stock = stock - 2 WHERE id = 7 AND stock >= 2      (for each line)
     INSERT INTO orders (...) RETURNING ...      total computed here, from the database's prices
@@ -74,9 +74,10 @@ def place_order(database, user_id, lines, *, before_commit=None):
     order is written (the idempotency key records the response there); if it returns False
     the transaction is rolled back and LostClaim is raised.
     """
-    now = db.utc_now()
     with database.transaction() as connection:
         items = {item["id"]: item for item in sql_orders.lock_items(connection, [line["item_id"] for line in lines])}
+        # The time is read after waiting for the locks, so orders are stamped in commit order.
+        now = db.utc_now()
         unknown = [line["item_id"] for line in lines if line["item_id"] not in items]
         if unknown:
             raise UnknownItems(unknown)
@@ -97,7 +98,6 @@ def place_order(database, user_id, lines, *, before_commit=None):
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
     return order
-
 
 
 def get_order(database, order_id, *, user_id=None):
@@ -137,8 +137,8 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
     is not in `only_from`, when given), including when another request changed the
     status first.
     """
-    now = db.utc_now()
     with database.transaction() as connection:
+        now = db.utc_now()
         order = sql_orders.get_order(connection, order_id, user_id=user_id)
         if order is None:
             return None

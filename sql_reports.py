@@ -14,9 +14,6 @@ Two dialect points, handled in the SQL itself rather than in db.py:
   fixed-width text (schema.sql); no date function, whose names differ, is needed.
 """
 
-SALE_STATUSES = ("paid", "shipped")
-
-
 def sales_by_day(connection, start, end):
     """One row per day with sales: day, orders, items_sold, revenue_cents, and
     running_revenue_cents, the revenue of that day and every day before it in the range."""

@@ -45,6 +45,9 @@ class Field:
         self.choices = choices
         self.default = default
         self.item_fields = item_fields
+        if kind == "list" and (max_length is None or item_fields is None):
+            # Every count a client controls has a limit: a list without one is a bug here.
+            raise ValueError(f"list field {name!r} needs max_length and item_fields")
 
     def check(self, value):
         """Return (clean value, None) or (None, message). A "list" goes through `check_list`."""

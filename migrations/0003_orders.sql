@@ -34,6 +34,7 @@ CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
 
 -- A line keeps the item's name as it was when ordered, as it keeps its price: renaming an
 -- item later must not rewrite old orders (or make a replayed 201 differ from a GET).
--- SQLite can add a NOT NULL column only with a default; every line the application writes
--- carries the name, so the default is never used.
+-- SQLite can add a NOT NULL column only with a default; the application writes the name
+-- with every line, and lines written before this migration take their item's name now.
 ALTER TABLE order_items ADD COLUMN item_name TEXT NOT NULL DEFAULT '';
+UPDATE order_items SET item_name = (SELECT name FROM items WHERE items.id = order_items.item_id);
