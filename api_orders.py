@@ -24,7 +24,7 @@ import orders
 import pagination
 import sql_orders
 from validation import Field, validate
-from web import BadRequest, Conflict, NotFound, Response, UnprocessableContent
+from web import BadRequest, Conflict, NotFound, PreconditionFailed, Response, UnprocessableContent
 
 LINE_FIELDS = [
     Field("item_id", "integer", minimum=1),
@@ -39,6 +39,7 @@ RFC3339_DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 KEY_IN_USE_RETRY_AFTER_SECONDS = 1
+ORDER_ETAG = re.compile(r'"order-(?P<id>[1-9][0-9]{0,17})-(?P<status>pending|paid|shipped|cancelled)"')
 
 
 def create_order(request):
@@ -134,9 +135,15 @@ def cancel_order(request):
 
 def update_order(request):
     """PATCH /v1/orders/{id} (admin): {"status": "paid" | "shipped" | "cancelled"}, along the
-    state machine in orders.py; any other move is a 409."""
+    state machine in orders.py; any other move is a 409.
+
+    If-Match is optional here (the state machine already refuses a move from a status that
+    changed); when sent, it must name the order's current ETag, else 412.
+    """
     change = validate(request.json(), STATUS_CHANGE)
-    return _change_status(request, request.path_params["id"], change["status"], user_id=None)
+    order_id = request.path_params["id"]
+    expected_status = _if_match_status(request, order_id)
+    return _change_status(request, order_id, change["status"], user_id=None, expected_status=expected_status)
 
 
 def public_order(order):
@@ -166,6 +173,10 @@ def _place(database, user_id, lines, before_commit=None):
             [{"field": f"lines[{position}].item_id", "message": f"item {line['item_id']} does not exist"}
              for position, line in enumerate(lines) if line["item_id"] in unknown],
         ) from None
+    except orders.TotalTooLarge:
+        raise UnprocessableContent(
+            [{"field": "lines", "message": f"the order's total may be at most {orders.MAX_TOTAL_CENTS} cents"}],
+        ) from None
     except orders.OutOfStock as short:
         raise Conflict(
             f"not enough stock for item {short.item_id} ({short.name}):"
@@ -174,9 +185,16 @@ def _place(database, user_id, lines, before_commit=None):
         ) from None
 
 
-def _change_status(request, order_id, to_status, *, user_id, only_from=None):
+def _change_status(request, order_id, to_status, *, user_id, only_from=None, expected_status=None):
     try:
-        order = orders.change_status(request.services.database, order_id, to_status, user_id=user_id, only_from=only_from)
+        order = orders.change_status(
+            request.services.database, order_id, to_status,
+            user_id=user_id, only_from=only_from, expected_status=expected_status,
+        )
+    except orders.StatusChanged as changed:
+        raise PreconditionFailed(
+            f"order {order_id} is {changed.status} now; GET it again", extra={"current_status": changed.status}
+        ) from None
     except orders.InvalidTransition as refused:
         raise Conflict(
             f"order {order_id} is {refused.from_status}; it cannot become {refused.to_status}",
@@ -185,6 +203,21 @@ def _change_status(request, order_id, to_status, *, user_id, only_from=None):
     if order is None:
         raise NotFound(f"order {order_id} does not exist")
     return Response.json(public_order(order), headers=[("ETag", order_etag(order))])
+
+
+def _if_match_status(request, order_id):
+    """The status an If-Match header names for this order; None without one, or for `*`.
+
+    A tag for another order, a list of tags, or a weak one never matches: 412 (RFC 9110
+    §13.1.1, strong comparison).
+    """
+    if_match = request.header("If-Match")
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = ORDER_ETAG.fullmatch(if_match.strip())
+    if tag is None or int(tag["id"]) != order_id:
+        raise PreconditionFailed("If-Match does not name a version of this order")
+    return tag["status"]
 
 
 def _order_lines(document):

@@ -28,6 +28,9 @@ import sql_orders
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
+# The largest integer every JSON client reads exactly (validation.MAX_INTEGER): 1,000 units
+# of 50 items at the highest price the catalogue allows would pass it.
+MAX_TOTAL_CENTS = 2**53 - 1
 STATUSES = ("pending", "paid", "shipped", "cancelled")
 ALLOWED_TRANSITIONS = {
     "pending": frozenset({"paid", "cancelled"}),
@@ -61,6 +64,18 @@ class InvalidTransition(Exception):
         self.order_id, self.from_status, self.to_status = order_id, from_status, to_status
 
 
+class TotalTooLarge(Exception):
+    """The order's total is above MAX_TOTAL_CENTS."""
+
+
+class StatusChanged(Exception):
+    """The order is no longer in the status the client expected (If-Match)."""
+
+    def __init__(self, order_id, status):
+        super().__init__(f"order {order_id} is now {status}")
+        self.order_id, self.status = order_id, status
+
+
 class LostClaim(Exception):
     """`before_commit` refused (the idempotency key is no longer this request's): rolled back."""
 
@@ -69,7 +84,7 @@ def place_order(database, user_id, lines, *, before_commit=None):
     """Place an order for `lines` ([{item_id, quantity}], each item once); return the order
     with its lines.
 
-    Raises UnknownItems or OutOfStock, and then nothing was written. `before_commit`, when
+    Raises UnknownItems, OutOfStock or TotalTooLarge, and then nothing was written. `before_commit`, when
     given, is called as before_commit(connection, order) inside the transaction, after the
     order is written (the idempotency key records the response there); if it returns False
     the transaction is rolled back and LostClaim is raised.
@@ -92,6 +107,8 @@ def place_order(database, user_id, lines, *, before_commit=None):
                 "quantity": line["quantity"], "unit_price_cents": item["price_cents"],
             })
         total_cents = sum(line["quantity"] * line["unit_price_cents"] for line in priced_lines)
+        if total_cents > MAX_TOTAL_CENTS:
+            raise TotalTooLarge(total_cents)
         order = sql_orders.insert_order(connection, user_id, total_cents, now)
         sql_orders.insert_lines(connection, order["id"], priced_lines)
         order["lines"] = priced_lines
@@ -129,19 +146,22 @@ def attach_lines(connection, orders):
         by_id[order_id]["lines"].append(line)
 
 
-def change_status(database, order_id, to_status, *, user_id=None, only_from=None):
+def change_status(database, order_id, to_status, *, user_id=None, only_from=None, expected_status=None):
     """Move an order to `to_status`; return it, or None if there is no such order (for
     `user_id`, when given). A cancelled order's stock goes back, in the same transaction.
 
-    Raises InvalidTransition when the state machine does not allow the move (or the order
-    is not in `only_from`, when given), including when another request changed the
-    status first.
+    Raises StatusChanged when `expected_status` is given and the order is no longer in it
+    (the client decided on a status that has changed since), and InvalidTransition when the
+    state machine does not allow the move (or the order is not in `only_from`, when given),
+    including when another request changed the status first.
     """
     with database.transaction() as connection:
         now = db.utc_now()
         order = sql_orders.get_order(connection, order_id, user_id=user_id)
         if order is None:
             return None
+        if expected_status is not None and order["status"] != expected_status:
+            raise StatusChanged(order_id, order["status"])
         allowed = to_status in ALLOWED_TRANSITIONS[order["status"]]
         if not allowed or (only_from is not None and order["status"] != only_from):
             raise InvalidTransition(order_id, order["status"], to_status)
@@ -150,6 +170,8 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
         changed = sql_orders.set_status(connection, order_id, order["status"], to_status, now)
         if changed is None:
             current = sql_orders.get_order(connection, order_id)
+            if expected_status is not None:
+                raise StatusChanged(order_id, current["status"])
             raise InvalidTransition(order_id, current["status"], to_status)
         attach_lines(connection, [changed])
         if to_status == "cancelled":

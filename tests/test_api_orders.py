@@ -725,6 +725,35 @@ def test_if_none_match_gives_304_until_the_status_changes(client, admin, custome
     assert again.status == 304
 
 
+def test_a_patch_with_if_match_moves_only_the_version_it_names(client, admin, customer):
+    order_id = place(client, customer, [{"item_id": 14, "quantity": 2}]).json()["id"]
+    pending_tag = f'"order-{order_id}-pending"'
+    paid = move(client, admin, order_id, "paid", if_match=pending_tag)
+    assert (paid.status, paid.header("ETag")) == (200, f'"order-{order_id}-paid"')
+    # A second admin read the order while pending and decides to cancel it: it is paid now.
+    stale = move(client, admin, order_id, "cancelled", if_match=pending_tag)
+    problem = assert_problem(stale, 412, f"order {order_id} is paid now; GET it again")
+    assert problem["current_status"] == "paid"
+    assert client.get(f"/v1/orders/{order_id}", headers=admin).json()["status"] == "paid"
+    assert item(client, 14)["stock"] == SEEDED[14]["stock"] - 2  # nothing was given back
+    for tag in (f'W/"order-{order_id}-paid"', f'"order-{order_id + 1}-paid"', '"order-1-paid", "order-2-paid"', "paid"):
+        response = move(client, admin, order_id, "shipped", if_match=tag)
+        assert_problem(response, 412, "If-Match does not name a version of this order")
+    assert move(client, admin, order_id, "shipped", if_match="*").status == 200
+
+
+def test_a_total_past_what_json_clients_read_exactly_is_422(client, admin, customer):
+    top_price = 10**12  # the highest price the catalogue accepts
+    for item_id in range(1, 11):
+        assert patch_item(client, admin, item_id, {"price_cents": top_price, "stock": 1000}, if_match="*").status == 200
+    # Ten lines of 1,000 units at 10**12 cents: 10**16, past 2**53 - 1.
+    response = place(client, customer, [{"item_id": item_id, "quantity": 1000} for item_id in range(1, 11)])
+    assert_problem(response, 422, errors=[{"field": "lines", "message": "the order's total may be at most 9007199254740991 cents"}])
+    assert [item(client, item_id)["stock"] for item_id in range(1, 11)] == [1000] * 10
+    nine_lines = place(client, customer, [{"item_id": item_id, "quantity": 1000} for item_id in range(1, 10)])
+    assert (nine_lines.status, nine_lines.json()["total_cents"]) == (201, 9 * 10**15)
+
+
 # -- Idempotency-Key -----------------------------------------------------------------------
 
 KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
@@ -1057,8 +1086,10 @@ def cancel(client, headers, order_id):
     return client.post(f"/v1/orders/{order_id}/cancel", headers=headers)
 
 
-def move(client, headers, order_id, status):
-    """PATCH the order's status (an admin's move)."""
+def move(client, headers, order_id, status, *, if_match=None):
+    """PATCH the order's status (an admin's move), If-Match when given."""
+    if if_match is not None:
+        headers = dict(headers, **{"If-Match": if_match})
     return client.request("PATCH", f"/v1/orders/{order_id}", json={"status": status}, headers=headers)
 
 
