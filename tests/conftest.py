@@ -233,6 +233,10 @@ class RecordingConnection:
         self.for_update = connection.for_update
         self.last = None
 
+    def execute(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.execute(sql, params)
+
     def fetch_one(self, sql, params=None):
         self.last = (sql, params)
         return self.connection.fetch_one(sql, params)

@@ -37,6 +37,7 @@ import config
 import db
 import seed
 import server
+import sql_idempotency
 import sql_orders
 import sql_reports
 from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, RecordingConnection, UserFactory, WSGIClient, assert_problem
@@ -959,6 +960,7 @@ OLDEST_FIRST = parse_sort("created_at", sql_orders.SORTABLE_COLUMNS)
 JANUARY = ("2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z")
 # SQLite plan steps that read a whole table (a "SCAN t USING INDEX i" walks an index instead).
 TABLE_SCANS = [["SCAN", "orders"], ["SCAN", "order_items"], ["SCAN", "items"]]
+IDEMPOTENCY_KEY_INDEXES = ("idempotency_keys_pkey", "sqlite_autoindex_idempotency_keys_1")
 ORDER_QUERIES = {
     # name: (run the query, the indexes that may serve it, must the index also give the order?)
     "a user's orders": (
@@ -992,6 +994,32 @@ ORDER_QUERIES = {
     "one order of a user": (
         lambda c: sql_orders.get_order(c, 3, user_id=1),
         ("orders_pkey", "INTEGER PRIMARY KEY"), True),
+    # The writes of placing, cancelling and moving an order, each one row found by its key.
+    "take an item's stock": (
+        lambda c: sql_orders.take_stock(c, 5, 1, JANUARY[0]),
+        ("items_pkey", "INTEGER PRIMARY KEY"), False),
+    "give an item's stock back": (
+        lambda c: sql_orders.return_stock(c, 5, 1, JANUARY[0]),
+        ("items_pkey", "INTEGER PRIMARY KEY"), False),
+    "move an order along": (
+        lambda c: sql_orders.set_status(c, 3, "pending", "paid", JANUARY[0]),
+        ("orders_pkey", "INTEGER PRIMARY KEY"), False),
+    # Idempotency keys: by the primary key (user_id, idempotency_key), or by expiry.
+    "read a key": (
+        lambda c: sql_idempotency.get_key(c, 1, KEY),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "take a key again": (
+        lambda c: sql_idempotency.retake_key(c, 1, KEY, "hash", *JANUARY),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "save a key's response": (
+        lambda c: sql_idempotency.save_response(c, 1, KEY, JANUARY[0], 201, "[]", "{}"),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "give a key back": (
+        lambda c: sql_idempotency.delete_key(c, 1, KEY, JANUARY[0]),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "purge expired keys": (
+        lambda c: sql_idempotency.delete_expired(c, JANUARY[0]),
+        ("idempotency_keys_expires_at",), False),
     # Reports group and rank, so they sort; what matters is that orders are found by index.
     # PostgreSQL may take the creation range from either index that leads with it.
     "sales per day": (
