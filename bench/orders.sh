@@ -69,7 +69,8 @@ for round in $(seq 1 "$ROUNDS"); do
   printf '%-6s %-22s %10s %9s %8s\n' "$round" "POST /v1/orders" "$rps" "$p99" "$errors"
   echo "$rps" >>"$work/orders.rps"
   if [ "$errors" != 0 ]; then
-    echo "some orders were refused, so orders/s would mean nothing; see $work/server.log" >&2
+    echo "some orders were refused, so orders/s would mean nothing; the server said:" >&2
+    tail -5 "$work/server.log" >&2
     exit 1
   fi
 done
