@@ -73,9 +73,10 @@ def create_order(request):
         ) from None
     if isinstance(outcome, idempotency.StoredResponse):
         return Response(outcome.body, outcome.status, outcome.headers + [("Idempotent-Replayed", "true")])
+    claim = outcome  # this request holds the key now
 
     def remember_response(connection, order):
-        return idempotency.save(connection, outcome, created_response(order))
+        return idempotency.save(connection, claim, created_response(order))
 
     try:
         order = _place(database, user_id, lines, before_commit=remember_response)
@@ -88,7 +89,7 @@ def create_order(request):
         # A refusal or a failure: the order was rolled back, so the key is free for a retry.
         # (Should a COMMIT have succeeded with its acknowledgement lost, the key holds the
         # saved 201, and `release` leaves a key with a response alone.)
-        _release_quietly(request, outcome)
+        _release_quietly(request, claim)
         raise
     return created_response(order)
 
