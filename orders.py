@@ -84,10 +84,10 @@ def place_order(database, user_id, lines, *, before_commit=None):
     """Place an order for `lines` ([{item_id, quantity}], each item once); return the order
     with its lines.
 
-    Raises UnknownItems, OutOfStock or TotalTooLarge, and then nothing was written. `before_commit`, when
-    given, is called as before_commit(connection, order) inside the transaction, after the
-    order is written (the idempotency key records the response there); if it returns False
-    the transaction is rolled back and LostClaim is raised.
+    Raises UnknownItems, OutOfStock or TotalTooLarge, and then nothing was written.
+    `before_commit`, when given, is called as before_commit(connection, order) inside the
+    transaction, after the order is written (the idempotency key records the response
+    there); if it returns False the transaction is rolled back and LostClaim is raised.
     """
     with database.transaction() as connection:
         items = {item["id"]: item for item in sql_orders.lock_items(connection, [line["item_id"] for line in lines])}
