@@ -873,12 +873,15 @@ def test_sales_per_item_and_per_day_count_only_paid_and_shipped_orders(client, a
 
 
 def test_sales_per_day_with_a_running_total(client, admin, alice, seeded):
-    today = dt.datetime.now(dt.timezone.utc).date()
+    user_id, headers = alice
+    placed = place(client, headers, [{"item_id": 4, "quantity": 2}]).json()  # today, 2 x 2744
+    assert move(client, admin, placed["id"], "paid").status == 200
+    # "Today" is the day the server stamped, so a test running across midnight still agrees.
+    today = dt.date.fromisoformat(placed["created_at"][:10])
 
     def at(days, clock="12:00:00.000000"):
         return f"{days_ago(today, days)}T{clock}Z"
 
-    user_id, headers = alice
     insert_orders(seeded, [
         (user_id, at(40), "paid", [(1, 1, 1000)]),
         (user_id, at(3, "00:00:00.000000"), "paid", [(2, 2, 700)]),
@@ -887,8 +890,6 @@ def test_sales_per_day_with_a_running_total(client, admin, alice, seeded):
         (user_id, at(2), "cancelled", [(1, 3, 1000)]),
         (user_id, at(1, "00:00:00.000000"), "paid", [(5, 4, 250)]),
     ])
-    order_id = place(client, headers, [{"item_id": 4, "quantity": 2}]).json()["id"]  # today, 2 x 2744
-    assert move(client, admin, order_id, "paid").status == 200
 
     def day(days, orders, items_sold, revenue_cents, running_revenue_cents):
         return {"day": days_ago(today, days), "orders": orders, "items_sold": items_sold,
@@ -1190,8 +1191,9 @@ def insert_orders(database, orders):
             )
             for item_id, quantity, unit_price_cents in lines:
                 connection.execute(
-                    "INSERT INTO order_items (order_id, item_id, quantity, unit_price_cents)"
-                    " VALUES (:order_id, :item_id, :quantity, :unit_price_cents)",
+                    "INSERT INTO order_items (order_id, item_id, item_name, quantity, unit_price_cents)"
+                    " VALUES (:order_id, :item_id, (SELECT name FROM items WHERE id = :item_id),"
+                    " :quantity, :unit_price_cents)",
                     {"order_id": order_id, "item_id": item_id, "quantity": quantity,
                      "unit_price_cents": unit_price_cents},
                 )
