@@ -20,6 +20,8 @@ so ties are broken the same way on every request and every row has one place in 
 
 Pages are told complete without COUNT(*): we fetch `limit + 1` rows, and an extra row means
 there is a next page. Counting every match on every page costs more than the page itself.
+
+This module is the HTTP side of a list; sql_paging.py turns the checked `Page` into SQL.
 """
 
 import hashlib
@@ -104,14 +106,15 @@ def parse_sort(sort_text, sortable):
     for part in sort_text.split(","):
         descending = part.startswith("-")
         column = part[1:] if descending else part
-        if column not in sortable:
+        if column not in sortable:  # every key is checked, also those after a unique `id`
             raise BadRequest(f"cannot sort by '{column}'; choose from {', '.join(sorted(sortable))}")
         if column in seen:
             raise BadRequest(f"'{column}' appears twice in sort")
         seen.add(column)
         keys.append((column, descending))
-        if column == "id":
-            break  # id is unique: nothing after it can change the order
+    if "id" in seen:
+        # id is unique, so keys after it cannot change the order: they are dropped.
+        keys = keys[: [column for column, _ in keys].index("id") + 1]
     if len(keys) > MAX_SORT_KEYS:
         raise BadRequest(f"sort by at most {MAX_SORT_KEYS} fields")
     if "id" not in seen:
@@ -120,68 +123,6 @@ def parse_sort(sort_text, sortable):
         # With `id ASC` the database would have to sort every run of equal prices itself.
         keys.append(("id", keys[-1][1]))
     return tuple(keys)
-
-
-def keyset_condition(sort, after):
-    """The WHERE clause for "rows after `after` in this order", with its bound parameters.
-
-    When every key runs in one direction (the usual case: the id tie-breaker follows the
-    last key), it is a row-value comparison, which both engines turn into the start of an
-    index scan, so page 500 costs what page 1 does:
-
-    >>> keyset_condition((("price_cents", True), ("id", True)), (500, 7))
-    ('(price_cents, id) < (:after_0, :after_1)', {'after_0': 500, 'after_1': 7})
-
-    With mixed directions no row comparison fits, and it is spelled out: past the last row on
-    the first column, or equal on it and past it on the second, and so on. (PostgreSQL can
-    only filter with this form, not start its scan from it.) Column names come from the
-    checked sort (the allow-list), values only as parameters.
-
-    >>> keyset_condition((("price_cents", True), ("id", False)), (500, 7))
-    ('(price_cents < :after_0 OR (price_cents = :after_0 AND id > :after_1))', {'after_0': 500, 'after_1': 7})
-    """
-    params = {f"after_{position}": value for position, value in enumerate(after[: len(sort)])}
-    directions = {descending for _, descending in sort}
-    if len(sort) > 1 and len(directions) == 1:
-        columns = ", ".join(column for column, _ in sort)
-        values = ", ".join(f":{name}" for name in params)
-        return f"({columns}) {'<' if directions.pop() else '>'} ({values})", params
-    alternatives = []
-    for position, (column, descending) in enumerate(sort):
-        equal_before = [f"{earlier} = :after_{index}" for index, (earlier, _) in enumerate(sort[:position])]
-        past = f"{column} {'<' if descending else '>'} :after_{position}"
-        terms = equal_before + [past]
-        alternatives.append(terms[0] if len(terms) == 1 else "(" + " AND ".join(terms) + ")")
-    return "(" + " OR ".join(alternatives) + ")", params
-
-
-def page_sql(select, conditions, params, *, sort, limit, offset=None, after=None):
-    """The SQL and parameters of one page: `select` ("SELECT ... FROM table") filtered by
-    `conditions` (SQL texts whose values are in `params`), then the rows after the cursor,
-    in `sort` order, `limit` of them, or skipping `offset`.
-
-    >>> page_sql("SELECT id FROM items", ["stock > 0"], {}, sort=(("id", False),), limit=21, after=(40,))
-    ('SELECT id FROM items WHERE stock > 0 AND (id > :after_0) ORDER BY id ASC LIMIT :limit', {'after_0': 40, 'limit': 21})
-    """
-    conditions, params = list(conditions), dict(params)
-    if after is not None:
-        condition, after_params = keyset_condition(sort, after)
-        conditions.append(condition)
-        params.update(after_params)
-    sql = select
-    if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    sql += f" ORDER BY {order_by(sort)} LIMIT :limit"
-    params["limit"] = limit
-    if offset:
-        sql += " OFFSET :offset"
-        params["offset"] = offset
-    return sql, params
-
-
-def order_by(sort):
-    """ORDER BY text for a checked sort, e.g. 'price_cents DESC, id ASC'."""
-    return ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, descending in sort)
 
 
 def envelope(rows, page, *, path, query_params, keys):

@@ -5,7 +5,7 @@ decides what a missing row means: `get_item` returns None and the handler answer
 The indexes these queries use are in schema.sql, each commented with the query it serves.
 """
 
-from pagination import page_sql
+from sql_paging import page_sql
 
 ITEM_COLUMNS = "id, name, description, price_cents, stock, version, created_at, updated_at"
 SORTABLE_COLUMNS = frozenset({"id", "name", "price_cents", "created_at"})

@@ -2,13 +2,10 @@
 
 The business rules (what may change, in what order, inside which transaction) live in
 orders.py; these functions only run the statements. Lists of ids become a list of named
-placeholders, `IN (:id_0, :id_1, ...)`, which both engines accept in the same text:
-
-    >>> in_list("item", [7, 3])
-    ('(:item_0, :item_1)', {'item_0': 7, 'item_1': 3})
+placeholders, `IN (:id_0, :id_1, ...)` (sql_paging.in_list), one text for both engines.
 """
 
-from pagination import page_sql
+from sql_paging import in_list, page_sql
 
 ORDER_COLUMNS = "id, user_id, status, total_cents, created_at, updated_at"
 LINE_COLUMNS = "order_id, item_id, item_name AS name, quantity, unit_price_cents"
@@ -138,10 +135,3 @@ def set_status(connection, order_id, from_status, to_status, now):
         f" RETURNING {ORDER_COLUMNS}",
         {"order_id": order_id, "from_status": from_status, "to_status": to_status, "now": now},
     )
-
-
-def in_list(prefix, values):
-    """Placeholders and parameters for `IN (...)` over `values` (at most a few hundred)."""
-    names = [f"{prefix}_{position}" for position in range(len(values))]
-    placeholders = "(" + ", ".join(f":{name}" for name in names) + ")"
-    return placeholders, dict(zip(names, values))

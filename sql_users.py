@@ -4,7 +4,7 @@
 that need it (login, a password change) and never leaves the services layer.
 """
 
-from pagination import page_sql
+from sql_paging import page_sql
 
 USER_COLUMNS = "id, email, role, created_at, updated_at"
 SORTABLE_COLUMNS = frozenset({"id", "email", "created_at"})

@@ -152,6 +152,8 @@ def test_q_matches_names_case_insensitively_and_escapes_wildcards(client):
     ("offset=-1", "'offset' must be a whole number from 0 to 100000"),
     ("offset=x", "'offset' must be a whole number from 0 to 100000"),
     ("sort=password_hash", "cannot sort by 'password_hash'; choose from created_at, id, name, price_cents"),
+    ("sort=-password_hash", "cannot sort by 'password_hash'; choose from created_at, id, name, price_cents"),
+    ("sort=-id,stock", "cannot sort by 'stock'; choose from created_at, id, name, price_cents"),
     ("sort=name;DROP%20TABLE%20items", "cannot sort by 'name;DROP TABLE items'; choose from created_at, id, name, price_cents"),
     ("sort=name,name", "'name' appears twice in sort"),
     ("sort=", "cannot sort by ''; choose from created_at, id, name, price_cents"),

@@ -291,6 +291,8 @@ def test_following_next_links_visits_every_user_once_in_order(client, users, man
 
 @pytest.mark.parametrize("query, detail", [
     ("sort=password_hash", "cannot sort by 'password_hash'; choose from created_at, email, id"),
+    ("sort=-password_hash", "cannot sort by 'password_hash'; choose from created_at, email, id"),
+    ("sort=id,password_hash", "cannot sort by 'password_hash'; choose from created_at, email, id"),
     ("sort=role", "cannot sort by 'role'; choose from created_at, email, id"),
     ("role=admin", "unknown query parameter(s): role"),
     ("limit=101", "'limit' must be a whole number from 1 to 100"),
