@@ -22,7 +22,7 @@ import db
 import pagination
 import sql_items
 from validation import Field, validate
-from web import BadRequest, HTTPError, NotFound, PreconditionFailed, Response
+from web import IF_MATCH_ANY, BadRequest, HTTPError, NotFound, PreconditionFailed, Response, if_match, query_whole_number
 
 LIST_PARAMETERS = frozenset(
     {"limit", "offset", "cursor", "sort", "in_stock", "min_price_cents", "max_price_cents", "q"}
@@ -39,7 +39,6 @@ ITEM_FIELDS = [
 # If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches,
 # and neither does "item-08-v1", which is not the same string as the "item-8-v1" we sent.
 ITEM_ETAG = re.compile(r'"item-(?P<id>[1-9][0-9]{0,17})-v(?P<version>[1-9][0-9]{0,8})"')
-ANY_VERSION = "*"
 
 
 class PreconditionRequired(HTTPError):
@@ -141,21 +140,13 @@ def _raise_missing_or_changed(connection, item_id):
 
 
 def _if_match_version(request, item_id, *, required):
-    """The version an If-Match header names for this item (RFC 9110 §13.1.1); None for `*`
-    (whatever version exists) or, when not `required`, for no If-Match at all.
-
-    A tag for another item, a list of tags, or one that is not ours at all never matches: 412.
-    """
-    if_match = request.header("If-Match")
-    if if_match is None:
-        if required:
-            raise PreconditionRequired("send If-Match with the item's ETag")
+    """The version an If-Match header names for this item; None for `*` (whatever version
+    exists) or, when not `required`, for no If-Match at all (428 when it is required)."""
+    tag = if_match(request, ITEM_ETAG, item_id, what="item")
+    if tag is None and required:
+        raise PreconditionRequired("send If-Match with the item's ETag")
+    if tag is None or tag == IF_MATCH_ANY:
         return None
-    if if_match.strip() == ANY_VERSION:
-        return None
-    tag = ITEM_ETAG.fullmatch(if_match.strip())
-    if tag is None or int(tag["id"]) != item_id:
-        raise PreconditionFailed("If-Match does not name a version of this item")
     return int(tag["version"])
 
 
@@ -167,11 +158,9 @@ def _item_filters(request):
             raise BadRequest("'in_stock' must be true or false")
         filters["in_stock"] = in_stock == "true"
     for name in ("min_price_cents", "max_price_cents"):
-        text = request.query_value(name)
-        if text is not None:
-            if not (text.isascii() and text.isdigit() and len(text) <= 13) or int(text) > MAX_PRICE_CENTS:
-                raise BadRequest(f"'{name}' must be a whole number of cents from 0 to {MAX_PRICE_CENTS}")
-            filters[name] = int(text)
+        price_cents = query_whole_number(request.query, name, low=0, high=MAX_PRICE_CENTS, unit=" of cents")
+        if price_cents is not None:
+            filters[name] = price_cents
     if filters.get("min_price_cents", 0) > filters.get("max_price_cents", MAX_PRICE_CENTS):
         raise BadRequest("'min_price_cents' is greater than 'max_price_cents'")
     q = request.query_value("q")

@@ -1,13 +1,14 @@
 """Operations endpoints: is the process alive, and can it serve?
 
     GET /health  ->  200 {"status": "healthy", "version": "1.0.0"}
-    GET /ready   ->  200 {"status": "ready", "checks": {"database": "ok"}}
-                 ->  503 problem when the database does not answer
+    GET /ready   ->  200 {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+                 ->  503 problem when the database does not answer, or migrations are pending
 
 Liveness and readiness are different questions (the Kubernetes probes are named after
 them): /health says the process runs and should not be restarted, so it touches nothing
 outside the process; /ready says it can serve traffic now, so it asks the database, and a
-load balancer stops sending requests while it answers 503.
+load balancer stops sending requests while it answers 503. A database that answers but
+lacks this release's tables is not ready either: every data request would fail.
 """
 
 import db
@@ -23,9 +24,20 @@ def health(request):
 
 
 def ready(request):
-    """GET /ready: 200 when the database answers a query, else a 503 problem."""
+    """GET /ready: 200 when the database answers and has every migration, else a 503 problem
+    whose `checks` say which part is not ready."""
+    database = request.services.database
     try:
-        request.services.database.ping()
+        database.ping()
+        pending = db.pending_migrations(database)
     except db.DatabaseUnavailable:
-        raise ServiceUnavailable("the database is not answering", headers=[("Retry-After", "5")]) from None
-    return {"status": "ready", "checks": {"database": "ok"}}
+        raise ServiceUnavailable(
+            "the database is not answering", extra={"checks": {"database": "unavailable"}}
+        ) from None
+    if pending:
+        versions = ", ".join(f"{version:04d}" for version in pending)
+        raise ServiceUnavailable(
+            f"migrations not applied: {versions}; run: python server.py migrate",
+            extra={"checks": {"database": "ok", "migrations": f"{len(pending)} pending"}},
+        )
+    return {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}

@@ -23,8 +23,8 @@ import idempotency
 import orders
 import pagination
 import sql_orders
-from validation import Field, validate
-from web import BadRequest, Conflict, NotFound, PreconditionFailed, Response, UnprocessableContent
+from validation import Field, parse_date, parse_date_time, validate
+from web import IF_MATCH_ANY, BadRequest, Conflict, NotFound, PreconditionFailed, Response, UnprocessableContent, if_match
 
 LINE_FIELDS = [
     Field("item_id", "integer", minimum=1),
@@ -33,11 +33,6 @@ LINE_FIELDS = [
 ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
 STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
-# RFC 3339 §5.6: full-date, and date-time with a time offset (fractions up to microseconds).
-RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-RFC3339_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 KEY_IN_USE_RETRY_AFTER_SECONDS = 1
 ORDER_ETAG = re.compile(r'"order-(?P<id>[1-9][0-9]{0,17})-(?P<status>pending|paid|shipped|cancelled)"')
 
@@ -207,18 +202,9 @@ def _change_status(request, order_id, to_status, *, user_id, only_from=None, exp
 
 
 def _if_match_status(request, order_id):
-    """The status an If-Match header names for this order; None without one, or for `*`.
-
-    A tag for another order, a list of tags, or a weak one never matches: 412 (RFC 9110
-    §13.1.1, strong comparison).
-    """
-    if_match = request.header("If-Match")
-    if if_match is None or if_match.strip() == "*":
-        return None
-    tag = ORDER_ETAG.fullmatch(if_match.strip())
-    if tag is None or int(tag["id"]) != order_id:
-        raise PreconditionFailed("If-Match does not name a version of this order")
-    return tag["status"]
+    """The status an If-Match header names for this order; None without one, or for `*`."""
+    tag = if_match(request, ORDER_ETAG, order_id, what="order")
+    return None if tag is None or tag == IF_MATCH_ANY else tag["status"]
 
 
 def _order_lines(document):
@@ -274,30 +260,15 @@ def _order_filters(request):
 
 
 def _timestamp(name, text):
-    """An RFC 3339 date-time with an offset, or a full date (midnight UTC), as stored text.
-
-    The pattern comes first: Python's fromisoformat also reads ISO 8601 forms that RFC 3339
-    leaves out (week dates, 20261128T0900Z, hours alone), which must be refused, not guessed.
-    """
-    moment = None
-    if RFC3339_DATE.fullmatch(text):
-        moment = _parsed(dt.date.fromisoformat, text)
-        moment = moment and dt.datetime.combine(moment, dt.time(), dt.timezone.utc)
-    elif RFC3339_DATE_TIME.fullmatch(text):
-        moment = _parsed(dt.datetime.fromisoformat, text.upper().replace("Z", "+00:00"))
+    """An RFC 3339 date-time with an offset, or a full date (midnight UTC), as stored text."""
+    day = parse_date(text)
+    moment = parse_date_time(text) if day is None else dt.datetime.combine(day, dt.time(), dt.timezone.utc)
     if moment is not None:
         try:
             return db.utc_text(moment)
         except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
             pass
     raise BadRequest(f"'{name}' must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)")
-
-
-def _parsed(parse, text):
-    try:
-        return parse(text)
-    except ValueError:  # the right shape, but no such day or time (2026-02-30)
-        return None
 
 
 def _release_quietly(request, claim):

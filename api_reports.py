@@ -11,11 +11,11 @@ DEFAULT_DAYS days up to today. The SQL, and what counts as a sale, is in sql_rep
 """
 
 import datetime as dt
-import re
 
 import db
 import pagination
 import sql_reports
+from validation import parse_date
 from web import BadRequest
 
 REPORT_PARAMETERS = frozenset({"from", "to", "group_by", "limit"})
@@ -23,7 +23,6 @@ GROUPINGS = ("day", "item")
 DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
-DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Days a report may name: the range before them, and the day after them, must exist.
 FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
 
@@ -67,13 +66,7 @@ def _day(request, name):
     text = request.query_value(name)
     if text is None:
         return None
-    day = None
-    # The pattern first: fromisoformat also reads week dates such as 2026-W01-1.
-    if DAY.fullmatch(text):
-        try:
-            day = dt.date.fromisoformat(text)
-        except ValueError:  # the right shape, but no such day (2026-02-30)
-            day = None
+    day = parse_date(text)
     if day is None or not FIRST_DAY <= day <= LAST_DAY:
         raise BadRequest(f"'{name}' must be a day written YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}")
     return day

@@ -346,9 +346,29 @@ def migrate(database, migrations_dir=MIGRATIONS_DIR):
 
 
 def applied_versions(database):
+    """The versions recorded in schema_migrations, in order; [] on a database never migrated."""
     with database.connection() as connection:
+        # Asked of the catalogue first: selecting from a missing table would be an error,
+        # and on PostgreSQL an error inside a transaction spoils the rest of it.
+        if connection.engine == "sqlite":
+            exists = connection.fetch_value(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            )
+        else:
+            exists = connection.fetch_value("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not exists:
+            return []
         rows = connection.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
     return [row["version"] for row in rows]
+
+
+def pending_migrations(database, migrations_dir=MIGRATIONS_DIR):
+    """The versions of schema.sql and migrations/ that the database has not applied yet.
+
+    /ready asks this: a process started on a database that was never migrated (or is a
+    release behind) must not take traffic it would answer with "no such table".
+    """
+    return sorted(set(_migration_versions(migrations_dir)) - set(applied_versions(database)))
 
 
 def split_statements(script):
@@ -385,6 +405,12 @@ def utc_text(moment):
     moment = moment.astimezone(timezone.utc)
     # The year by hand: strftime's %Y writes the year 999 as "999", not "0999".
     return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%fZ")
+
+
+@functools.lru_cache(maxsize=4)
+def _migration_versions(migrations_dir):
+    """The versions the code knows (file names only), read once: /ready runs every few seconds."""
+    return tuple(version for version, _, _ in _migration_files(migrations_dir))
 
 
 def _migration_files(migrations_dir):

@@ -25,7 +25,6 @@ from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, U
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
-DATABASE_RETRY_AFTER_SECONDS = 5
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # RFC 6750 §3: a 401 names the scheme the client should use, and why its credentials failed.
 WWW_AUTHENTICATE = 'Bearer realm="shop"'
@@ -100,11 +99,7 @@ def problems(logger):
             return problem_response(error, request)
         except db.DatabaseUnavailable as error:
             logger.error("database unavailable", request_id=request.request_id, error=str(error))
-            unavailable = ServiceUnavailable(
-                "the database is not answering; try again shortly",
-                headers=[("Retry-After", str(DATABASE_RETRY_AFTER_SECONDS))],
-            )
-            return problem_response(unavailable, request)
+            return problem_response(ServiceUnavailable("the database is not answering; try again shortly"), request)
         except Exception:
             # The client learns only that it failed and the request id to quote; the trace
             # goes to the log, where an operator finds it by that id.

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from auth import sign_value, unsign_value
-from web import BadRequest
+from web import BadRequest, query_value, query_whole_number
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -59,16 +59,16 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     values, which a cursor must match. Raises BadRequest (400) naming the bad parameter.
     """
     limit = parse_limit(query)
-    sort_text = _single(query, "sort")
+    sort_text = query_value(query, "sort")
     if sort_text is None:
         sort_text = default_sort
     sort = parse_sort(sort_text, sortable)
     fingerprint = _fingerprint(filters)
-    cursor = _single(query, "cursor")
+    cursor = query_value(query, "cursor")
     if cursor is not None and "offset" in query:
         raise BadRequest("use either 'offset' or 'cursor', not both")
     if cursor is None:
-        offset = _whole_number(query, "offset", None, low=0, high=MAX_OFFSET) if "offset" in query else None
+        offset = query_whole_number(query, "offset", low=0, high=MAX_OFFSET)
         return Page(limit, offset, sort, None, None, sort_text, fingerprint)
     state = unsign_value(cursor, keys, purpose=CURSOR_PURPOSE)
     if (
@@ -84,7 +84,7 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
 
 def parse_limit(query):
     """`limit` from a parsed query: DEFAULT_LIMIT when absent, 400 outside 1..MAX_LIMIT."""
-    return _whole_number(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    return query_whole_number(query, "limit", low=1, high=MAX_LIMIT, default=DEFAULT_LIMIT)
 
 
 def reject_unknown_parameters(query, allowed):
@@ -160,25 +160,6 @@ def envelope(rows, page, *, path, query_params, keys):
         pagination["next_cursor"] = next_cursor
     link_header = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items() if rel != "self")
     return {"data": rows, "pagination": pagination, "links": links}, link_header
-
-
-def _single(query, name):
-    values = query.get(name)
-    if values is None:
-        return None
-    if len(values) > 1:
-        raise BadRequest(f"query parameter '{name}' is given more than once")
-    return values[0]
-
-
-def _whole_number(query, name, default, *, low, high):
-    text = _single(query, name)
-    if text is None:
-        return default
-    # The length check comes first: int() of a 5,000-digit string is slow, or an error.
-    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not low <= int(text) <= high:
-        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}")
-    return int(text)
 
 
 def _fingerprint(filters):

@@ -14,8 +14,16 @@ one 422 that names each bad field, so a client fixes all of them in one round tr
 
 Unknown fields are errors, not silently dropped: a client sending `role` or `id` learns at
 once that it cannot set them (mass assignment), instead of believing it did.
+
+Dates and times in query strings are read here too, by RFC 3339 (§5.6) and nothing looser:
+
+    >>> parse_date("2026-11-28"), parse_date("2026-W48-6")
+    (datetime.date(2026, 11, 28), None)
+    >>> parse_date_time("2026-11-28T09:00:00+01:00")
+    datetime.datetime(2026, 11, 28, 9, 0, tzinfo=datetime.timezone(datetime.timedelta(seconds=3600)))
 """
 
+import datetime as dt
 import re
 
 from web import UnprocessableContent
@@ -25,6 +33,11 @@ from web import UnprocessableContent
 EMAIL_PATTERN = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: the longest path a mail server accepts
 MAX_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript too) reads exactly
+# RFC 3339 §5.6: full-date, and date-time with a time offset (fractions up to microseconds).
+RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+RFC3339_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 class Field:
@@ -132,3 +145,29 @@ def validate(document, fields, *, partial=False):
     if errors:
         raise UnprocessableContent(errors)
     return clean
+
+
+def parse_date(text):
+    """An RFC 3339 full-date (YYYY-MM-DD) as a date; None when `text` is not one.
+
+    The pattern comes first: Python's fromisoformat also reads ISO 8601 forms that RFC 3339
+    leaves out (week dates such as 2026-W48-6, 20261128), which must be refused, not guessed.
+    """
+    if not RFC3339_DATE.fullmatch(text):
+        return None
+    return _parsed(dt.date.fromisoformat, text)
+
+
+def parse_date_time(text):
+    """An RFC 3339 date-time with its offset (Z or +hh:mm) as an aware datetime; None when
+    `text` is not one (no offset, a week date, hours alone, a 61st minute)."""
+    if not RFC3339_DATE_TIME.fullmatch(text):
+        return None
+    return _parsed(dt.datetime.fromisoformat, text.upper().replace("Z", "+00:00"))
+
+
+def _parsed(parse, text):
+    try:
+        return parse(text)
+    except ValueError:  # the right shape, but no such day or time (2026-02-30)
+        return None

@@ -27,6 +27,7 @@ MAX_QUERY_STRING_BYTES = 8 * 1024
 MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
+IF_MATCH_ANY = "*"  # If-Match: * asks only that the resource exists (RFC 9110 §13.1.1)
 
 # Reason phrases as RFC 9110 §15 names them; Python before 3.13 still has the older names.
 REASON_PHRASES = {status.value: status.phrase for status in HTTPStatus}
@@ -107,7 +108,16 @@ class InternalServerError(HTTPError):
 
 
 class ServiceUnavailable(HTTPError):
+    """503: a dependency is down or the process is not ready. It says when to come back
+    (Retry-After, RFC 9110 §10.2.3), so clients and load balancers do not retry in a loop."""
+
     status = 503
+    retry_after_seconds = 5
+
+    def __init__(self, detail=None, **more):
+        super().__init__(detail, **more)
+        if not any(name.lower() == "retry-after" for name, _ in self.headers):
+            self.headers = self.headers + [("Retry-After", str(self.retry_after_seconds))]
 
 
 # -- request ---------------------------------------------------------------------------
@@ -154,12 +164,7 @@ class Request:
 
     def query_value(self, name):
         """The one value of a query parameter, or None when absent; given twice is a 400."""
-        values = self.query.get(name)
-        if values is None:
-            return None
-        if len(values) > 1:
-            raise BadRequest(f"query parameter '{name}' is given more than once")
-        return values[0]
+        return query_value(self.query, name)
 
     @property
     def cookies(self):
@@ -218,6 +223,36 @@ def parse_query(query_string):
         raise BadRequest("the query string is not valid UTF-8") from None
     except ValueError:
         raise BadRequest(f"the query string may have at most {MAX_QUERY_FIELDS} fields") from None
+
+
+def query_value(query, name):
+    """The one value of parameter `name` in a parsed query, or None when it is absent.
+
+    Raises BadRequest when it is given twice: `?limit=5&limit=500` has no single meaning,
+    and two parts of a system that picked different ones would disagree.
+    """
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"query parameter '{name}' is given more than once")
+    return values[0]
+
+
+def query_whole_number(query, name, *, low, high, default=None, unit=""):
+    """Parameter `name` as a whole number from `low` to `high`; `default` when absent.
+
+    Raises BadRequest naming the range ("'limit' must be a whole number from 1 to 100";
+    `unit` is said after "number", e.g. " of cents") for anything else: signs, spaces,
+    fractions, and digits other than ASCII ("²" and "١" are digits to str.isdigit()).
+    """
+    text = query_value(query, name)
+    if text is None:
+        return default
+    # The length check comes first: int() of a 5,000-digit string is slow, or an error.
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))) or not low <= int(text) <= high:
+        raise BadRequest(f"'{name}' must be a whole number{unit} from {low} to {high}")
+    return int(text)
 
 
 def parse_json(body):
@@ -293,6 +328,29 @@ def etag_matches(if_none_match, etag):
         return True
     wanted = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+def if_match(request, etag_pattern, resource_id, *, what):
+    """The one strong ETag an If-Match header names for this resource (RFC 9110 §13.1.1).
+
+    Returns None when there is no If-Match, IF_MATCH_ANY for `*` (whatever version exists),
+    else the `etag_pattern` match, whose `id` group is this resource's id and whose other
+    groups say which version the client read:
+
+        If-Match: "item-17-v3"   ->  the match, with id "17" and version "3"
+
+    Raises PreconditionFailed (412) for anything else: a tag of another resource, a list of
+    tags, a weak W/"..." tag (strong comparison), or a tag that is not ours at all.
+    """
+    header = request.header("If-Match")
+    if header is None:
+        return None
+    if header.strip() == IF_MATCH_ANY:
+        return IF_MATCH_ANY
+    tag = etag_pattern.fullmatch(header.strip())
+    if tag is None or int(tag["id"]) != resource_id:
+        raise PreconditionFailed(f"If-Match does not name a version of this {what}")
+    return tag
 
 
 # -- router ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ def test_health_is_exactly_the_documented_body(client):
 def test_ready_checks_the_database(client):
     response = client.get("/ready")
     assert response.status == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
 
 
 def test_ready_is_a_503_problem_when_the_database_fails(client, app, monkeypatch):
@@ -29,6 +29,7 @@ def test_ready_is_a_503_problem_when_the_database_fails(client, app, monkeypatch
     assert response.header("Retry-After") == "5"
     problem = response.json()
     assert problem["detail"] == "the database is not answering"
+    assert problem["checks"] == {"database": "unavailable"}
     assert "down for the test" not in response.body.decode()  # internals stay in the log
 
 
@@ -38,3 +39,29 @@ def test_operations_endpoints_carry_request_id_and_security_headers(client, path
     assert response.header("X-Request-ID") == "probe-42"
     assert response.header("X-Content-Type-Options") == "nosniff"
     assert response.header("Cache-Control") == "no-store"
+
+
+def test_ready_is_a_503_naming_the_migrations_a_database_lacks(client, app):
+    """gunicorn started on a database nobody migrated must not take traffic: every data
+    request would fail with "no such table"."""
+    with app.services.database.transaction() as connection:
+        connection.execute("DELETE FROM schema_migrations WHERE version IN (2, 3)")
+    response = client.get("/ready")
+    assert response.status == 503
+    assert response.header("Retry-After") == "5"
+    problem = response.json()
+    assert problem["detail"] == "migrations not applied: 0002, 0003; run: python server.py migrate"
+    assert problem["checks"] == {"database": "ok", "migrations": "2 pending"}
+
+
+def test_a_database_never_migrated_has_every_migration_pending(database_url):
+    known = [db.BASELINE_VERSION] + sorted(int(path.name[:4]) for path in db.MIGRATIONS_DIR.glob("[0-9]*.sql"))
+    database = db.open_database(database_url)
+    try:
+        assert db.applied_versions(database) == []
+        assert db.pending_migrations(database) == known
+        assert db.migrate(database) == known
+        assert db.applied_versions(database) == known
+        assert db.pending_migrations(database) == []
+    finally:
+        database.close()
