@@ -254,14 +254,13 @@ def api_key_user(database, key):
         return None
     if not hmac.compare_digest(auth.hash_token(key), owner["key_hash"]):
         return None
-    now = time.time()
     last_used = owner["last_used_at"]
-    if last_used is None or last_used < _rfc3339(now - API_KEY_TOUCH_SECONDS):
+    if last_used is None or last_used < db.utc_now(-API_KEY_TOUCH_SECONDS):
         with database.transaction() as connection:
-            sql_credentials.touch_api_key(connection, owner["id"], _rfc3339(now))
+            sql_credentials.touch_api_key(connection, owner["id"], db.utc_now())
     return {"id": owner["user_id"], "role": owner["role"]}
 
 
 def _rfc3339(unix_time):
-    """A Unix time as the fixed-width text every timestamp is stored in (see db.utc_now)."""
-    return datetime.fromtimestamp(unix_time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A Unix time as the fixed-width text every timestamp is stored in (db.utc_text)."""
+    return db.utc_text(datetime.fromtimestamp(unix_time, timezone.utc))

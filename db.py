@@ -56,6 +56,10 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached, or did not answer in time."""
 
 
+class DriverMissing(Exception):
+    """DATABASE_URL names an engine whose Python driver is not installed (psycopg)."""
+
+
 class IntegrityError(Exception):
     """A constraint (UNIQUE, CHECK, FOREIGN KEY) refused a write; `constraint` names it when known."""
 
@@ -252,7 +256,7 @@ class PostgresDatabase:
 
     def __init__(self, url, *, timeout_seconds=5.0):
         if psycopg is None:
-            raise RuntimeError("a postgresql:// DATABASE_URL needs: pip install -r requirements.txt")
+            raise DriverMissing("a postgresql:// DATABASE_URL needs psycopg: pip install -r requirements.txt")
         self.timeout_seconds = timeout_seconds
         # A statement running longer than the timeout is cancelled by the server. Added to
         # any `options` the URL already has (e.g. -csearch_path=...), not in place of them.

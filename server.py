@@ -34,17 +34,16 @@ import db
 import seed
 import validation
 from httpserver import HTTPServer
-
-# Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
-# only queue for it and stretch the slowest requests. Measured on one core against 32
-# connections: 2 workers gave p99 about 2x the median, 3 gave 3x at 10% more requests/s,
-# 32 gave 7x. PostgreSQL work is mostly waiting on the network, which threads overlap well.
-SQLITE_THREADS = 2
-POSTGRESQL_THREADS = 16
 from middleware import build_middleware
 from observe import JSONLogger
 from routes import build_router
 from web import Application
+
+# Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
+# only queue for it and stretch the slowest requests (docs/performance.md has the figures).
+# PostgreSQL work is mostly waiting on the network, which threads overlap well.
+SQLITE_THREADS = 2
+POSTGRESQL_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,6 @@ def create_app(settings=None, *, database=None, logger=None):
     settings = settings or config.load_settings()
     database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     logger = logger or JSONLogger(enabled=settings.access_log)
-    # Lines still queued when the process exits (gunicorn stopping a worker) are written out.
-    atexit.register(logger.flush)
     services = Services(settings=settings, database=database, logger=logger)
     return Application(build_router(), build_middleware(logger), services)
 
@@ -77,6 +74,9 @@ def __getattr__(name):
     if name == "app":
         global app
         app = create_app()
+        # Lines still queued when the process exits (gunicorn stopping a worker) are written
+        # out. Registered here, once per process, not in create_app, which tests call often.
+        atexit.register(app.services.logger.flush)
         return app
     raise AttributeError(f"module 'server' has no attribute {name!r}")
 
@@ -85,10 +85,10 @@ def main(argv=None):
     arguments = _parse_arguments(argv)
     try:
         settings = config.load_settings()
-    except config.ConfigError as error:
+        database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
+    except (config.ConfigError, db.DriverMissing) as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     try:
         if arguments.command == "migrate":
             applied = db.migrate(database)

@@ -368,7 +368,7 @@ def test_serve_on_postgresql(engine, database_url, start):
     assert [(item["id"], item["name"]) for item in items] == [
         (number, item["name"]) for number, item in enumerate(seed.demo_items(3), start=1)]
     status, _, body = http_request(server.port, "/ready")
-    assert (status, json.loads(body)) == (200, {"status": "ready", "checks": {"database": "ok"}})
+    assert (status, json.loads(body)) == (200, {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}})
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(SHUTDOWN_DEADLINE_SECONDS) == 0
@@ -442,6 +442,24 @@ def test_an_unusable_secret_key_stops_the_start_with_a_clear_message(tmp_path, a
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
     if secret_key:
         assert secret_key not in result.stdout + result.stderr
+
+
+# A Python without psycopg: the import is made to fail, the way it does where the package
+# was never installed.
+WITHOUT_PSYCOPG = (
+    "import runpy, sys\n"
+    "sys.modules['psycopg'] = None\n"
+    "sys.argv = ['server.py'] + sys.argv[1:]\n"
+    "runpy.run_path('server.py', run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["--port", "0"]])
+def test_postgresql_without_psycopg_is_one_clear_line_not_a_traceback(command):
+    env = server_env("postgresql://postgres@127.0.0.1:5432/test")
+    result = run([sys.executable, "-c", WITHOUT_PSYCOPG, *command], env, timeout=10)
+    expected = "configuration error: a postgresql:// DATABASE_URL needs psycopg: pip install -r requirements.txt\n"
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", expected)
 
 
 # -- the development secret --------------------------------------------------------------
