@@ -169,7 +169,7 @@ class SQLiteDatabase:
     - `foreign_keys` is off by default in SQLite, for backward compatibility: switch it on.
     - Threads that write take `_write_lock` first. Without it, concurrent writers sleep and
       retry inside the busy timeout (p99 of hundreds of ms) and, while they wait, hold read
-      snapshots that stop the WAL from being checkpointed (see shared/bench/BASELINE.md).
+      snapshots that stop the WAL from being checkpointed.
       Other *processes* still meet the busy timeout, which is the most a request waits.
     """
 

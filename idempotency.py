@@ -22,7 +22,7 @@ and is shared by every process. The life of a key:
    after LEASE_SECONDS the key may be taken again, and the dead request, should it wake,
    can no longer save (`save` checks that it still holds the key).
 
-Keys are scoped to the user, kept at least KEY_TTL_SECONDS (24 h, DESIGN.md), and compared
+Keys are scoped to the user, kept at least KEY_TTL_SECONDS (24 h), and compared
 with the request they came with (method, path, JSON body) through a SHA-256 fingerprint.
 """
 

@@ -1,8 +1,8 @@
 """The route table: every endpoint, who may call it, in one place.
 
 The router reads this table, and so does the authentication middleware (`access`: "public",
-"user" or "admin"); the OpenAPI document will read `summary`. One line per endpoint is the
-whole list of what the API offers and to whom.
+"user" or "admin"); `summary` says in a few words what the endpoint does. One line per
+endpoint is the whole list of what the API offers and to whom.
 """
 
 import api_auth

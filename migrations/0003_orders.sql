@@ -23,7 +23,7 @@ CREATE TABLE idempotency_keys (
     response_headers TEXT,
     response_body TEXT,
     created_at TEXT NOT NULL,
-    -- At least 24 hours after created_at (DESIGN.md); an expired key is a new key again.
+    -- At least 24 hours after created_at; an expired key is a new key again.
     expires_at TEXT NOT NULL,
     -- The primary key is the lookup of every keyed request (and ON CONFLICT's target).
     PRIMARY KEY (user_id, idempotency_key)
