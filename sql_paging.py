@@ -13,8 +13,14 @@ parameters. Column names reach it only from the checked sort, values only as par
 costs what page 1 does; an OFFSET walks every skipped row. Both engines accept the same text.
 """
 
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-def page_sql(select, conditions, params, *, sort, limit, offset=None, after=None):
+Sort = Sequence[tuple[str, bool]]  # ((column, descending), ...), from pagination.parse_sort
+
+
+def page_sql(select: str, conditions: Iterable[str], params: dict[str, Any], *, sort: Sort, limit: int,
+             offset: int | None = None, after: Sequence[Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The SQL and parameters of one page: `select` ("SELECT ... FROM table") filtered by
     `conditions` (SQL texts whose values are in `params`), then the rows after the cursor,
     in `sort` order, `limit` of them, or skipping `offset`.
@@ -38,7 +44,7 @@ def page_sql(select, conditions, params, *, sort, limit, offset=None, after=None
     return sql, params
 
 
-def keyset_condition(sort, after):
+def keyset_condition(sort: Sort, after: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """The WHERE clause for "rows after `after` in this order", with its bound parameters.
 
     When every key runs in one direction (the usual case: the id tie-breaker follows the
@@ -71,7 +77,7 @@ def keyset_condition(sort, after):
     return "(" + " OR ".join(alternatives) + ")", params
 
 
-def order_by(sort):
+def order_by(sort: Sort) -> str:
     """ORDER BY text for a checked sort.
 
     >>> order_by((("price_cents", True), ("id", False)))
@@ -80,7 +86,7 @@ def order_by(sort):
     return ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, descending in sort)
 
 
-def in_list(prefix, values):
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """Placeholders and parameters for `IN (...)` over `values` (at most a few hundred):
     one named placeholder per value, a text both engines accept.
 

@@ -21,6 +21,7 @@ through `loads`, each turning `JSONRefused` into its own error.
 
 import json
 import math
+from typing import Any, NoReturn
 
 MAX_DEPTH = 32
 MAX_INTEGER = 2**63 - 1  # what a BIGINT column holds
@@ -34,7 +35,7 @@ class NotUTF8(JSONRefused):
     """The bytes are not UTF-8 (RFC 8259 §8.1: JSON exchanged between systems is UTF-8)."""
 
 
-def loads(data):
+def loads(data: bytes) -> Any:
     """Parse JSON bytes strictly; raise JSONRefused (NotUTF8 for bad bytes)."""
     try:
         text = data.decode("utf-8")
@@ -58,34 +59,34 @@ def loads(data):
     return document
 
 
-def _refuse_constant(name):
+def _refuse_constant(name: str) -> NoReturn:
     raise JSONRefused("NaN and Infinity are not JSON")
 
 
-def _bounded_int(digits):
+def _bounded_int(digits: str) -> int:
     # Checked on the digits before int(): a 100,000-digit number costs time to convert.
     if len(digits) > 20 or abs(int(digits)) > MAX_INTEGER:
         raise JSONRefused("integer out of range")
     return int(digits)
 
 
-def _finite_float(text):
+def _finite_float(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
         raise JSONRefused("number out of range")
     return number
 
 
-def _unique_keys(pairs):
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         raise JSONRefused("duplicate key in an object")
     return document
 
 
-def _check_depth_and_text(document):
+def _check_depth_and_text(document: Any) -> None:
     """Walk the document once: containers nested at most MAX_DEPTH deep, text all Unicode."""
-    stack = [(document, 1)]  # (value, how many containers hold it, itself included)
+    stack: list[tuple[Any, int]] = [(document, 1)]  # (value, how many containers hold it, itself included)
     while stack:
         value, depth = stack.pop()
         if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
@@ -100,7 +101,7 @@ def _check_depth_and_text(document):
             _check_text(value)
 
 
-def _check_text(text):
+def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
