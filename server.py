@@ -7,11 +7,12 @@
     python server.py create-admin EMAIL an admin account; the password comes from a prompt or stdin
     gunicorn server:app                 the same app under a production server
 
-How a request travels, and where each step lives:
+How a request travels, and where each step lives (the README draws the same map):
 
-    socket -> httpserver.py (HTTP/1.1 -> WSGI environ)
-           -> web.Application (Request) -> middleware.py (request id, log, headers, problems)
+    socket -> httpserver.py (connections, workers; http11.py reads HTTP/1.1 into a WSGI environ)
+           -> web.Application (Request) -> middleware.py (request id, log, headers, problems, auth)
            -> routes.py (which handler) -> api_*.py (HTTP in, plain values out)
+           -> accounts.py, orders.py, idempotency.py (business rules, no HTTP objects)
            -> sql_*.py (one function per query) -> db.py (SQLite or PostgreSQL)
 
 Configuration comes from the environment (config.py). `python server.py` applies pending
