@@ -330,8 +330,8 @@ class ResponseFramer:
                 data, self.keep_alive = data[:self.length_left], False
             self.length_left -= len(data)
             return data
-        if self.framing == "chunked":
-            return b"%x\r\n%b\r\n" % (len(data), data)   # §7.1: hex size CRLF data CRLF
+        if self.framing == "chunked":  # §7.1: hex size CRLF data CRLF; size 0 would end the body
+            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
         return data if self.framing == "close" else b""
 
     def end(self) -> bytes:
