@@ -286,7 +286,8 @@ class ResponseFramer:
 
     def __init__(self, method, version, keep_alive):
         self.method, self.http_10, self.keep_alive = method, version == "HTTP/1.0", keep_alive
-        self.status = None       # "200 OK", once start() has kept it
+        self.status = None       # "200 OK", once start() has kept it with the fields below
+        self.status_code = self.field_lines = self.content_length = None
         self.head_sent = False
         self.framing = None      # "none", "length", "chunked" or "close"
         self.length_left = 0     # body bytes still owed under "length"

@@ -319,7 +319,7 @@ class HTTPServer:
         try:
             body = self._read_body(conn, head)
         except http11.ProtocolError as error:
-            error.path = head.path
+            error.path = head.path  # the problem's instance
             raise
         return head, _environ(conn.environ, head, body)
 

@@ -35,7 +35,8 @@ BAD_REQUESTS = [
     ("CL and TE", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
      "Content-Length and Transfer-Encoding together"),
-    ("negative CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400, CL_NOT_A_NUMBER),
+    ("negative CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400,
+     CL_NOT_A_NUMBER),
     ("CL with plus sign", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello", 400,
      CL_NOT_A_NUMBER),
     ("CL with inner space", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1 2\r\n\r\n", 400,
@@ -110,8 +111,9 @@ BAD_REQUESTS = [
      b"Content-Length: 2000000\r\n\r\n", 413, "the body is over 1048576 bytes"),
     ("too many trailer fields", chunked(b"0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n"), 431,
      "the trailer section is over the header limits"),
-    ("trailer section over 64 KiB", chunked(b"0\r\n" + (b"X-T: " + b"t" * 7000 + b"\r\n") * 10 + b"\r\n"),
-     431, "the trailer section is over the header limits"),
+    ("trailer section over 64 KiB",
+     chunked(b"0\r\n" + (b"X-T: " + b"t" * 7000 + b"\r\n") * 10 + b"\r\n"), 431,
+     "the trailer section is over the header limits"),
     ("malformed trailer field", chunked(b"0\r\nX-T : 1\r\n\r\n"), 400,
      "malformed trailer field line"),
     ("Expect other than 100-continue", b"POST / HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\n"
@@ -160,7 +162,8 @@ def test_a_refused_head_names_its_path_once_the_request_line_was_read(raw, path)
     (b"GET /" + b"a" * (8 * 1024), 414, "the request line is over 8192 bytes"),
     (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"v" * (64 * 1024) + b"\r\n", 431,
      "the request head is over 65536 bytes"),
-    (b"GET / HTTP/1.1\r\n" + b"X-Filler: v\r\n" * 6000, 431, "the request head is over 65536 bytes"),
+    (b"GET / HTTP/1.1\r\n" + b"X-Filler: v\r\n" * 6000, 431,
+     "the request head is over 65536 bytes"),
     (b"GET / HTTP/1.1\nHost: shop.test\n", 400, NOT_CRLF),
     (b"GET / HTTP/1.1\rHost", 400, NOT_CRLF),
 ])
@@ -382,6 +385,7 @@ def test_a_problem_before_the_path_is_known_has_no_instance_and_head_has_no_body
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
     assert json.loads(body) == {"type": "about:blank", "title": "URI Too Long", "status": 414,
-                                "detail": "the request line is over 8192 bytes", "request_id": "abc"}
+                                "detail": "the request line is over 8192 bytes",
+                                "request_id": "abc"}
     headless = http11.problem_response(500, "failed", request_id="abc", path="/", with_body=False)
     assert headless.endswith(b"\r\n\r\n") and b"Content-Length: " in headless
