@@ -9,7 +9,8 @@ what the handler returns, or the `HTTPError` it raises, into status, headers and
     handler returns {"id": 7, ...}      ->  200, Content-Type: application/json
     handler raises NotFound("...")      ->  404, Content-Type: application/problem+json
 
-Every error is an RFC 9457 problem document, rendered in one place (`problem_response`):
+Every error is an RFC 9457 problem document, rendered in one place (`problem_body`), the
+application's and the HTTP server's own alike:
 
     {"type": "about:blank", "title": "Not Found", "status": 404,
      "detail": "item 7 does not exist", "instance": "/v1/items/7", "request_id": "..."}
@@ -28,10 +29,13 @@ MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
 IF_MATCH_ANY = "*"  # If-Match: * asks only that the resource exists (RFC 9110 §13.1.1)
+# RFC 9110 §9.1: the methods this toolkit implements. Any other is a 501 for every path;
+# a known method that a resource does not allow is a 405 with Allow.
+IMPLEMENTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # Reason phrases as RFC 9110 §15 names them; Python before 3.13 still has the older names.
 REASON_PHRASES = {status.value: status.phrase for status in HTTPStatus}
-REASON_PHRASES.update({413: "Content Too Large", 422: "Unprocessable Content"})
+REASON_PHRASES.update({413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"})
 STATUS_LINES = {code: f"{code} {phrase}" for code, phrase in REASON_PHRASES.items()}
 _compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -105,6 +109,12 @@ class UnprocessableContent(HTTPError):
 
 class InternalServerError(HTTPError):
     status = 500
+
+
+class MethodNotImplemented(HTTPError):
+    """RFC 9110 §15.6.2: a method that no resource here implements (405 is for a known one)."""
+
+    status = 501
 
 
 class ServiceUnavailable(HTTPError):
@@ -300,20 +310,30 @@ class Response:
         return None
 
 
+def problem_body(status, detail, *, instance=None, request_id=None, errors=None, extra=None):
+    """An RFC 9457 problem document as compact JSON: the one format of every error, whether
+    the application's (`problem_response`) or the HTTP server's own (http11.problem_response,
+    which leaves `instance` out when it refuses a request before its path is known).
+
+    >>> problem_body(404, "no item 7", instance="/v1/items/7", request_id="abc")
+    b'{"type":"about:blank","title":"Not Found","status":404,"detail":"no item 7",\
+"instance":"/v1/items/7","request_id":"abc"}'
+    """
+    problem = {"type": "about:blank", "title": REASON_PHRASES[status], "status": status, "detail": detail}
+    if instance is not None:
+        problem["instance"] = instance
+    problem["request_id"] = request_id
+    if errors is not None:
+        problem["errors"] = errors
+    problem.update(extra or {})
+    return _compact_json(problem).encode()
+
+
 def problem_response(error, request):
     """Render an HTTPError as an RFC 9457 problem document."""
-    problem = {
-        "type": "about:blank",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail or error.title,
-        "instance": request.path,
-        "request_id": request.request_id,
-    }
-    if error.errors is not None:
-        problem["errors"] = error.errors
-    problem.update(error.extra)
-    return Response.json(problem, error.status, list(error.headers), content_type=PROBLEM_TYPE)
+    body = problem_body(error.status, error.detail or error.title, instance=request.path,
+                        request_id=request.request_id, errors=error.errors, extra=error.extra)
+    return Response(body, error.status, [("Content-Type", PROBLEM_TYPE), *error.headers])
 
 
 def etag_matches(if_none_match, etag):
@@ -398,7 +418,8 @@ def compile_pattern(pattern):
 
 
 class Router:
-    """Find the route for a method and path: 404 for an unknown path, 405 for a wrong method.
+    """Find the route for a method and path: 404 for an unknown path, 405 for a method the
+    path does not allow, 501 for a method outside IMPLEMENTED_METHODS (whatever the path).
 
     Paths without parameters are found in a dict; the others by trying each compiled regex.
     HEAD is answered by the GET handler (the body is dropped later), and OPTIONS by the
@@ -411,6 +432,8 @@ class Router:
         self._dynamic = []  # (regex, converters, {method: route})
 
     def add(self, method, pattern, handler, **meta):
+        if method not in IMPLEMENTED_METHODS:  # its requests would get a 501, never the handler
+            raise ValueError(f"{method} is not one of IMPLEMENTED_METHODS")
         route = Route(method, pattern, handler, **meta)
         self.routes.append(route)
         if route.converters:
@@ -425,7 +448,9 @@ class Router:
         return route
 
     def match(self, method, path):
-        """Return (route, path_params); raise NotFound or MethodNotAllowed."""
+        """Return (route, path_params); raise MethodNotImplemented, NotFound or MethodNotAllowed."""
+        if method not in IMPLEMENTED_METHODS:
+            raise MethodNotImplemented(f"{method} is not a method this server implements")
         methods, params = self._methods_for(path)
         if methods is None:
             raise NotFound(f"no resource at {path}")

@@ -748,3 +748,92 @@ def test_the_access_log_records_the_final_status(app, logger, log_stream, path, 
     assert (request_line["route"], request_line["status"]) == (route, status)
     assert request_line["request_id"] == response.header("X-Request-ID")
     assert "hunter2" not in log_stream.getvalue()
+
+
+# == methods the toolkit does not implement, and the server's problems (tests for the split of ==
+# == httpserver.py into http11.py; kept here because they need this file's app) ==================
+
+import http.client  # noqa: E402
+import socket  # noqa: E402
+import warnings  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from conftest import LiveClient, running_server  # noqa: E402
+from web import IMPLEMENTED_METHODS, MethodNotImplemented  # noqa: E402
+
+UNKNOWN_METHODS = [("BREW", "/items"), ("BREW", "/nowhere"), ("TRACE", "/items"), ("get", "/items")]
+PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "request_id"]
+
+
+def raw_exchange(base_url, request):
+    """Send raw request bytes on a new connection; (status, headers, body) of the answer."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.headers, response.read()
+
+
+@pytest.mark.parametrize("method, path", UNKNOWN_METHODS)
+def test_a_method_no_resource_implements_is_501_for_any_path(method, path):
+    # RFC 9110 §15.6.2: 501 when no resource supports the method; 405 is for a known one.
+    with pytest.raises(MethodNotImplemented) as refused:
+        build_router().match(method, path)
+    assert (refused.value.status, refused.value.detail) == (501, f"{method} is not a method this server implements")
+
+
+@pytest.mark.parametrize("method", sorted(IMPLEMENTED_METHODS - {"GET", "HEAD", "OPTIONS", "POST"}))
+def test_an_implemented_method_a_resource_does_not_allow_stays_405(method):
+    with pytest.raises(MethodNotAllowed):
+        build_router().match(method, "/items")
+
+
+def test_a_route_for_a_method_outside_the_implemented_ones_is_refused():
+    with pytest.raises(ValueError, match="BREW is not one of IMPLEMENTED_METHODS"):
+        Router().add("BREW", "/coffee", teapot, name="brew")
+
+
+@pytest.mark.parametrize("method, path", UNKNOWN_METHODS)
+def test_an_unknown_method_is_a_501_problem_in_process(app, method, path):
+    with warnings.catch_warnings():
+        # wsgiref's validator warns about methods it does not know: here that is the point.
+        warnings.simplefilter("ignore", wsgiref.validate.WSGIWarning)
+        response = call(app, method, path, headers={"X-Request-ID": "brew-1"})
+    assert response.status == 501
+    assert response.header("Content-Type") == "application/problem+json"
+    assert response.header("Allow") is None
+    assert response.json() == {
+        "type": "about:blank", "title": "Not Implemented", "status": 501,
+        "detail": f"{method} is not a method this server implements", "instance": path,
+        "request_id": "brew-1",
+    }
+
+
+def test_an_unknown_method_is_a_501_problem_over_a_live_socket(app):
+    with running_server(app) as base_url:
+        client = LiveClient(base_url)
+        response = client.request("BREW", "/items", headers={"X-Request-ID": "brew-2"})
+        assert response.status == 501
+        assert response.json()["detail"] == "BREW is not a method this server implements"
+        assert response.json()["request_id"] == response.header("X-Request-ID") == "brew-2"
+        assert client.request("DELETE", "/items").status == 405   # known method, not allowed here
+
+
+def test_the_servers_400_and_the_apps_404_are_problems_of_one_format(app):
+    with running_server(app) as base_url:
+        server_status, server_headers, server_body = raw_exchange(
+            base_url, b"POST /items HTTP/1.1\r\nHost: shop.test\r\nContent-Length: abc\r\n\r\n")
+        app_status, app_headers, app_body = raw_exchange(
+            base_url, b"GET /nowhere HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (server_status, app_status) == (400, 404)
+    for headers, body in ((server_headers, server_body), (app_headers, app_body)):
+        problem = json.loads(body)
+        assert headers["Content-Type"] == "application/problem+json"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert problem["request_id"] == headers["X-Request-ID"]
+        assert list(problem) == PROBLEM_MEMBERS
+        assert body == json.dumps(problem, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(server_body)["instance"] == "/items"
+    assert json.loads(server_body)["detail"] == "Content-Length must be a single decimal number"
+    assert json.loads(app_body)["instance"] == "/nowhere"

@@ -1,0 +1,391 @@
+"""Tests for http11.py: the wire format as functions on bytes, with no socket and no thread.
+
+BAD_REQUESTS is the table of requests the server must refuse, each with the status and the
+problem detail it gets. Here every row goes through the parser alone; test_httpserver.py
+sends the same rows over a real socket and checks that the answer ends the connection.
+"""
+import json
+
+import pytest
+
+import http11
+import web
+from http11 import Limits, ProtocolError
+
+H = b"Host: shop.test\r\n"
+MIB = 1024 * 1024
+
+
+def get(path="/", extra=b"", version=b"HTTP/1.1"):
+    return b"GET " + path.encode() + b" " + version + b"\r\n" + H + extra + b"\r\n"
+
+
+def chunked(body_part):
+    return b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + body_part
+
+
+CL_NOT_A_NUMBER = "Content-Length must be a single decimal number"
+NOT_CRLF = "lines must end in CRLF, not a bare LF or CR"
+BAD_FIELD = "malformed header field line"
+BAD_LINE = "malformed request line"
+BAD_TARGET = "the request target must be /path, http://host/path or *"
+
+# (name, raw request, status, the problem's detail)
+BAD_REQUESTS = [
+    ("CL and TE", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     "Content-Length and Transfer-Encoding together"),
+    ("negative CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400,
+     CL_NOT_A_NUMBER),
+    ("CL with plus sign", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello", 400,
+     CL_NOT_A_NUMBER),
+    ("CL with inner space", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1 2\r\n\r\n", 400,
+     CL_NOT_A_NUMBER),
+    ("empty CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: \r\n\r\n", 400, CL_NOT_A_NUMBER),
+    ("CL as list", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello", 400,
+     CL_NOT_A_NUMBER),
+    ("two different CLs", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Content-Length: 6\r\n\r\nhello!", 400, "more than one Content-Length header field"),
+    ("same CL twice", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+     b"Content-Length: 5\r\n\r\nhello", 400, "more than one Content-Length header field"),
+    ("hex CL", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0x5\r\n\r\nhello", 400,
+     CL_NOT_A_NUMBER),
+    ("missing Host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400,
+     "HTTP/1.1 requests need a Host header field (RFC 9112 §3.2)"),
+    ("two Hosts", b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", 400, "more than one Host header field"),
+    ("Host with a space", b"GET / HTTP/1.1\r\nHost: shop test\r\n\r\n", 400, "invalid Host"),
+    ("Host with a path", b"GET / HTTP/1.1\r\nHost: shop.test/x\r\n\r\n", 400, "invalid Host"),
+    ("userinfo in absolute form", get("http://user@shop.test/"), 400, "invalid Host"),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost : shop.test\r\n\r\n", 400, BAD_FIELD),
+    ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n", 400,
+     "obsolete line folding is not allowed (RFC 9112 §5.2)"),
+    ("bare LF everywhere", b"GET / HTTP/1.1\nHost: shop.test\n\n", 400, NOT_CRLF),
+    ("bare LF in a header", b"GET / HTTP/1.1\r\nHost: shop.test\nX-A: b\r\n\r\n", 400, BAD_FIELD),
+    ("bare CR", b"GET / HTTP/1.1\rHost: shop.test\r\n\r\n", 400, BAD_LINE),
+    ("bare CR only", b"GET / HTTP/1.1\rHost: shop.test\r\r", 400, NOT_CRLF),
+    ("request line over 8 KiB", get("/" + "a" * (8 * 1024)), 414,
+     "the request line is over 8192 bytes"),
+    ("101 headers", get(extra=b"".join(b"X-H%d: v\r\n" % n for n in range(100))), 431,
+     "more than 100 header fields"),
+    ("70 KiB of headers", get(extra=b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 7000)
+                                             for n in range(10))), 431,
+     "the request head is over 65536 bytes"),
+    ("unknown TE", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 501,
+     "unsupported Transfer-Encoding: gzip"),
+    ("TE chunked, gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n",
+     501, "unsupported Transfer-Encoding: chunked, gzip"),
+    ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     "Transfer-Encoding is not allowed in HTTP/1.0"),
+    ("HTTP/2.0", get(version=b"HTTP/2.0"), 505, "HTTP/2.0 is not supported; use HTTP/1.1"),
+    ("HTTP/1.1x", get(version=b"HTTP/1.1x"), 400, BAD_LINE),
+    ("lower-case version", get(version=b"http/1.1"), 400, BAD_LINE),
+    ("no version", b"GET /\r\n" + H + b"\r\n", 400, BAD_LINE),
+    ("two spaces", b"GET  / HTTP/1.1\r\n" + H + b"\r\n", 400, BAD_LINE),
+    ("bad method", b"GE(T / HTTP/1.1\r\n" + H + b"\r\n", 400, BAD_LINE),
+    ("relative target", get("index.html"), 400, BAD_TARGET),
+    ("ftp target", get("ftp://shop.test/"), 400, BAD_TARGET),
+    ("absolute target without host", get("http:///x"), 400, BAD_TARGET),
+    ("fragment in target", get("/a#b"), 400, BAD_LINE),
+    ("* with GET", get("*"), 400, BAD_TARGET),
+    ("NUL in header value", get(extra=b"X-A: a\x00b\r\n"), 400, BAD_FIELD),
+    ("DEL in header value", get(extra=b"X-A: a\x7fb\r\n"), 400, BAD_FIELD),
+    ("header name not a token", get(extra=b"X@A: b\r\n"), 400, BAD_FIELD),
+    ("empty header name", get(extra=b": b\r\n"), 400, BAD_FIELD),
+    ("header without colon", get(extra=b"X-A b\r\n"), 400, BAD_FIELD),
+    ("bad chunk size", chunked(b"zz\r\nhello\r\n0\r\n\r\n"), 400, "malformed chunk size"),
+    ("chunk size with sign", chunked(b"+5\r\nhello\r\n0\r\n\r\n"), 400, "malformed chunk size"),
+    ("chunk without CRLF", chunked(b"5\r\nhelloXX0\r\n\r\n"), 400, "chunk data must end in CRLF"),
+    ("chunk size line with bare LF", chunked(b"5\nhello\r\n0\r\n\r\n"), 400,
+     "lines must end in CRLF"),
+    ("chunk extension too long", chunked(b"5;" + b"x" * 5000 + b"\r\nhello\r\n0\r\n\r\n"), 400,
+     "a line in the body is over 4096 bytes"),
+    ("chunked over 1 MiB", chunked(b"100001\r\n" + b"x" * 1000), 413,
+     "the decoded body is over 1048576 bytes"),
+    ("chunked over 1 MiB in pieces", chunked((b"80000\r\n" + b"x" * 0x80000 + b"\r\n") * 3), 413,
+     "the decoded body is over 1048576 bytes"),
+    ("CL over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1048577\r\n\r\n", 413,
+     "the body is over 1048576 bytes"),
+    ("CL of 30 digits", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: " + b"9" * 30 + b"\r\n\r\n",
+     413, "the body is over 1048576 bytes"),
+    ("100-continue over 1 MiB", b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
+     b"Content-Length: 2000000\r\n\r\n", 413, "the body is over 1048576 bytes"),
+    ("too many trailer fields", chunked(b"0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n"), 431,
+     "the trailer section is over the header limits"),
+    ("trailer section over 64 KiB",
+     chunked(b"0\r\n" + (b"X-T: " + b"t" * 7000 + b"\r\n") * 10 + b"\r\n"), 431,
+     "the trailer section is over the header limits"),
+    ("malformed trailer field", chunked(b"0\r\nX-T : 1\r\n\r\n"), 400,
+     "malformed trailer field line"),
+    ("Expect other than 100-continue", b"POST / HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\n"
+     b"Content-Length: 2\r\n\r\nhi", 417, "the only supported expectation is 100-continue"),
+]
+
+
+def read_request(raw, limits=http11.DEFAULT_LIMITS):
+    """Parse raw bytes, all already received, the way the server does: (head, body, rest)."""
+    buffer = bytearray(raw)
+    head = http11.take_head(buffer, limits)
+    assert head is not None, "the head is incomplete"
+    body = http11.body_decoder(head, limits).decode(buffer)
+    return head, body, bytes(buffer)
+
+
+def refusal(raw, limits=http11.DEFAULT_LIMITS):
+    """The ProtocolError that parsing raw raises."""
+    with pytest.raises(ProtocolError) as refused:
+        read_request(raw, limits)
+    return refused.value
+
+
+# -- requests the parser refuses ----------------------------------------------------------
+
+@pytest.mark.parametrize("raw, status, detail", [row[1:] for row in BAD_REQUESTS],
+                         ids=[row[0] for row in BAD_REQUESTS])
+def test_a_bad_request_is_refused_with_its_status_and_detail(raw, status, detail):
+    error = refusal(raw)
+    assert (error.status, error.detail) == (status, detail)
+
+
+@pytest.mark.parametrize("raw, path", [
+    (b"GE(T /a HTTP/1.1\r\n" + H + b"\r\n", None),             # the request line is the error
+    (b"GET /a%20b HTTP/1.1\r\n" + H + H + b"\r\n", "/a%20b"),   # a field after it is
+])
+def test_a_refused_head_names_its_path_once_the_request_line_was_read(raw, path):
+    with pytest.raises(ProtocolError) as refused:
+        http11.take_head(bytearray(raw))
+    assert refused.value.path == path   # for the problem's instance
+
+
+# -- a head that can never become valid is refused before it is complete ---------------------
+
+@pytest.mark.parametrize("partial, status, detail", [
+    (b"GET /" + b"a" * (8 * 1024), 414, "the request line is over 8192 bytes"),
+    (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"v" * (64 * 1024) + b"\r\n", 431,
+     "the request head is over 65536 bytes"),
+    (b"GET / HTTP/1.1\r\n" + b"X-Filler: v\r\n" * 6000, 431,
+     "the request head is over 65536 bytes"),
+    (b"GET / HTTP/1.1\nHost: shop.test\n", 400, NOT_CRLF),
+    (b"GET / HTTP/1.1\rHost", 400, NOT_CRLF),
+])
+def test_an_unfinished_head_that_can_never_be_valid_is_refused_at_once(partial, status, detail):
+    assert b"\r\n\r\n" not in partial   # no end of head: without the checks, take_head would wait
+    with pytest.raises(ProtocolError) as refused:
+        http11.take_head(bytearray(partial))
+    assert (refused.value.status, refused.value.detail) == (status, detail)
+    assert http11.head_is_ready(bytearray(partial))   # a worker must answer it now
+
+
+@pytest.mark.parametrize("partial", [
+    b"", b"GET", b"GET / HTTP/1.1\r", b"GET / HTTP/1.1\r\n" + H, b"GET / HTTP/1.1\r\n" + H + b"\r",
+    b"GET /" + b"a" * (8 * 1024 - 5),
+])
+def test_an_unfinished_head_that_may_still_be_valid_waits_for_more(partial):
+    assert http11.take_head(bytearray(partial)) is None
+    assert not http11.head_is_ready(bytearray(partial))
+
+
+@pytest.mark.parametrize("raw, limits, status, detail", [
+    (get("/" + "a" * 20), Limits(request_line_bytes=16), 414, "the request line is over 16 bytes"),
+    (get(extra=b"X-A: 1\r\n"), Limits(header_count=1), 431, "more than 1 header fields"),
+    (get(extra=b"X: " + b"v" * 60 + b"\r\n"), Limits(header_bytes=64), 431,
+     "the request head is over 64 bytes"),
+    (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello", Limits(body_bytes=4), 413,
+     "the body is over 4 bytes"),
+    (chunked(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), Limits(body_bytes=4), 413,
+     "the decoded body is over 4 bytes"),
+    (chunked(b"3;abcdef\r\nabc\r\n0\r\n\r\n"), Limits(chunk_line_bytes=4), 400,
+     "a line in the body is over 4 bytes"),
+])
+def test_the_limits_are_arguments(raw, limits, status, detail):
+    error = refusal(raw, limits)
+    assert (error.status, error.detail) == (status, detail)
+    assert read_request(raw.replace(b"5\r\n\r\nhello", b"4\r\n\r\nhell"))  # the defaults are wider
+
+
+# -- what a valid head holds ---------------------------------------------------------------
+
+@pytest.mark.parametrize("target, path, query, host", [
+    ("/v1/items?limit=3&q=a%20b", "/v1/items", "limit=3&q=a%20b", "shop.test"),
+    ("/a%2Fb/%C3%A9", "/a%2Fb/%C3%A9", "", "shop.test"),   # left percent-encoded, for the server
+    ("http://other.test:8080/x?y", "/x", "y", "other.test:8080"),   # §3.2.2: authority wins
+    ("HTTP://other.test", "/", "", "other.test"),
+    ("http://[::1]:80/", "/", "", "[::1]:80"),
+])
+def test_target_forms(target, path, query, host):
+    head, body, rest = read_request(get(target))
+    assert (head.method, head.target, head.version) == ("GET", target, "HTTP/1.1")
+    assert (head.path, head.query, head.fields["host"]) == (path, query, host)
+    assert (body, rest) == (b"", b"")
+
+
+def test_options_asterisk_and_http_10_without_host():
+    head = read_request(b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n")[0]
+    assert (head.method, head.path, head.query) == ("OPTIONS", "", "")
+    head = read_request(b"GET /old HTTP/1.0\r\n\r\n")[0]
+    assert (head.version, head.fields) == ("HTTP/1.0", {})
+
+
+def test_fields_are_lower_case_trimmed_and_repeats_joined():
+    head = read_request(get(extra=b"Cookie: a=1\r\nCOOKIE: b=2\r\nAccept: x\r\naccept: y\r\n"
+                                  b"X_Spoofed: 1\r\nX-Padded: \t v \t\r\nX-Empty:\r\n"))[0]
+    assert head.fields == {"host": "shop.test", "cookie": "a=1; b=2", "accept": "x, y",
+                           "x_spoofed": "1", "x-padded": "v", "x-empty": ""}
+
+
+def test_empty_lines_before_a_request_are_skipped_and_pipelined_bytes_stay():
+    buffer = bytearray(b"\r\n\r\n" + get("/first") + get("/second"))
+    assert http11.take_head(buffer).path == "/first"
+    assert bytes(buffer) == get("/second")
+    assert http11.take_head(buffer).path == "/second" and buffer == b""
+
+
+@pytest.mark.parametrize("version, connection, keep_alive", [
+    ("HTTP/1.1", None, True), ("HTTP/1.1", "close", False), ("HTTP/1.1", "Upgrade, Close", False),
+    ("HTTP/1.1", "keep-alive", True), ("HTTP/1.0", None, False), ("HTTP/1.0", "Keep-Alive", True),
+    ("HTTP/1.0", "close", False),
+])
+def test_keep_alive_follows_version_and_connection(version, connection, keep_alive):
+    fields = {} if connection is None else {"connection": connection}
+    assert http11.RequestHead("GET", "/", version, "/", "", fields).keep_alive is keep_alive
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+def test_a_content_length_body_is_taken_and_the_next_request_stays():
+    head, body, rest = read_request(b"POST /one HTTP/1.1\r\n" + H + b"Content-Length: 6\r\n\r\n"
+                                    b"GET /x" + get("/two"))
+    assert (body, rest) == (b"GET /x", get("/two"))
+
+
+def test_no_framing_fields_mean_no_body():
+    assert read_request(get() + b"GET /next")[1:] == (b"", b"GET /next")
+
+
+def test_a_content_length_body_waits_for_all_its_bytes():
+    buffer = bytearray(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhel")
+    decoder = http11.body_decoder(http11.take_head(buffer))
+    assert decoder.decode(buffer) is None and buffer == b"hel"
+    buffer += b"lo!"
+    assert decoder.decode(buffer) == b"hello" and buffer == b"!"
+
+
+CHUNKED_WIRE = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n"
+
+
+def test_a_chunked_body_is_decoded_one_byte_at_a_time():
+    buffer, decoder = bytearray(), http11.ChunkedDecoder()
+    for position, byte in enumerate(CHUNKED_WIRE):
+        buffer.append(byte)
+        body = decoder.decode(buffer)
+        assert (body is None) == (position < len(CHUNKED_WIRE) - 1)   # done at the last byte
+    assert body == b"hello world" and buffer == b""
+
+
+def test_a_chunked_body_leaves_the_next_request_in_the_buffer():
+    assert read_request(chunked(CHUNKED_WIRE) + get("/next"))[1:] == (b"hello world", get("/next"))
+
+
+def test_expect_100_continue_is_the_only_expectation():
+    head = read_request(b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-Continue\r\n"
+                        b"Content-Length: 2\r\n\r\nhi")[0]
+    assert head.fields["expect"] == "100-Continue"
+
+
+# -- responses -----------------------------------------------------------------------------
+
+def framed(method="GET", version="HTTP/1.1", status="200 OK", headers=(), pieces=(b"hello",),
+           total_length=None, keep_alive=True):
+    """(head fields as {name: value}, body bytes on the wire, keep_alive after the body)."""
+    framer = http11.ResponseFramer(method, version, keep_alive)
+    framer.start(status, list(headers))
+    head = framer.head(total_length).decode("latin-1")
+    wire = b"".join(framer.frame(piece) for piece in pieces) + framer.end()
+    status_line, *lines = head.split("\r\n")[:-2]
+    assert status_line == f"HTTP/1.1 {status}" and head.endswith("\r\n\r\n")
+    return dict(line.split(": ", 1) for line in lines), wire, framer.keep_alive
+
+
+def test_a_body_of_unknown_length_is_chunked_in_http_11():
+    fields, wire, keep_alive = framed(pieces=(b"hello", b"", b" world"))
+    assert fields["Transfer-Encoding"] == "chunked" and "Content-Length" not in fields
+    assert wire == b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n" and keep_alive
+
+
+def test_a_body_of_unknown_length_ends_with_the_connection_in_http_10():
+    fields, wire, keep_alive = framed(version="HTTP/1.0", keep_alive=True)
+    assert fields["Connection"] == "close" and "Transfer-Encoding" not in fields
+    assert wire == b"hello" and not keep_alive
+
+
+def test_a_known_total_gets_a_content_length_and_http_10_keep_alive_says_so():
+    fields, wire, keep_alive = framed(version="HTTP/1.0", total_length=5)
+    assert (fields["Content-Length"], fields["Connection"], wire, keep_alive) == (
+        "5", "keep-alive", b"hello", True)
+
+
+@pytest.mark.parametrize("method, status", [("HEAD", "200 OK"), ("GET", "204 No Content"),
+                                            ("GET", "304 Not Modified")])
+def test_head_204_and_304_have_no_body_on_the_wire(method, status):
+    fields, wire, keep_alive = framed(method, status=status, headers=[("Content-Length", "5")])
+    assert fields["Content-Length"] == "5" and wire == b"" and keep_alive
+
+
+def test_more_than_the_apps_content_length_is_cut_and_closes(caplog):
+    fields, wire, keep_alive = framed(headers=[("Content-Length", "3")], pieces=(b"too", b" long"))
+    assert (fields["Content-Length"], wire, keep_alive) == ("3", b"too", False)
+    assert "more than its Content-Length" in caplog.text
+
+
+def test_less_than_the_apps_content_length_closes(caplog):
+    # The client still waits for 6 bytes: only closing the connection tells it they won't come.
+    fields, wire, keep_alive = framed(headers=[("Content-Length", "10")], pieces=(b"four",))
+    assert (fields["Content-Length"], wire, keep_alive) == ("10", b"four", False)
+    assert "less than its Content-Length" in caplog.text
+
+
+def test_the_server_writes_date_server_and_connection_itself():
+    fields, _, keep_alive = framed(headers=[("Date", "yesterday"), ("Server", "Apache/2.4.1"),
+                                            ("Connection", "close"), ("X-Kept", "yes")])
+    assert fields["Server"] == "shop" and fields["Date"].endswith(" GMT")
+    assert (fields["Connection"], fields["X-Kept"], keep_alive) == ("close", "yes", False)
+
+
+@pytest.mark.parametrize("status, headers, error", [
+    ("OK", [], ValueError), (b"200 OK", [], ValueError), ("200 OK\r\nX-A: b", [], ValueError),
+    ("200 OK", [("X-Injected", "a\r\nSet-Cookie: evil=1")], ValueError),
+    ("200 OK", [("X A", "b")], ValueError), ("200 OK", [(b"X-A", b"b")], TypeError),
+    ("200 OK", [("Transfer-Encoding", "chunked")], ValueError),
+    ("200 OK", [("Content-Length", "-1")], ValueError),
+    ("200 OK", [("Content-Length", "1"), ("Content-Length", "1")], ValueError),
+])
+def test_a_bad_status_or_field_from_the_app_is_refused(status, headers, error):
+    with pytest.raises(error):
+        http11.ResponseFramer("GET", "HTTP/1.1", True).start(status, headers)
+
+
+# -- the server's own problems ---------------------------------------------------------------
+
+def test_a_problem_response_is_the_applications_format_and_closes():
+    raw = http11.problem_response(400, "Content-Length must be a single decimal number",
+                                  request_id="abc", path="/v1/caf%C3%A9")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert (fields["Content-Type"], fields["Connection"]) == ("application/problem+json", "close")
+    assert (fields["X-Request-ID"], fields["X-Content-Type-Options"]) == ("abc", "nosniff")
+    assert int(fields["Content-Length"]) == len(body)
+    assert body == web.problem_body(400, "Content-Length must be a single decimal number",
+                                    instance="/v1/café", request_id="abc")
+    assert list(json.loads(body)) == ["type", "title", "status", "detail", "instance", "request_id"]
+
+
+def test_a_problem_before_the_path_is_known_has_no_instance_and_head_has_no_body():
+    raw = http11.problem_response(414, "the request line is over 8192 bytes", request_id="abc")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert json.loads(body) == {"type": "about:blank", "title": "URI Too Long", "status": 414,
+                                "detail": "the request line is over 8192 bytes",
+                                "request_id": "abc"}
+    headless = http11.problem_response(500, "failed", request_id="abc", path="/", with_body=False)
+    assert headless.endswith(b"\r\n\r\n") and b"Content-Length: " in headless
