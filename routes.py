@@ -11,7 +11,7 @@ import api_ops
 import api_orders
 import api_reports
 import api_users
-from web import Router
+from router import Router
 
 #  method    path                      handler                    name              access    summary
 ROUTES = [

@@ -1,7 +1,7 @@
-"""The HTTP toolkit: Request, Response, Router and the HTTPError family. Knows nothing of the shop.
+"""The HTTP toolkit: Request, Response, the HTTPError family, the WSGI Application. Knows nothing of the shop.
 
 A WSGI server (PEP 3333) calls `app(environ, start_response)` once per request. This module
-turns the `environ` dict into a `Request`, finds the handler through the `Router`, and turns
+turns the `environ` dict into a `Request`, finds the handler through the router (router.py), and turns
 what the handler returns, or the `HTTPError` it raises, into status, headers and body:
 
     GET /v1/items/7 HTTP/1.1            ->  router.match("GET", "/v1/items/7")
@@ -29,9 +29,6 @@ MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
 IF_MATCH_ANY = "*"  # If-Match: * asks only that the resource exists (RFC 9110 §13.1.1)
-# RFC 9110 §9.1: the methods this toolkit implements. Any other is a 501 for every path;
-# a known method that a resource does not allow is a 405 with Allow.
-IMPLEMENTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # Reason phrases as RFC 9110 §15 names them; Python before 3.13 still has the older names.
 REASON_PHRASES = {status.value: status.phrase for status in HTTPStatus}
@@ -371,118 +368,6 @@ def if_match(request, etag_pattern, resource_id, *, what):
     if tag is None or int(tag["id"]) != resource_id:
         raise PreconditionFailed(f"If-Match does not name a version of this {what}")
     return tag
-
-
-# -- router ----------------------------------------------------------------------------
-
-class Route:
-    """One method + path pattern, its handler and what the rest of the app needs to know."""
-
-    __slots__ = ("method", "pattern", "handler", "name", "access", "summary", "regex", "converters")
-
-    def __init__(self, method, pattern, handler, *, name, access="public", summary=""):
-        self.method = method
-        self.pattern = pattern
-        self.handler = handler
-        self.name = name
-        self.access = access  # "public", "user" or "admin": read by the auth middleware
-        self.summary = summary
-        self.regex, self.converters = compile_pattern(pattern)
-
-
-# {name} matches one path segment; {name:int} a positive whole number small enough for BIGINT.
-_CONVERTERS = {"str": (r"[^/]+", str), "int": (r"[0-9]{1,18}", int)}
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([a-z]+))?\}")
-
-
-def compile_pattern(pattern):
-    """Compile a route pattern once into a regex and the converters of its parameters.
-
-    The regex is used with `fullmatch`: `$` would also match before a final newline, and
-    "/v1/items/7\\n" would be item 7.
-
-    >>> regex, converters = compile_pattern("/v1/items/{id:int}")
-    >>> regex.pattern, converters
-    ('/v1/items/(?P<id>[0-9]{1,18})', {'id': <class 'int'>})
-    """
-    parts, converters, position = [], {}, 0
-    for placeholder in _PLACEHOLDER.finditer(pattern):
-        name, kind = placeholder.group(1), placeholder.group(2) or "str"
-        regex, converter = _CONVERTERS[kind]
-        parts.append(re.escape(pattern[position:placeholder.start()]))
-        parts.append(f"(?P<{name}>{regex})")
-        converters[name] = converter
-        position = placeholder.end()
-    parts.append(re.escape(pattern[position:]))
-    return re.compile("".join(parts)), converters
-
-
-class Router:
-    """Find the route for a method and path: 404 for an unknown path, 405 for a method the
-    path does not allow, 501 for a method outside IMPLEMENTED_METHODS (whatever the path).
-
-    Paths without parameters are found in a dict; the others by trying each compiled regex.
-    HEAD is answered by the GET handler (the body is dropped later), and OPTIONS by the
-    router itself with the `Allow` header.
-    """
-
-    def __init__(self):
-        self.routes = []
-        self._static = {}   # path -> {method: route}
-        self._dynamic = []  # (regex, converters, {method: route})
-
-    def add(self, method, pattern, handler, **meta):
-        if method not in IMPLEMENTED_METHODS:  # its requests would get a 501, never the handler
-            raise ValueError(f"{method} is not one of IMPLEMENTED_METHODS")
-        route = Route(method, pattern, handler, **meta)
-        self.routes.append(route)
-        if route.converters:
-            for regex, _, methods in self._dynamic:
-                if regex.pattern == route.regex.pattern:
-                    methods[method] = route
-                    break
-            else:
-                self._dynamic.append((route.regex, route.converters, {method: route}))
-        else:
-            self._static.setdefault(pattern, {})[method] = route
-        return route
-
-    def match(self, method, path):
-        """Return (route, path_params); raise MethodNotImplemented, NotFound or MethodNotAllowed."""
-        if method not in IMPLEMENTED_METHODS:
-            raise MethodNotImplemented(f"{method} is not a method this server implements")
-        methods, params = self._methods_for(path)
-        if methods is None:
-            raise NotFound(f"no resource at {path}")
-        route = methods.get(method)
-        if route is None and method == "HEAD":
-            route = methods.get("GET")
-        if route is None:
-            raise MethodNotAllowed(self._allow(methods))
-        return route, params
-
-    def allowed(self, path):
-        """The Allow list for a path, or None when the path is unknown."""
-        methods, _ = self._methods_for(path)
-        return None if methods is None else self._allow(methods)
-
-    def _methods_for(self, path):
-        methods = self._static.get(path)
-        if methods is not None:
-            return methods, {}
-        for regex, converters, methods in self._dynamic:
-            found = regex.fullmatch(path)
-            if found:
-                return methods, {name: converters[name](value) for name, value in found.groupdict().items()}
-        return None, None
-
-    @staticmethod
-    def _allow(methods):
-        allowed = set(methods)
-        if "GET" in allowed:
-            allowed.add("HEAD")
-        allowed.add("OPTIONS")
-        return sorted(allowed)
 
 
 # -- the WSGI application --------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 import db
 import middleware
+from router import Router, compile_pattern
 from web import (
     MAX_BODY_BYTES,
     Application,
@@ -28,10 +29,8 @@ from web import (
     NotFound,
     Request,
     Response,
-    Router,
     UnprocessableContent,
     UnsupportedMediaType,
-    compile_pattern,
     etag_matches,
     parse_json,
     parse_query,
@@ -759,7 +758,8 @@ import warnings  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from conftest import LiveClient, running_server  # noqa: E402
-from web import IMPLEMENTED_METHODS, MethodNotImplemented  # noqa: E402
+from router import IMPLEMENTED_METHODS  # noqa: E402
+from web import MethodNotImplemented  # noqa: E402
 
 UNKNOWN_METHODS = [("BREW", "/items"), ("BREW", "/nowhere"), ("TRACE", "/items"), ("get", "/items")]
 PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "request_id"]
