@@ -11,6 +11,7 @@ A wrong password and an unknown email get the same 401, in the same time (accoun
 import accounts
 import auth
 import middleware
+import signing
 from validation import Field, validate
 from web import Conflict, NotFound, Response, Unauthorized, UnprocessableContent
 
@@ -65,7 +66,7 @@ def start_session(request):
     user = _check_login(request)
     services = request.services
     session_id = accounts.start_session(services.database, user)
-    csrf_token = auth.csrf_token_for(session_id, services.settings.secret_keys)
+    csrf_token = signing.csrf_token_for(session_id, services.settings.secret_keys)
     max_age = accounts.SESSION_TTL_SECONDS
     headers = [
         ("Set-Cookie", _cookie(request, middleware.SESSION_COOKIE, session_id, max_age, http_only=True)),

@@ -20,6 +20,7 @@ import traceback
 import accounts
 import auth
 import db
+import signing
 from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, Unauthorized, problem_response
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
@@ -204,7 +205,7 @@ def _csrf_problem(request):
         return "cross-origin requests cannot use the session cookie"
     token = request.header("X-CSRF-Token") or ""
     keys = request.services.settings.secret_keys
-    if not auth.verify_csrf_token(token, request.user["session_id"], keys):
+    if not signing.verify_csrf_token(token, request.user["session_id"], keys):
         return "a missing or wrong X-CSRF-Token header"
     return None
 

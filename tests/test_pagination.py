@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from auth import sign_value
+from signing import sign_value
 from pagination import envelope, parse_page, parse_sort
 from web import BadRequest, parse_query
 
