@@ -11,7 +11,9 @@ A wrong password and an unknown email get the same 401, in the same time (accoun
 import accounts
 import auth
 import cookies
+import pagination
 import signing
+import sql_credentials
 from challenge import unauthorized
 from validation import Field, validate
 from web import Conflict, NotFound, Response, UnprocessableContent
@@ -19,6 +21,7 @@ from web import Conflict, NotFound, Response, UnprocessableContent
 CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=auth.MAX_PASSWORD_CHARS)]
 REFRESH = [Field("refresh_token", "string", max_length=200)]
 API_KEY = [Field("name", "string", max_length=100)]
+API_KEY_LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
 BAD_LOGIN = "the email or password is wrong"
 
 
@@ -93,8 +96,17 @@ def create_api_key(request):
 
 
 def list_api_keys(request):
-    """GET /v1/api-keys: the caller's live keys: name, prefix, created and last used."""
-    return {"data": accounts.list_api_keys(request.services.database, request.user["id"])}
+    """GET /v1/api-keys: the caller's live keys (name, prefix, created and last used),
+    paginated like every list: limit with offset or cursor, sort by id or created_at."""
+    query = request.query
+    pagination.reject_unknown_parameters(query, API_KEY_LIST_PARAMETERS)
+    keys = request.services.settings.secret_keys
+    page = pagination.parse_page(query, sortable=sql_credentials.API_KEY_SORTABLE_COLUMNS, default_sort="id",
+                                 filters={}, keys=keys)
+    rows = accounts.list_api_keys(request.services.database, request.user["id"],
+                                  sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after)
+    body, link_header = pagination.envelope(rows, page, path=request.path, query_params={}, keys=keys)
+    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
 def revoke_api_key(request):

@@ -22,9 +22,12 @@ import auth
 import config
 import routes
 import server
+import sql_credentials
 from conftest import (
-    TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, WSGIClient, assert_problem, send_at_once,
+    TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, RecordingConnection, WSGIClient, assert_problem,
+    send_at_once,
 )
+from pagination import parse_sort
 
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "refresh_token"}
@@ -799,7 +802,7 @@ def test_a_new_api_key_is_shown_once_and_stored_as_a_hash(client, users, databas
     assert not any(key in value or secret in value for value in values)
     listed = client.get("/v1/api-keys", headers=users.headers(user))
     assert listed.status == 200
-    assert listed.json() == {"data": [{name: created[name] for name in API_KEY_FIELDS}]}
+    assert listed.json()["data"] == [{name: created[name] for name in API_KEY_FIELDS}]
     assert secret.encode() not in listed.body
 
 
@@ -828,7 +831,7 @@ def test_a_revoked_api_key_is_401(client, users):
     assert response.body == b""
     assert_unauthorized(me(client, {"X-API-Key": created["key"]}), "the API key is not valid",
                         www_authenticate=INVALID_TOKEN)
-    assert client.get("/v1/api-keys", headers=users.headers(user)).json() == {"data": []}
+    assert client.get("/v1/api-keys", headers=users.headers(user)).json()["data"] == []
     again = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(user))
     assert_problem(again, 404, f"API key {created['id']} does not exist")
 
@@ -838,7 +841,7 @@ def test_another_users_api_key_is_404_and_keeps_working(client, users):
     created = create_key(client, users.headers(owner))
     response = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(other))
     assert_problem(response, 404, f"API key {created['id']} does not exist")
-    assert client.get("/v1/api-keys", headers=users.headers(other)).json() == {"data": []}
+    assert client.get("/v1/api-keys", headers=users.headers(other)).json()["data"] == []
     assert me(client, {"X-API-Key": created["key"]}).json()["id"] == owner["id"]
 
 
@@ -897,6 +900,162 @@ def test_bad_api_key_names_are_422(client, users, database, body, errors):
     user = users.create()
     assert_problem(client.post("/v1/api-keys", json=body, headers=users.headers(user)), 422, errors=errors)
     assert count_rows(database, "api_keys") == 0
+
+
+# -- GET /v1/api-keys: a paginated list ---------------------------------------------------
+
+KEY_COUNT = 25  # more than one page of the default 20
+
+
+@pytest.fixture
+def many_keys(users, database):
+    """A user with KEY_COUNT live keys and one revoked, another user with keys made in
+    between; creation times that run against the ids, with ties, so that a sort by
+    created_at that fell back to id order would be seen. (owner, other, live keys by id)."""
+    owner, other = users.create("owner@example.com"), users.create("other@example.com")
+    live = []
+    for number in range(KEY_COUNT):
+        row, _ = accounts.create_api_key(database, owner["id"], f"key {number}")
+        live.append(row)
+        if number % 5 == 0:
+            accounts.create_api_key(database, other["id"], f"other {number}")
+    revoked, _ = accounts.create_api_key(database, owner["id"], "revoked")
+    assert accounts.revoke_api_key(database, owner["id"], revoked["id"])
+    with database.transaction() as connection:
+        for position, row in enumerate(live):
+            # Three keys per second, the latest first: 24 and 23 and 22 share a second.
+            created_at = f"2026-01-01T00:00:{(KEY_COUNT - position) // 3:02d}.000000Z"
+            connection.execute("UPDATE api_keys SET created_at = :created_at WHERE id = :id",
+                               {"created_at": created_at, "id": row["id"]})
+            row["created_at"] = created_at
+    return owner, other, live
+
+
+def follow_key_pages(client, url, headers):
+    """Every key row reached from `url` by following next links, checking each page."""
+    rows = []
+    for _ in range(KEY_COUNT + 1):
+        response = client.get(url, headers=headers)
+        assert response.status == 200, response
+        body = response.json()
+        assert set(body) == {"data", "pagination", "links"}
+        assert all(set(row) == API_KEY_FIELDS for row in body["data"])
+        rows.extend(body["data"])
+        url = body["links"].get("next")
+        if url is None:
+            assert body["pagination"]["has_more"] is False
+            return rows
+        assert f'<{url}>; rel="next"' in response.header("Link")
+    raise AssertionError("the next links never end")
+
+
+def test_the_api_key_list_is_a_paginated_envelope(client, users, many_keys):
+    owner, _, live = many_keys
+    response = client.get("/v1/api-keys", headers=users.headers(owner))
+    assert response.status == 200, response
+    body = response.json()
+    assert body["data"] == [{name: row[name] for name in API_KEY_FIELDS} for row in live[:20]]
+    assert body["pagination"]["limit"] == 20 and body["pagination"]["has_more"] is True
+    assert body["links"]["first"] == "/v1/api-keys?limit=20&sort=id"
+    assert body["links"]["next"] == f"/v1/api-keys?limit=20&sort=id&cursor={body['pagination']['next_cursor']}"
+    assert response.header("Link") == (
+        f'<{body["links"]["first"]}>; rel="first", <{body["links"]["next"]}>; rel="next"')
+    rest = client.get(body["links"]["next"], headers=users.headers(owner)).json()
+    assert [row["id"] for row in rest["data"]] == [row["id"] for row in live[20:]]
+    assert rest["pagination"] == {"limit": 20, "has_more": False, "next_cursor": None}
+
+
+@pytest.mark.parametrize("sort", ["id", "-id", "created_at", "-created_at"])
+@pytest.mark.parametrize("mode", ["cursor", "offset"])
+def test_following_next_links_visits_every_live_key_of_the_caller_once_in_order(
+        client, users, many_keys, sort, mode):
+    owner, _, live = many_keys
+    url = f"/v1/api-keys?limit=7&sort={sort}" + ("&offset=0" if mode == "offset" else "")
+    rows = follow_key_pages(client, url, users.headers(owner))
+    column, descending = sort.lstrip("-"), sort.startswith("-")
+    expected = sorted(live, key=lambda row: (row[column], row["id"]), reverse=descending)
+    assert [row["id"] for row in rows] == [row["id"] for row in expected]
+    if column == "created_at":
+        assert expected != sorted(live, key=lambda row: row["id"], reverse=descending)  # the sort matters
+
+
+def test_another_users_keys_never_appear(client, users, many_keys):
+    owner, other, live = many_keys
+    theirs = follow_key_pages(client, "/v1/api-keys?limit=2", users.headers(other))
+    assert [row["name"] for row in theirs] == [f"other {number}" for number in range(0, KEY_COUNT, 5)]
+    ours = follow_key_pages(client, "/v1/api-keys?limit=100", users.headers(owner))
+    assert {row["id"] for row in ours}.isdisjoint(row["id"] for row in theirs)
+    assert "revoked" not in [row["name"] for row in ours]
+    # A cursor made for the other user's list still pages only the caller's own keys.
+    cursor_url = client.get("/v1/api-keys?limit=2", headers=users.headers(other)).json()["links"]["next"]
+    assert {row["id"] for row in follow_key_pages(client, cursor_url, users.headers(owner))} <= {
+        row["id"] for row in live}
+
+
+@pytest.mark.parametrize("query, detail", [
+    ("limit=0", "'limit' must be a whole number from 1 to 100"),
+    ("limit=101", "'limit' must be a whole number from 1 to 100"),
+    ("limit=ten", "'limit' must be a whole number from 1 to 100"),
+    ("limit=5&limit=6", "query parameter 'limit' is given more than once"),
+    ("offset=-1", "'offset' must be a whole number from 0 to 100000"),
+    ("sort=name", "cannot sort by 'name'; choose from created_at, id"),
+    ("sort=-key_hash", "cannot sort by 'key_hash'; choose from created_at, id"),
+    ("sort=user_id", "cannot sort by 'user_id'; choose from created_at, id"),
+    ("cursor=abc", "the cursor is invalid, or was made for another sort or filter"),
+    ("cursor=abc&offset=0", "use either 'offset' or 'cursor', not both"),
+    ("user_id=1", "unknown query parameter(s): user_id"),
+])
+def test_bad_api_key_list_parameters_are_400(client, users, query, detail):
+    user = users.create()
+    assert_problem(client.get("/v1/api-keys?" + query, headers=users.headers(user)), 400, detail)
+
+
+def test_the_api_key_list_needs_credentials(client):
+    assert_unauthorized(client.get("/v1/api-keys"), "this endpoint needs credentials")
+
+
+API_KEY_PAGES = {
+    # sort: (the index, the sort values of a cursor's last row)
+    "id": ("api_keys_user_id_id", (40,)),
+    "-id": ("api_keys_user_id_id", (40,)),
+    "created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
+    "-created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
+}
+
+
+@pytest.mark.parametrize("sort_text", API_KEY_PAGES)
+@pytest.mark.parametrize("page", ["first", "after a cursor"])
+def test_every_api_key_page_is_served_by_an_index_without_a_sort(database, users, sort_text, page):
+    user = users.create()
+    for number in range(300):
+        accounts.create_api_key(database, user["id"], f"key {number}")
+    sort = parse_sort(sort_text, sql_credentials.API_KEY_SORTABLE_COLUMNS)
+    index, cursor_values = API_KEY_PAGES[sort_text]
+    after = cursor_values if page == "after a cursor" else None
+    with database.connection() as connection:
+        recording = RecordingConnection(connection)
+        sql_credentials.list_api_keys(recording, user["id"], sort=sort, limit=21, after=after)
+        sql, params = recording.last
+        if connection.engine == "sqlite":
+            plan = " | ".join(row["detail"] for row in connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params))
+            assert "TEMP B-TREE" not in plan, plan  # no sort step: the index gives the order
+            assert plan.startswith(f"SEARCH api_keys USING INDEX {index} (user_id=?"), plan
+            if after is not None:  # the cursor bounds the scan, not a filter after it
+                assert f"{index} (user_id=? AND {sort[0][0]}" in plan, plan
+        else:
+            # 300 rows are cheap to scan and sort, so the planner would rightly prefer that;
+            # discouraging both asks "could an index serve this, in order?"
+            connection.execute("SET enable_seqscan = off")
+            connection.execute("SET enable_sort = off")
+            try:
+                plan = " | ".join(row["QUERY PLAN"] for row in connection.fetch_all("EXPLAIN " + sql, params))
+            finally:
+                connection.execute("RESET ALL")
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+            assert f"using {index}" in plan, plan
+            if after is not None:
+                bound = "ROW(created_at, id)" if sort[0][0] == "created_at" else "(id "
+                assert "Index Cond: ((user_id = " in plan and bound in plan, plan
 
 
 # -- logs --------------------------------------------------------------------------------
