@@ -144,18 +144,20 @@ def test_register_answers_exactly_the_public_user(client, database):
 def test_register_lower_cases_and_strips_the_email(client, users):
     response = register(client, "  Ada.Lovelace@Example.COM ")
     assert response.status == 201, response
-    assert response.json()["email"] == "ada.lovelace@example.com"
-    assert login(client, "ada.lovelace@example.com").status == 200
-    assert login(client, " ADA.LOVELACE@example.com").status == 200
+    user = response.json()
+    assert user["email"] == "ada.lovelace@example.com"
+    for email in ("ada.lovelace@example.com", " ADA.LOVELACE@example.com"):
+        assert me(client, bearer(tokens_for(client, email)["access_token"])).json() == user
 
 
 @pytest.mark.parametrize("second_email", ["ada@example.com", "ADA@Example.com", " ada@example.com "])
 def test_a_taken_email_is_409_and_the_first_account_keeps_working(client, database, second_email):
-    assert register(client, "ada@example.com").status == 201
+    first = register(client, "ada@example.com")
+    assert first.status == 201, first
     response = register(client, second_email, OTHER_PASSWORD)
     assert_problem(response, 409, "an account with this email exists")
     assert count_rows(database, "users") == 1
-    assert login(client, "ada@example.com").status == 200
+    assert me(client, bearer(tokens_for(client, "ada@example.com")["access_token"])).json() == first.json()
     assert_unauthorized(login(client, "ada@example.com", OTHER_PASSWORD), BAD_LOGIN)
 
 
@@ -184,7 +186,8 @@ def test_register_applies_the_password_rules(client, database, password, status,
     response = register(client, "ada@example.com", password)
     if status == 201:
         assert response.status == 201, response
-        assert login(client, "ada@example.com", password).status == 200
+        tokens = login(client, "ada@example.com", password).json()
+        assert me(client, bearer(tokens["access_token"])).json() == response.json()
     else:
         assert_problem(response, 422, errors=[{"field": "password", "message": message}])
         assert count_rows(database, "users") == 0
@@ -328,6 +331,9 @@ def test_a_login_rewrites_a_hash_made_with_fewer_iterations(upgrading_client, da
     assert auth.verify_password(TEST_PASSWORD, new_hash)
     assert login(upgrading_client, "ada@example.com").status == 200
     assert stored_hash(database, user) == new_hash
+    tokens = login(upgrading_client, "ada@example.com").json()  # the upgraded hash logs the same user in
+    profile = me(upgrading_client, bearer(tokens["access_token"])).json()
+    assert (profile["id"], profile["email"]) == (user["id"], user["email"])
 
 
 def test_a_login_keeps_a_hash_made_with_more_iterations(upgrading_client, database):
@@ -377,17 +383,18 @@ def test_refresh_answers_a_new_pair_and_spends_the_old_token(client, users):
     first = tokens_for(client, "ada@example.com")
     response = refresh(client, first["refresh_token"])
     assert response.status == 200, response
+    assert response.header("Cache-Control") == "no-store"  # RFC 6749 §5.1: tokens are not cached
     second = response.json()
     assert set(second) == TOKEN_FIELDS and second["token_type"] == "bearer" and second["expires_in"] == 900
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    assert me(client, bearer(second["access_token"])).json()["id"] == user["id"]
+    assert me(client, bearer(second["access_token"])).json() == user
     assert_unauthorized(refresh(client, first["refresh_token"]),
                         "the refresh token was already used; log in again")
 
 
 def test_replaying_a_rotated_token_revokes_its_whole_family(client, users):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     first = tokens_for(client, "ada@example.com")
     other_login = tokens_for(client, "ada@example.com")
     second = refresh(client, first["refresh_token"]).json()
@@ -396,7 +403,9 @@ def test_replaying_a_rotated_token_revokes_its_whole_family(client, users):
     assert_unauthorized(refresh(client, newest["refresh_token"]), "the refresh token is not valid")
     assert_unauthorized(refresh(client, second["refresh_token"]), "the refresh token is not valid")
     # Another login is another family, untouched.
-    assert refresh(client, other_login["refresh_token"]).status == 200
+    rotated = refresh(client, other_login["refresh_token"])
+    assert rotated.status == 200, rotated
+    assert me(client, bearer(rotated.json()["access_token"])).json() == ada
 
 
 def test_logout_revokes_the_token(client, users):
@@ -420,6 +429,7 @@ def test_logout_with_an_unknown_token_is_still_204(client):
     for refresh_token in ["never-issued", "x" * 200, "\u00e9t\u00e9"]:
         response = client.post("/v1/auth/logout", json={"refresh_token": refresh_token})
         assert response.status == 204, response
+        assert response.body == b""
 
 
 @pytest.mark.parametrize("body, errors", [
@@ -440,14 +450,16 @@ def test_an_unknown_refresh_token_is_401(client):
 
 
 def test_a_refresh_token_is_not_an_access_token_nor_the_reverse(client, users):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     tokens = tokens_for(client, "ada@example.com")
     assert_unauthorized(me(client, bearer(tokens["refresh_token"])),
                         "the access token is not valid: malformed token", www_authenticate=INVALID_TOKEN)
     response = client.post("/v1/auth/refresh", json={"refresh_token": tokens["access_token"]})
     assert len(tokens["access_token"]) > 200  # longer than any refresh token: refused unread
     assert_problem(response, 422, errors=[{"field": "refresh_token", "message": "must be 1 to 200 characters"}])
-    assert refresh(client, tokens["refresh_token"]).status == 200  # neither attempt spent it
+    rotated = refresh(client, tokens["refresh_token"])  # neither attempt spent it
+    assert rotated.status == 200, rotated
+    assert me(client, bearer(rotated.json()["access_token"])).json() == ada
 
 
 def test_an_expired_refresh_token_is_401(client, users, database):
@@ -561,8 +573,8 @@ def test_good_tokens_made_otherwise_are_accepted(client, users, settings):
         auth.encode_token(claims_for(user, iat=now - 900 - 30, exp=now - 30), (key,)),  # expired, within the leeway
     ]
     for token in accepted:
-        assert me(client, bearer(token)).status == 200
-    assert me(client, {"Authorization": "bearer " + accepted[0]}).status == 200  # the scheme is case-insensitive
+        assert me(client, bearer(token)).json() == user
+    assert me(client, {"Authorization": "bearer " + accepted[0]}).json() == user  # the scheme is case-insensitive
 
 
 def test_a_user_token_on_an_admin_route_is_403(client, users):
@@ -570,7 +582,9 @@ def test_a_user_token_on_an_admin_route_is_403(client, users):
     response = client.get("/v1/users", headers=users.headers(user))
     assert_problem(response, 403, "this endpoint is for admins")
     assert response.header("WWW-Authenticate") is None
-    assert client.get("/v1/users", headers=users.headers(admin)).status == 200
+    listed = client.get("/v1/users", headers=users.headers(admin))
+    assert listed.status == 200, listed
+    assert listed.json()["data"] == [user, admin]
 
 
 def test_each_token_sees_only_its_own_account(client, users):
@@ -586,6 +600,7 @@ def test_a_session_login_sets_an_httponly_session_cookie_and_a_readable_csrf_coo
     user = users.create("ada@example.com")
     response = client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
     assert response.status == 200, response
+    assert response.header("Cache-Control") == "no-store"  # the CSRF token is in the body
     body = response.json()
     assert set(body) == {"user_id", "role", "csrf_token"}
     assert body["user_id"] == user["id"] and body["role"] == "user"
@@ -620,7 +635,7 @@ def secure_client(settings, database, logger):
 
 
 def test_with_secure_cookies_both_are_host_prefixed_and_secure(secure_client, users):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     response = secure_client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
     assert response.status == 200, response
     session_cookie, csrf_cookie = set_cookies(response)
@@ -629,9 +644,9 @@ def test_with_secure_cookies_both_are_host_prefixed_and_secure(secure_client, us
     assert session_cookie == (f"__Host-session={session_id}; Path=/; Max-Age={SESSION_MAX_AGE};"
                               " SameSite=Lax; HttpOnly; Secure")
     assert csrf_cookie == f"__Host-csrf_token={csrf_token}; Path=/; Max-Age={SESSION_MAX_AGE}; SameSite=Lax; Secure"
-    assert me(secure_client, {"Cookie": f"__Host-session={session_id}"}).status == 200
+    assert me(secure_client, {"Cookie": f"__Host-session={session_id}"}).json() == ada
     # Only the prefixed name counts: a subdomain could have planted a plain "session" cookie.
-    assert_unauthorized(me(secure_client, {"Cookie": f"session={session_id}"}))
+    assert_unauthorized(me(secure_client, {"Cookie": f"session={session_id}"}), "this endpoint needs credentials")
     logout = secure_client.request("DELETE", "/v1/auth/session", headers={
         "Cookie": f"__Host-session={session_id}", "X-CSRF-Token": csrf_token})
     assert logout.status == 204, logout
@@ -661,7 +676,9 @@ def test_the_session_cookie_alone_authenticates_a_read(client, users):
 
 
 def test_an_unknown_session_cookie_is_ignored_not_refused(client):
-    assert client.get("/v1/items", headers={"Cookie": "session=never-issued"}).status == 200
+    response = client.get("/v1/items", headers={"Cookie": "session=never-issued"})
+    assert response.status == 200, response
+    assert response.json()["data"] == []  # served as anonymous: the catalogue, empty here
     assert_unauthorized(me(client, {"Cookie": "session=never-issued"}), "this endpoint needs credentials")
 
 
@@ -684,13 +701,36 @@ FORGED_LOGOUTS = [
      "cross-site requests cannot use the session cookie"),
     ("Sec-Fetch-Site same-site", lambda own, other, origin: {"X-CSRF-Token": own, "Sec-Fetch-Site": "same-site"},
      "cross-site requests cannot use the session cookie"),
+    # Looking same-origin never excuses the token: each of the three checks can only refuse.
+    ("our own Origin, no token", lambda own, other, origin: {"Origin": origin},
+     "a missing or wrong X-CSRF-Token header"),
+    ("our own Origin, wrong token", lambda own, other, origin: {"Origin": origin, "X-CSRF-Token": "A" * 43},
+     "a missing or wrong X-CSRF-Token header"),
+    ("our own Origin, another session's token", lambda own, other, origin: {"Origin": origin, "X-CSRF-Token": other},
+     "a missing or wrong X-CSRF-Token header"),
+    ("Sec-Fetch-Site same-origin, no token", lambda own, other, origin: {"Sec-Fetch-Site": "same-origin"},
+     "a missing or wrong X-CSRF-Token header"),
+    ("Sec-Fetch-Site same-origin, wrong token",
+     lambda own, other, origin: {"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": "A" * 43},
+     "a missing or wrong X-CSRF-Token header"),
+    ("Sec-Fetch-Site none, no token", lambda own, other, origin: {"Sec-Fetch-Site": "none"},
+     "a missing or wrong X-CSRF-Token header"),
+    ("our own Origin and same-origin, no token",
+     lambda own, other, origin: {"Origin": origin, "Sec-Fetch-Site": "same-origin"},
+     "a missing or wrong X-CSRF-Token header"),
+    ("our own Origin and same-origin, wrong token",
+     lambda own, other, origin: {"Origin": origin, "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": "A" * 43},
+     "a missing or wrong X-CSRF-Token header"),
+    ("our own Origin and same-origin, an empty token",
+     lambda own, other, origin: {"Origin": origin, "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": ""},
+     "a missing or wrong X-CSRF-Token header"),
 ]
 
 
 @pytest.mark.parametrize("forged_headers, detail", [case[1:] for case in FORGED_LOGOUTS],
                          ids=[case[0] for case in FORGED_LOGOUTS])
 def test_a_session_logout_without_proof_of_origin_is_403_and_changes_nothing(client, users, forged_headers, detail):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     users.create("bob@example.com")
     cookie, csrf_token = start_session(client, "ada@example.com")
     _, other_csrf_token = start_session(client, "bob@example.com")
@@ -698,7 +738,21 @@ def test_a_session_logout_without_proof_of_origin_is_403_and_changes_nothing(cli
     response = client.request("DELETE", "/v1/auth/session", headers=headers)
     assert_problem(response, 403, detail)
     assert set_cookies(response) == []
-    assert me(client, cookie).status == 200
+    assert me(client, cookie).json() == ada  # still logged in
+
+
+@pytest.mark.parametrize("forged_headers, detail", [case[1:] for case in FORGED_LOGOUTS],
+                         ids=[case[0] for case in FORGED_LOGOUTS])
+def test_a_session_write_without_proof_of_origin_is_403_and_writes_nothing(client, users, database,
+                                                                           forged_headers, detail):
+    users.create("ada@example.com")
+    users.create("bob@example.com")
+    cookie, csrf_token = start_session(client, "ada@example.com")
+    _, other_csrf_token = start_session(client, "bob@example.com")
+    headers = dict(cookie, **forged_headers(csrf_token, other_csrf_token, own_origin(client)))
+    response = client.post("/v1/api-keys", json={"name": "forged"}, headers=headers)
+    assert_problem(response, 403, detail)
+    assert count_rows(database, "api_keys") == 0
 
 
 @pytest.mark.parametrize("browser_headers", [
@@ -707,7 +761,7 @@ def test_a_session_logout_without_proof_of_origin_is_403_and_changes_nothing(cli
     lambda origin: {},  # not a browser: no Origin, no Sec-Fetch-Site
 ], ids=["Origin", "Origin and Sec-Fetch-Site", "neither"])
 def test_a_session_logout_with_its_csrf_token_clears_the_cookies_and_ends_the_session(client, users, browser_headers):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     cookie, csrf_token = start_session(client, "ada@example.com")
     other_cookie, _ = start_session(client, "ada@example.com")
     headers = dict(cookie, **browser_headers(own_origin(client)), **{"X-CSRF-Token": csrf_token})
@@ -719,7 +773,7 @@ def test_a_session_logout_with_its_csrf_token_clears_the_cookies_and_ends_the_se
         "csrf_token=; Path=/; Max-Age=0; SameSite=Lax",
     ]
     assert_unauthorized(me(client, cookie), "this endpoint needs credentials")
-    assert me(client, other_cookie).status == 200  # the browser's other session is its own
+    assert me(client, other_cookie).json() == ada  # the browser's other session is its own
 
 
 def test_a_session_logout_needs_a_session(client, users):
@@ -730,11 +784,13 @@ def test_a_session_logout_needs_a_session(client, users):
 
 
 def test_other_unsafe_session_requests_need_the_csrf_token_too(client, users):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     cookie, csrf_token = start_session(client, "ada@example.com")
-    assert_problem(client.post("/v1/api-keys", json={"name": "ci"}, headers=cookie), 403)
+    assert_problem(client.post("/v1/api-keys", json={"name": "ci"}, headers=cookie), 403,
+                   "a missing or wrong X-CSRF-Token header")
     response = client.post("/v1/api-keys", json={"name": "ci"}, headers=dict(cookie, **{"X-CSRF-Token": csrf_token}))
     assert response.status == 201, response
+    assert me(client, {"X-API-Key": response.json()["key"]}).json() == ada  # a key of the session's user
 
 
 def test_bearer_and_api_key_requests_need_no_csrf_token(client, users):
@@ -745,26 +801,34 @@ def test_bearer_and_api_key_requests_need_no_csrf_token(client, users):
     response = client.post("/v1/api-keys", json={"name": "ci 2"}, headers=dict(users.headers(user), **evil))
     assert response.status == 201, response
     key, other_key_id = response.json()["key"], create_key(client, users.headers(user), "old")["id"]
+    assert me(client, {"X-API-Key": key, **evil}).json() == user
     response = client.request("DELETE", f"/v1/api-keys/{other_key_id}", headers={"X-API-Key": key, **evil})
     assert response.status == 204, response
+    listed = client.get("/v1/api-keys", headers=users.headers(user)).json()["data"]
+    assert [row["name"] for row in listed] == ["ci", "ci 2"]
 
 
 def test_a_browser_still_logged_in_can_log_in_and_register_again(client, users):
-    users.create("ada@example.com")
+    ada = users.create("ada@example.com")
     cookie, _ = start_session(client, "ada@example.com")
     # No X-CSRF-Token: these public routes serve anonymous callers, and the cookie is ignored.
     session = client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD},
                           headers=cookie)
     assert session.status == 200, session
+    assert session.json()["user_id"] == ada["id"]
     assert len(set_cookies(session)) == 2
-    assert client.post("/v1/auth/login", json={"email": "ada@example.com", "password": TEST_PASSWORD},
-                       headers=cookie).status == 200
-    assert register(client, "bob@example.com").status == 201
+    tokens = client.post("/v1/auth/login", json={"email": "ada@example.com", "password": TEST_PASSWORD},
+                         headers=cookie)
+    assert tokens.status == 200, tokens
+    assert me(client, bearer(tokens.json()["access_token"])).json() == ada
+    bob = register(client, "bob@example.com")
+    assert bob.status == 201, bob
+    assert bob.json()["email"] == "bob@example.com"
     response = client.post("/v1/auth/register", json={"email": "eve@example.com", "password": TEST_PASSWORD},
                            headers=dict(cookie, **{"Origin": "https://evil.example"}))
     assert response.status == 201, response
-    assert response.json()["role"] == "user"
-    assert me(client, cookie).status == 200  # the first session is untouched
+    assert response.json()["role"] == "user" and response.json()["email"] == "eve@example.com"
+    assert me(client, cookie).json() == ada  # the first session is untouched
 
 
 def test_an_expired_session_cookie_authenticates_nothing(client, users, database):
@@ -789,6 +853,7 @@ def test_a_new_api_key_is_shown_once_and_stored_as_a_hash(client, users, databas
     user = users.create()
     response = client.post("/v1/api-keys", json={"name": "deploy bot"}, headers=users.headers(user))
     assert response.status == 201, response
+    assert response.header("Cache-Control") == "no-store"  # the secret is in the body
     created = response.json()
     assert set(created) == API_KEY_FIELDS | {"key"}
     assert response.header("Location") == f"/v1/api-keys/{created['id']}"
@@ -825,7 +890,7 @@ def test_an_api_key_in_the_query_string_authenticates_nothing(client, users):
 def test_a_revoked_api_key_is_401(client, users):
     user = users.create()
     created = create_key(client, users.headers(user))
-    assert me(client, {"X-API-Key": created["key"]}).status == 200
+    assert me(client, {"X-API-Key": created["key"]}).json() == user
     response = client.request("DELETE", f"/v1/api-keys/{created['id']}", headers=users.headers(user))
     assert response.status == 204
     assert response.body == b""
@@ -885,7 +950,9 @@ def test_an_admins_key_reaches_admin_routes_and_a_users_key_does_not(client, use
     admin, user = users.admin(), users.create()
     admin_key = create_key(client, users.headers(admin))["key"]
     user_key = create_key(client, users.headers(user))["key"]
-    assert client.get("/v1/users", headers={"X-API-Key": admin_key}).status == 200
+    listed = client.get("/v1/users", headers={"X-API-Key": admin_key})
+    assert listed.status == 200, listed
+    assert listed.json()["data"] == [admin, user]
     assert_problem(client.get("/v1/users", headers={"X-API-Key": user_key}), 403, "this endpoint is for admins")
 
 
