@@ -50,7 +50,7 @@ import re
 
 # -- signed values -------------------------------------------------------------------------
 
-MAX_SIGNED_VALUE_CHARS = 2048  # a cursor is ~100; anything longer is refused unread
+MAX_SIGNED_VALUE_CHARS = 2048  # a cursor is 100 to 200 characters; a longer token is refused unread
 
 # -- CSRF tokens ---------------------------------------------------------------------------
 
