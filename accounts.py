@@ -232,9 +232,10 @@ def create_api_key(database, user_id, name):
     return row, key
 
 
-def list_api_keys(database, user_id):
+def list_api_keys(database, user_id, *, sort, limit, offset=None, after=None):
+    """A page of the user's live keys (see sql_credentials.list_api_keys)."""
     with database.connection() as connection:
-        return sql_credentials.list_api_keys(connection, user_id)
+        return sql_credentials.list_api_keys(connection, user_id, sort=sort, limit=limit, offset=offset, after=after)
 
 
 def revoke_api_key(database, user_id, key_id):

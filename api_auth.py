@@ -10,13 +10,18 @@ A wrong password and an unknown email get the same 401, in the same time (accoun
 
 import accounts
 import auth
-import middleware
+import cookies
+import pagination
+import signing
+import sql_credentials
+from challenge import unauthorized
 from validation import Field, validate
-from web import Conflict, NotFound, Response, Unauthorized, UnprocessableContent
+from web import Conflict, NotFound, Response, UnprocessableContent
 
 CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=auth.MAX_PASSWORD_CHARS)]
 REFRESH = [Field("refresh_token", "string", max_length=200)]
 API_KEY = [Field("name", "string", max_length=100)]
+API_KEY_LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
 BAD_LOGIN = "the email or password is wrong"
 
 
@@ -46,7 +51,7 @@ def refresh(request):
     try:
         return accounts.refresh_tokens(services.database, services.settings.secret_keys, body["refresh_token"])
     except accounts.InvalidCredentials as error:
-        raise _unauthorized(str(error)) from None
+        raise unauthorized(str(error)) from None
 
 
 def logout(request):
@@ -65,12 +70,8 @@ def start_session(request):
     user = _check_login(request)
     services = request.services
     session_id = accounts.start_session(services.database, user)
-    csrf_token = auth.csrf_token_for(session_id, services.settings.secret_keys)
-    max_age = accounts.SESSION_TTL_SECONDS
-    headers = [
-        ("Set-Cookie", _cookie(request, middleware.SESSION_COOKIE, session_id, max_age, http_only=True)),
-        ("Set-Cookie", _cookie(request, middleware.CSRF_COOKIE, csrf_token, max_age, http_only=False)),
-    ]
+    csrf_token = signing.csrf_token_for(session_id, services.settings.secret_keys)
+    headers = cookies.set_session_cookies(request, session_id, csrf_token, accounts.SESSION_TTL_SECONDS)
     return Response.json({"user_id": user["id"], "role": user["role"], "csrf_token": csrf_token},
                          headers=headers)
 
@@ -79,14 +80,9 @@ def end_session(request):
     """DELETE /v1/auth/session: log the browser out and clear its cookies."""
     session_id = request.user.get("session_id")
     if session_id is None:
-        raise Unauthorized("this request is not authenticated by a session cookie",
-                           headers=[("WWW-Authenticate", middleware.WWW_AUTHENTICATE)])
+        raise unauthorized("this request is not authenticated by a session cookie")
     accounts.end_session(request.services.database, session_id)
-    headers = [
-        ("Set-Cookie", _cookie(request, middleware.SESSION_COOKIE, "", 0, http_only=True)),
-        ("Set-Cookie", _cookie(request, middleware.CSRF_COOKIE, "", 0, http_only=False)),
-    ]
-    return Response(status=204, headers=headers)
+    return Response(status=204, headers=cookies.clear_session_cookies(request))
 
 
 def create_api_key(request):
@@ -95,13 +91,22 @@ def create_api_key(request):
     try:
         row, key = accounts.create_api_key(request.services.database, request.user["id"], body["name"])
     except accounts.InvalidCredentials as error:
-        raise _unauthorized(str(error), "invalid_token") from None
+        raise unauthorized(str(error), "invalid_token") from None
     return Response.json(dict(row, key=key), status=201, headers=[("Location", f"/v1/api-keys/{row['id']}")])
 
 
 def list_api_keys(request):
-    """GET /v1/api-keys: the caller's live keys: name, prefix, created and last used."""
-    return {"data": accounts.list_api_keys(request.services.database, request.user["id"])}
+    """GET /v1/api-keys: the caller's live keys (name, prefix, created and last used),
+    paginated like every list: limit with offset or cursor, sort by id or created_at."""
+    query = request.query
+    pagination.reject_unknown_parameters(query, API_KEY_LIST_PARAMETERS)
+    keys = request.services.settings.secret_keys
+    page = pagination.parse_page(query, sortable=sql_credentials.API_KEY_SORTABLE_COLUMNS, default_sort="id",
+                                 filters={}, keys=keys)
+    rows = accounts.list_api_keys(request.services.database, request.user["id"],
+                                  sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after)
+    body, link_header = pagination.envelope(rows, page, path=request.path, query_params={}, keys=keys)
+    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
 def revoke_api_key(request):
@@ -136,21 +141,5 @@ def _check_login(request):
     user = accounts.check_password(services.database, body["email"], body["password"],
                                    iterations=services.settings.pbkdf2_iterations)
     if user is None:
-        raise _unauthorized(BAD_LOGIN)
+        raise unauthorized(BAD_LOGIN)
     return user
-
-
-def _unauthorized(detail, error_code=None):
-    """A 401 naming the scheme (RFC 6750 §3), and the error when credentials were presented."""
-    challenge = middleware.WWW_AUTHENTICATE + (f', error="{error_code}"' if error_code else "")
-    return Unauthorized(detail, headers=[("WWW-Authenticate", challenge)])
-
-
-def _cookie(request, base_name, value, max_age, *, http_only):
-    """A Set-Cookie value (RFC 6265). SameSite=Lax: not sent on cross-site POSTs at all."""
-    parts = [f"{middleware.cookie_name(request, base_name)}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
-    if http_only:
-        parts.append("HttpOnly")  # page scripts cannot read it, so an XSS cannot steal it
-    if middleware.cookie_is_secure(request):
-        parts.append("Secure")
-    return "; ".join(parts)

@@ -1,12 +1,11 @@
-"""Secrets at work: password hashes, access tokens, opaque tokens, API keys, CSRF tokens,
-signed values.
+"""Passwords and tokens: the secrets that say who someone is.
 
 Pure functions on strings and bytes, with no HTTP and no SQL: services and middleware call
 them. Keys are `bytes` (settings.secret_keys): the first one signs, every one verifies, so a
 key can be rotated without logging everybody out. Secrets are compared with
 `hmac.compare_digest`: an ordinary `==` stops at the first differing byte, and its timing
 leaks how much was right. Malformed input is "not valid", never an exception that skips a
-check.
+check. Signed values and CSRF tokens, and the HMAC and base64url helpers, are in signing.py.
 
 Each kind of secret on the wire:
 
@@ -17,15 +16,15 @@ HMACs per guess, per user, and the random salt stops one guess serving every use
     pbkdf2_sha256$600000$bkU8Ztm0yWwCBWkVmeGMcL$NvL+UnqM+O4RkPOZI6M4hArxmaoZMnrBemb3K47WdiU=
     algorithm     iterations   salt (22 chars)  base64 of PBKDF2-HMAC-SHA256, 32 bytes
 
-Access token: a JWT (RFC 7519) in JWS compact serialisation (RFC 7515 §7.1), HS256 only,
-three base64url segments joined by dots (shown here on three lines):
+Access token: a JWT (RFC 7519) in JWS compact serialisation (RFC 7515 §7.1), HS256 only
+(RFC 7518 §3.2), three base64url segments joined by dots (shown here on three lines):
 
     eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjhoOFlNcjlJakdVTXdxTmkifQ
-    .eyJzdWIiOiI0MiIsInJvbGUiOiJ1c2VyIiwiaWF0IjoxNzY3MjI1NjAwLCJleHAiOjE3NjcyMjY1MDAsImp0aSI6...
-    .1H6vfTg-ZH8CZ-v1L6HClRhYBRiJr_M4GnMbVnas4yo
+    .eyJzdWIiOiI0MiIsInJvbGUiOiJ1c2VyIiwiaWF0IjoxNzY3MjI1NjAwLCJleHAiOjE3NjcyMjY1MDAsImp0aSI6IjVmMGM4ZTFkMmI3YTRjNmUifQ
+    .3eN5RMG_LmtUmyo2MYtFyTyJscXVtLYKdMku2KZJas8
 
     header     {"alg":"HS256","typ":"JWT","kid":"8h8YMr9IjGUMwqNi"}     kid = key_id(key)
-    claims     {"sub":"42","role":"user","iat":1767225600,"exp":1767226500,"jti":"5f0c8e1d..."}
+    claims     {"sub":"42","role":"user","iat":1767225600,"exp":1767226500,"jti":"5f0c8e1d2b7a4c6e"}
     signature  HMAC-SHA256(key, "<header segment>.<claims segment>")
 
 Refresh token, session id: 256 random bits as 43 base64url characters, shown to the client
@@ -33,47 +32,29 @@ once; the database keeps only hash_token(token), a hex SHA-256.
 
     wykPhD_SnkNo7s3Z4HvOK01BHMQGq8SmMrm4EF7pTLo
 
-API key: the kind, a public lookup prefix (8 base32 characters, stored in clear and
-indexed), and a 256-bit secret; the database keeps hash_token(key).
+API key: the kind, a public lookup prefix (8 base32 characters, RFC 4648 §6, stored in
+clear and indexed), and a 256-bit secret; the database keeps hash_token(key).
 
     shop_zz7eosor_mNAu76VNu_6JzH2IzCGhw5lRLSM0PHMaSLkg27DqTrc
-
-CSRF token: base64url(HMAC-SHA256(key, "csrf:" + session id)), sent in `X-CSRF-Token`.
-
-    7ocht7zDjNn5JxK9movVLvAmAslshkIPLcY6T-bhIVw
-
-Signed value (cursors): data the server hands out and later takes back, trusting that the
-client did not change it, without storing it. The data travels in the clear (it is not
-secret, only tamper-proof) next to an HMAC-SHA256 of it under the server's secret key:
-
-    eyJzIjoiaWQiLCJ2IjpbMjBdfQ.4Lr0i8Sx...       (base64url(JSON) "." base64url(HMAC))
-
-The HMAC also covers a `purpose`, so a value signed as a "cursor" can never be replayed as
-some other kind of signed value (the idea of a salt in Django's `signing`).
 
     >>> keys = (b"k" * 32,)
     >>> stored = ("pbkdf2_sha256$1000$bkU8Ztm0yWwCBWkVmeGMcL$"
     ...           "fME0lcajQp+aY3Y0apFg8Tezaia8gZlkDBK9FswDl5s=")
     >>> verify_password("correct horse battery staple", stored)
     True
-    >>> claims = {"sub": "42", "role": "user", "iat": 1767225600, "exp": 1767226500, "jti": "5f0c"}
+    >>> claims = {"sub": "42", "role": "user", "iat": 1767225600, "exp": 1767226500,
+    ...           "jti": "5f0c8e1d2b7a4c6e"}
     >>> token = encode_token(claims, keys)
+    >>> token.endswith(".3eN5RMG_LmtUmyo2MYtFyTyJscXVtLYKdMku2KZJas8")
+    True
     >>> decode_token(token, keys, now=1767225700)["sub"]
     '42'
     >>> decode_token(token, keys, now=1767230000)
     Traceback (most recent call last):
     auth.TokenError: token expired
-    >>> verify_csrf_token(csrf_token_for("Nq3vQ0", keys), "Nq3vQ0", keys)
-    True
-    >>> token = sign_value({"v": [20]}, keys, purpose="cursor")
-    >>> unsign_value(token, keys, purpose="cursor")
-    {'v': [20]}
-    >>> unsign_value(token, keys, purpose="session") is None
-    True
 """
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
@@ -86,19 +67,15 @@ import time
 from pathlib import Path
 
 import strictjson
+from signing import b64url_decode, b64url_encode, hmac_sha256
 
-# -- signed values -------------------------------------------------------------------------
-
-MAX_SIGNED_VALUE_CHARS = 2048
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-# -- passwords -----------------------------------------------------------------------------
+# == passwords ==============================================================================
 
 # Django's format, so hashes move both ways:  pbkdf2_sha256$<iterations>$<salt>$<base64 hash>
 PASSWORD_ALGORITHM = "pbkdf2_sha256"
-DEFAULT_PBKDF2_ITERATIONS = 600_000  # OWASP Password Storage Cheat Sheet (2023), PBKDF2-HMAC-SHA256
 # A stored hash that asks for more (or fewer than 1) is refused, not run: whoever can write
-# one row of the users table must not be able to make one login cost minutes of CPU.
+# one row of the users table must not be able to make one login cost minutes of CPU. The
+# PBKDF2_ITERATIONS setting (config.py) is held to the same ceiling.
 MAX_PBKDF2_ITERATIONS = 10_000_000
 SALT_BYTES = 16  # 128 bits of salt entropy at least (DESIGN: "a 16-byte random salt")
 # The salt is text between "$" separators, so it is drawn as Django draws it: alphanumerics,
@@ -123,74 +100,15 @@ _PASSWORD_HASH = re.compile(
 _DUMMY_SALT = "A" * SALT_CHARS
 _DUMMY_HASH_PART = base64.b64encode(bytes(32)).decode("ascii")
 
-# -- access tokens -------------------------------------------------------------------------
-
-ACCESS_TOKEN_TTL_SECONDS = 15 * 60
-TOKEN_LEEWAY_SECONDS = 60  # clock skew tolerated between the machines that make and check tokens
-ROLES = ("user", "admin")
-MAX_TOKEN_CHARS = 8 * 1024  # ours are ~300; a longer one is refused before any parsing
-VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens whose signature is known good (see _verified_claims)
-KEY_ID_CHARS = 16  # 96 bits of a hash: tells a few keys apart, says nothing usable about them
-_TOKEN_ALGORITHM = "HS256"  # the one `alg` we make and accept (RFC 7518 §3.2)
-_REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "jti")
-_USER_ID = re.compile(r"[1-9][0-9]*")  # `sub` as str(user_id) writes it: one spelling per user
-
-# -- opaque secrets: refresh tokens, session ids, API keys ---------------------------------
-
-OPAQUE_TOKEN_BYTES = 32  # 256 random bits: out of reach of guessing, and of collisions
-API_KEY_PREFIX = "shop"  # names the kind of secret, so people and secret scanners spot a leaked key
-API_KEY_LOOKUP_CHARS = 8  # 40 bits of base32: the public, indexed part of a key
-_LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # base32 (RFC 4648 §6), lower-case
-_API_KEY = re.compile(
-    re.escape(API_KEY_PREFIX)
-    + rf"_(?P<prefix>[a-z2-7]{{{API_KEY_LOOKUP_CHARS}}})"
-    + r"_[A-Za-z0-9_-]{43}"  # token_urlsafe(32): 43 characters
-)
-
-# -- CSRF tokens ---------------------------------------------------------------------------
-
-CSRF_TOKEN_CHARS = 43  # base64url of a 32-byte HMAC-SHA256, without padding
-
-
-# == signed values ==========================================================================
-
-def sign_value(value, keys, *, purpose):
-    """Serialise a JSON-able value and sign it with the first (current) key."""
-    payload = _b64encode(json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
-    return payload + "." + _b64encode(_mac(keys[0], purpose, payload))
-
-
-def unsign_value(token, keys, *, purpose):
-    """The value inside a signed token, or None if it is malformed, tampered with or foreign.
-
-    Fails closed: any malformed input is simply "not valid", never an exception.
-    """
-    if (
-        not isinstance(token, str)
-        or not token.isascii()  # our tokens are base64url; compare_digest takes ASCII text only
-        or len(token) > MAX_SIGNED_VALUE_CHARS
-        or token.count(".") != 1
-    ):
-        return None
-    payload, signature = token.split(".")
-    # Compared as text, re-encoded from our own MAC: one token has one valid spelling.
-    if not any(hmac.compare_digest(_b64encode(_mac(key, purpose, payload)), signature) for key in keys):
-        return None
-    try:
-        return json.loads(_b64decode(payload))
-    except ValueError:
-        return None
-
-
-# == passwords ==============================================================================
 
 def hash_password(password: str, iterations: int) -> str:
     """The Django-format hash of a password, with a fresh random salt.
 
-    Each call draws a new salt, so one password hashes differently every time. Raises TypeError if the password is
-    not a str, ValueError if iterations is outside 1..MAX_PBKDF2_ITERATIONS or the password
-    holds a lone surrogate (it is not Unicode text). Whether the password is acceptable is
-    password_problems()'s question, not this function's.
+    Each call draws a new salt, so one password hashes differently every time. Raises
+    TypeError if the password is not a str, ValueError if iterations is outside
+    1..MAX_PBKDF2_ITERATIONS or the password holds a lone surrogate (it is not Unicode
+    text). Whether the password is acceptable is password_problems()'s question, not this
+    function's.
     """
     if not isinstance(password, str):
         raise TypeError("the password must be a str")
@@ -268,7 +186,81 @@ def password_problems(password: str) -> list[str]:
     return problems
 
 
-# == access tokens (JWT, HS256) ============================================================
+def _is_iteration_count(iterations):
+    return (
+        isinstance(iterations, int)
+        and not isinstance(iterations, bool)
+        and 1 <= iterations <= MAX_PBKDF2_ITERATIONS
+    )
+
+
+def _password_hash(password_bytes, salt, iterations):
+    return _password_hash_text(iterations, salt, _pbkdf2_base64(password_bytes, salt, iterations))
+
+
+def _password_hash_text(iterations, salt, hash_part):
+    """The one place the hash format is built; _parse_password_hash is the one that reads it."""
+    return f"{PASSWORD_ALGORITHM}${iterations}${salt}${hash_part}"
+
+
+def _parse_password_hash(encoded):
+    """(iterations, salt, base64 hash) of a well-formed hash of ours, else None."""
+    if not isinstance(encoded, str):
+        return None
+    match = _PASSWORD_HASH.fullmatch(encoded)
+    if match is None or not _is_iteration_count(int(match["iterations"])):
+        return None
+    return int(match["iterations"]), match["salt"], match["hash"]
+
+
+def _pbkdf2_base64(password_bytes, salt, iterations):
+    # Django feeds PBKDF2 the UTF-8 bytes of the password as typed, without Unicode
+    # normalisation; so do we, or non-ASCII passwords would stop moving between the two.
+    derived = hashlib.pbkdf2_hmac("sha256", password_bytes, salt.encode("ascii"), iterations)
+    return base64.b64encode(derived).decode("ascii")
+
+
+def _utf8_or_none(text):
+    """The UTF-8 bytes of a str, or None if it is not a str or not Unicode text."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        return None
+
+
+@functools.cache
+def _common_passwords():
+    """The common-password list, read once on first use: lines that are not blank or '#'."""
+    with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as lines:
+        return frozenset(
+            line.strip().casefold() for line in lines if line.strip() and not line.startswith("#")
+        )
+
+
+# == tokens: access tokens (JWT, HS256), refresh tokens, session ids, API keys ==============
+
+ACCESS_TOKEN_TTL_SECONDS = 15 * 60
+TOKEN_LEEWAY_SECONDS = 60  # clock skew tolerated between the machines that make and check tokens
+ROLES = ("user", "admin")
+MAX_TOKEN_CHARS = 8 * 1024  # ours are ~300; a longer one is refused before any parsing
+VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens whose signature is known good (see _verified_claims)
+KEY_ID_CHARS = 16  # 96 bits of a hash: tells a few keys apart, says nothing usable about them
+_TOKEN_ALGORITHM = "HS256"  # the one `alg` we make and accept (RFC 7518 §3.2)
+_REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "jti")
+_USER_ID = re.compile(r"[1-9][0-9]*")  # `sub` as str(user_id) writes it: one spelling per user
+
+OPAQUE_TOKEN_BYTES = 32  # 256 random bits: out of reach of guessing, and of collisions
+API_KEY_PREFIX = "shop"  # names the kind of secret, so people and secret scanners spot a leaked key
+API_KEY_LOOKUP_CHARS = 8  # 40 bits of base32: the public, indexed part of a key
+_LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # base32 (RFC 4648 §6), lower-case
+_API_KEY = re.compile(
+    re.escape(API_KEY_PREFIX)
+    + rf"_(?P<prefix>[a-z2-7]{{{API_KEY_LOOKUP_CHARS}}})"
+    + r"_[A-Za-z0-9_-]{43}"  # token_urlsafe(32): 43 characters
+)
+
 
 class TokenError(Exception):
     """An access token that is not valid.
@@ -285,7 +277,7 @@ def key_id(key: bytes) -> str:
     "kid:" prefix keeps the kid from being the plain SHA-256 of the key, which some other
     system might also publish.
     """
-    return _b64encode(hashlib.sha256(b"kid:" + key).digest())[:KEY_ID_CHARS]
+    return b64url_encode(hashlib.sha256(b"kid:" + key).digest())[:KEY_ID_CHARS]
 
 
 def encode_token(claims: dict, keys: tuple) -> str:
@@ -295,8 +287,8 @@ def encode_token(claims: dict, keys: tuple) -> str:
     that JSON cannot express (NaN, a set) raises ValueError or TypeError.
     """
     header = {"alg": _TOKEN_ALGORITHM, "typ": "JWT", "kid": key_id(keys[0])}
-    signing_input = _b64encode(_compact_json(header)) + "." + _b64encode(_compact_json(claims))
-    return signing_input + "." + _b64encode(_jws_signature(keys[0], signing_input))
+    signing_input = b64url_encode(_compact_json(header)) + "." + b64url_encode(_compact_json(claims))
+    return signing_input + "." + b64url_encode(_jws_signature(keys[0], signing_input))
 
 
 def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
@@ -313,29 +305,6 @@ def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
     claims = _verified_claims(token, keys)
     _check_times(claims, time.time() if now is None else now)
     return dict(claims)  # a copy: the cached claims must not change
-
-
-@functools.lru_cache(maxsize=VERIFIED_TOKEN_CACHE_SIZE)
-def _verified_claims(token, keys):
-    """Everything decode_token checks that does not depend on the time, remembered per token.
-
-    A client sends the same token with every request for its 15 minutes, and nothing about
-    its signature changes meanwhile: verifying it once is enough (measured: a token-
-    authenticated GET ran at 0.71 of the speed of an anonymous one when every request
-    re-verified, 0.9 with this cache). Only tokens that pass are remembered, since an
-    exception is never cached; the expiry is checked on every use, by decode_token.
-    """
-    segments, (raw_header, raw_payload, signature) = _token_segments(token)
-    key = _verification_key(_json_object(raw_header, "malformed header"), keys)
-    # The MAC covers the segments as received, not a re-encoding of what we parsed:
-    # RFC 7515 §5.2 verifies the JWS Signing Input, the bytes the signer signed.
-    expected = _jws_signature(key, segments[0] + "." + segments[1])
-    if len(signature) != len(expected) or not hmac.compare_digest(expected, signature):
-        raise TokenError("bad signature")
-    # The payload is parsed only once the signature says we wrote it.
-    claims = _json_object(raw_payload, "malformed payload")
-    _check_claims(claims)
-    return claims
 
 
 def issue_access_token(user_id: int, role: str, keys: tuple, *, now: float | None = None) -> str:
@@ -360,8 +329,6 @@ def issue_access_token(user_id: int, role: str, keys: tuple, *, now: float | Non
     }
     return encode_token(claims, keys)
 
-
-# == opaque secrets =========================================================================
 
 def new_refresh_token() -> str:
     """A refresh token: 256 random bits as 43 base64url characters. Shown once, stored hashed."""
@@ -415,154 +382,47 @@ def api_key_prefix(key: str) -> str | None:
     return match["prefix"] if match else None
 
 
-# == CSRF tokens ============================================================================
+@functools.lru_cache(maxsize=VERIFIED_TOKEN_CACHE_SIZE)
+def _verified_claims(token, keys):
+    """Everything decode_token checks that does not depend on the time, remembered per token.
 
-def csrf_token_for(session_id: str, keys: tuple) -> str:
-    """The CSRF token of a session: base64url(HMAC-SHA256(keys[0], b"csrf:" + session id)).
-
-    The signed double-submit pattern: the page reads it (it is not in the HttpOnly cookie)
-    and sends it back in X-CSRF-Token. Another site can make the browser send the cookie,
-    but cannot read the token, nor compute one without the key.
+    A client sends the same token with every request for its 15 minutes, and nothing about
+    its signature changes meanwhile: verifying it once is enough, and spares every later
+    request an HMAC and two JSON parses. Only tokens that pass are remembered, since an
+    exception is never cached; the expiry is checked on every use, by decode_token.
     """
-    return _b64encode(_csrf_mac(keys[0], session_id))
+    segments, (raw_header, raw_payload, signature) = _token_segments(token)
+    key = _verification_key(_json_object(raw_header, "malformed header"), keys)
+    # The MAC covers the segments as received, not a re-encoding of what we parsed:
+    # RFC 7515 §5.2 verifies the JWS Signing Input, the bytes the signer signed.
+    expected = _jws_signature(key, segments[0] + "." + segments[1])
+    if len(signature) != len(expected) or not hmac.compare_digest(expected, signature):
+        raise TokenError("bad signature")
+    # The payload is parsed only once the signature says we wrote it.
+    claims = _json_object(raw_payload, "malformed payload")
+    _check_claims(claims)
+    return claims
 
-
-def verify_csrf_token(token: str, session_id: str, keys: tuple) -> bool:
-    """True if the token is the CSRF token of this session under any configured key.
-
-    Compared in constant time, as text re-encoded from our own MAC (one token, one
-    spelling). Malformed input, or an empty session id, is False, never an exception.
-    """
-    if (
-        not isinstance(token, str)
-        or not token.isascii()  # compare_digest takes ASCII text only
-        or len(token) != CSRF_TOKEN_CHARS
-        or not isinstance(session_id, str)
-        or not session_id
-        or _utf8_or_none(session_id) is None
-    ):
-        return False
-    return any(hmac.compare_digest(_b64encode(_csrf_mac(key, session_id)), token) for key in keys)
-
-
-# == private helpers ========================================================================
-
-# Every MAC made under the secret keys starts its input differently, so one made for one
-# use can never be presented as another: "<purpose>:" for signed values, "csrf:" for CSRF
-# tokens, "eyJ" (base64url of '{"') for JWTs. Hence: no signed value with purpose "csrf".
-
-def _mac(key, purpose, payload):
-    return hmac.new(key, purpose.encode() + b":" + payload.encode(), hashlib.sha256).digest()
-
-
-def _csrf_mac(key, session_id):
-    return hmac.new(key, b"csrf:" + session_id.encode("utf-8"), hashlib.sha256).digest()
-
-
-def _b64encode(raw):
-    """base64url without padding (RFC 4648 §5), the form JWTs use too."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text):
-    # Strict: the decoder would silently skip characters outside the alphabet, and then
-    # "SIG" and "SIG<anything>" would both verify. One token, one spelling.
-    if not _BASE64URL.fullmatch(text):
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("not base64url") from None
-
-
-def _b64decode_canonical(text):
-    """_b64decode, also refusing spellings we would not write.
-
-    The last character of a base64url text can carry unused low bits, so up to four
-    spellings decode to the same bytes; only the one _b64encode writes is accepted.
-    """
-    raw = _b64decode(text)
-    if _b64encode(raw) != text:
-        raise ValueError("not canonical base64url")
-    return raw
-
-
-def _utf8_or_none(text):
-    """The UTF-8 bytes of a str, or None if it is not a str or not Unicode text."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
-        return None
-
-
-# -- passwords --
-
-def _is_iteration_count(iterations):
-    return (
-        isinstance(iterations, int)
-        and not isinstance(iterations, bool)
-        and 1 <= iterations <= MAX_PBKDF2_ITERATIONS
-    )
-
-
-def _password_hash(password_bytes, salt, iterations):
-    return _password_hash_text(iterations, salt, _pbkdf2_base64(password_bytes, salt, iterations))
-
-
-def _password_hash_text(iterations, salt, hash_part):
-    """The one place the hash format is built; _parse_password_hash is the one that reads it."""
-    return f"{PASSWORD_ALGORITHM}${iterations}${salt}${hash_part}"
-
-
-def _parse_password_hash(encoded):
-    """(iterations, salt, base64 hash) of a well-formed hash of ours, else None."""
-    if not isinstance(encoded, str):
-        return None
-    match = _PASSWORD_HASH.fullmatch(encoded)
-    if match is None or not _is_iteration_count(int(match["iterations"])):
-        return None
-    return int(match["iterations"]), match["salt"], match["hash"]
-
-
-def _pbkdf2_base64(password_bytes, salt, iterations):
-    # Django feeds PBKDF2 the UTF-8 bytes of the password as typed, without Unicode
-    # normalisation; so do we, or non-ASCII passwords would stop moving between the two.
-    derived = hashlib.pbkdf2_hmac("sha256", password_bytes, salt.encode("ascii"), iterations)
-    return base64.b64encode(derived).decode("ascii")
-
-
-@functools.cache
-def _common_passwords():
-    """The common-password list, read once on first use: lines that are not blank or '#'."""
-    with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as lines:
-        return frozenset(
-            line.strip().casefold() for line in lines if line.strip() and not line.startswith("#")
-        )
-
-
-# -- access tokens --
 
 def _compact_json(value):
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def _jws_signature(key, signing_input):
-    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+    # RFC 7518 §3.2: HS256 is the plain HMAC-SHA256 of the signing input, with no purpose
+    # prefix (signing.mac), or no other JWT library could verify our tokens.
+    return hmac_sha256(key, signing_input.encode("ascii"))
 
 
 def _token_segments(token):
     """The three segments of a compact JWS, and their decoded bytes; TokenError otherwise."""
-    if not isinstance(token, str):
-        raise TokenError("malformed token")
     if len(token) > MAX_TOKEN_CHARS:
         raise TokenError("token too long")
     segments = token.split(".")
     if not token.isascii() or len(segments) != 3:
         raise TokenError("malformed token")
     try:
-        return segments, [_b64decode_canonical(segment) for segment in segments]
+        return segments, [b64url_decode(segment) for segment in segments]
     except ValueError:
         raise TokenError("malformed token") from None
 

@@ -26,6 +26,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+# PBKDF2_ITERATIONS is held to auth's ceiling: above it, auth would refuse to make or
+# check a hash, and every registration and login would fail.
+from auth import MAX_PBKDF2_ITERATIONS
+
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
@@ -78,7 +82,7 @@ def load_settings(environ=None):
         threads=_int(environ, "THREADS", None, low=1, high=1024),
         access_log=_bool(environ, "ACCESS_LOG", True),
         pbkdf2_iterations=_int(environ, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS,
-                               low=MIN_PBKDF2_ITERATIONS, high=10_000_000),
+                               low=MIN_PBKDF2_ITERATIONS, high=MAX_PBKDF2_ITERATIONS),
         cookie_secure=None if environ.get("SESSION_COOKIE_SECURE", "auto") == "auto"
         else _bool(environ, "SESSION_COOKIE_SECURE", False),
         database_timeout_seconds=float(

@@ -19,19 +19,16 @@ import traceback
 
 import accounts
 import auth
+import cookies
 import db
-from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, Unauthorized, problem_response
+import signing
+from challenge import unauthorized
+from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, problem_response
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# RFC 6750 §3: a 401 names the scheme the client should use, and why its credentials failed.
-WWW_AUTHENTICATE = 'Bearer realm="shop"'
-# The browser session's cookies. With TLS they get the __Host- prefix, which browsers accept
-# only with Secure, Path=/ and no Domain: no subdomain can set or overwrite them.
-SESSION_COOKIE, CSRF_COOKIE = "session", "csrf_token"
-SECURE_PREFIX = "__Host-"
 
 # The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
 # a JSON body into HTML (nosniff), frame it, or leak URLs in the Referer header.
@@ -130,22 +127,12 @@ def authenticate(request, call_next):
             request.user = None
     if needs_user:
         if request.user is None:
-            raise Unauthorized("this endpoint needs credentials", headers=[("WWW-Authenticate", WWW_AUTHENTICATE)])
+            raise unauthorized("this endpoint needs credentials")
         if route.access == "admin" and request.user["role"] != "admin":
             raise Forbidden("this endpoint is for admins")
         if csrf_problem is not None:
             raise Forbidden(csrf_problem)
     return call_next(request)
-
-
-def cookie_is_secure(request):
-    """Should session cookies be Secure (and __Host- prefixed) for this request?"""
-    configured = request.services.settings.cookie_secure
-    return configured if configured is not None else request.environ.get("wsgi.url_scheme") == "https"
-
-
-def cookie_name(request, base):
-    return SECURE_PREFIX + base if cookie_is_secure(request) else base
 
 
 def _identify(request):
@@ -157,22 +144,20 @@ def _identify(request):
         # a server in front already trimmed the trailing spaces (RFC 9110 §5.5).
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _unauthorized("use Authorization: Bearer <access token>", "invalid_request")
+            raise unauthorized("use Authorization: Bearer <access token>", "invalid_request")
         try:
             user = accounts.token_user(services.settings.secret_keys, token)
         except auth.TokenError as error:
-            raise _unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
+            raise unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
         return dict(user, via="token")
     api_key = request.header("X-API-Key")
     if api_key is not None:
         user = accounts.api_key_user(services.database, api_key)
         if user is None:
-            raise _unauthorized("the API key is not valid", "invalid_token")
+            raise unauthorized("the API key is not valid", "invalid_token")
         return dict(user, via="api_key")
-    if "HTTP_COOKIE" not in request.environ:
-        return None
-    session_id = request.cookies.get(cookie_name(request, SESSION_COOKIE))
-    if session_id:
+    session_id = cookies.read_session_cookie(request)
+    if session_id is not None:
         user = accounts.session_user(services.database, session_id)
         if user is not None:
             return dict(user, via="session", session_id=session_id)
@@ -185,7 +170,9 @@ def _csrf_problem(request):
     Browsers attach cookies to cross-site requests, so the cookie alone proves nothing. Three
     checks: the browser's own word on where the request came from (Sec-Fetch-Site), the
     Origin header against our own, and a token only our pages can read (signed with the
-    server's key and bound to this session: the double-submit pattern, signed).
+    server's key and bound to this session: the double-submit pattern, signed). The first
+    two can only refuse, never excuse the third: a request that says it is same-origin
+    still needs its token, since not every browser sends those headers on every request.
     """
     fetch_site = request.header("Sec-Fetch-Site")
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
@@ -194,16 +181,11 @@ def _csrf_problem(request):
     # Secure cookies travel over HTTPS only, so with them the browser's page is https:// even
     # when a TLS-terminating proxy hands us plain http (SESSION_COOKIE_SECURE=1 is for that).
     scheme = request.environ.get("wsgi.url_scheme", "http")
-    own_origin = f"{'https' if cookie_is_secure(request) else scheme}://{request.header('Host', '')}"
+    own_origin = f"{'https' if cookies.cookies_are_secure(request) else scheme}://{request.header('Host', '')}"
     if origin is not None and origin != own_origin:
         return "cross-origin requests cannot use the session cookie"
     token = request.header("X-CSRF-Token") or ""
     keys = request.services.settings.secret_keys
-    if not auth.verify_csrf_token(token, request.user["session_id"], keys):
+    if not signing.verify_csrf_token(token, request.user["session_id"], keys):
         return "a missing or wrong X-CSRF-Token header"
     return None
-
-
-def _unauthorized(detail, error_code):
-    header = f'{WWW_AUTHENTICATE}, error="{error_code}"'
-    return Unauthorized(detail, headers=[("WWW-Authenticate", header)])

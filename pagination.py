@@ -11,7 +11,7 @@ Two ways through a long list, both with `limit` (default 20, at most 100):
                                              and stable while rows come and go.
 
 A request without `offset` pages by cursor. The cursor is opaque to the client: the sort, a
-fingerprint of the filters and the last row's sort values, signed (auth.sign_value) so a
+fingerprint of the filters and the last row's sort values, signed (signing.sign_value) so a
 tampered or foreign cursor is a 400 rather than a query we never meant to run.
 
 `sort=-price_cents,name` names columns from an allow-list ("-" for descending); anything
@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from auth import sign_value, unsign_value
+from signing import sign_value, unsign_value
 from web import BadRequest, query_value, query_whole_number
 
 DEFAULT_LIMIT = 20

@@ -5,6 +5,8 @@ UNIQUE index; the secrets themselves are never stored. Revocation sets `revoked_
 than deleting, so a replayed token can be told apart from one that never existed.
 """
 
+from sql_paging import page_sql
+
 # -- refresh tokens ----------------------------------------------------------------------
 
 def insert_refresh_token(connection, *, user_id, token_hash, family_id, now, expires_at):
@@ -94,6 +96,7 @@ def revoke_user_sessions(connection, user_id, now, *, keep_session_hash=None):
 # -- API keys ----------------------------------------------------------------------------
 
 API_KEY_COLUMNS = "id, name, prefix, created_at, last_used_at"
+API_KEY_SORTABLE_COLUMNS = frozenset({"id", "created_at"})
 
 
 def insert_api_key(connection, *, user_id, name, prefix, key_hash, now):
@@ -105,13 +108,18 @@ def insert_api_key(connection, *, user_id, name, prefix, key_hash, now):
     )
 
 
-def list_api_keys(connection, user_id):
-    """A user's live keys, oldest first; never the hashes."""
-    return connection.fetch_all(
-        f"SELECT {API_KEY_COLUMNS} FROM api_keys"
-        " WHERE user_id = :user_id AND revoked_at IS NULL ORDER BY id",
-        {"user_id": user_id},
+def list_api_keys(connection, user_id, *, sort, limit, offset=None, after=None):
+    """Up to `limit` of a user's live keys in `sort` order (pagination.parse_sort over
+    API_KEY_SORTABLE_COLUMNS); never the hashes.
+
+    Served by the index on (user_id, id), or on (user_id, created_at, id) when sorted by
+    creation: the rows of one user, already in order, a cursor starting the scan.
+    """
+    sql, params = page_sql(
+        f"SELECT {API_KEY_COLUMNS} FROM api_keys", ["user_id = :user_id", "revoked_at IS NULL"],
+        {"user_id": user_id}, sort=sort, limit=limit, offset=offset, after=after,
     )
+    return connection.fetch_all(sql, params)
 
 
 def revoke_api_key(connection, user_id, key_id, now):

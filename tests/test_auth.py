@@ -1,12 +1,11 @@
-"""Tests for auth.py: signed values, password hashes, access tokens (JWT), opaque tokens,
-API keys and CSRF tokens.
+"""Tests for auth.py: password hashes, access tokens (JWT), opaque tokens and API keys.
 
 Each wire format is pinned by known vectors and checked against an independent
-implementation: a stdlib re-implementation for signed values, RFC 7914 §11's PBKDF2 vectors
-and Django's own hasher for passwords, PyJWT for access tokens, FIPS 180-2's "abc" for
-SHA-256. Everything malformed must be refused the documented way (None, False or
-TokenError), never with another exception. Hashing uses low iteration counts, except where
-a vector pins 600,000 or Django's own count, so the suite stays fast.
+implementation: RFC 7914 §11's PBKDF2 vectors and Django's own hasher for passwords, PyJWT
+for access tokens, FIPS 180-2's "abc" for SHA-256. Everything malformed must be refused the
+documented way (None, False or TokenError), never with another exception. Hashing uses low
+iteration counts, except where a vector pins 600,000 or Django's own count, so the suite
+stays fast. Signed values and CSRF tokens are tested in test_signing.py.
 """
 
 import base64
@@ -23,11 +22,11 @@ import jwt
 import pytest
 
 import auth
+import config
 from auth import (
     TokenError,
     api_key_prefix,
     burn_password_check,
-    csrf_token_for,
     decode_token,
     encode_token,
     hash_password,
@@ -39,151 +38,28 @@ from auth import (
     new_session_id,
     password_needs_rehash,
     password_problems,
-    sign_value,
-    unsign_value,
-    verify_csrf_token,
     verify_password,
 )
+from signing import csrf_token_for, sign_value
 
 KEY = b"k" * 32
 OLD_KEY = b"an-older-key-still-verifying-32b"
 NEW_KEY = b"the-new-key-that-signs-from-now!"
-KNOWN_TOKEN = "eyJ2IjpbMjBdfQ.y9j1eu9exj4SeG5WYjOKM8r9j2sMDKwk0YWMl_rcqhk"  # {"v": [20]}, purpose "cursor"
 
 
 def b64url(raw):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def independent_sign(value, key, purpose):
-    """The wire format from the module docstring, written without auth.py."""
-    payload = b64url(json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
-    mac = hmac.new(key, f"{purpose}:{payload}".encode(), hashlib.sha256).digest()
-    return f"{payload}.{b64url(mac)}"
-
-
 def flip(text, index):
     return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
-
-
-# -- the wire format and the round trip -------------------------------------------------------
-
-def test_a_known_vector_matches_the_independent_implementation():
-    assert sign_value({"v": [20]}, (KEY,), purpose="cursor") == KNOWN_TOKEN
-    assert independent_sign({"v": [20]}, KEY, "cursor") == KNOWN_TOKEN
-    assert unsign_value(KNOWN_TOKEN, (KEY,), purpose="cursor") == {"v": [20]}
-
-
-@pytest.mark.parametrize("value", [
-    {"v": [20]},
-    {"sort": "-price_cents", "filters": "856d72db5f10667f", "after": [450, 9]},
-    {"name": "Thé ☕ 茶"},
-    [1, 2.5, None, True],
-    "text",
-    0,
-    None,
-])
-def test_round_trip_and_agreement_with_the_independent_implementation(value):
-    token = sign_value(value, (KEY,), purpose="cursor")
-    assert token == independent_sign(value, KEY, "cursor")
-    assert "=" not in token and token.count(".") == 1
-    assert unsign_value(token, (KEY,), purpose="cursor") == value
-
-
-def test_a_value_signed_for_one_purpose_is_refused_for_another():
-    token = sign_value({"user_id": 1}, (KEY,), purpose="cursor")
-    assert unsign_value(token, (KEY,), purpose="session") is None
-    assert unsign_value(token, (KEY,), purpose="cursor ") is None
-
-
-def test_a_changed_payload_is_refused():
-    payload, signature = KNOWN_TOKEN.split(".")
-    other_payload = b64url(b'{"v":[21]}')
-    assert unsign_value(f"{other_payload}.{signature}", (KEY,), purpose="cursor") is None
-    assert unsign_value(f"{flip(payload, 3)}.{signature}", (KEY,), purpose="cursor") is None
-
-
-@pytest.mark.parametrize("index", [0, 10, 21, 41])
-def test_a_changed_signature_is_refused(index):
-    payload, signature = KNOWN_TOKEN.split(".")
-    assert unsign_value(f"{payload}.{flip(signature, index)}", (KEY,), purpose="cursor") is None
-
-
-# -- keys and rotation -------------------------------------------------------------------------
-
-def test_a_value_signed_with_the_old_key_verifies_while_keys_rotate():
-    token = sign_value({"v": 1}, (OLD_KEY,), purpose="cursor")
-    assert unsign_value(token, (NEW_KEY, OLD_KEY), purpose="cursor") == {"v": 1}
-
-
-def test_the_first_key_signs():
-    token = sign_value({"v": 1}, (NEW_KEY, OLD_KEY), purpose="cursor")
-    assert token == independent_sign({"v": 1}, NEW_KEY, "cursor")
-    assert unsign_value(token, (OLD_KEY,), purpose="cursor") is None
-
-
-@pytest.mark.parametrize("keys", [(NEW_KEY,), (NEW_KEY, OLD_KEY), ()])
-def test_a_value_signed_with_an_unknown_key_is_refused(keys):
-    token = sign_value({"v": 1}, (b"u" * 32,), purpose="cursor")
-    assert unsign_value(token, keys, purpose="cursor") is None
-
-
-# -- malformed input fails closed --------------------------------------------------------------
-
-PAYLOAD, SIGNATURE = KNOWN_TOKEN.split(".")
-MALFORMED_TOKENS = {
-    "None": None,
-    "int": 123,
-    "bytes": KNOWN_TOKEN.encode(),
-    "empty": "",
-    "dot": ".",
-    "two dots": "..",
-    "three parts": "a.b.c",
-    "no dot": "abc",
-    "signature only": "." + SIGNATURE,
-    "payload only": PAYLOAD + ".",
-    "valid plus a part": KNOWN_TOKEN + ".x",
-    "non-ascii": "é.é",
-    "non-ascii signature": PAYLOAD + "." + SIGNATURE[:-1] + "é",
-    "3000 chars": "A" * 1500 + "." + "A" * 1499,
-    "bad base64": PAYLOAD + ".!!!!",
-    "bad base64 length": PAYLOAD + "." + SIGNATURE[:-2],
-    "whitespace": " " + KNOWN_TOKEN,
-    "nul": PAYLOAD + "\x00." + SIGNATURE,
-}
-
-
-@pytest.mark.parametrize("token", MALFORMED_TOKENS.values(), ids=MALFORMED_TOKENS.keys())
-def test_malformed_input_is_none_and_never_raises(token):
-    assert unsign_value(token, (KEY,), purpose="cursor") is None
-
-
-def test_a_payload_with_a_lone_surrogate_is_none():
-    assert unsign_value("\ud800." + SIGNATURE, (KEY,), purpose="cursor") is None
-
-
-SIGNATURE_RESPELLINGS = {
-    "padding added": lambda signature: signature + "=",
-    "junk characters": lambda signature: signature[:10] + "!!!!" + signature[10:],
-    "standard alphabet": lambda signature: signature.replace("_", "/").replace("-", "+"),
-    "unused low bits": lambda signature: signature[:-1] + "l",  # "k" and "l" differ only in unused bits
-}
-
-
-@pytest.mark.parametrize("respell", SIGNATURE_RESPELLINGS.values(), ids=SIGNATURE_RESPELLINGS.keys())
-def test_only_the_issued_spelling_of_a_signature_verifies(respell):
-    respelled = respell(SIGNATURE)
-    assert respelled != SIGNATURE
-    assert unsign_value(f"{PAYLOAD}.{respelled}", (KEY,), purpose="cursor") is None
-
-
-# -- constant-time comparison ------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
 def no_remembered_tokens():
     """Each test verifies tokens from scratch: decode_token remembers verified ones."""
     auth._verified_claims.cache_clear()
+
 
 @pytest.fixture
 def compare_digest_calls(monkeypatch):
@@ -197,27 +73,6 @@ def compare_digest_calls(monkeypatch):
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     return calls
-
-
-def test_the_signature_is_compared_with_compare_digest(compare_digest_calls):
-    assert unsign_value(KNOWN_TOKEN, (KEY,), purpose="cursor") == {"v": [20]}
-    assert len(compare_digest_calls) == 1
-
-
-def test_every_key_is_tried_with_compare_digest(compare_digest_calls):
-    token = sign_value({"v": 1}, (OLD_KEY,), purpose="cursor")
-    assert unsign_value(token, (NEW_KEY, OLD_KEY), purpose="cursor") == {"v": 1}
-    assert len(compare_digest_calls) == 2
-
-
-@pytest.mark.parametrize("verdict, token, expected", [
-    (False, KNOWN_TOKEN, None),
-    (True, f"{PAYLOAD}.{flip(SIGNATURE, 10)}", {"v": [20]}),
-])
-def test_compare_digest_alone_decides(monkeypatch, verdict, token, expected):
-    # If any other comparison (an `==`) also guarded the signature, one of these would differ.
-    monkeypatch.setattr(auth.hmac, "compare_digest", lambda expected_mac, given: verdict)
-    assert unsign_value(token, (KEY,), purpose="cursor") == expected
 
 
 # == passwords ================================================================================
@@ -350,10 +205,6 @@ def test_the_salt_carries_at_least_128_bits():
     assert auth.SALT_CHARS * math.log2(62) >= 8 * auth.SALT_BYTES == 128
 
 
-def test_the_default_iterations_follow_owasp():
-    assert auth.DEFAULT_PBKDF2_ITERATIONS == 600_000
-
-
 BAD_HASH_ARGUMENTS = {
     "zero iterations": (PASSWORD, 0, ValueError),
     "negative iterations": (PASSWORD, -1, ValueError),
@@ -471,7 +322,7 @@ REHASH_CASES = {
     "more than the setting": (hash_password(PASSWORD, 2 * FAST), FAST, False),
     "django's default count, ours lower": (hash_password(PASSWORD, FAST).replace("$1000$", "$1000000$"),
                                            600_000, False),
-    "the 600,000 default": (HASH_600K, auth.DEFAULT_PBKDF2_ITERATIONS, False),
+    "the 600,000 default": (HASH_600K, config.DEFAULT_PBKDF2_ITERATIONS, False),
     "a short django salt": (DJANGO_OLD_SALT_HASH, FAST, True),
     "malformed": ("pbkdf2_sha1$1000$salt$hash", FAST, True),
     "absurd iterations": (MALFORMED_HASHES["iterations 10**9"], FAST, True),
@@ -637,6 +488,10 @@ def segment_of(part):
     return forge(HEADER, part).split(".")[1]
 
 
+def segment_of_header(header):
+    return forge(header, CLAIMS).split(".")[0]
+
+
 # -- the wire format, the round trip and the claims --
 
 def test_encode_token_writes_what_the_rfc_says():
@@ -759,9 +614,6 @@ def _nested_payload(depth):
     return b'{"x":' + b"[" * depth + b"]" * depth + b"}"
 
 
-ANY_REASON = None
-
-
 def with_header(**changes):
     return forge(header_with(**changes), CLAIMS)
 
@@ -822,7 +674,10 @@ REJECTED_TOKENS = {
     "signature of 64 bytes": (spliced(signature=b64url(bytes(64))), "bad signature"),
     "HMAC-SHA512 signature": (spliced(signature=b64url(hmac.new(
         KEY, f"{HEADER_SEGMENT}.{PAYLOAD_SEGMENT}".encode(), hashlib.sha512).digest())), "bad signature"),
-    "a flipped character in the header": (spliced(header=flip(HEADER_SEGMENT, 20)), ANY_REASON),
+    # Character 20 turns the `"` before typ into \x02: the header is no longer JSON.
+    "a flipped character in the header": (spliced(header=flip(HEADER_SEGMENT, 20)), "malformed header"),
+    "a header member added, signature kept":
+        (spliced(header=segment_of_header(header_with(cty="JWT"))), "bad signature"),
     "a flipped character in the payload": (spliced(payload=flip(PAYLOAD_SEGMENT, 20)), "bad signature"),
     "a flipped character in the signature": (spliced(signature=flip(SIGNATURE_SEGMENT, 20)), "bad signature"),
     "payload changed, signature kept": (spliced(payload=segment_of(claims_with(role="admin"))), "bad signature"),
@@ -898,8 +753,7 @@ def test_the_forged_tokens_are_right_but_for_their_defect():
 def test_a_bad_token_is_a_token_error_with_its_reason(token, reason):
     with pytest.raises(TokenError) as caught:  # any other exception type fails the test
         decode_token(token, (KEY,), now=NOW)
-    if reason is not ANY_REASON:
-        assert str(caught.value) == reason
+    assert str(caught.value) == reason
 
 
 ACCEPTED_TOKENS = {
@@ -1060,62 +914,3 @@ API_KEY_CASES = {
 @pytest.mark.parametrize("key, prefix", API_KEY_CASES.values(), ids=API_KEY_CASES.keys())
 def test_api_key_prefix(key, prefix):
     assert api_key_prefix(key) == prefix
-
-
-# == CSRF tokens ================================================================================
-
-SESSION_ID = "wykPhD_SnkNo7s3Z4HvOK01BHMQGq8SmMrm4EF7pTLo"
-
-
-def test_a_csrf_token_is_the_documented_hmac():
-    expected = b64url(hmac.new(KEY, b"csrf:" + SESSION_ID.encode(), hashlib.sha256).digest())
-    assert csrf_token_for(SESSION_ID, (KEY,)) == expected and len(expected) == 43
-
-
-def test_csrf_round_trip():
-    assert verify_csrf_token(csrf_token_for(SESSION_ID, (KEY,)), SESSION_ID, (KEY,))
-
-
-def test_a_csrf_token_of_another_session_is_refused():
-    assert not verify_csrf_token(csrf_token_for(new_session_id(), (KEY,)), SESSION_ID, (KEY,))
-
-
-@pytest.mark.parametrize("index", [0, 20, 41])
-def test_a_tampered_csrf_token_is_refused(index):
-    assert not verify_csrf_token(flip(csrf_token_for(SESSION_ID, (KEY,)), index), SESSION_ID, (KEY,))
-
-
-def test_a_csrf_token_made_with_the_old_key_verifies_while_keys_rotate():
-    token = csrf_token_for(SESSION_ID, (OLD_KEY,))
-    assert verify_csrf_token(token, SESSION_ID, (NEW_KEY, OLD_KEY))
-    assert not verify_csrf_token(token, SESSION_ID, (NEW_KEY,))
-    assert csrf_token_for(SESSION_ID, (NEW_KEY, OLD_KEY)) == csrf_token_for(SESSION_ID, (NEW_KEY,))
-
-
-def test_every_key_is_tried_with_compare_digest_for_csrf(compare_digest_calls):
-    assert not verify_csrf_token("A" * 43, SESSION_ID, (NEW_KEY, OLD_KEY))
-    assert len(compare_digest_calls) == 2
-
-
-CSRF_TOKEN = csrf_token_for(SESSION_ID, (KEY,))
-MALFORMED_CSRF = {
-    "None": (None, SESSION_ID, (KEY,)),
-    "int": (1, SESSION_ID, (KEY,)),
-    "bytes": (CSRF_TOKEN.encode(), SESSION_ID, (KEY,)),
-    "empty": ("", SESSION_ID, (KEY,)),
-    "42 characters": (CSRF_TOKEN[:-1], SESSION_ID, (KEY,)),
-    "44 characters": (CSRF_TOKEN + "A", SESSION_ID, (KEY,)),
-    "padded": (CSRF_TOKEN + "=", SESSION_ID, (KEY,)),
-    "non-ASCII": (CSRF_TOKEN[:-1] + "é", SESSION_ID, (KEY,)),
-    "respelled in its unused bits": (_non_canonical(CSRF_TOKEN), SESSION_ID, (KEY,)),
-    "the session id instead": (SESSION_ID, SESSION_ID, (KEY,)),
-    "session id None": (CSRF_TOKEN, None, (KEY,)),
-    "session id empty": (csrf_token_for("", (KEY,)), "", (KEY,)),
-    "session id a lone surrogate": (CSRF_TOKEN, "\ud800", (KEY,)),
-    "no keys": (CSRF_TOKEN, SESSION_ID, ()),
-}
-
-
-@pytest.mark.parametrize("token, session_id, keys", MALFORMED_CSRF.values(), ids=MALFORMED_CSRF.keys())
-def test_malformed_csrf_input_is_false_and_never_raises(token, session_id, keys):
-    assert verify_csrf_token(token, session_id, keys) is False

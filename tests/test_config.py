@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+import auth
 import config
 from config import ConfigError, load_settings
 
@@ -95,9 +96,12 @@ def test_app_env_refuses_anything_else(app_env):
     ("THREADS", "1024", 1024),
     ("DATABASE_TIMEOUT_SECONDS", "1", 1.0),
     ("DATABASE_TIMEOUT_SECONDS", "60", 60.0),
+    ("PBKDF2_ITERATIONS", "1000", 1000),
+    ("PBKDF2_ITERATIONS", "10000000", 10_000_000),
 ])
 def test_numbers_accept_their_bounds(name, value, expected):
-    field = {"PORT": "port", "THREADS": "threads", "DATABASE_TIMEOUT_SECONDS": "database_timeout_seconds"}[name]
+    field = {"PORT": "port", "THREADS": "threads", "DATABASE_TIMEOUT_SECONDS": "database_timeout_seconds",
+             "PBKDF2_ITERATIONS": "pbkdf2_iterations"}[name]
     assert getattr(settings_with(**{name: value}), field) == expected
 
 
@@ -114,9 +118,26 @@ def test_numbers_accept_their_bounds(name, value, expected):
     ("DATABASE_TIMEOUT_SECONDS", "61", "DATABASE_TIMEOUT_SECONDS must be between 1 and 60"),
     ("DATABASE_TIMEOUT_SECONDS", "2.5", "DATABASE_TIMEOUT_SECONDS must be a whole number"),
     ("DATABASE_TIMEOUT_SECONDS", "soon", "DATABASE_TIMEOUT_SECONDS must be a whole number"),
+    ("PBKDF2_ITERATIONS", "999", "PBKDF2_ITERATIONS must be between 1000 and 10000000"),
+    ("PBKDF2_ITERATIONS", "10000001", "PBKDF2_ITERATIONS must be between 1000 and 10000000"),
+    ("PBKDF2_ITERATIONS", "6e5", "PBKDF2_ITERATIONS must be a whole number"),
 ], ids=lambda value: value[:12] if isinstance(value, str) else None)
 def test_numbers_out_of_bounds_or_not_numbers_name_the_variable(name, value, message):
     assert refusal(**{name: value}) == message
+
+
+def test_the_default_pbkdf2_iterations_follow_owasp():
+    assert config.DEFAULT_PBKDF2_ITERATIONS == 600_000
+    assert settings_with().pbkdf2_iterations == 600_000
+
+
+def test_the_pbkdf2_ceiling_is_the_one_auth_enforces():
+    # One number in one place: a setting auth would refuse to hash with is refused at start.
+    ceiling = auth.MAX_PBKDF2_ITERATIONS
+    assert settings_with(PBKDF2_ITERATIONS=str(ceiling)).pbkdf2_iterations == ceiling
+    assert refusal(PBKDF2_ITERATIONS=str(ceiling + 1)) == f"PBKDF2_ITERATIONS must be between 1000 and {ceiling}"
+    with pytest.raises(ValueError):
+        auth.hash_password("a plum for every tuesday", ceiling + 1)
 
 
 @pytest.mark.parametrize("access_log, enabled", [("0", False), ("1", True), ("", True)])

@@ -18,9 +18,9 @@ from pagination import parse_sort
 # -- migrations --------------------------------------------------------------------------
 
 def test_migrate_records_the_baseline_once(database):
-    assert db.applied_versions(database) == [1, 2, 3]
+    assert db.applied_versions(database) == [1, 2, 3, 4]
     assert db.migrate(database) == []  # nothing left to apply
-    assert db.applied_versions(database) == [1, 2, 3]
+    assert db.applied_versions(database) == [1, 2, 3, 4]
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):
@@ -75,7 +75,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert db.applied_versions(database) == [1, 2, 3]
+        assert db.applied_versions(database) == [1, 2, 3, 4]
     finally:
         database.close()
 

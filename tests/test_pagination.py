@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from auth import sign_value
 from pagination import envelope, parse_page, parse_sort
+from signing import sign_value
 from web import BadRequest, parse_query
 
 KEYS = (b"pagination-test-key-of-32-bytes!",)
