@@ -1,0 +1,215 @@
+"""The layering rules of the README's map, checked by reading every module's imports.
+
+    HTTP toolkit (web, router, http11, httpserver, ...)    knows nothing of the shop
+      -> handlers (api_*.py)                                HTTP in, plain values out
+      -> services (accounts, orders, idempotency, ...)      business rules, no HTTP objects
+      -> SQL (sql_*.py)                                     one function per query
+      -> db.py                                              connections, transactions, engines
+
+A rule broken is reported as `file:line: imports X; rule`. Nothing is imported to check it:
+`ast` reads the source, so a module that would fail to import is still judged, and an
+import inside a function counts as much as one at the top.
+
+Every module of the project must belong to a layer (LAYERS below): a new module is placed
+on purpose, so its rules apply from its first line.
+"""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+TOOLKIT = frozenset({"web", "router", "http11", "httpserver", "strictjson"})
+SECRETS = frozenset({"auth", "signing"})
+# The services that exist and the ones the roadmap adds next: named now so that a new
+# module with one of these names is held to the rules on its first commit.
+SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "mailer", "webhooks", "exports", "events"})
+SQL_MAY_IMPORT = frozenset({"db", "sql_paging", "config"})
+SERVICES_MAY_NOT_IMPORT = frozenset({"web", "middleware", "routes"})
+# Modules that are neither a prefix group nor one of the sets above, each with its layer.
+OTHER_MODULES = {
+    "server": "wiring",       # the WSGI app and the command line
+    "routes": "wiring",       # the route table
+    "middleware": "wiring",   # cross-cutting concerns in one ordered list
+    "config": "wiring",       # the environment, read once
+    "cookies": "handlers",    # the cookie policy that handlers and middleware share
+    "challenge": "handlers",  # the 401 and its WWW-Authenticate challenge, for both as well
+    "pagination": "handlers",  # the HTTP side of lists
+    "validation": "handlers",  # field rules for bodies and query values
+    "db": "database",
+    "observe": "operations",  # logs
+    "seed": "operations",     # demo data
+}
+# SQL text: a statement's opening words, in the capitals every SQL string here uses.
+SQL_TEXT = re.compile(r"\b(SELECT\s.+\sFROM|INSERT INTO|DELETE FROM|UPDATE\s+\w+\s+SET)\b", re.DOTALL)
+
+
+def test_every_module_keeps_to_its_layer():
+    broken = layer_violations(PROJECT_DIR)
+    assert not broken, "layering rules broken (see tests/test_layers.py):\n" + "\n".join(broken)
+
+
+def test_no_module_shadows_the_standard_library():
+    broken = shadowing_modules(PROJECT_DIR)
+    assert not broken, "\n".join(broken)
+
+
+def layer_violations(project_dir):
+    """Every broken rule among the project's top-level modules, as readable lines."""
+    modules = {path.stem: path for path in sorted(project_dir.glob("*.py"))}
+    broken = []
+    for name, path in modules.items():
+        layer = layer_of(name)
+        if layer is None:
+            broken.append(f"{path.name}: belongs to no layer; add it to tests/test_layers.py (and the README's map)")
+            continue
+        for imported, line in imports_of(path):
+            rule = _rule_broken(name, imported, modules)
+            if rule:
+                broken.append(f"{path.name}:{line}: imports {imported}; {rule}")
+        if name.startswith("api_"):
+            for line in sql_text_lines(path):
+                broken.append(f"{path.name}:{line}: holds SQL text; handlers never contain SQL (it belongs in sql_*.py)")
+    return broken
+
+
+def shadowing_modules(project_dir):
+    """Project modules (top level and tests) named like a standard-library module: with
+    `pythonpath = .` a file email.py would be imported in place of the real `email`."""
+    paths = sorted(project_dir.glob("*.py")) + sorted(project_dir.glob("tests/*.py"))
+    return [
+        f"{path.relative_to(project_dir)}: shadows the standard-library module '{path.stem}'; rename it"
+        for path in paths if path.stem in sys.stdlib_module_names
+    ]
+
+
+def layer_of(name):
+    if name.startswith("sql_"):
+        return "sql"
+    if name.startswith("api_"):
+        return "handlers"
+    if name in TOOLKIT:
+        return "toolkit"
+    if name in SECRETS:
+        return "secrets"
+    if name in SERVICES:
+        return "services"
+    return OTHER_MODULES.get(name)
+
+
+def imports_of(path):
+    """(top-level module name, line) of every import in a file; relative imports are none here."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name.split(".")[0], node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module.split(".")[0], node.lineno))
+    return sorted(found, key=lambda pair: pair[1])
+
+
+def sql_text_lines(path):
+    """Lines of string constants that read as SQL statements (docstrings are prose, not SQL)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {
+        id(node.body[0].value) for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.lineno for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and id(node) not in docstrings and SQL_TEXT.search(node.value)
+    ]
+
+
+def _rule_broken(importer, imported, modules):
+    """The rule `importer` breaks by importing `imported`, or None."""
+    is_shop = imported in modules
+    if importer.startswith("sql_") and is_shop and imported not in SQL_MAY_IMPORT:
+        return "sql_* modules import nothing of the shop but db, sql_paging and config"
+    if importer in SERVICES and (imported in SERVICES_MAY_NOT_IMPORT or imported.startswith("api_")):
+        return "services never import web, middleware, routes or api_* (no HTTP objects below the handlers)"
+    if importer.startswith("api_") and (imported == "middleware" or imported.startswith("api_")):
+        return "api_* never import middleware or each other"
+    if importer in TOOLKIT and imported not in TOOLKIT and imported not in sys.stdlib_module_names:
+        return "the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only the standard library and itself"
+    if importer in SECRETS and imported not in SECRETS | {"strictjson"} and imported not in sys.stdlib_module_names:
+        return "auth and signing import only the standard library and strictjson"
+    return None
+
+
+# -- the rules' own tests: a fabricated project in a temporary directory -------------------
+
+def make_project(tmp_path, files):
+    for name, source in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return tmp_path
+
+
+CLEAN_PROJECT = {
+    "db.py": "import sqlite3\nimport config\n",
+    "config.py": "import os\n",
+    "web.py": "import json\nimport strictjson\n",
+    "strictjson.py": "import json\n",
+    "auth.py": "import hmac\nimport signing\nimport strictjson\n",
+    "signing.py": "import hmac\n",
+    "sql_items.py": "import db\nfrom sql_paging import page_sql\n\nSQL = 'SELECT id FROM items'\n",
+    "sql_paging.py": "",
+    "pagination.py": "import web\n",
+    "orders.py": "import db\nimport sql_items\n",
+    "api_items.py": '"""SELECT nothing FROM here: a docstring is prose."""\nimport orders\nfrom web import Response\n',
+}
+
+
+def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
+    project = make_project(tmp_path, CLEAN_PROJECT)
+    assert layer_violations(project) == []
+    assert shadowing_modules(project) == []
+
+
+@pytest.mark.parametrize("file_name, source, expected", [
+    ("sql_items.py", "import db\nimport pagination\n",
+     "sql_items.py:2: imports pagination; sql_* modules import nothing of the shop but db, sql_paging and config"),
+    ("orders.py", "import db\nfrom web import NotFound\n",
+     "orders.py:2: imports web; services never import web, middleware, routes or api_*"),
+    ("jobs.py", "import api_items\n",
+     "jobs.py:1: imports api_items; services never import web, middleware, routes or api_*"),
+    ("api_items.py", "import middleware\n",
+     "api_items.py:1: imports middleware; api_* never import middleware or each other"),
+    ("api_orders.py", "def handler():\n    import api_items\n",
+     "api_orders.py:2: imports api_items; api_* never import middleware or each other"),
+    ("api_orders.py", "import db\n\nQUERY = (\n    'SELECT id'\n    ' FROM orders'\n)\n",
+     "api_orders.py:4: holds SQL text; handlers never contain SQL"),
+    ("api_orders.py", "def f(c):\n    c.execute(f'UPDATE orders SET status = {1}')\n",
+     "api_orders.py:2: holds SQL text; handlers never contain SQL"),
+    ("web.py", "import json\nimport auth\n",
+     "web.py:2: imports auth; the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only"),
+    ("http11.py", "import psycopg\n",
+     "http11.py:1: imports psycopg; the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only"),
+    ("signing.py", "import config\n",
+     "signing.py:1: imports config; auth and signing import only the standard library and strictjson"),
+    ("auth.py", "from db import utc_now\n",
+     "auth.py:1: imports db; auth and signing import only the standard library and strictjson"),
+    ("helpers.py", "import json\n",
+     "helpers.py: belongs to no layer; add it to tests/test_layers.py"),
+])
+def test_each_rule_reports_file_line_import_and_rule(tmp_path, file_name, source, expected):
+    project = make_project(tmp_path, dict(CLEAN_PROJECT, **{file_name: source}))
+    broken = layer_violations(project)
+    assert len(broken) == 1 and broken[0].startswith(expected), broken
+
+
+@pytest.mark.parametrize("path", ["email.py", "queue.py", "csv.py", "ssl.py", "tests/secrets.py"])
+def test_a_module_named_like_the_standard_library_is_reported(tmp_path, path):
+    project = make_project(tmp_path, dict(CLEAN_PROJECT, **{path: ""}))
+    assert shadowing_modules(project) == [
+        f"{path}: shadows the standard-library module '{Path(path).stem}'; rename it"
+    ]
