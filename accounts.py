@@ -15,7 +15,7 @@ The life of a login, as the tables see it:
 import hmac
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import auth
 import db
@@ -264,4 +264,4 @@ def api_key_user(database, key):
 
 def _rfc3339(unix_time):
     """A Unix time as the fixed-width text every timestamp is stored in (db.utc_text)."""
-    return db.utc_text(datetime.fromtimestamp(unix_time, timezone.utc))
+    return db.utc_text(datetime.fromtimestamp(unix_time, UTC))

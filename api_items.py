@@ -22,7 +22,16 @@ import db
 import pagination
 import sql_items
 from validation import Field, validate
-from web import IF_MATCH_ANY, BadRequest, HTTPError, NotFound, PreconditionFailed, Response, if_match, query_whole_number
+from web import (
+    IF_MATCH_ANY,
+    BadRequest,
+    HTTPError,
+    NotFound,
+    PreconditionFailed,
+    Response,
+    if_match,
+    query_whole_number,
+)
 
 LIST_PARAMETERS = frozenset(
     {"limit", "offset", "cursor", "sort", "in_stock", "min_price_cents", "max_price_cents", "q"}

@@ -24,7 +24,16 @@ import orders
 import pagination
 import sql_orders
 from validation import Field, parse_date, parse_date_time, validate
-from web import IF_MATCH_ANY, BadRequest, Conflict, NotFound, PreconditionFailed, Response, UnprocessableContent, if_match
+from web import (
+    IF_MATCH_ANY,
+    BadRequest,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    Response,
+    UnprocessableContent,
+    if_match,
+)
 
 LINE_FIELDS = [
     Field("item_id", "integer", minimum=1),
@@ -67,7 +76,7 @@ def create_order(request):
             headers=[("Retry-After", str(KEY_IN_USE_RETRY_AFTER_SECONDS))],
         ) from None
     if isinstance(outcome, idempotency.StoredResponse):
-        return Response(outcome.body, outcome.status, outcome.headers + [("Idempotent-Replayed", "true")])
+        return Response(outcome.body, outcome.status, [*outcome.headers, ("Idempotent-Replayed", "true")])
     claim = outcome  # this request holds the key now
 
     def remember_response(connection, order):
@@ -117,7 +126,9 @@ def get_order(request):
     order = orders.get_order(request.services.database, order_id, user_id=_owner_filter(request))
     if order is None:
         raise NotFound(f"order {order_id} does not exist")
-    return Response.json(public_order(order), headers=[("ETag", order_etag(order)), ("Cache-Control", "private, no-cache")])
+    # private: the order is the caller's own, never for a shared cache; no-cache: revalidate each time.
+    headers = [("ETag", order_etag(order)), ("Cache-Control", "private, no-cache")]
+    return Response.json(public_order(order), headers=headers)
 
 
 def cancel_order(request):
@@ -262,7 +273,7 @@ def _order_filters(request):
 def _timestamp(name, text):
     """An RFC 3339 date-time with an offset, or a full date (midnight UTC), as stored text."""
     day = parse_date(text)
-    moment = parse_date_time(text) if day is None else dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    moment = parse_date_time(text) if day is None else dt.datetime.combine(day, dt.time(), dt.UTC)
     if moment is not None:
         try:
             return db.utc_text(moment)

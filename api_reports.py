@@ -41,8 +41,8 @@ def sales_report(request):
     limit = pagination.parse_limit(query)
     first_day, last_day = _day_range(request)
     # The range as stored text: from the first day's midnight to the midnight after the last.
-    start = db.utc_text(dt.datetime.combine(first_day, dt.time(), dt.timezone.utc))
-    end = db.utc_text(dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), dt.timezone.utc))
+    start = db.utc_text(dt.datetime.combine(first_day, dt.time(), dt.UTC))
+    end = db.utc_text(dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), dt.UTC))
     with request.services.database.connection() as connection:
         if group_by == "day":
             rows = sql_reports.sales_by_day(connection, start, end)
@@ -52,7 +52,7 @@ def sales_report(request):
 
 
 def _day_range(request):
-    last_day = _day(request, "to") or dt.datetime.now(dt.timezone.utc).date()
+    last_day = _day(request, "to") or dt.datetime.now(dt.UTC).date()
     first_day = _day(request, "from") or last_day - dt.timedelta(days=DEFAULT_DAYS - 1)
     if first_day > last_day:
         raise BadRequest("'from' is after 'to'")

@@ -66,7 +66,9 @@ def list_users(request):
     keys = request.services.settings.secret_keys
     page = pagination.parse_page(query, sortable=sql_users.SORTABLE_COLUMNS, default_sort="id", filters={}, keys=keys)
     with request.services.database.connection() as connection:
-        rows = sql_users.list_users(connection, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after)
+        rows = sql_users.list_users(
+            connection, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after
+        )
     body, link_header = pagination.envelope(rows, page, path=request.path, query_params={}, keys=keys)
     return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 

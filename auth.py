@@ -72,7 +72,7 @@ from signing import b64url_decode, b64url_encode, hmac_sha256
 # == passwords ==============================================================================
 
 # Django's format, so hashes move both ways:  pbkdf2_sha256$<iterations>$<salt>$<base64 hash>
-PASSWORD_ALGORITHM = "pbkdf2_sha256"
+PASSWORD_ALGORITHM = "pbkdf2_sha256"  # noqa: S105 - the algorithm's name, not a password
 # A stored hash that asks for more (or fewer than 1) is refused, not run: whoever can write
 # one row of the users table must not be able to make one login cost minutes of CPU. The
 # PBKDF2_ITERATIONS setting (config.py) is held to the same ceiling.
@@ -247,7 +247,7 @@ ROLES = ("user", "admin")
 MAX_TOKEN_CHARS = 8 * 1024  # ours are ~300; a longer one is refused before any parsing
 VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens whose signature is known good (see _verified_claims)
 KEY_ID_CHARS = 16  # 96 bits of a hash: tells a few keys apart, says nothing usable about them
-_TOKEN_ALGORITHM = "HS256"  # the one `alg` we make and accept (RFC 7518 §3.2)
+_TOKEN_ALGORITHM = "HS256"  # noqa: S105 - the one `alg` we make and accept (RFC 7518 §3.2)
 _REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "jti")
 _USER_ID = re.compile(r"[1-9][0-9]*")  # `sub` as str(user_id) writes it: one spelling per user
 

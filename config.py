@@ -16,8 +16,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SECRET_KEY_FALLBACKS` | empty | comma-separated older keys, still accepted while keys rotate |
 | `THREADS` | 2 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
-| `PBKDF2_ITERATIONS` | `600000` | password hashing work (OWASP's figure for PBKDF2-SHA256); older hashes are upgraded at login |
-| `SESSION_COOKIE_SECURE` | `auto` | `1`: session cookies are `Secure` and `__Host-` prefixed; `auto`: when the request came over HTTPS |
+| `PBKDF2_ITERATIONS` | `600000` | hashing work per password (OWASP's PBKDF2-SHA256); old hashes upgrade at login |
+| `SESSION_COOKIE_SECURE` | `auto` | `1`: cookies are `Secure` and `__Host-` prefixed; `auto`: when over HTTPS |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
 """
 

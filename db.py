@@ -26,7 +26,7 @@ import re
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,8 +35,9 @@ try:  # Optional: only a postgresql:// DATABASE_URL needs psycopg.
     import psycopg.conninfo
     import psycopg_pool
     from psycopg.rows import dict_row
+    HAVE_PSYCOPG = True
 except ImportError:  # pragma: no cover - exercised on a machine without the package
-    psycopg = None
+    HAVE_PSYCOPG = False
 
 from config import PROJECT_DIR
 
@@ -146,7 +147,7 @@ class Connection:
         if not rows or isinstance(rows[0], dict):
             return rows
         columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row)) for row in rows]
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def fetch_value(self, sql, params=None):
         """The first column of the first row, or None."""
@@ -255,7 +256,7 @@ class PostgresDatabase:
     engine = "postgresql"
 
     def __init__(self, url, *, timeout_seconds=5.0):
-        if psycopg is None:
+        if not HAVE_PSYCOPG:
             raise DriverMissing("a postgresql:// DATABASE_URL needs psycopg: pip install -r requirements.txt")
         self.timeout_seconds = timeout_seconds
         # A statement running longer than the timeout is cancelled by the server. Added to
@@ -338,9 +339,7 @@ def migrate(database, migrations_dir=MIGRATIONS_DIR):
             if done:
                 continue
             for statement in split_statements(sql):
-                if connection.engine == "sqlite":
-                    statement = _sqlite_dialect(statement)
-                connection.execute(statement)
+                connection.execute(_sqlite_dialect(statement) if connection.engine == "sqlite" else statement)
             connection.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :applied_at)",
                 {"version": version, "name": name, "applied_at": utc_now()},
@@ -397,16 +396,16 @@ def split_statements(script):
 def utc_now(offset_seconds=0):
     """The current time as fixed-width RFC 3339 UTC text, the form every timestamp is stored in;
     `offset_seconds` later (or earlier, when negative)."""
-    return utc_text(datetime.now(timezone.utc) + timedelta(seconds=offset_seconds))
+    return utc_text(datetime.now(UTC) + timedelta(seconds=offset_seconds))
 
 
 def utc_text(moment):
     """An aware datetime as fixed-width RFC 3339 UTC text.
 
-    >>> utc_text(datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc))
+    >>> utc_text(datetime(2026, 11, 28, 10, 0, tzinfo=UTC))
     '2026-11-28T10:00:00.000000Z'
     """
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     # The year by hand: strftime's %Y writes the year 999 as "999", not "0999".
     return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%fZ")
 
@@ -447,7 +446,7 @@ def _run(raw, sql):
 def _as_dict(cursor, row):
     if isinstance(row, dict):
         return row
-    return {column[0]: value for column, value in zip(cursor.description, row)}
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
 def _reraise_translated(error):
@@ -466,7 +465,7 @@ def _translate_error(error):
         if "locked" in message or "unable to open" in message or "disk I/O" in message:
             return DatabaseUnavailable(message)
         return error
-    if psycopg is not None:
+    if HAVE_PSYCOPG:
         if isinstance(error, psycopg.errors.IntegrityError):
             return IntegrityError(str(error), getattr(error.diag, "constraint_name", None))
         if isinstance(error, (psycopg.OperationalError, psycopg.errors.QueryCanceled)):

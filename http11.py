@@ -61,7 +61,7 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"   # RFC 9110 §15.2.1
 
 _log = logging.getLogger("http11")
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"                         # RFC 9110 §5.6.2
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 9110 §5.6.2's token, not a secret
 _FIELD_VALUE = r"[\t\x20-\x7e\x80-\xff]*"                      # §5.5: no CR, LF, NUL or DEL
 # §3: exactly one SP between the parts; the target is visible ASCII without "#" (no fragments).
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21\x22\x24-\x7e]+) (HTTP/[0-9]\.[0-9])")
@@ -415,7 +415,7 @@ def _parse_request_line(line):
 
 def _parse_fields(lines, version, authority) -> dict:
     """The field lines as {lower-case name: value}, with the Host rules of §3.2 applied."""
-    fields = {}
+    fields: dict[str, str] = {}
     for line in lines:
         field = _FIELD_LINE.fullmatch(line)
         if field is None:

@@ -408,9 +408,9 @@ class _Response:
         """PEP 3333 write(): send data now (the head goes out with the first bytes)."""
         if not isinstance(data, bytes):
             raise TypeError(f"the application must send bytes, not {type(data).__name__}")
-        if data:  # PEP 3333: the head is not sent before the first non-empty body string
-            if out := self._head(None) + self.framer.frame(data):
-                self.conn.sendall(out)
+        # PEP 3333: the head is not sent before the first non-empty body string.
+        if data and (out := self._head(None) + self.framer.frame(data)):
+            self.conn.sendall(out)
 
     def send(self, result):
         """Send the app's return value: one sendall for a list, piece by piece otherwise."""

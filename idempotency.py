@@ -42,7 +42,7 @@ KEY_TTL_SECONDS = 24 * 3600
 LEASE_SECONDS = 60
 MAX_KEY_CHARS = 255
 # Visible ASCII: what UUIDs and random tokens are made of, and safe to store and log.
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_CHARS)
+KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}")
 # Expired keys are removed at most this often per process, by the request that notices.
 PURGE_INTERVAL_SECONDS = 60
 # The response headers a replay repeats; the others (request id, date) belong to each answer.

@@ -11,8 +11,8 @@ Cookie, passwords, tokens and keys. The route is logged as its pattern, not the 
 
 Writing to stdout is a system call, and flushing one per request costs more than the
 request itself on a fast endpoint. So `log()` formats the line and puts it on a queue, and
-one writer thread writes whatever has queued up in one call. A crash loses at most the lines still queued; `flush()` drains the queue at
-shutdown.
+one writer thread writes whatever has queued up in one call. A crash loses at most the lines
+still queued; `flush()` drains the queue at shutdown.
 """
 
 import json

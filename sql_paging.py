@@ -25,8 +25,11 @@ def page_sql(select: str, conditions: Iterable[str], params: dict[str, Any], *, 
     `conditions` (SQL texts whose values are in `params`), then the rows after the cursor,
     in `sort` order, `limit` of them, or skipping `offset`.
 
-    >>> page_sql("SELECT id FROM items", ["stock > 0"], {}, sort=(("id", False),), limit=21, after=(40,))
-    ('SELECT id FROM items WHERE stock > 0 AND (id > :after_0) ORDER BY id ASC LIMIT :limit', {'after_0': 40, 'limit': 21})
+    >>> sql, params = page_sql("SELECT id FROM items", ["stock > 0"], {}, sort=(("id", False),), limit=21, after=(40,))
+    >>> sql
+    'SELECT id FROM items WHERE stock > 0 AND (id > :after_0) ORDER BY id ASC LIMIT :limit'
+    >>> params
+    {'after_0': 40, 'limit': 21}
     """
     conditions, params = list(conditions), dict(params)
     if after is not None:
@@ -72,7 +75,7 @@ def keyset_condition(sort: Sort, after: Sequence[Any]) -> tuple[str, dict[str, A
     for position, (column, descending) in enumerate(sort):
         equal_before = [f"{earlier} = :after_{index}" for index, (earlier, _) in enumerate(sort[:position])]
         past = f"{column} {'<' if descending else '>'} :after_{position}"
-        terms = equal_before + [past]
+        terms = [*equal_before, past]
         alternatives.append(terms[0] if len(terms) == 1 else "(" + " AND ".join(terms) + ")")
     return "(" + " OR ".join(alternatives) + ")", params
 
@@ -95,4 +98,4 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """
     names = [f"{prefix}_{position}" for position in range(len(values))]
     placeholders = "(" + ", ".join(f":{name}" for name in names) + ")"
-    return placeholders, dict(zip(names, values))
+    return placeholders, dict(zip(names, values, strict=True))

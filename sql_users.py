@@ -77,5 +77,7 @@ def count_admins(connection):
 
 def list_users(connection, *, sort, limit, offset=None, after=None):
     """Up to `limit` users in `sort` order (from pagination.parse_sort over SORTABLE_COLUMNS)."""
-    sql, params = page_sql(f"SELECT {USER_COLUMNS} FROM users", [], {}, sort=sort, limit=limit, offset=offset, after=after)
+    sql, params = page_sql(
+        f"SELECT {USER_COLUMNS} FROM users", [], {}, sort=sort, limit=limit, offset=offset, after=after
+    )
     return connection.fetch_all(sql, params)

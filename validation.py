@@ -9,8 +9,11 @@ one 422 that names each bad field, so a client fixes all of them in one round tr
     >>> try:
     ...     validate({"name": "", "price_cents": -1, "role": "admin"}, ITEM)
     ... except UnprocessableContent as error:
-    ...     error.errors
-    [{'field': 'role', 'message': 'is not a known field'}, {'field': 'name', 'message': 'must be 1 to 200 characters'}, {'field': 'price_cents', 'message': 'must be a whole number of at least 0'}]
+    ...     for problem in error.errors:
+    ...         print(problem)
+    {'field': 'role', 'message': 'is not a known field'}
+    {'field': 'name', 'message': 'must be 1 to 200 characters'}
+    {'field': 'price_cents', 'message': 'must be a whole number of at least 0'}
 
 Unknown fields are errors, not silently dropped: a client sending `role` or `id` learns at
 once that it cannot set them (mass assignment), instead of believing it did.

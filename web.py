@@ -17,7 +17,6 @@ application's and the HTTP server's own alike:
 """
 
 import json
-import re
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
@@ -124,7 +123,7 @@ class ServiceUnavailable(HTTPError):
     def __init__(self, detail=None, **more):
         super().__init__(detail, **more)
         if not any(name.lower() == "retry-after" for name, _ in self.headers):
-            self.headers = self.headers + [("Retry-After", str(self.retry_after_seconds))]
+            self.headers = [*self.headers, ("Retry-After", str(self.retry_after_seconds))]
 
 
 # -- request ---------------------------------------------------------------------------
@@ -196,7 +195,7 @@ class Request:
     def body(self):
         """The raw body bytes, at most MAX_BODY_BYTES (else 413)."""
         length_text = self.environ.get("CONTENT_LENGTH") or "0"
-        # ASCII digits only: "²" and "١" are digits to str.isdigit(), but not to HTTP.
+        # ASCII digits only: superscripts and other scripts' digits pass str.isdigit(), not HTTP.
         if not (length_text.isascii() and length_text.isdigit()):
             raise BadRequest("Content-Length must be a number of bytes")
         # The length check first, so int() never reads thousands of digits.
@@ -251,7 +250,7 @@ def query_whole_number(query, name, *, low, high, default=None, unit=""):
 
     Raises BadRequest naming the range ("'limit' must be a whole number from 1 to 100";
     `unit` is said after "number", e.g. " of cents") for anything else: signs, spaces,
-    fractions, and digits other than ASCII ("²" and "١" are digits to str.isdigit()).
+    fractions, and digits other than ASCII (a superscript two passes str.isdigit()).
     """
     text = query_value(query, name)
     if text is None:

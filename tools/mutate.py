@@ -63,7 +63,8 @@ def main(argv=None):
         _print_scores(statuses, arguments.modules)
         for name, status in sorted(statuses.items()):
             if status in ("survived", "untested"):
-                diff = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout
+                shown = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True, check=True)
+                diff = shown.stdout
                 print(f"\n## {name} ({status})\n{diff.strip()}")
     finally:
         if arguments.keep:
@@ -115,7 +116,8 @@ def _print_scores(statuses, modules):
         module = name.split(".")[0]
         if module in counts:
             counts[module][status] += 1
-    print(f"\n| module | mutants | killed | survived | untested | timeout | score |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| module | mutants | killed | survived | untested | timeout | score |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for module, count in counts.items():
         judged = count["killed"] + count["survived"] + count["untested"]
         score = f"{100 * count['killed'] / judged:.0f} %" if judged else "-"
