@@ -3,9 +3,13 @@
 import pytest
 
 import seed
+from conftest import follow_next_links
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
+# Creation times for `restamp`: in an order unlike the ids', three items on each of ten
+# days, so that a sort by created_at that is ignored, reversed or not tie-broken by id shows.
+CREATED_AT = {item_id: f"2026-01-{1 + item_id * 7 % 10:02d}T12:00:00.000000Z" for item_id in range(1, 31)}
 
 
 def test_get_item_returns_the_row_with_an_etag(client):
@@ -84,33 +88,19 @@ def test_offset_pages_have_next_and_prev_links(client):
     assert "next" not in last["links"]
 
 
-def follow_next_links(client, first_url):
-    ids, url, pages = [], first_url, 0
-    while url:
-        response = client.get(url)
-        assert response.status == 200, response
-        body = response.json()
-        ids.extend(item["id"] for item in body["data"])
-        url = body["links"].get("next")
-        pages += 1
-        assert pages < 100
-    return ids
-
-
 @pytest.mark.parametrize("sort", ["id", "-id", "name", "-price_cents,name", "price_cents", "-created_at", "name,-price_cents"])
 @pytest.mark.parametrize("mode", ["cursor", "offset"])
-def test_following_next_links_visits_every_row_exactly_once(client, sort, mode):
+def test_following_next_links_visits_every_row_exactly_once(client, seeded, sort, mode):
+    restamp(seeded)
     first = f"/v1/items?limit=7&sort={sort}" + ("&offset=0" if mode == "offset" else "")
-    ids = follow_next_links(client, first)
+    ids = listed_ids(client, first)
     assert sorted(ids) == list(range(1, 31))
     assert len(ids) == len(set(ids)) == 30
     # And in the promised order, ties broken by id.
-    rows = [dict(item, id=number) for number, item in enumerate(SEEDED, start=1)]
+    rows = [dict(item, id=number, created_at=CREATED_AT[number]) for number, item in enumerate(SEEDED, start=1)]
     keys = [(part.lstrip("-"), part.startswith("-")) for part in sort.split(",")]
     expected = rows
     for column, descending in reversed(keys + [("id", keys[-1][1])]):  # id follows the last key
-        if column == "created_at":
-            continue  # all seeded in one batch: equal timestamps, so id decides
         expected = sorted(expected, key=lambda row: row[column], reverse=descending)
     assert ids == [row["id"] for row in expected]
 
@@ -122,7 +112,7 @@ def test_filters_are_applied_and_kept_in_links(client):
     assert [item["id"] for item in body["data"]] == expected[:5]
     assert all(item["in_stock"] for item in body["data"])
     assert "in_stock=true" in body["links"]["next"] and "min_price_cents=1000" in body["links"]["next"]
-    assert follow_next_links(client, "/v1/items?in_stock=true&min_price_cents=1000&max_price_cents=15000&limit=5") == expected
+    assert listed_ids(client, "/v1/items?in_stock=true&min_price_cents=1000&max_price_cents=15000&limit=5") == expected
 
 
 def test_in_stock_false_lists_only_sold_out_items(client):
@@ -208,3 +198,18 @@ def test_options_answers_with_allow(client):
     assert response.status == 204
     assert response.header("Allow") == "GET, HEAD, OPTIONS, POST"
     assert response.body == b""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def listed_ids(client, url):
+    """The ids of every row from `url` on, following the next links."""
+    return [item["id"] for page in follow_next_links(client, url) for item in page["data"]]
+
+
+def restamp(database):
+    """Give the seeded items the CREATED_AT times (seeding stamps them all alike)."""
+    with database.transaction() as connection:
+        for item_id, created_at in CREATED_AT.items():
+            connection.execute("UPDATE items SET created_at = :created_at WHERE id = :item_id",
+                               {"created_at": created_at, "item_id": item_id})
