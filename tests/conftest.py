@@ -1,25 +1,34 @@
-"""Fixtures shared by the suite: a fresh database per test and per engine, the app, and clients.
+"""Fixtures and helpers shared by the suite: a fresh database per test and per engine, the
+app, clients, accounts, and the few helpers more than one test file needs.
 
     def test_something(client):          # runs 4 times: {sqlite, postgresql} x {wsgi, live}
         response = client.get("/v1/items/1")
         assert response.status == 200
 
 - `engine`: "sqlite" (a file in the test's tmp_path) or "postgresql" (a schema of its own
-  in the `test` database, dropped afterwards). PostgreSQL tests are skipped when no server
-  answers, except under CI=true, where they fail instead: CI must prove both engines.
+  in the `test` database). PostgreSQL tests are skipped when no server answers, except
+  under CI=true, where they fail instead: CI must prove both engines.
+- `database`: migrated and empty. Migrating costs a tenth of a second on PostgreSQL, so a
+  test gets a schema migrated once and emptied after each earlier test that used it; a
+  test that asks only for `database_url` or `settings` gets a brand-new, empty one.
 - `client`: the app called in-process through `wsgiref.validate.validator` (which checks
   every PEP 3333 rule on every call), or over a real socket to `httpserver.HTTPServer`.
+- `checker`: one seeded SQLite app per test module, for requests refused before any SQL.
 """
 
+import base64
 import http.client
 import io
 import json
 import os
+import shutil
+import socket
 import threading
 import uuid
 import wsgiref.util
 import wsgiref.validate
-from urllib.parse import urlsplit
+from collections import namedtuple
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import pytest
 
@@ -27,6 +36,7 @@ import config
 import db
 import seed
 import server
+import sql_items
 import web
 from observe import JSONLogger
 
@@ -35,8 +45,13 @@ TEST_SECRET_KEY = "test-secret-key-that-is-at-least-32-bytes-long"
 TEST_PASSWORD = "tea for two on a quiet afternoon"
 TEST_ITERATIONS = 1_000  # PBKDF2 rounds in tests: fast; production uses 600,000
 IN_CI = os.environ.get("CI") == "true"
-_postgres_checked = {}
+# Emptying a reused schema waits at most this long for a lock a stray connection still holds;
+# past it the schema is dropped instead of reused.
+EMPTYING_LOCK_TIMEOUT = "2s"
+Checker = namedtuple("Checker", "client database admin customer")
 
+
+# -- engines and databases -----------------------------------------------------------------
 
 def postgres_admin():
     """A psycopg connection for creating and dropping test schemas; skip or fail when absent."""
@@ -62,18 +77,24 @@ def engine(request):
 
 
 @pytest.fixture
-def database_url(engine, tmp_path):
+def database_url(request, engine, tmp_path):
+    """A new, empty database; already migrated when the test also asks for `database`."""
+    migrated = "database" in request.fixturenames
     if engine == "sqlite":
-        yield f"sqlite:///{tmp_path}/shop.db"
+        path = tmp_path / "shop.db"
+        if migrated:
+            shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), path)
+        yield f"sqlite:///{path}"
         return
-    schema = "test_" + uuid.uuid4().hex[:12]
-    with postgres_admin() as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
+    schemas = request.getfixturevalue("migrated_schemas") if migrated else None
+    schema = schemas.take() if migrated else _create_schema()
     try:
         yield postgres_url_for_schema(schema)
     finally:
-        with postgres_admin() as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        if migrated:
+            schemas.give_back(schema)
+        else:
+            _drop_schema(schema)
 
 
 @pytest.fixture
@@ -90,7 +111,7 @@ def settings(database_url):
 def database(settings):
     """A migrated, empty database, closed after the test."""
     database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
-    db.migrate(database)
+    db.migrate(database)  # a no-op: database_url hands out copies and schemas already migrated
     yield database
     database.close()
 
@@ -101,6 +122,128 @@ def seeded(database):
     seed.seed_items(database, 30)
     return database
 
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory):
+    """A migrated SQLite file to copy: a copy costs a millisecond, migrating ten."""
+    path = tmp_path_factory.mktemp("template") / "shop.db"
+    template = db.open_database(f"sqlite:///{path}")
+    db.migrate(template)
+    template.close()  # the last connection's close folds the WAL back into the file
+    assert not path.with_name("shop.db-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_schemas():
+    """PostgreSQL schemas migrated once each and emptied for the next test."""
+    schemas = MigratedSchemas()
+    yield schemas
+    schemas.drop_all()
+
+
+class MigratedSchemas:
+    """Migrated schemas for reuse. `take` hands one out; `give_back` empties it (rows deleted,
+    identities restarted) and keeps it, unless the test changed its tables or indexes, or
+    emptying fails: then the schema is dropped and the next test gets a new one.
+
+    One admin connection serves every give_back: a new connection starts with cold catalog
+    caches, and its first catalog queries would cost more than the emptying itself.
+    """
+
+    def __init__(self):
+        self.idle = []
+        self.admin = None
+        self.shape = None  # the relations of a freshly migrated schema
+        self.tables = []  # its tables but schema_migrations, newest first
+        self.identities = []  # its (table, column) of GENERATED ... AS IDENTITY
+
+    def take(self):
+        if self.idle:
+            return self.idle.pop()
+        schema = _create_schema()
+        database = db.open_database(postgres_url_for_schema(schema))
+        try:
+            db.migrate(database)
+        finally:
+            database.close()
+        if self.shape is None:
+            self.admin = postgres_admin()
+            # pg_class has no index on relnamespace, and on a server where many schemas were
+            # made and dropped its table has grown large: read it through an index instead.
+            self.admin.execute("SET enable_seqscan = off")
+            self.shape = _relations(self.admin, schema)
+            self.tables, self.identities = _tables_and_identities(self.admin, schema)
+        return schema
+
+    def give_back(self, schema):
+        try:
+            reusable = _relations(self.admin, schema) == self.shape
+            if reusable:
+                self._empty(schema)
+        except Exception:  # anything unusual: a new schema is the safe answer
+            reusable = False
+        if reusable:
+            self.idle.append(schema)
+        else:
+            _drop_schema(schema)
+
+    def drop_all(self):
+        for schema in self.idle:
+            _drop_schema(schema)
+        if self.admin is not None:
+            self.admin.close()
+
+    def _empty(self, schema):
+        """Delete every row but the migrations' and restart every identity, in one transaction.
+
+        The newest table first: a table can reference only tables that existed before it, so
+        no foreign key is broken on the way. DELETE, not TRUNCATE: on a few rows it is several
+        times faster, since TRUNCATE makes new files for every table and index.
+        """
+        with self.admin.transaction():
+            self.admin.execute(f"SET LOCAL lock_timeout = '{EMPTYING_LOCK_TIMEOUT}'")
+            for table in self.tables:
+                self.admin.execute(f"DELETE FROM {schema}.{table}")
+            for table, column in self.identities:
+                self.admin.execute(f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} RESTART")
+
+
+def _create_schema():
+    schema = "test_" + uuid.uuid4().hex[:12]
+    with postgres_admin() as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    return schema
+
+
+def _drop_schema(schema):
+    with postgres_admin() as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _relations(admin, schema):
+    """The names and kinds of every table, index and sequence in `schema`."""
+    rows = admin.execute(
+        "SELECT relname, relkind FROM pg_class WHERE relnamespace = %s::regnamespace ORDER BY relname", [schema]
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _tables_and_identities(admin, schema):
+    """The schema's tables but schema_migrations, newest first (by oid, the order they were
+    made in), and its identity columns as (table, column)."""
+    tables = admin.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relkind = 'r'"
+        " AND relname <> 'schema_migrations' ORDER BY oid DESC", [schema]
+    ).fetchall()
+    identities = admin.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = %s AND is_identity = 'YES'", [schema]
+    ).fetchall()
+    return [table for (table,) in tables], [tuple(row) for row in identities]
+
+
+# -- accounts ------------------------------------------------------------------------------
 
 @pytest.fixture
 def users(database, settings):
@@ -132,6 +275,37 @@ class UserFactory:
         """Authorization headers with a fresh access token for `user`."""
         return {"Authorization": f"Bearer {self.token(user)}"}
 
+
+# Every account below comes with the seeded catalogue: a shop with nothing to sell is
+# rarely what a test of an admin or a customer wants.
+
+@pytest.fixture
+def admin(users, seeded):
+    """Authorization headers of an admin."""
+    return users.headers(users.admin())
+
+
+@pytest.fixture
+def alice(users, seeded):
+    """A customer: (user id, Authorization headers)."""
+    user = users.create()
+    return user["id"], users.headers(user)
+
+
+@pytest.fixture
+def bob(users, seeded):
+    """Another customer: (user id, Authorization headers)."""
+    user = users.create()
+    return user["id"], users.headers(user)
+
+
+@pytest.fixture
+def customer(alice):
+    """Alice's headers, for tests with one customer."""
+    return alice[1]
+
+
+# -- apps and clients ----------------------------------------------------------------------
 
 @pytest.fixture
 def log_stream():
@@ -177,6 +351,29 @@ def client(request, app):
             yield LiveClient(base_url)
 
 
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory):
+    """One seeded SQLite app for the module, called in process, with an admin and a customer:
+    for long tables of requests refused before any SQL could run, which would otherwise
+    each pay for a database of their own."""
+    settings = config.load_settings({
+        "APP_ENV": "test",
+        "DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('checker')}/shop.db",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        "ACCESS_LOG": "0",
+    })
+    database = db.open_database(settings.database_url)
+    db.migrate(database)
+    seed.seed_items(database, 30)
+    users = UserFactory(database, settings)
+    app = server.create_app(settings, database=database, logger=JSONLogger(stream=io.StringIO()))
+    yield Checker(WSGIClient(app), database, users.headers(users.admin()), users.headers(users.create()))
+    database.close()
+
+
+# -- requests ------------------------------------------------------------------------------
+
 def assert_problem(response, status, detail=None, *, errors=None):
     """An RFC 9457 problem with this status (and detail, and field errors, when given)."""
     assert response.status == status, response
@@ -190,6 +387,54 @@ def assert_problem(response, status, detail=None, *, errors=None):
     if errors is not None:
         assert problem["errors"] == errors
     return problem
+
+
+def json_headers(headers=(), *, idempotency_key=None, if_match=None):
+    """`headers` plus Content-Type: application/json, and an Idempotency-Key or If-Match when given."""
+    headers = dict(headers, **{"Content-Type": "application/json"})
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    return headers
+
+
+def login(client, email, password=TEST_PASSWORD):
+    """POST /v1/auth/login; the response (200 with a token pair, or the problem)."""
+    return client.post("/v1/auth/login", json={"email": email, "password": password})
+
+
+def bearer(access_token):
+    """Authorization headers for an access token (RFC 6750 §2.1)."""
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def start_session(client, email, password=TEST_PASSWORD):
+    """Log a browser in: (headers that carry its cookies, its CSRF token)."""
+    response = client.post("/v1/auth/session", json={"email": email, "password": password})
+    assert response.status == 200, response
+    cookies = [value.split(";")[0] for name, value in response.headers if name.lower() == "set-cookie"]
+    return {"Cookie": "; ".join(cookies)}, response.json()["csrf_token"]
+
+
+def follow_next_links(client, url, headers=None, *, max_pages=100):
+    """Every page of a list, from `url` along `links.next` until there is none: their bodies.
+
+    Each page must be a 200 whose `has_more` says whether a next page exists, and whose Link
+    header (RFC 8288) carries the same next link, or none on the last page.
+    """
+    pages = []
+    for _ in range(max_pages):
+        response = client.get(url, headers=headers)
+        assert response.status == 200, response
+        pages.append(response.json())
+        url = pages[-1]["links"].get("next")
+        assert pages[-1]["pagination"]["has_more"] is (url is not None), pages[-1]["pagination"]
+        if url is None:
+            assert 'rel="next"' not in (response.header("Link") or "")
+            return pages
+        assert f'<{url}>; rel="next"' in response.header("Link")
+    raise AssertionError(f"the next links did not end within {max_pages} pages")
 
 
 def send_at_once(base_url, requests):
@@ -223,27 +468,98 @@ def responses_at_once(base_url, requests):
     return responses
 
 
-class RecordingConnection:
-    """Passes calls through to a db.Connection and remembers the last SQL and parameters
-    (for EXPLAIN tests: run a sql_*.py function, then explain what it ran)."""
+# -- the database, read and written directly ------------------------------------------------
 
-    def __init__(self, connection):
-        self.connection = connection
-        self.engine = connection.engine
-        self.for_update = connection.for_update
-        self.last = None
+def count_rows(database, table):
+    with database.connection() as connection:
+        return connection.fetch_value(f"SELECT count(*) FROM {table}")
 
-    def execute(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.execute(sql, params)
 
-    def fetch_one(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_one(sql, params)
+def make_item(database, stock, *, name="Cast-iron teapot", price_cents=1250):
+    """A new item with this stock, written directly; the row."""
+    with database.transaction() as connection:
+        return sql_items.insert_item(
+            connection, {"name": name, "description": "", "price_cents": price_cents, "stock": stock}, db.utc_now())
 
-    def fetch_all(self, sql, params=None):
-        self.last = (sql, params)
-        return self.connection.fetch_all(sql, params)
+
+def insert_orders(database, orders):
+    """Write orders straight into the tables, at chosen times (the API always stamps now), in
+    one transaction. `orders` are (user_id, created_at, status, lines), each line
+    (item_id, quantity, unit_price_cents). Returns their ids."""
+    order_ids = []
+    with database.transaction() as connection:
+        for user_id, created_at, status, lines in orders:
+            order_id = connection.fetch_value(
+                "INSERT INTO orders (user_id, status, total_cents, created_at, updated_at)"
+                " VALUES (:user_id, :status, :total_cents, :created_at, :created_at) RETURNING id",
+                {"user_id": user_id, "status": status, "created_at": created_at,
+                 "total_cents": sum(quantity * price for _, quantity, price in lines)},
+            )
+            for item_id, quantity, unit_price_cents in lines:
+                connection.execute(
+                    "INSERT INTO order_items (order_id, item_id, item_name, quantity, unit_price_cents)"
+                    " VALUES (:order_id, :item_id, (SELECT name FROM items WHERE id = :item_id),"
+                    " :quantity, :unit_price_cents)",
+                    {"order_id": order_id, "item_id": item_id, "quantity": quantity,
+                     "unit_price_cents": unit_price_cents},
+                )
+            order_ids.append(order_id)
+    return order_ids
+
+
+def order_statuses(database):
+    """{order id: status} of every order in the database."""
+    with database.connection() as connection:
+        return {row["id"]: row["status"] for row in connection.fetch_all("SELECT id, status FROM orders ORDER BY id")}
+
+
+def nothing_was_ordered(client, database):
+    """No order and no line in the database, and items 1..3 as seeded (stock and version)."""
+    seeded = [(item(client, item_id)["stock"], item(client, item_id)["version"]) for item_id in (1, 2, 3)]
+    return (count_rows(database, "orders"), count_rows(database, "order_items")) == (0, 0) and seeded == [
+        (row["stock"], 1) for row in seed.demo_items(3)]
+
+
+# -- orders over HTTP ----------------------------------------------------------------------
+
+def place(client, headers, lines, key=None):
+    """POST /v1/orders with these lines (and an Idempotency-Key, when given)."""
+    return place_body(client, headers, {"lines": lines}, key)
+
+
+def place_body(client, headers, body, key=None):
+    return client.post("/v1/orders", body=json.dumps(body).encode(), headers=json_headers(headers, idempotency_key=key))
+
+
+def move(client, headers, order_id, status, *, if_match=None):
+    """PATCH the order's status (an admin's move), If-Match when given."""
+    return client.request("PATCH", f"/v1/orders/{order_id}", json={"status": status},
+                          headers=json_headers(headers, if_match=if_match))
+
+
+def patch_item(client, admin, item_id, changes, *, if_match):
+    return client.request("PATCH", f"/v1/items/{item_id}", json=changes, headers=json_headers(admin, if_match=if_match))
+
+
+def item(client, item_id):
+    """The item as GET /v1/items/{id} shows it."""
+    response = client.get(f"/v1/items/{item_id}")
+    assert response.status == 200, response
+    return response.json()
+
+
+# -- small tools ---------------------------------------------------------------------------
+
+def free_port():
+    """A TCP port nothing listens on right now, for a server started in another process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def b64url(raw):
+    """base64url without padding (RFC 4648 §5, as JWTs and our signed values write it)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 class running_server:
@@ -317,7 +633,7 @@ class WSGIClient(_Client):
         environ.update({
             "REQUEST_METHOD": method,
             # PEP 3333: PATH_INFO is the percent-decoded path, as latin-1 text.
-            "PATH_INFO": _unquote_to_latin1(parts.path),
+            "PATH_INFO": unquote_to_bytes(parts.path).decode("latin-1"),
             "QUERY_STRING": parts.query,
             "CONTENT_LENGTH": str(len(body)) if body else "",
             "wsgi.input": io.BytesIO(body),
@@ -344,7 +660,12 @@ class WSGIClient(_Client):
 
 
 class LiveClient(_Client):
-    """Talks HTTP/1.1 to a real server, keeping one connection alive between requests."""
+    """Talks HTTP/1.1 to a real server, keeping one connection alive between requests.
+
+    A request is sent once: a server that closes a kept-alive connection without saying
+    `Connection: close` fails the test, since a real client would have to resend, and a
+    POST cannot be resent safely. After `Connection: close` the next request dials anew.
+    """
 
     def __init__(self, base_url):
         parts = urlsplit(base_url)
@@ -353,27 +674,12 @@ class LiveClient(_Client):
 
     def request(self, method, url, *, json=None, body=None, headers=None):
         body, headers = self._body(json, body, headers)
-        for attempt in (1, 2):
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-            try:
-                self.connection.request(method, url, body=body or None, headers=headers)
-                response = self.connection.getresponse()
-                payload = response.read()
-                break
-            except (ConnectionError, http.client.RemoteDisconnected):
-                # The server closed an idle keep-alive connection: reconnect once.
-                self.connection.close()
-                self.connection = None
-                if attempt == 2:
-                    raise
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        self.connection.request(method, url, body=body or None, headers=headers)
+        response = self.connection.getresponse()
+        payload = response.read()
         if response.getheader("Connection", "").lower() == "close":
             self.connection.close()
             self.connection = None
         return TestResponse(response.status, response.getheaders(), payload)
-
-
-def _unquote_to_latin1(path):
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(path).decode("latin-1")

@@ -3,9 +3,14 @@
 import pytest
 
 import seed
+from conftest import assert_problem, follow_next_links
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
+INVALID_CURSOR = "the cursor is invalid, or was made for another sort or filter"
+# Creation times for `restamp`: in an order unlike the ids', three items on each of ten
+# days, so that a sort by created_at that is ignored, reversed or not tie-broken by id shows.
+CREATED_AT = {item_id: f"2026-01-{1 + item_id * 7 % 10:02d}T12:00:00.000000Z" for item_id in range(1, 31)}
 
 
 def test_get_item_returns_the_row_with_an_etag(client):
@@ -38,7 +43,8 @@ def test_unknown_item_is_a_404_problem(client):
 
 @pytest.mark.parametrize("path", ["/v1/items/abc", "/v1/items/-1", "/v1/items/1.5", "/v1/items/" + "9" * 30])
 def test_item_ids_that_are_not_small_whole_numbers_are_404(client, path):
-    assert client.get(path).status == 404
+    # The route's pattern does not match: no handler, and no database lookup, ever sees it.
+    assert_problem(client.get(path), 404, f"no resource at {path}")
 
 
 def test_if_none_match_gives_304_without_a_body(client):
@@ -47,7 +53,10 @@ def test_if_none_match_gives_304_without_a_body(client):
     assert response.status == 304
     assert response.body == b""
     assert response.header("ETag") == etag
-    assert client.get("/v1/items/2", headers={"If-None-Match": '"item-2-v0"'}).status == 200
+    stale = client.get("/v1/items/2", headers={"If-None-Match": '"item-2-v0"'})
+    assert stale.status == 200
+    assert (stale.json()["id"], stale.json()["name"]) == (2, SEEDED[1]["name"])
+    assert stale.header("ETag") == etag
 
 
 def test_head_has_the_headers_of_get_and_no_body(client):
@@ -84,33 +93,19 @@ def test_offset_pages_have_next_and_prev_links(client):
     assert "next" not in last["links"]
 
 
-def follow_next_links(client, first_url):
-    ids, url, pages = [], first_url, 0
-    while url:
-        response = client.get(url)
-        assert response.status == 200, response
-        body = response.json()
-        ids.extend(item["id"] for item in body["data"])
-        url = body["links"].get("next")
-        pages += 1
-        assert pages < 100
-    return ids
-
-
 @pytest.mark.parametrize("sort", ["id", "-id", "name", "-price_cents,name", "price_cents", "-created_at", "name,-price_cents"])
 @pytest.mark.parametrize("mode", ["cursor", "offset"])
-def test_following_next_links_visits_every_row_exactly_once(client, sort, mode):
+def test_following_next_links_visits_every_row_exactly_once(client, seeded, sort, mode):
+    restamp(seeded)
     first = f"/v1/items?limit=7&sort={sort}" + ("&offset=0" if mode == "offset" else "")
-    ids = follow_next_links(client, first)
+    ids = listed_ids(client, first)
     assert sorted(ids) == list(range(1, 31))
     assert len(ids) == len(set(ids)) == 30
     # And in the promised order, ties broken by id.
-    rows = [dict(item, id=number) for number, item in enumerate(SEEDED, start=1)]
+    rows = [dict(item, id=number, created_at=CREATED_AT[number]) for number, item in enumerate(SEEDED, start=1)]
     keys = [(part.lstrip("-"), part.startswith("-")) for part in sort.split(",")]
     expected = rows
     for column, descending in reversed(keys + [("id", keys[-1][1])]):  # id follows the last key
-        if column == "created_at":
-            continue  # all seeded in one batch: equal timestamps, so id decides
         expected = sorted(expected, key=lambda row: row[column], reverse=descending)
     assert ids == [row["id"] for row in expected]
 
@@ -122,7 +117,7 @@ def test_filters_are_applied_and_kept_in_links(client):
     assert [item["id"] for item in body["data"]] == expected[:5]
     assert all(item["in_stock"] for item in body["data"])
     assert "in_stock=true" in body["links"]["next"] and "min_price_cents=1000" in body["links"]["next"]
-    assert follow_next_links(client, "/v1/items?in_stock=true&min_price_cents=1000&max_price_cents=15000&limit=5") == expected
+    assert listed_ids(client, "/v1/items?in_stock=true&min_price_cents=1000&max_price_cents=15000&limit=5") == expected
 
 
 def test_in_stock_false_lists_only_sold_out_items(client):
@@ -181,25 +176,34 @@ def test_tampered_or_foreign_cursors_are_400(client):
     payload, signature = cursor.split(".")
     tampered_payload = ("A" if payload[5] != "A" else "B").join([payload[:5], payload[6:]])
     for bad in (tampered_payload + "." + signature, payload + "." + signature[::-1], payload, cursor + "x"):
-        assert client.get(f"/v1/items?limit=5&sort=name&cursor={bad}").status == 400
+        assert_problem(client.get(f"/v1/items?limit=5&sort=name&cursor={bad}"), 400, INVALID_CURSOR)
     # A real cursor, but for another sort or other filters.
-    assert client.get(f"/v1/items?limit=5&sort=-name&cursor={cursor}").status == 400
-    assert client.get(f"/v1/items?limit=5&sort=name&in_stock=true&cursor={cursor}").status == 400
-    # The untouched cursor works.
-    assert client.get(f"/v1/items?limit=5&sort=name&cursor={cursor}").status == 200
+    assert_problem(client.get(f"/v1/items?limit=5&sort=-name&cursor={cursor}"), 400, INVALID_CURSOR)
+    assert_problem(client.get(f"/v1/items?limit=5&sort=name&in_stock=true&cursor={cursor}"), 400, INVALID_CURSOR)
+    # The untouched cursor works: the second page of names.
+    response = client.get(f"/v1/items?limit=5&sort=name&cursor={cursor}")
+    assert response.status == 200
+    by_name = sorted(range(1, 31), key=lambda item_id: (SEEDED[item_id - 1]["name"], item_id))
+    assert [item["id"] for item in response.json()["data"]] == by_name[5:10]
 
 
 def test_catalogue_writes_need_credentials(client):
+    before = client.get("/v1/items/1").json()
     for method, path in (("POST", "/v1/items"), ("PATCH", "/v1/items/1"), ("DELETE", "/v1/items/1")):
         response = client.request(method, path)
         assert response.status == 401, (method, response)
+        assert_problem(response, 401, "this endpoint needs credentials")
         assert response.header("WWW-Authenticate") == 'Bearer realm="shop"'
     assert client.get("/v1/items/1").status == 200  # nothing was deleted
+    assert client.get("/v1/items/1").json() == before  # nor changed
+    assert client.get("/v1/items?limit=100").json()["pagination"]["has_more"] is False
+    assert len(client.get("/v1/items?limit=100").json()["data"]) == 30  # nor created
 
 
 def test_an_unknown_method_is_405_with_allow(client):
     response = client.request("PUT", "/v1/items/1")
     assert response.status == 405
+    assert_problem(response, 405, "allowed methods: DELETE, GET, HEAD, OPTIONS, PATCH")
     assert response.header("Allow") == "DELETE, GET, HEAD, OPTIONS, PATCH"
 
 
@@ -208,3 +212,18 @@ def test_options_answers_with_allow(client):
     assert response.status == 204
     assert response.header("Allow") == "GET, HEAD, OPTIONS, POST"
     assert response.body == b""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def listed_ids(client, url):
+    """The ids of every row from `url` on, following the next links."""
+    return [item["id"] for page in follow_next_links(client, url) for item in page["data"]]
+
+
+def restamp(database):
+    """Give the seeded items the CREATED_AT times (seeding stamps them all alike)."""
+    with database.transaction() as connection:
+        for item_id, created_at in CREATED_AT.items():
+            connection.execute("UPDATE items SET created_at = :created_at WHERE id = :item_id",
+                               {"created_at": created_at, "item_id": item_id})

@@ -1,7 +1,8 @@
 """Admin writes to the catalogue: POST, PATCH with If-Match, DELETE (archive), on both engines.
 
 The `seeded` catalogue holds items 1..30, each at version 1 ("item-N-v1"). Most tests run
-four times (the `client` fixture); the race test runs on each engine over a real socket.
+four times (the `client` fixture); the race tests run on each engine over a real socket.
+`admin` and `customer` are conftest's: the Authorization headers of an admin and of a user.
 """
 
 import http.client
@@ -13,7 +14,7 @@ import pytest
 import seed
 import sql_items
 import web
-from conftest import send_at_once, assert_problem
+from conftest import assert_problem, json_headers, send_at_once
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
@@ -24,18 +25,6 @@ RACERS = 10
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-@pytest.fixture
-def admin(users):
-    """Authorization headers of an admin."""
-    return users.headers(users.admin())
-
-
-@pytest.fixture
-def customer(users):
-    """Authorization headers of a plain user."""
-    return users.headers(users.create())
-
 
 def etag(item_id, version):
     return f'"item-{item_id}-v{version}"'
@@ -285,12 +274,8 @@ def test_two_patches_with_one_etag_one_after_the_other_200_then_412(client, admi
     assert item["price_cents"] == 100 and item["version"] == 2
 
 
-def json_headers(headers, if_match):
-    return dict(headers, **{"Content-Type": "application/json", "If-Match": if_match})
-
-
 def test_ten_racing_patches_with_one_etag_exactly_one_wins(live_server, admin):
-    headers = json_headers(admin, etag(13, 1))
+    headers = json_headers(admin, if_match=etag(13, 1))
     requests = [("PATCH", "/v1/items/13", headers, json.dumps({"price_cents": 1000 + number}))
                 for number in range(RACERS)]
     assert sorted(send_at_once(live_server, requests)) == [200] + [412] * (RACERS - 1)
@@ -301,7 +286,7 @@ def test_ten_racing_patches_with_one_etag_exactly_one_wins(live_server, admin):
 
 def test_racing_patches_with_if_match_star_all_win(live_server, admin):
     """`*` asks only that the item exists: no writer may be refused for another's change."""
-    headers = json_headers(admin, "*")
+    headers = json_headers(admin, if_match="*")
     requests = [("PATCH", "/v1/items/22", headers, json.dumps({"stock": number})) for number in range(RACERS)]
     assert send_at_once(live_server, requests) == [200] * RACERS
     assert live_get(live_server, "/v1/items/22")[1]["version"] == 1 + RACERS
@@ -310,7 +295,7 @@ def test_racing_patches_with_if_match_star_all_win(live_server, admin):
 @pytest.mark.parametrize("item_id", range(1, 11))
 def test_a_racing_patch_and_delete_with_one_etag_cannot_both_win(live_server, admin, item_id):
     """DELETE checks If-Match in its UPDATE too: a change made after its read is never archived."""
-    headers = json_headers(admin, etag(item_id, 1))
+    headers = json_headers(admin, if_match=etag(item_id, 1))
     patches = [("PATCH", f"/v1/items/{item_id}", headers, json.dumps({"stock": 5}))] * 3
     deletes = [("DELETE", f"/v1/items/{item_id}", headers, None)] * 3
     statuses = send_at_once(live_server, patches + deletes)

@@ -1,5 +1,6 @@
-"""Orders over HTTP: placing, reading, listing, cancelling, the admin state machine,
-Idempotency-Key and the sales reports, on both engines; and the SQL behind them (EXPLAIN).
+"""Orders over HTTP: placing, reading, listing, cancelling, and the admin state machine,
+on both engines. The sales reports are in test_api_reports.py, Idempotency-Key in
+test_idempotency.py, and the SQL's plans in test_query_plans.py.
 
 The `seeded` catalogue (seed.demo_items, the same on every run) holds items 1..30, each at
 version 1. The ones these tests lean on:
@@ -16,87 +17,29 @@ Where the tests run:
 - `client`: four times, {sqlite, postgresql} x {wsgi in process, live socket}.
 - `wsgi_client`: on each engine, in process: the long tables whose rows each change the
   database (the state machine, date filters), and the query count (it patches db.Connection).
-- `checker`: one SQLite app for the whole module, in process, for requests that are refused
-  before any SQL could run (parameter and body checks, missing credentials). Each such test
-  also checks that nothing was written. This keeps the long tables of bad input fast.
-- `planned` (a database with 60 orders): the EXPLAIN tests, on each engine.
+- `checker` (conftest): one SQLite app for the whole module, in process, for requests that
+  are refused before any SQL could run (parameter and body checks, missing credentials).
+  Each such test also checks that nothing was written. This keeps the long tables fast.
 
-Rows that must be older than "now" (reports over past days, date filters) are written with
-SQL by `insert_orders`, since the API always stamps the present moment.
+Rows that must be older than "now" (date filters) are written with SQL by
+conftest's `insert_orders`, since the API always stamps the present moment.
 """
 
-import datetime as dt
-import io
-import json
-from collections import namedtuple
 from urllib.parse import urlencode
 
 import pytest
 
-import config
 import db
 import seed
-import server
-import sql_idempotency
-import sql_orders
-import sql_reports
-from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, RecordingConnection, UserFactory, WSGIClient, assert_problem
-from observe import JSONLogger
-from pagination import parse_sort
+from conftest import (
+    assert_problem, follow_next_links, insert_orders, item, move, nothing_was_ordered, order_statuses, patch_item,
+    place, place_body,
+)
 
-SEEDED = {number: item for number, item in enumerate(seed.demo_items(30), start=1)}
+SEEDED = {number: row for number, row in enumerate(seed.demo_items(30), start=1)}
 ORDER_FIELDS = {"id", "user_id", "status", "total_cents", "created_at", "updated_at", "lines"}
 VALID = {"item_id": 1, "quantity": 1}
-STATUSES = ("pending", "paid", "shipped", "cancelled")
 BAD_TIME = "must be a date (2026-11-28) or an RFC 3339 time with an offset (2026-11-28T09:00:00Z)"
-Checker = namedtuple("Checker", "client database admin customer")
-
-
-# -- fixtures (every account comes with the seeded catalogue) ------------------------------
-
-@pytest.fixture
-def admin(users, seeded):
-    """Authorization headers of an admin."""
-    return users.headers(users.admin())
-
-
-@pytest.fixture
-def alice(users, seeded):
-    """A customer: (user id, Authorization headers)."""
-    user = users.create()
-    return user["id"], users.headers(user)
-
-
-@pytest.fixture
-def bob(users, seeded):
-    """Another customer: (user id, Authorization headers)."""
-    user = users.create()
-    return user["id"], users.headers(user)
-
-
-@pytest.fixture
-def customer(alice):
-    """Alice's headers, for tests with one customer."""
-    return alice[1]
-
-
-@pytest.fixture(scope="module")
-def checker(tmp_path_factory):
-    """One seeded SQLite app for the module, called in process, with an admin and a customer."""
-    settings = config.load_settings({
-        "APP_ENV": "test",
-        "DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('orders')}/shop.db",
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
-        "ACCESS_LOG": "0",
-    })
-    database = db.open_database(settings.database_url)
-    db.migrate(database)
-    seed.seed_items(database, 30)
-    users = UserFactory(database, settings)
-    app = server.create_app(settings, database=database, logger=JSONLogger(stream=io.StringIO()))
-    yield Checker(WSGIClient(app), database, users.headers(users.admin()), users.headers(users.create()))
-    database.close()
 
 
 # -- POST /v1/orders -----------------------------------------------------------------------
@@ -524,22 +467,12 @@ def test_a_cursor_walks_every_order_once_even_with_equal_times(client, alice, bo
     newest_first = [6, 5, 4, 7, 3, 2, 1]
     for query, limit, expected in (("limit=2", 2, newest_first), ("limit=2&sort=created_at", 2, newest_first[::-1]),
                                    ("limit=3", 3, newest_first)):
-        seen, pages, url = [], 0, f"/v1/orders?{query}"
-        while url:
-            response = client.get(url, headers=alice[1])
-            assert response.status == 200, response
-            body = response.json()
-            seen += [order["id"] for order in body["data"]]
-            pages += 1
-            url = body["links"].get("next")
-            assert body["pagination"]["has_more"] is (url is not None)
-            if url:
-                assert f'<{url}>; rel="next"' in response.header("Link")
-                assert body["pagination"]["next_cursor"] in url
-            else:
-                assert 'rel="next"' not in (response.header("Link") or "")
-        assert seen == expected
-        assert pages == -(-len(expected) // limit)
+        # follow_next_links checks each page's status, has_more and Link header.
+        pages = follow_next_links(client, f"/v1/orders?{query}", alice[1])
+        for page in pages[:-1]:
+            assert page["pagination"]["next_cursor"] in page["links"]["next"]
+        assert [order["id"] for page in pages for order in page["data"]] == expected
+        assert len(pages) == -(-len(expected) // limit)
 
 
 def test_a_cursor_keeps_its_filters(client, admin, alice, seeded):
@@ -755,382 +688,10 @@ def test_a_total_past_what_json_clients_read_exactly_is_422(client, admin, custo
     assert (nine_lines.status, nine_lines.json()["total_cents"]) == (201, 9 * 10**15)
 
 
-# -- Idempotency-Key -----------------------------------------------------------------------
-
-KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
-
-
-def test_the_same_key_and_body_replay_the_first_answer(client, customer, seeded):
-    lines = [{"item_id": 4, "quantity": 2}, {"item_id": 25, "quantity": 1}]
-    first = place(client, customer, lines, key=KEY)
-    assert first.status == 201 and first.header("Idempotent-Replayed") is None
-    second = place(client, customer, lines, key=KEY)
-    assert second.status == 201
-    assert second.header("Idempotent-Replayed") == "true"
-    assert second.body == first.body
-    for name in ("Location", "ETag", "Content-Type"):
-        assert second.header(name) == first.header(name)
-    assert second.header("X-Request-ID") != first.header("X-Request-ID")
-    # Keys in another order and other spacing: the same request.
-    reordered = b'{ "lines" : [ {"quantity": 2, "item_id": 4},\n {"quantity":1,"item_id":25} ] }'
-    third = client.post("/v1/orders", body=reordered, headers=json_headers(customer, KEY))
-    assert third.status == 201 and third.header("Idempotent-Replayed") == "true" and third.body == first.body
-    assert order_statuses(seeded) == {1: "pending"}
-    assert (item(client, 4)["stock"], item(client, 25)["stock"]) == (24, 127)
-
-
-def test_the_same_key_with_another_body_is_422(client, customer, seeded):
-    assert place(client, customer, [{"item_id": 4, "quantity": 2}], key=KEY).status == 201
-    for lines in ([{"item_id": 4, "quantity": 3}], [{"item_id": 4, "quantity": 2}, VALID]):
-        assert_problem(
-            place(client, customer, lines, key=KEY), 422,
-            "this Idempotency-Key belongs to another request; use a new key for a new request",
-            errors=[{"field": "Idempotency-Key", "message": "was already used with a different request"}])
-    assert order_statuses(seeded) == {1: "pending"}
-    assert item(client, 4)["stock"] == 24
-    # The first request still replays.
-    assert place(client, customer, [{"item_id": 4, "quantity": 2}], key=KEY).header("Idempotent-Replayed") == "true"
-
-
-def test_keys_belong_to_their_user(client, alice, bob, seeded):
-    first = place(client, alice[1], [VALID], key="order-1")
-    second = place(client, bob[1], [VALID], key="order-1")
-    assert (first.status, second.status) == (201, 201)
-    assert second.header("Idempotent-Replayed") is None
-    assert (first.json()["user_id"], second.json()["user_id"]) == (alice[0], bob[0])
-    assert order_statuses(seeded) == {1: "pending", 2: "pending"}
-    assert item(client, 1)["stock"] == 25
-
-
-@pytest.mark.parametrize("key", ["k" * 255, "~!#$%&'*+-.^_`|0123456789"])
-def test_a_key_of_visible_ascii_up_to_255_characters_is_accepted(client, customer, key):
-    assert place(client, customer, [VALID], key=key).status == 201
-    assert place(client, customer, [VALID], key=key).header("Idempotent-Replayed") == "true"
-
-
-@pytest.mark.parametrize("key", ["k" * 256, "a b", "clé", "tab\there", ""])
-def test_a_malformed_key_is_400(checker, key):
-    assert_problem(place(checker.client, checker.customer, [VALID], key=key), 400,
-                   "Idempotency-Key must be 1 to 255 visible ASCII characters")
-    assert nothing_was_ordered(checker.client, checker.database)
-
-
-def test_a_key_refused_for_stock_may_be_used_again(client, admin, customer, seeded):
-    lines = [{"item_id": 13, "quantity": 10}]
-    assert_problem(place(client, customer, lines, key=KEY), 409)
-    assert_problem(place(client, customer, lines, key=KEY), 409)  # judged afresh, not replayed
-    assert patch_item(client, admin, 13, {"stock": 20}, if_match='"item-13-v1"').status == 200
-    retry = place(client, customer, lines, key=KEY)
-    assert retry.status == 201, retry
-    assert retry.header("Idempotent-Replayed") is None
-    assert item(client, 13)["stock"] == 10
-    assert place(client, customer, lines, key=KEY).header("Idempotent-Replayed") == "true"
-    assert order_statuses(seeded) == {1: "pending"}
-
-
-def test_a_key_refused_for_an_unknown_item_may_be_used_again(client, customer, seeded):
-    assert_problem(place(client, customer, [{"item_id": 31, "quantity": 1}], key=KEY), 422)
-    # The key was given back: another body with it is a new request, not "a different request".
-    assert place(client, customer, [VALID], key=KEY).status == 201
-    assert order_statuses(seeded) == {1: "pending"}
-
-
-# -- GET /v1/reports/sales -----------------------------------------------------------------
-
-def test_sales_per_item_and_per_day_count_only_paid_and_shipped_orders(client, admin, customer):
-    for item_id, price_cents in ((1, 3000), (2, 1000), (3, 500), (4, 250)):
-        assert patch_item(client, admin, item_id, {"price_cents": price_cents},
-                          if_match=f'"item-{item_id}-v1"').status == 200
-    paid = place(client, customer, [{"item_id": 1, "quantity": 1}, {"item_id": 2, "quantity": 2}]).json()
-    shipped = place(client, customer, [{"item_id": 3, "quantity": 4}, {"item_id": 4, "quantity": 2}]).json()
-    place(client, customer, [{"item_id": 1, "quantity": 5}])                      # stays pending
-    cancelled = place(client, customer, [{"item_id": 2, "quantity": 3}]).json()
-    refunded = place(client, customer, [{"item_id": 4, "quantity": 10}]).json()
-    for order, path in ((paid, ["paid"]), (shipped, ["paid", "shipped"]), (cancelled, ["cancelled"]),
-                        (refunded, ["paid", "cancelled"])):
-        for status in path:
-            assert move(client, admin, order["id"], status).status == 200
-    today = dt.datetime.now(dt.timezone.utc).date()
-
-    response = client.get("/v1/reports/sales?group_by=item", headers=admin)
-    assert response.status == 200 and response.header("Content-Type") == "application/json"
-    assert response.json() == {
-        "from": days_ago(today, 29), "to": today.isoformat(), "group_by": "item",
-        "data": [
-            # Items 2 and 3 tie at 2000: one rank for both, and the next rank skips one.
-            sale(1, quantity=1, revenue_cents=3000, revenue_rank=1, running_revenue_cents=3000),
-            sale(2, quantity=2, revenue_cents=2000, revenue_rank=2, running_revenue_cents=5000),
-            sale(3, quantity=4, revenue_cents=2000, revenue_rank=2, running_revenue_cents=7000),
-            sale(4, quantity=2, revenue_cents=500, revenue_rank=4, running_revenue_cents=7500),
-        ],
-    }
-    assert report(client, admin, group_by="item", limit=2) == response.json()["data"][:2]
-    by_day = client.get("/v1/reports/sales?group_by=day", headers=admin).json()
-    assert by_day == {"from": days_ago(today, 29), "to": today.isoformat(), "group_by": "day", "data": [
-        {"day": today.isoformat(), "orders": 2, "items_sold": 9, "revenue_cents": 7500, "running_revenue_cents": 7500},
-    ]}
-    assert client.get("/v1/reports/sales", headers=admin).json() == by_day  # day is the default
-
-
-def test_sales_per_day_with_a_running_total(client, admin, alice, seeded):
-    user_id, headers = alice
-    placed = place(client, headers, [{"item_id": 4, "quantity": 2}]).json()  # today, 2 x 2744
-    assert move(client, admin, placed["id"], "paid").status == 200
-    # "Today" is the day the server stamped, so a test running across midnight still agrees.
-    today = dt.date.fromisoformat(placed["created_at"][:10])
-
-    def at(days, clock="12:00:00.000000"):
-        return f"{days_ago(today, days)}T{clock}Z"
-
-    insert_orders(seeded, [
-        (user_id, at(40), "paid", [(1, 1, 1000)]),
-        (user_id, at(3, "00:00:00.000000"), "paid", [(2, 2, 700)]),
-        (user_id, at(3, "23:59:59.999999"), "shipped", [(3, 1, 300), (4, 1, 200)]),
-        (user_id, at(2), "pending", [(1, 3, 1000)]),
-        (user_id, at(2), "cancelled", [(1, 3, 1000)]),
-        (user_id, at(1, "00:00:00.000000"), "paid", [(5, 4, 250)]),
-    ])
-
-    def day(days, orders, items_sold, revenue_cents, running_revenue_cents):
-        return {"day": days_ago(today, days), "orders": orders, "items_sold": items_sold,
-                "revenue_cents": revenue_cents, "running_revenue_cents": running_revenue_cents}
-
-    assert report(client, admin, group_by="day") == [
-        day(3, 2, 4, 1900, 1900), day(1, 1, 4, 1000, 2900), day(0, 1, 2, 5488, 8388)]
-    # `from` and `to` are whole days, both included.
-    assert report(client, admin, **{"from": days_ago(today, 40), "to": days_ago(today, 3)}) == [
-        day(40, 1, 1, 1000, 1000), day(3, 2, 4, 1900, 2900)]
-    assert report(client, admin, **{"from": days_ago(today, 3), "to": days_ago(today, 3)}) == [
-        day(3, 2, 4, 1900, 1900)]
-    assert report(client, admin, **{"from": days_ago(today, 2), "to": days_ago(today, 2)}) == []
-    assert report(client, admin, to=days_ago(today, 1)) == [day(3, 2, 4, 1900, 1900), day(1, 1, 4, 1000, 2900)]
-    by_item = report(client, admin, group_by="item", **{"from": days_ago(today, 40)})
-    assert [(row["item_id"], row["quantity"], row["revenue_cents"]) for row in by_item] == [
-        (4, 3, 200 + 5488), (2, 2, 1400), (1, 1, 1000), (5, 4, 1000), (3, 1, 300)]
-    assert [row["revenue_rank"] for row in by_item] == [1, 2, 3, 3, 5]
-    assert [row["running_revenue_cents"] for row in by_item] == [5688, 7088, 8088, 9088, 9388]
-
-
-@pytest.mark.parametrize("query, detail", [
-    ("group_by=week", "'group_by' must be one of: day, item"),
-    ("group_by=DAY", "'group_by' must be one of: day, item"),
-    ("from=2026-1-5", "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("from=2026-02-30", "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("to=2026-01-05T00:00:00Z", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("to=yesterday", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("to=9999-12-31", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("from=0001-01-01&to=0001-01-02", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("to=0001-01-05", "'to' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31"),
-    ("from=2026-01-06&to=2026-01-05", "'from' is after 'to'"),
-    ("from=2025-01-01&to=2026-01-02", "the range may cover at most 366 days"),
-    ("from=2000-01-01", "the range may cover at most 366 days"),
-    ("limit=5", "'limit' applies to group_by=item only"),
-    ("group_by=day&limit=5", "'limit' applies to group_by=item only"),
-    ("group_by=item&limit=0", "'limit' must be a whole number from 1 to 100"),
-    ("group_by=item&limit=101", "'limit' must be a whole number from 1 to 100"),
-    ("group_by=item&top=5", "unknown query parameter(s): top"),
-    ("since=2026-01-01", "unknown query parameter(s): since"),
-    ("from=2026-01-01&from=2026-01-02", "query parameter 'from' is given more than once"),
-])
-def test_bad_report_parameters_are_400(checker, query, detail):
-    assert_problem(checker.client.get(f"/v1/reports/sales?{query}", headers=checker.admin), 400, detail)
-
-
-def test_a_range_of_366_days_is_allowed(checker):
-    response = checker.client.get("/v1/reports/sales?from=2024-01-01&to=2024-12-31&group_by=item",
-                                  headers=checker.admin)
-    assert response.status == 200 and response.json()["data"] == []
-
-
-def test_an_empty_group_by_is_400(checker):
-    """`status=` and `sort=` are 400s on GET /v1/orders; `group_by=` silently means "day"."""
-    assert_problem(checker.client.get("/v1/reports/sales?group_by=", headers=checker.admin), 400,
-                   "'group_by' must be one of: day, item")
-
-
-def test_report_days_are_written_yyyy_mm_dd(checker):
-    """The message says YYYY-MM-DD; Python 3.11's date.fromisoformat also takes a week date."""
-    response = checker.client.get("/v1/reports/sales?from=2026-W01-1&to=2026-01-31", headers=checker.admin)
-    assert_problem(response, 400, "'from' must be a day written YYYY-MM-DD, from 1000-01-01 to 9998-12-31")
-
-
-# -- the SQL: every query is served by an index (EXPLAIN) ----------------------------------
-
-NEWEST_FIRST = parse_sort("-created_at", sql_orders.SORTABLE_COLUMNS)
-OLDEST_FIRST = parse_sort("created_at", sql_orders.SORTABLE_COLUMNS)
-JANUARY = ("2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z")
-# SQLite plan steps that read a whole table (a "SCAN t USING INDEX i" walks an index instead).
-TABLE_SCANS = [["SCAN", "orders"], ["SCAN", "order_items"], ["SCAN", "items"]]
-IDEMPOTENCY_KEY_INDEXES = ("idempotency_keys_pkey", "sqlite_autoindex_idempotency_keys_1")
-ORDER_QUERIES = {
-    # name: (run the query, the indexes that may serve it, must the index also give the order?)
-    "a user's orders": (
-        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1),
-        ("orders_user_id_created_at",), True),
-    "a user's orders after a cursor": (
-        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1, after=(JANUARY[0], 10)),
-        ("orders_user_id_created_at",), True),
-    "a user's orders in a range, oldest first": (
-        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, user_id=1,
-                                         created_from=JANUARY[0], created_to=JANUARY[1]),
-        ("orders_user_id_created_at",), True),
-    "every order (admin)": (
-        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21),
-        ("orders_created_at_id",), True),
-    "every order, oldest first, at an offset (admin)": (
-        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, offset=20),
-        ("orders_created_at_id",), True),
-    "every order with a status (admin)": (
-        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid"),
-        ("orders_status_created_at",), True),
-    "every order with a status after a cursor (admin)": (
-        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid", after=(JANUARY[1], 10)),
-        ("orders_status_created_at",), True),
-    "the lines of a page of orders": (
-        lambda c: sql_orders.lines_of_orders(c, [9, 3, 5, 1]),
-        ("order_items_pkey", "sqlite_autoindex_order_items_1"), True),
-    "lock the items of an order": (
-        lambda c: sql_orders.lock_items(c, [12, 3, 7]),
-        ("items_pkey", "items_live_id", "INTEGER PRIMARY KEY"), True),
-    "one order of a user": (
-        lambda c: sql_orders.get_order(c, 3, user_id=1),
-        ("orders_pkey", "INTEGER PRIMARY KEY"), True),
-    # The writes of placing, cancelling and moving an order, each one row found by its key.
-    "take an item's stock": (
-        lambda c: sql_orders.take_stock(c, 5, 1, JANUARY[0]),
-        ("items_pkey", "INTEGER PRIMARY KEY"), False),
-    "give an item's stock back": (
-        lambda c: sql_orders.return_stock(c, 5, 1, JANUARY[0]),
-        ("items_pkey", "INTEGER PRIMARY KEY"), False),
-    "move an order along": (
-        lambda c: sql_orders.set_status(c, 3, "pending", "paid", JANUARY[0]),
-        ("orders_pkey", "INTEGER PRIMARY KEY"), False),
-    # Idempotency keys: by the primary key (user_id, idempotency_key), or by expiry.
-    "read a key": (
-        lambda c: sql_idempotency.get_key(c, 1, KEY),
-        IDEMPOTENCY_KEY_INDEXES, False),
-    "take a key again": (
-        lambda c: sql_idempotency.retake_key(c, 1, KEY, "hash", *JANUARY),
-        IDEMPOTENCY_KEY_INDEXES, False),
-    "save a key's response": (
-        lambda c: sql_idempotency.save_response(c, 1, KEY, JANUARY[0], 201, "[]", "{}"),
-        IDEMPOTENCY_KEY_INDEXES, False),
-    "give a key back": (
-        lambda c: sql_idempotency.delete_key(c, 1, KEY, JANUARY[0]),
-        IDEMPOTENCY_KEY_INDEXES, False),
-    "purge expired keys": (
-        lambda c: sql_idempotency.delete_expired(c, JANUARY[0]),
-        ("idempotency_keys_expires_at",), False),
-    # Reports group and rank, so they sort; what matters is that orders are found by index.
-    # PostgreSQL may take the creation range from either index that leads with it.
-    "sales per day": (
-        lambda c: sql_reports.sales_by_day(c, *JANUARY),
-        ("orders_status_created_at", "orders_created_at_id"), False),
-    "sales per item": (
-        lambda c: sql_reports.sales_by_item(c, *JANUARY, 20),
-        ("orders_status_created_at", "orders_created_at_id"), False),
-}
-
-
-@pytest.fixture
-def planned(seeded, users):
-    """The database with 60 orders of three users, over January 2026, in every status."""
-    user_ids = [users.create()["id"] for _ in range(3)]
-    insert_orders(seeded, [
-        (user_ids[number % 3], f"2026-01-{1 + number % 28:02d}T{number % 24:02d}:00:00.000000Z",
-         STATUSES[number % 4], [(1 + number % 30, 1, 100), (1 + (number + 7) % 30, 2, 50)])
-        for number in range(60)
-    ])
-    return seeded
-
-
-@pytest.mark.parametrize("query_name", list(ORDER_QUERIES))
-def test_every_order_query_uses_an_index(planned, query_name):
-    run_query, indexes, ordered = ORDER_QUERIES[query_name]
-    engine, plan = query_plan(planned, run_query, ordered)
-    text = " | ".join(plan)
-    if engine == "sqlite":
-        assert not [step for step in plan if step.split(" ")[:2] in TABLE_SCANS and "USING" not in step], text
-        if ordered:
-            assert "TEMP B-TREE" not in text, text  # no sort step: the index gives the order
-    else:
-        assert "Seq Scan" not in text, text
-        if ordered:
-            assert "Sort" not in text, text
-    assert any(index in text for index in indexes), text
-
-
-@pytest.mark.parametrize("query_name", [name for name in ORDER_QUERIES if "after a cursor" in name])
-def test_a_cursor_bounds_the_index_scan(planned, query_name):
-    """pagination.py promises keyset pages "as fast on page 500 as on page 1": the index
-    must start at the cursor, not walk every newer row and filter it out."""
-    run_query, _, ordered = ORDER_QUERIES[query_name]
-    engine, plan = query_plan(planned, run_query, ordered)
-    if engine == "sqlite":
-        bounded = [step for step in plan if step.startswith("SEARCH orders") and "created_at<" in step]
-    else:
-        bounded = [step for step in plan if step.startswith("Index Cond") and "created_at" in step]
-    assert bounded, " | ".join(plan)
-
-
 # -- helpers -------------------------------------------------------------------------------
-
-def query_plan(database, run_query, ordered):
-    """(engine, the plan's lines) for the last statement `run_query` runs.
-
-    SQLite: EXPLAIN QUERY PLAN. PostgreSQL: EXPLAIN with scans (and, for lists, sorts)
-    discouraged, since scanning these tiny tables would rightly win otherwise: the question
-    is "could an index serve this, in order?". SET LOCAL ends with the transaction.
-    """
-    with database.transaction() as connection:
-        recording = RecordingConnection(connection)
-        run_query(recording)
-        sql, params = recording.last
-        if connection.engine == "sqlite":
-            return "sqlite", [row["detail"] for row in connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params)]
-        connection.execute("SET LOCAL enable_seqscan = off")
-        if ordered:
-            connection.execute("SET LOCAL enable_sort = off")
-        rows = connection.fetch_all("EXPLAIN (COSTS OFF) " + sql, params)
-        return "postgresql", [row["QUERY PLAN"].strip().removeprefix("->  ") for row in rows]
-
-
-def json_headers(headers, key=None):
-    headers = dict(headers, **{"Content-Type": "application/json"})
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    return headers
-
-
-def place(client, headers, lines, key=None):
-    """POST /v1/orders with these lines (and an Idempotency-Key, when given)."""
-    return place_body(client, headers, {"lines": lines}, key)
-
-
-def place_body(client, headers, body, key=None):
-    return client.post("/v1/orders", body=json.dumps(body).encode(), headers=json_headers(headers, key))
-
 
 def cancel(client, headers, order_id):
     return client.post(f"/v1/orders/{order_id}/cancel", headers=headers)
-
-
-def move(client, headers, order_id, status, *, if_match=None):
-    """PATCH the order's status (an admin's move), If-Match when given."""
-    if if_match is not None:
-        headers = dict(headers, **{"If-Match": if_match})
-    return client.request("PATCH", f"/v1/orders/{order_id}", json={"status": status}, headers=headers)
-
-
-def patch_item(client, admin, item_id, changes, *, if_match):
-    return client.request("PATCH", f"/v1/items/{item_id}", json=changes, headers=dict(admin, **{"If-Match": if_match}))
-
-
-def item(client, item_id):
-    """The item as GET /v1/items/{id} shows it."""
-    response = client.get(f"/v1/items/{item_id}")
-    assert response.status == 200, response
-    return response.json()
 
 
 def listed(client, headers, query=""):
@@ -1140,65 +701,10 @@ def listed(client, headers, query=""):
     return [order["id"] for order in response.json()["data"]]
 
 
-def report(client, admin, **params):
-    """The rows of GET /v1/reports/sales?params."""
-    response = client.get(f"/v1/reports/sales?{urlencode(params)}", headers=admin)
-    assert response.status == 200, response
-    return response.json()["data"]
-
-
-def sale(item_id, **figures):
-    return dict({"item_id": item_id, "name": SEEDED[item_id]["name"]}, **figures)
-
-
-def days_ago(today, days):
-    return (today - dt.timedelta(days=days)).isoformat()
-
-
 def without_ids(problem, order_id):
     """What two 404 problems for orders share: all but the request id and the order's id."""
     return {name: value.replace(f"orders/{order_id}", "orders/N").replace(f"order {order_id} ", "order N ")
             for name, value in problem.items() if name != "request_id" and isinstance(value, str)}
-
-
-def order_statuses(database):
-    """{order id: status} of every order in the database."""
-    with database.connection() as connection:
-        return {row["id"]: row["status"] for row in connection.fetch_all("SELECT id, status FROM orders ORDER BY id")}
-
-
-def nothing_was_ordered(client, database):
-    """No order and no line in the database, and items 1..3 as seeded (stock and version)."""
-    with database.connection() as connection:
-        counts = (connection.fetch_value("SELECT COUNT(*) FROM orders"),
-                  connection.fetch_value("SELECT COUNT(*) FROM order_items"))
-    seeded = [(item(client, item_id)["stock"], item(client, item_id)["version"]) for item_id in (1, 2, 3)]
-    return counts == (0, 0) and seeded == [(SEEDED[item_id]["stock"], 1) for item_id in (1, 2, 3)]
-
-
-def insert_orders(database, orders):
-    """Write orders straight into the tables, at chosen times (the API always stamps now), in
-    one transaction. `orders` are (user_id, created_at, status, lines), each line
-    (item_id, quantity, unit_price_cents). Returns their ids."""
-    order_ids = []
-    with database.transaction() as connection:
-        for user_id, created_at, status, lines in orders:
-            order_id = connection.fetch_value(
-                "INSERT INTO orders (user_id, status, total_cents, created_at, updated_at)"
-                " VALUES (:user_id, :status, :total_cents, :created_at, :created_at) RETURNING id",
-                {"user_id": user_id, "status": status, "created_at": created_at,
-                 "total_cents": sum(quantity * price for _, quantity, price in lines)},
-            )
-            for item_id, quantity, unit_price_cents in lines:
-                connection.execute(
-                    "INSERT INTO order_items (order_id, item_id, item_name, quantity, unit_price_cents)"
-                    " VALUES (:order_id, :item_id, (SELECT name FROM items WHERE id = :item_id),"
-                    " :quantity, :unit_price_cents)",
-                    {"order_id": order_id, "item_id": item_id, "quantity": quantity,
-                     "unit_price_cents": unit_price_cents},
-                )
-            order_ids.append(order_id)
-    return order_ids
 
 
 def dated_orders(database, user_id):

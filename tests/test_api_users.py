@@ -14,7 +14,10 @@ import pytest
 
 import config
 import server
-from conftest import TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, send_at_once, assert_problem
+from conftest import (
+    TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, assert_problem, bearer, follow_next_links, json_headers, login,
+    send_at_once, start_session,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
@@ -26,26 +29,6 @@ WWW_AUTHENTICATE = 'Bearer realm="shop"'
 
 def patch(client, path, body, headers=None):
     return client.request("PATCH", path, json=body, headers=headers)
-
-
-def login(client, email, password=TEST_PASSWORD):
-    return client.post("/v1/auth/login", json={"email": email, "password": password})
-
-
-def bearer(tokens):
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-def start_session(client, email):
-    """Log a browser in: (headers that carry its cookie, its CSRF token)."""
-    response = client.post("/v1/auth/session", json={"email": email, "password": TEST_PASSWORD})
-    assert response.status == 200, response
-    cookies = [value.split(";")[0] for name, value in response.headers if name.lower() == "set-cookie"]
-    return {"Cookie": "; ".join(cookies)}, response.json()["csrf_token"]
-
-
-def json_headers(headers):
-    return dict(headers, **{"Content-Type": "application/json"})
 
 
 def role_in_database(client, user, users):
@@ -134,7 +117,7 @@ def test_a_password_change_revokes_every_refresh_token(client, users):
     user = users.create()
     first, second = login(client, user["email"]).json(), login(client, user["email"]).json()
     body = {"password": NEW_PASSWORD, "current_password": TEST_PASSWORD}
-    assert patch(client, "/v1/users/me", body, bearer(first)).status == 200
+    assert patch(client, "/v1/users/me", body, bearer(first["access_token"])).status == 200
     for tokens in (first, second):
         response = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert_problem(response, 401, "the refresh token is not valid")
@@ -247,22 +230,6 @@ def many_users(users):
     return admin, [admin] + [users.create(f"{name}@example.com") for name in NAMES]
 
 
-def follow_next_links(client, url, headers):
-    ids = []
-    for _ in range(20):
-        response = client.get(url, headers=headers)
-        assert response.status == 200, response
-        body = response.json()
-        for row in body["data"]:
-            assert set(row) == USER_FIELDS
-        ids.extend(row["id"] for row in body["data"])
-        url = body["links"].get("next")
-        if url is None:
-            return ids
-        assert f'<{url}>; rel="next"' in response.header("Link")
-    raise AssertionError("the next links never end")
-
-
 def test_the_user_list_is_a_paginated_envelope(client, users, many_users):
     admin, accounts = many_users
     response = client.get("/v1/users?limit=5", headers=users.headers(admin))
@@ -282,7 +249,9 @@ def test_the_user_list_is_a_paginated_envelope(client, users, many_users):
 def test_following_next_links_visits_every_user_once_in_order(client, users, many_users, sort, mode):
     admin, accounts = many_users
     url = f"/v1/users?limit=5&sort={sort}" + ("&offset=0" if mode == "offset" else "")
-    ids = follow_next_links(client, url, users.headers(admin))
+    rows = [row for page in follow_next_links(client, url, users.headers(admin)) for row in page["data"]]
+    assert all(set(row) == USER_FIELDS for row in rows)
+    ids = [row["id"] for row in rows]
     column, descending = sort.lstrip("-"), sort.startswith("-")
     # Accounts made one after another: created_at grows with id, ties broken by id.
     expected = sorted(accounts, key=lambda user: (user[column], user["id"]), reverse=descending)
@@ -401,12 +370,12 @@ def test_role_changes_are_for_admins_only(client, users):
 def test_a_new_role_holds_for_new_tokens(client, users):
     admin, user = users.admin(), users.create()
     old_tokens = login(client, user["email"]).json()
-    assert client.get("/v1/users", headers=bearer(old_tokens)).status == 403
+    assert client.get("/v1/users", headers=bearer(old_tokens["access_token"])).status == 403
     assert patch(client, f"/v1/users/{user['id']}", {"role": "admin"}, users.headers(admin)).status == 200
     new_tokens = login(client, user["email"]).json()
-    assert client.get("/v1/users", headers=bearer(new_tokens)).status == 200
+    assert client.get("/v1/users", headers=bearer(new_tokens["access_token"])).status == 200
     # The old access token still says "user" until it expires (15 minutes): a JWT is not looked up.
-    assert client.get("/v1/users", headers=bearer(old_tokens)).status == 403
+    assert client.get("/v1/users", headers=bearer(old_tokens["access_token"])).status == 403
 
 
 # -- python server.py create-admin EMAIL ---------------------------------------------------
@@ -451,7 +420,7 @@ def test_create_admin_makes_an_admin_who_logs_in(cli_database_url):
     try:
         response = login(client, "root@example.com", ADMIN_PASSWORD)
         assert response.status == 200, response
-        headers = bearer(response.json())
+        headers = bearer(response.json()["access_token"])
         me = client.get("/v1/users/me", headers=headers).json()
         assert me["role"] == "admin" and me["email"] == "root@example.com"
         assert client.get("/v1/users", headers=headers).status == 200

@@ -126,11 +126,18 @@ def test_many_threads_logging_at_once_give_complete_lines(logger, stream):
 
 
 def test_a_closed_stream_does_not_break_the_logger():
+    """The writer swallows the ValueError and stops cleanly. Had it died of it instead,
+    pytest.ini turns the unhandled thread exception into a failure of this test."""
     stream = io.StringIO()
     stream.close()
     logger = JSONLogger(stream=stream)
     logger.error("nowhere to go")
-    logger.flush()  # the writer swallows the ValueError and stops cleanly
+    writer = logger._writer
+    logger.flush()
+    assert not writer.is_alive()  # it reached its own end, within flush's wait
+    logger.error("still nowhere")  # and a new writer starts for the next record
+    assert logger._writer is not writer and logger._writer.is_alive()
+    logger.flush()
 
 
 def test_the_default_stream_is_stdout(capsys):
@@ -140,10 +147,12 @@ def test_the_default_stream_is_stdout(capsys):
     assert json.loads(capsys.readouterr().out)["event"] == "to stdout"
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_one_unencodable_field_does_not_silence_the_logger(logger, stream):
     logger.info("before")
     logger.flush()
     logger.error("bad field", counts={(1, 2): 3})
     logger.info("after")
-    assert "after" in [line["event"] for line in written_lines(logger, stream)]
+    lines = written_lines(logger, stream)
+    assert "after" in [line["event"] for line in lines]
+    assert [line["event"] for line in lines] == ["before", "bad field", "after"]
+    assert lines[1]["unencodable_fields"] == repr({"counts": {(1, 2): 3}})

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,10 +30,11 @@ import db
 import idempotency
 import orders
 import server
-import sql_items
 import sql_orders
-from conftest import (TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, assert_problem, responses_at_once,
-                      running_server, send_at_once)
+from conftest import (
+    TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, assert_problem, count_rows, free_port, json_headers, make_item,
+    responses_at_once, running_server, send_at_once,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOCK = 10
@@ -54,12 +54,6 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
 
 # -- helpers -----------------------------------------------------------------------------
 
-def make_item(database, stock, name="Cast-iron teapot"):
-    with database.transaction() as connection:
-        return sql_items.insert_item(
-            connection, {"name": name, "description": "", "price_cents": PRICE_CENTS, "stock": stock}, db.utc_now())
-
-
 def stock_of(database, item_id):
     with database.connection() as connection:
         return connection.fetch_value("SELECT stock FROM items WHERE id = :item_id", {"item_id": item_id})
@@ -76,11 +70,6 @@ def sold_quantity(database):
         return connection.fetch_value("SELECT COALESCE(SUM(quantity), 0) FROM order_items")
 
 
-def count_rows(database, table):
-    with database.connection() as connection:
-        return connection.fetch_value(f"SELECT COUNT(*) FROM {table}")
-
-
 def set_key_column(database, user_id, column, value):
     """Rewrite locked_at or expires_at of the test key's row, as time passing would."""
     assert column in ("locked_at", "expires_at")
@@ -92,13 +81,6 @@ def set_key_column(database, user_id, column, value):
 
 def order_document(item_id, quantity=1):
     return {"lines": [{"item_id": item_id, "quantity": quantity}]}
-
-
-def json_headers(auth_headers, key=None):
-    headers = dict(auth_headers, **{"Content-Type": "application/json"})
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    return headers
 
 
 def run_at_once(*calls):
@@ -145,7 +127,7 @@ def test_fifty_buyers_racing_for_ten_units_get_ten_201_and_forty_409(live_server
 
 def test_twenty_copies_of_one_keyed_request_place_one_order(live_server, live_client, database, users):
     item = make_item(database, STOCK)
-    headers = json_headers(users.headers(users.create()), key=KEY)
+    headers = json_headers(users.headers(users.create()), idempotency_key=KEY)
     body = json.dumps(order_document(item["id"], quantity=2)).encode()
 
     replies = responses_at_once(live_server, [("POST", "/v1/orders", headers, body)] * KEYED_COPIES)
@@ -172,7 +154,7 @@ def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_cli
     item = make_item(database, STOCK)
     user = users.create()
     document = order_document(item["id"])
-    headers = json_headers(users.headers(user), key=KEY)
+    headers = json_headers(users.headers(user), idempotency_key=KEY)
     # A first request with this key is "running": it took the key just as create_order would.
     claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
     assert isinstance(claim, idempotency.Claim)
@@ -194,7 +176,7 @@ def test_a_key_held_past_its_lease_is_taken_over_and_its_dead_holder_cannot_save
     item = make_item(database, STOCK)
     user = users.create()
     document = order_document(item["id"])
-    headers = json_headers(users.headers(user), key=KEY)
+    headers = json_headers(users.headers(user), idempotency_key=KEY)
     claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
     # That request took the key longer ago than the lease and never answered (it hangs, or died).
     long_ago = db.utc_now(-(idempotency.LEASE_SECONDS + 1))
@@ -226,7 +208,7 @@ def test_an_expired_key_is_a_new_key_and_purge_removes_expired_keys(wsgi_client,
     item = make_item(database, STOCK)
     user = users.create()
     document = order_document(item["id"])
-    headers = json_headers(users.headers(user), key=KEY)
+    headers = json_headers(users.headers(user), idempotency_key=KEY)
     first = wsgi_client.post("/v1/orders", json=document, headers=headers)
     assert first.status == 201
 
@@ -239,7 +221,8 @@ def test_an_expired_key_is_a_new_key_and_purge_removes_expired_keys(wsgi_client,
     again = wsgi_client.post("/v1/orders", json=document, headers=headers)   # the key now means order 2
     assert (again.status, again.header("Idempotent-Replayed"), again.body) == (201, "true", second.body)
 
-    live = wsgi_client.post("/v1/orders", json=document, headers=json_headers(users.headers(user), key="still-fresh"))
+    live = wsgi_client.post("/v1/orders", json=document,
+                            headers=json_headers(users.headers(user), idempotency_key="still-fresh"))
     assert live.status == 201
     set_key_column(database, user["id"], "expires_at", db.utc_now(-1))
     assert idempotency.purge_expired(database) == 1
@@ -250,7 +233,7 @@ def test_an_expired_key_is_a_new_key_and_purge_removes_expired_keys(wsgi_client,
 
 def test_a_key_survives_a_restart_of_the_app(app, settings, database, users, logger):
     item = make_item(database, STOCK)
-    headers = json_headers(users.headers(users.create()), key=KEY)
+    headers = json_headers(users.headers(users.create()), idempotency_key=KEY)
     document = order_document(item["id"], quantity=3)
     with running_server(app) as base_url:
         first = LiveClient(base_url).post("/v1/orders", json=document, headers=headers)
@@ -311,7 +294,7 @@ class ServerProcess:
     """`python server.py` on a free port, its output in files; `kill()` is SIGKILL."""
 
     def __init__(self, database_url, log_dir):
-        self.port = _free_port()
+        self.port = free_port()
         env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
         env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test",
                    PBKDF2_ITERATIONS=str(TEST_ITERATIONS), PORT=str(self.port))
@@ -368,7 +351,7 @@ def start_server(database_url, tmp_path):
 def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, start_server):
     item = make_item(database, STOCK)
     user = users.create()
-    headers = json_headers(users.headers(user), key=KEY)
+    headers = json_headers(users.headers(user), idempotency_key=KEY)
     body = json.dumps(order_document(item["id"], quantity=4)).encode()
 
     first = start_server()
@@ -385,12 +368,6 @@ def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, st
     status, replay_headers, replayed = second.request("POST", "/v1/orders", headers, body)
     assert (status, replay_headers["Idempotent-Replayed"], replayed) == (201, "true", created)
     assert order_ids(database) == [order["id"]]
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- 9. the oversell, without the lock and with it ---------------------------------------

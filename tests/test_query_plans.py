@@ -1,0 +1,262 @@
+"""Every query the shop runs is served by an index: EXPLAIN, on both engines.
+
+For each function of sql_*.py, the test runs it on a small database through a
+`RecordingConnection`, then asks the engine for the plan of the statement it ran:
+
+    SQLite      EXPLAIN QUERY PLAN SELECT ... FROM items WHERE deleted_at IS NULL ORDER BY price_cents, id
+                SCAN items USING INDEX items_live_price_cents_id            <- an index, and no sort
+    PostgreSQL  EXPLAIN (COSTS OFF) SELECT ...
+                Index Scan using items_live_price_cents_id on items
+
+A plan that reads a whole table ("SCAN items" without USING, "Seq Scan") or sorts what an
+index could have given in order ("USE TEMP B-TREE FOR ORDER BY", "Sort") fails. On tables
+this small PostgreSQL would rightly prefer a scan, so `query_plan` discourages scans (and,
+for ordered queries, sorts): the question asked is "could an index serve this, in order?".
+A cursor must also bound the index scan (keyset pages: page 500 as cheap as page 1).
+"""
+
+import pytest
+
+import seed
+import sql_idempotency
+import sql_items
+import sql_orders
+import sql_reports
+from conftest import insert_orders
+from pagination import parse_sort
+
+KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
+STATUSES = ("pending", "paid", "shipped", "cancelled")
+CATALOGUE_SIZE = 300
+
+
+def query_plan(database, run_query, *, ordered):
+    """The plan of the last statement `run_query(connection)` runs: a `Plan` with the engine,
+    the SQL and the plan's lines.
+
+    SQLite: EXPLAIN QUERY PLAN. PostgreSQL: EXPLAIN with scans (and, when `ordered`, sorts)
+    discouraged, since scanning these tiny tables would rightly win otherwise. SET LOCAL
+    ends with the transaction, which also rolls back whatever `run_query` wrote.
+    """
+    with database.transaction() as connection:
+        recording = RecordingConnection(connection)
+        run_query(recording)
+        sql, params = recording.last
+        if connection.engine == "sqlite":
+            rows = connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params)
+            return Plan("sqlite", sql, [row["detail"] for row in rows])
+        connection.execute("SET LOCAL enable_seqscan = off")
+        if ordered:
+            connection.execute("SET LOCAL enable_sort = off")
+        rows = connection.fetch_all("EXPLAIN (COSTS OFF) " + sql, params)
+        return Plan("postgresql", sql, [row["QUERY PLAN"].strip().removeprefix("->  ") for row in rows])
+
+
+class Plan:
+    def __init__(self, engine, sql, lines):
+        self.engine, self.sql, self.lines = engine, sql, lines
+        self.text = " | ".join(lines)
+
+
+class RecordingConnection:
+    """Passes calls through to a db.Connection and remembers the last SQL and parameters."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.engine = connection.engine
+        self.for_update = connection.for_update
+        self.last = None
+
+    def execute(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.execute(sql, params)
+
+    def fetch_one(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_one(sql, params)
+
+    def fetch_all(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_all(sql, params)
+
+
+# -- the catalogue ---------------------------------------------------------------------------
+
+def by(sort_text):
+    return parse_sort(sort_text, sql_items.SORTABLE_COLUMNS)
+
+
+CATALOGUE_QUERIES = {
+    # name: (run the query, the index that must serve it; "items" is the key or items_live_id)
+    "get by id": (lambda c: sql_items.get_item(c, 5), "items"),
+    "list by id": (lambda c: sql_items.list_items(c, sort=by("id"), limit=21, offset=40), "items_live_id"),
+    "list by price": (lambda c: sql_items.list_items(c, sort=by("price_cents"), limit=21), "items_live_price_cents_id"),
+    "list by price, descending": (
+        lambda c: sql_items.list_items(c, sort=by("-price_cents"), limit=21), "items_live_price_cents_id"),
+    "list by name after a cursor": (
+        lambda c: sql_items.list_items(c, sort=by("name"), limit=21, after=("M", 10)), "items_live_name_id"),
+    "list by creation": (lambda c: sql_items.list_items(c, sort=by("created_at"), limit=21), "items_live_created_at_id"),
+    "list in stock": (lambda c: sql_items.list_items(c, sort=by("id"), limit=21, in_stock=True), "items_live_id"),
+    "list a price range by price": (
+        lambda c: sql_items.list_items(c, sort=by("price_cents"), limit=21, min_price_cents=500, max_price_cents=900),
+        "items_live_price_cents_id"),
+}
+
+
+@pytest.fixture
+def catalogue(database):
+    """The database with CATALOGUE_SIZE items."""
+    seed.seed_items(database, CATALOGUE_SIZE)
+    return database
+
+
+@pytest.mark.parametrize("query_name", list(CATALOGUE_QUERIES))
+def test_every_catalogue_query_uses_an_index_and_needs_no_sort(catalogue, query_name):
+    run_query, index_name = CATALOGUE_QUERIES[query_name]
+    plan = query_plan(catalogue, run_query, ordered=True)
+    text = plan.text
+    if plan.engine == "sqlite":
+        assert "TEMP B-TREE" not in text, text  # no sort step: the index gives the order
+        if index_name == "items":
+            assert ("USING INTEGER PRIMARY KEY" in text or "USING INDEX items_live_id" in text
+                    or text.startswith("SCAN items") and "ORDER BY id" in plan.sql), text
+        else:
+            assert f"USING INDEX {index_name}" in text or f"USING COVERING INDEX {index_name}" in text, text
+    else:
+        assert "Seq Scan" not in text and "Sort" not in text, text
+        if index_name == "items":  # by id: the key, or the index of live rows
+            assert "using items_pkey" in text or "using items_live_id" in text, text
+        else:
+            assert f"using {index_name}" in text, text
+
+
+@pytest.mark.parametrize("sort_text", ["-price_cents", "name"])
+def test_a_catalogue_cursor_starts_the_index_scan(catalogue, sort_text):
+    """Page 500 costs what page 1 does: the cursor bounds the index scan (SQLite: SEARCH;
+    PostgreSQL: an Index Cond), instead of filtering every row before it."""
+    sort = by(sort_text)
+    after = (5000 if sort[0][0] == "price_cents" else "M", 10)
+    plan = query_plan(catalogue, lambda c: sql_items.list_items(c, sort=sort, limit=21, after=after), ordered=False)
+    if plan.engine == "sqlite":
+        assert plan.text.startswith("SEARCH items USING INDEX"), plan.text
+    else:
+        assert f"Index Cond: (ROW({sort[0][0]}, id)" in plan.text, plan.text
+
+
+# -- orders, idempotency keys and reports ------------------------------------------------------
+
+NEWEST_FIRST = parse_sort("-created_at", sql_orders.SORTABLE_COLUMNS)
+OLDEST_FIRST = parse_sort("created_at", sql_orders.SORTABLE_COLUMNS)
+JANUARY = ("2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z")
+# SQLite plan steps that read a whole table (a "SCAN t USING INDEX i" walks an index instead).
+TABLE_SCANS = [["SCAN", "orders"], ["SCAN", "order_items"], ["SCAN", "items"]]
+IDEMPOTENCY_KEY_INDEXES = ("idempotency_keys_pkey", "sqlite_autoindex_idempotency_keys_1")
+ORDER_QUERIES = {
+    # name: (run the query, the indexes that may serve it, must the index also give the order?)
+    "a user's orders": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1),
+        ("orders_user_id_created_at",), True),
+    "a user's orders after a cursor": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, user_id=1, after=(JANUARY[0], 10)),
+        ("orders_user_id_created_at",), True),
+    "a user's orders in a range, oldest first": (
+        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, user_id=1,
+                                         created_from=JANUARY[0], created_to=JANUARY[1]),
+        ("orders_user_id_created_at",), True),
+    "every order (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21),
+        ("orders_created_at_id",), True),
+    "every order, oldest first, at an offset (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=OLDEST_FIRST, limit=21, offset=20),
+        ("orders_created_at_id",), True),
+    "every order with a status (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid"),
+        ("orders_status_created_at",), True),
+    "every order with a status after a cursor (admin)": (
+        lambda c: sql_orders.list_orders(c, sort=NEWEST_FIRST, limit=21, status="paid", after=(JANUARY[1], 10)),
+        ("orders_status_created_at",), True),
+    "the lines of a page of orders": (
+        lambda c: sql_orders.lines_of_orders(c, [9, 3, 5, 1]),
+        ("order_items_pkey", "sqlite_autoindex_order_items_1"), True),
+    "lock the items of an order": (
+        lambda c: sql_orders.lock_items(c, [12, 3, 7]),
+        ("items_pkey", "items_live_id", "INTEGER PRIMARY KEY"), True),
+    "one order of a user": (
+        lambda c: sql_orders.get_order(c, 3, user_id=1),
+        ("orders_pkey", "INTEGER PRIMARY KEY"), True),
+    # The writes of placing, cancelling and moving an order, each one row found by its key.
+    "take an item's stock": (
+        lambda c: sql_orders.take_stock(c, 5, 1, JANUARY[0]),
+        ("items_pkey", "INTEGER PRIMARY KEY"), False),
+    "give an item's stock back": (
+        lambda c: sql_orders.return_stock(c, 5, 1, JANUARY[0]),
+        ("items_pkey", "INTEGER PRIMARY KEY"), False),
+    "move an order along": (
+        lambda c: sql_orders.set_status(c, 3, "pending", "paid", JANUARY[0]),
+        ("orders_pkey", "INTEGER PRIMARY KEY"), False),
+    # Idempotency keys: by the primary key (user_id, idempotency_key), or by expiry.
+    "read a key": (
+        lambda c: sql_idempotency.get_key(c, 1, KEY),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "take a key again": (
+        lambda c: sql_idempotency.retake_key(c, 1, KEY, "hash", *JANUARY),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "save a key's response": (
+        lambda c: sql_idempotency.save_response(c, 1, KEY, JANUARY[0], 201, "[]", "{}"),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "give a key back": (
+        lambda c: sql_idempotency.delete_key(c, 1, KEY, JANUARY[0]),
+        IDEMPOTENCY_KEY_INDEXES, False),
+    "purge expired keys": (
+        lambda c: sql_idempotency.delete_expired(c, JANUARY[0]),
+        ("idempotency_keys_expires_at",), False),
+    # Reports group and rank, so they sort; what matters is that orders are found by index.
+    # PostgreSQL may take the creation range from either index that leads with it.
+    "sales per day": (
+        lambda c: sql_reports.sales_by_day(c, *JANUARY),
+        ("orders_status_created_at", "orders_created_at_id"), False),
+    "sales per item": (
+        lambda c: sql_reports.sales_by_item(c, *JANUARY, 20),
+        ("orders_status_created_at", "orders_created_at_id"), False),
+}
+
+
+@pytest.fixture
+def planned(seeded, users):
+    """The database with 60 orders of three users, over January 2026, in every status."""
+    user_ids = [users.create()["id"] for _ in range(3)]
+    insert_orders(seeded, [
+        (user_ids[number % 3], f"2026-01-{1 + number % 28:02d}T{number % 24:02d}:00:00.000000Z",
+         STATUSES[number % 4], [(1 + number % 30, 1, 100), (1 + (number + 7) % 30, 2, 50)])
+        for number in range(60)
+    ])
+    return seeded
+
+
+@pytest.mark.parametrize("query_name", list(ORDER_QUERIES))
+def test_every_order_query_uses_an_index(planned, query_name):
+    run_query, indexes, ordered = ORDER_QUERIES[query_name]
+    plan = query_plan(planned, run_query, ordered=ordered)
+    text = plan.text
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines if step.split(" ")[:2] in TABLE_SCANS and "USING" not in step], text
+        if ordered:
+            assert "TEMP B-TREE" not in text, text  # no sort step: the index gives the order
+    else:
+        assert "Seq Scan" not in text, text
+        if ordered:
+            assert "Sort" not in text, text
+    assert any(index in text for index in indexes), text
+
+
+@pytest.mark.parametrize("query_name", [name for name in ORDER_QUERIES if "after a cursor" in name])
+def test_a_cursor_bounds_the_index_scan(planned, query_name):
+    """pagination.py promises keyset pages "as fast on page 500 as on page 1": the index
+    must start at the cursor, not walk every newer row and filter it out."""
+    run_query, _, ordered = ORDER_QUERIES[query_name]
+    plan = query_plan(planned, run_query, ordered=ordered)
+    if plan.engine == "sqlite":
+        bounded = [step for step in plan.lines if step.startswith("SEARCH orders") and "created_at<" in step]
+    else:
+        bounded = [step for step in plan.lines if step.startswith("Index Cond") and "created_at" in step]
+    assert bounded, plan.text
