@@ -144,8 +144,9 @@ def migrated_schemas():
 
 class MigratedSchemas:
     """Migrated schemas for reuse. `take` hands one out; `give_back` empties it (rows deleted,
-    identities restarted) and keeps it, unless the test changed its tables or indexes, or
-    emptying fails: then the schema is dropped and the next test gets a new one.
+    identities restarted) and keeps it, unless the test changed its tables, indexes or
+    recorded migrations, or emptying fails: then the schema is dropped and the next test
+    gets a new one.
 
     One admin connection serves every give_back: a new connection starts with cold catalog
     caches, and its first catalog queries would cost more than the emptying itself.
@@ -155,6 +156,7 @@ class MigratedSchemas:
         self.idle = []
         self.admin = None
         self.shape = None  # the relations of a freshly migrated schema
+        self.versions = None  # the migrations recorded in it
         self.tables = []  # its tables but schema_migrations, newest first
         self.identities = []  # its (table, column) of GENERATED ... AS IDENTITY
 
@@ -173,12 +175,15 @@ class MigratedSchemas:
             # made and dropped its table has grown large: read it through an index instead.
             self.admin.execute("SET enable_seqscan = off")
             self.shape = _relations(self.admin, schema)
+            self.versions = _migration_versions(self.admin, schema)
             self.tables, self.identities = _tables_and_identities(self.admin, schema)
         return schema
 
     def give_back(self, schema):
         try:
-            reusable = _relations(self.admin, schema) == self.shape
+            # A test may change the tables, or the record of migrations (readiness tests do).
+            reusable = (_relations(self.admin, schema) == self.shape
+                        and _migration_versions(self.admin, schema) == self.versions)
             if reusable:
                 self._empty(schema)
         except Exception:  # anything unusual: a new schema is the safe answer
@@ -227,6 +232,10 @@ def _relations(admin, schema):
         "SELECT relname, relkind FROM pg_class WHERE relnamespace = %s::regnamespace ORDER BY relname", [schema]
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+def _migration_versions(admin, schema):
+    return [version for (version,) in admin.execute(f"SELECT version FROM {schema}.schema_migrations ORDER BY version")]
 
 
 def _tables_and_identities(admin, schema):

@@ -16,18 +16,21 @@ import warnings
 
 import jwt
 import pytest
+from conftest import (
+    TEST_ITERATIONS,
+    TEST_PASSWORD,
+    TEST_SECRET_KEY,
+    LiveClient,
+    WSGIClient,
+    assert_problem,
+    send_at_once,
+)
 
 import accounts
 import auth
 import config
 import routes
 import server
-import sql_credentials
-from conftest import (
-    TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, LiveClient, RecordingConnection, WSGIClient, assert_problem,
-    send_at_once,
-)
-from pagination import parse_sort
 
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "refresh_token"}
@@ -1079,50 +1082,6 @@ def test_bad_api_key_list_parameters_are_400(client, users, query, detail):
 
 def test_the_api_key_list_needs_credentials(client):
     assert_unauthorized(client.get("/v1/api-keys"), "this endpoint needs credentials")
-
-
-API_KEY_PAGES = {
-    # sort: (the index, the sort values of a cursor's last row)
-    "id": ("api_keys_user_id_id", (40,)),
-    "-id": ("api_keys_user_id_id", (40,)),
-    "created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
-    "-created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
-}
-
-
-@pytest.mark.parametrize("sort_text", API_KEY_PAGES)
-@pytest.mark.parametrize("page", ["first", "after a cursor"])
-def test_every_api_key_page_is_served_by_an_index_without_a_sort(database, users, sort_text, page):
-    user = users.create()
-    for number in range(300):
-        accounts.create_api_key(database, user["id"], f"key {number}")
-    sort = parse_sort(sort_text, sql_credentials.API_KEY_SORTABLE_COLUMNS)
-    index, cursor_values = API_KEY_PAGES[sort_text]
-    after = cursor_values if page == "after a cursor" else None
-    with database.connection() as connection:
-        recording = RecordingConnection(connection)
-        sql_credentials.list_api_keys(recording, user["id"], sort=sort, limit=21, after=after)
-        sql, params = recording.last
-        if connection.engine == "sqlite":
-            plan = " | ".join(row["detail"] for row in connection.fetch_all("EXPLAIN QUERY PLAN " + sql, params))
-            assert "TEMP B-TREE" not in plan, plan  # no sort step: the index gives the order
-            assert plan.startswith(f"SEARCH api_keys USING INDEX {index} (user_id=?"), plan
-            if after is not None:  # the cursor bounds the scan, not a filter after it
-                assert f"{index} (user_id=? AND {sort[0][0]}" in plan, plan
-        else:
-            # 300 rows are cheap to scan and sort, so the planner would rightly prefer that;
-            # discouraging both asks "could an index serve this, in order?"
-            connection.execute("SET enable_seqscan = off")
-            connection.execute("SET enable_sort = off")
-            try:
-                plan = " | ".join(row["QUERY PLAN"] for row in connection.fetch_all("EXPLAIN " + sql, params))
-            finally:
-                connection.execute("RESET ALL")
-            assert "Seq Scan" not in plan and "Sort" not in plan, plan
-            assert f"using {index}" in plan, plan
-            if after is not None:
-                bound = "ROW(created_at, id)" if sort[0][0] == "created_at" else "(id "
-                assert "Index Cond: ((user_id = " in plan and bound in plan, plan
 
 
 # -- logs --------------------------------------------------------------------------------

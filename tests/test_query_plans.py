@@ -16,13 +16,15 @@ A cursor must also bound the index scan (keyset pages: page 500 as cheap as page
 """
 
 import pytest
+from conftest import insert_orders
 
+import accounts
 import seed
+import sql_credentials
 import sql_idempotency
 import sql_items
 import sql_orders
 import sql_reports
-from conftest import insert_orders
 from pagination import parse_sort
 
 KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
@@ -119,7 +121,7 @@ def test_every_catalogue_query_uses_an_index_and_needs_no_sort(catalogue, query_
         assert "TEMP B-TREE" not in text, text  # no sort step: the index gives the order
         if index_name == "items":
             assert ("USING INTEGER PRIMARY KEY" in text or "USING INDEX items_live_id" in text
-                    or text.startswith("SCAN items") and "ORDER BY id" in plan.sql), text
+                    or (text.startswith("SCAN items") and "ORDER BY id" in plan.sql)), text
         else:
             assert f"USING INDEX {index_name}" in text or f"USING COVERING INDEX {index_name}" in text, text
     else:
@@ -260,3 +262,41 @@ def test_a_cursor_bounds_the_index_scan(planned, query_name):
     else:
         bounded = [step for step in plan.lines if step.startswith("Index Cond") and "created_at" in step]
     assert bounded, plan.text
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+API_KEY_PAGES = {
+    # sort: (the index, the sort values of a cursor's last row)
+    "id": ("api_keys_user_id_id", (40,)),
+    "-id": ("api_keys_user_id_id", (40,)),
+    "created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
+    "-created_at": ("api_keys_user_id_created_at_id", ("2026-01-01T00:00:05.000000Z", 40)),
+}
+
+
+@pytest.mark.parametrize("sort_text", API_KEY_PAGES)
+@pytest.mark.parametrize("page", ["first", "after a cursor"])
+def test_every_api_key_page_is_served_by_an_index_without_a_sort(database, users, sort_text, page):
+    user = users.create()
+    for number in range(300):
+        accounts.create_api_key(database, user["id"], f"key {number}")
+    sort = parse_sort(sort_text, sql_credentials.API_KEY_SORTABLE_COLUMNS)
+    index, cursor_values = API_KEY_PAGES[sort_text]
+    after = cursor_values if page == "after a cursor" else None
+    plan = query_plan(
+        database, lambda connection: sql_credentials.list_api_keys(connection, user["id"], sort=sort, limit=21,
+                                                                  after=after),
+        ordered=True,
+    )
+    if plan.engine == "sqlite":
+        assert "TEMP B-TREE" not in plan.text, plan.text  # no sort step: the index gives the order
+        assert plan.text.startswith(f"SEARCH api_keys USING INDEX {index} (user_id=?"), plan.text
+        if after is not None:  # the cursor bounds the scan, not a filter after it
+            assert f"{index} (user_id=? AND {sort[0][0]}" in plan.text, plan.text
+    else:
+        assert "Seq Scan" not in plan.text and "Sort" not in plan.text, plan.text
+        assert f"using {index}" in plan.text, plan.text
+        if after is not None:
+            bound = "ROW(created_at, id)" if sort[0][0] == "created_at" else "(id "
+            assert "Index Cond: ((user_id = " in plan.text and bound in plan.text, plan.text
