@@ -22,9 +22,10 @@ Why not a thread per connection, as ``http.server`` does? Waiting is cheap in a 
 dear in a thread: an idle keep-alive client, or a slow one sending a byte a second, costs a
 selector entry here, never a worker. And under the GIL, Python threads take turns: every time a
 thread leaves the GIL (to recv, send, or let SQLite run) it queues behind all the others to get
-it back. With 32 busy connections on 32 threads that queue made the slowest 1% of requests 7x
-slower than the median; with 2 workers taking requests in order, 2x. Throughput hardly
-suffers: one core runs Python at a time however many threads wait for it.
+it back. With 32 busy connections on 32 threads that queue made the slowest 1% of requests
+several times slower than the median; with 2 workers taking requests in order, far less
+(docs/performance.md has the figures). Throughput hardly suffers: one core runs Python at
+a time however many threads wait for it.
 
 ``request_shutdown()`` sets a flag and writes one byte to a pipe the loop watches. The loop
 closes the listener and every idle connection, then waits (at most SHUTDOWN_DEADLINE_SECONDS)
