@@ -91,7 +91,14 @@ class ContentTooLarge(HTTPError):
 
 
 class UnsupportedMediaType(HTTPError):
+    """415: the body is not in a form this server reads. It says which one it does read
+    (Accept in a 415, RFC 9110 §15.5.16), so a client can correct itself."""
+
     status = 415
+
+    def __init__(self, detail=None, **more):
+        super().__init__(detail, **more)
+        self.headers = [*self.headers, ("Accept", JSON_TYPE)]
 
 
 class UnprocessableContent(HTTPError):
@@ -187,9 +194,14 @@ class Request:
 
         Raises UnsupportedMediaType (415), ContentTooLarge (413) or BadRequest (400).
         """
-        media_type = self.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if media_type != JSON_TYPE:
+        media_type, _, parameters = self.environ.get("CONTENT_TYPE", "").partition(";")
+        if media_type.strip().lower() != JSON_TYPE:
             raise UnsupportedMediaType("the body must be sent as Content-Type: application/json")
+        # JSON between systems is UTF-8 (RFC 8259 §8.1); a body said to be in another charset
+        # would be misread as UTF-8, so it is refused rather than guessed at.
+        charset = _media_type_parameter(parameters, "charset")
+        if charset is not None and charset.lower() != "utf-8":
+            raise UnsupportedMediaType(f"the body must be UTF-8, not charset={charset}")
         return parse_json(self.body())
 
     def body(self):
@@ -430,6 +442,16 @@ class Application:
                 kept = [(name, value) for name, value in response.headers if name in ("ETag", "Cache-Control")]
                 return Response(b"", 304, kept)
         return response
+
+
+def _media_type_parameter(parameters, name):
+    """The value of parameter `name` in the `; a=b; c="d"` part of a media type (RFC 9110
+    §8.3.1: names are case-insensitive, values may be quoted), or None when it is absent."""
+    for parameter in parameters.split(";"):
+        key, equals, value = parameter.strip().partition("=")
+        if equals and key.strip().lower() == name:
+            return value.strip().strip('"')
+    return None
 
 
 def _chain(layer, call_next):

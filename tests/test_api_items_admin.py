@@ -369,3 +369,12 @@ def test_get_and_head_of_a_changed_item_give_the_new_etag(client, admin):
     assert response.json()["name"] == "Renamed"
     assert client.get("/v1/items/21", headers={"If-None-Match": etag(21, 2)}).status == 304
 
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-16", "text/plain"])
+def test_a_415_names_the_media_type_it_accepts_and_changes_nothing(client, admin, seeded, content_type):
+    body = json.dumps(NEW_ITEM).encode("utf-16" if "utf-16" in content_type else "utf-8")
+    response = client.post("/v1/items", body=body, headers=dict(admin, **{"Content-Type": content_type}))
+    assert_problem(response, 415)
+    assert response.header("Accept") == "application/json"
+    assert live_count(seeded) == 30

@@ -473,3 +473,33 @@ def test_a_different_if_none_match_is_200_with_body(bare_app, if_none_match):
     assert response.status == 200
     assert response.header("ETag") == ITEM_ETAG
     assert response.json() == {"id": 7}
+
+
+# -- a body in another charset -------------------------------------------------------------
+
+@pytest.mark.parametrize("content_type", [
+    'application/json; charset="utf-8"', "application/json; CHARSET=Utf-8", "application/json; version=2",
+])
+def test_json_accepts_utf8_spelled_any_way_and_other_parameters(content_type):
+    assert json_request('{"name": "Thé"}'.encode(), content_type).json() == {"name": "Thé"}
+
+
+@pytest.mark.parametrize("content_type, charset", [
+    ("application/json; charset=utf-16", "utf-16"),
+    ('application/json; charset="latin-1"', "latin-1"),
+    ("application/json;charset=UTF-32", "UTF-32"),
+    ("application/json; q=1; charset=ascii", "ascii"),
+])
+def test_json_in_another_charset_is_a_415_not_a_misreading(content_type, charset):
+    # RFC 8259 §8.1: JSON between systems is UTF-8; decoding UTF-16 bytes as UTF-8 would
+    # hand the handler something the client never sent.
+    with pytest.raises(UnsupportedMediaType) as refused:
+        json_request('{"name": "Tea"}'.encode("utf-16"), content_type).json()
+    assert refused.value.detail == f"the body must be UTF-8, not charset={charset}"
+    assert ("Accept", "application/json") in refused.value.headers
+
+
+def test_every_415_says_which_media_type_it_accepts():
+    with pytest.raises(UnsupportedMediaType) as refused:
+        json_request(b"name=Tea", "application/x-www-form-urlencoded").json()
+    assert refused.value.headers == [("Accept", "application/json")]
