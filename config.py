@@ -98,7 +98,12 @@ def _secret_keys(environ, app_env):
             raise ConfigError("SECRET_KEY is required when APP_ENV=production")
         primary = _development_secret()
     fallbacks = [key for key in environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key]
-    keys = tuple(key.encode() for key in [primary, *fallbacks])
+    try:
+        # The environment holds bytes; Python decodes them as UTF-8 and keeps any other byte
+        # as a lone surrogate, which cannot be encoded back: such a key is refused, not guessed.
+        keys = tuple(key.encode() for key in [primary, *fallbacks])
+    except UnicodeEncodeError:
+        raise ConfigError("SECRET_KEY and its fallbacks must be UTF-8 text") from None
     for key in keys:
         if len(key) < MIN_SECRET_KEY_BYTES:
             # Never echo the key itself: error messages end up in logs.

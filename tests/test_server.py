@@ -551,3 +551,12 @@ def test_a_port_already_in_use_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"cannot listen on 127.0.0.1:{port}: Address already in use"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "SECRET_KEY_FALLBACKS"])
+def test_a_secret_key_that_is_not_utf8_is_a_configuration_error_not_a_traceback(tmp_path, variable):
+    not_utf8 = "k" * 40 + "\udcff"  # the byte 0xff, as Python keeps an undecodable one
+    env = server_env(sqlite_url(tmp_path), **{variable: not_utf8})
+    result = run(server_command("migrate"), env, timeout=10)
+    expected = "configuration error: SECRET_KEY and its fallbacks must be UTF-8 text\n"
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", expected)
