@@ -354,11 +354,11 @@ def problem_response(status, detail, *, request_id, path=None, with_body=True) -
     """
     instance = None if path is None else unquote(path) or "/"
     body = web.problem_body(status, detail, instance=instance, request_id=request_id)
-    # nosniff: a browser must not read this JSON as anything else, as for the app's responses.
+    # The same security headers as the application's responses, and never cached.
+    safety = "".join(f"{name}: {value}\r\n" for name, value in web.SECURITY_HEADERS)
     head = (f"HTTP/1.1 {web.STATUS_LINES[status]}\r\nContent-Type: {web.PROBLEM_TYPE}\r\n"
-            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
-            f"X-Request-ID: {request_id}\r\n{_date_field()}{SERVER_FIELD}"
-            "Connection: close\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n{safety}Cache-Control: no-store\r\n"
+            f"X-Request-ID: {request_id}\r\n{_date_field()}{SERVER_FIELD}Connection: close\r\n\r\n")
     return head.encode("latin-1") + (body if with_body else b"")
 
 

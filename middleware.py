@@ -23,22 +23,12 @@ import cookies
 import db
 import signing
 from challenge import unauthorized
-from web import Forbidden, HTTPError, InternalServerError, ServiceUnavailable, problem_response
+from web import SECURITY_HEADERS, Forbidden, HTTPError, InternalServerError, ServiceUnavailable, problem_response
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-# The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
-# a JSON body into HTML (nosniff), frame it, or leak URLs in the Referer header.
-API_SECURITY_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cross-Origin-Resource-Policy", "same-origin"),
-)
 
 
 def build_middleware(logger):
@@ -79,7 +69,7 @@ def access_log(logger):
 
 def security_headers(request, call_next):
     response = call_next(request)
-    response.headers.extend(API_SECURITY_HEADERS)
+    response.headers.extend(SECURITY_HEADERS)
     if response.header("Cache-Control") is None:
         # Responses may carry private data: no cache keeps them unless a handler says so.
         response.headers.append(("Cache-Control", "no-store"))

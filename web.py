@@ -27,6 +27,17 @@ MAX_QUERY_STRING_BYTES = 8 * 1024
 MAX_QUERY_FIELDS = 100
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
+# The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
+# a JSON body into HTML (nosniff), frame it, or leak URLs in the Referer header. Every
+# response carries them: the application's (middleware.security_headers) and the errors
+# the HTTP server answers by itself (http11.problem_response).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
 IF_MATCH_ANY = "*"  # If-Match: * asks only that the resource exists (RFC 9110 §13.1.1)
 
 # Reason phrases as RFC 9110 §15 names them; Python before 3.13 still has the older names.

@@ -24,6 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpserver  # noqa: E402
+import web  # noqa: E402
 from test_http11 import BAD_REQUESTS, H, get  # noqa: E402
 
 SHORT_TIMEOUT = 0.5   # header, body and keep-alive timeouts of the test server, in seconds
@@ -644,3 +645,20 @@ def test_graceful_shutdown_finishes_in_flight_requests(connect):
         assert slow.is_closed()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(server.server_address, timeout=1)
+
+
+# -- the server's own errors carry the application's security headers ----------------------
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+])
+def test_a_refusal_by_the_server_carries_every_security_header_and_no_store(server, raw, status):
+    client = Client(server.server_address)
+    client.send(raw)
+    answered, headers, _ = client.response()
+    assert answered == status
+    for name, value in web.SECURITY_HEADERS:
+        assert headers[name.lower()] == value, name
+    assert headers["cache-control"] == "no-store"
