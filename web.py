@@ -244,7 +244,7 @@ def parse_query(query_string):
     if not query_string:
         return {}
     try:
-        return parse_qs(
+        query = parse_qs(
             query_string, keep_blank_values=True, strict_parsing=False,
             encoding="utf-8", errors="strict", max_num_fields=MAX_QUERY_FIELDS,
         )
@@ -252,6 +252,11 @@ def parse_query(query_string):
         raise BadRequest("the query string is not valid UTF-8") from None
     except ValueError:
         raise BadRequest(f"the query string may have at most {MAX_QUERY_FIELDS} fields") from None
+    # The same rule as for JSON strings (validation.py): PostgreSQL cannot hold U+0000 in
+    # text and SQLite's string functions stop at it, so "%00" would mean different things.
+    if any("\x00" in name or any("\x00" in value for value in values) for name, values in query.items()):
+        raise BadRequest("the query string must not contain the NUL character (%00)")
+    return query
 
 
 def query_value(query, name):

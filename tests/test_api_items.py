@@ -227,3 +227,11 @@ def restamp(database):
         for item_id, created_at in CREATED_AT.items():
             connection.execute("UPDATE items SET created_at = :created_at WHERE id = :item_id",
                                {"created_at": created_at, "item_id": item_id})
+
+
+@pytest.mark.parametrize("query", ["q=%00", "q=%00zzzz", "q=tea%00", "sort=name%00"])
+def test_a_nul_in_the_query_is_a_400_on_both_engines_never_a_500_or_the_whole_catalogue(client, seeded, query):
+    # On PostgreSQL this was a 500 ("text fields cannot contain NUL"); on SQLite, where
+    # instr() stops at NUL, "%00zzzz" matched every item.
+    assert_problem(client.get("/v1/items?" + query), 400,
+                   "the query string must not contain the NUL character (%00)")

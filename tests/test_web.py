@@ -334,6 +334,10 @@ def test_parse_query_decodes_and_keeps_repeated_keys_in_order(query_string, expe
     ("%C0%AF=1", "the query string is not valid UTF-8"),
     ("&".join(f"f{number}=1" for number in range(101)), "the query string may have at most 100 fields"),
     ("q=" + "a" * (8 * 1024 - 1), "the query string may be at most 8192 bytes"),
+    ("q=%00", "the query string must not contain the NUL character (%00)"),
+    ("q=%00zzzz", "the query string must not contain the NUL character (%00)"),
+    ("q=tea&sort=name%00", "the query string must not contain the NUL character (%00)"),
+    ("na%00me=1", "the query string must not contain the NUL character (%00)"),
 ], ids=lambda value: value[:30] if isinstance(value, str) else None)
 def test_parse_query_refuses_with_bad_request(query_string, message):
     with pytest.raises(BadRequest) as refused:
