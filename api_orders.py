@@ -42,7 +42,7 @@ LINE_FIELDS = [
 ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
 STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
-KEY_IN_USE_RETRY_AFTER_SECONDS = 1
+LOST_KEY_RETRY_AFTER_SECONDS = 1  # the key is free again: retry at once
 ORDER_ETAG = re.compile(r'"order-(?P<id>[1-9][0-9]{0,17})-(?P<status>pending|paid|shipped|cancelled)"')
 
 
@@ -70,10 +70,10 @@ def create_order(request):
             [{"field": "Idempotency-Key", "message": "was already used with a different request"}],
             "this Idempotency-Key belongs to another request; use a new key for a new request",
         ) from None
-    except idempotency.KeyInUse:
+    except idempotency.KeyInUse as held:
         raise Conflict(
             "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers=[("Retry-After", str(KEY_IN_USE_RETRY_AFTER_SECONDS))],
+            headers=[("Retry-After", str(held.retry_after_seconds))],
         ) from None
     if isinstance(outcome, idempotency.StoredResponse):
         return Response(outcome.body, outcome.status, [*outcome.headers, ("Idempotent-Replayed", "true")])
@@ -87,7 +87,7 @@ def create_order(request):
     except orders.LostClaim:
         raise Conflict(
             "this request outlived its hold on the Idempotency-Key; retry it",
-            headers=[("Retry-After", str(KEY_IN_USE_RETRY_AFTER_SECONDS))],
+            headers=[("Retry-After", str(LOST_KEY_RETRY_AFTER_SECONDS))],
         ) from None
     except Exception:
         # A refusal or a failure: the order was rolled back, so the key is free for a retry.

@@ -28,9 +28,11 @@ with the request they came with (method, path, JSON body) through a SHA-256 fing
 
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import db
 import sql_idempotency
@@ -40,6 +42,9 @@ KEY_TTL_SECONDS = 24 * 3600
 # off after DATABASE_TIMEOUT_SECONDS (3 s by default). Should one still outlive the lease,
 # nothing breaks: `save` finds the key taken over, and that request rolls back.
 LEASE_SECONDS = 60
+# A request that has held its key this long is not running any more (see above): it died,
+# and a client is told to come back when the lease ends, not every second until then.
+RUNNING_REQUEST_SECONDS = 10
 MAX_KEY_CHARS = 255
 # Visible ASCII: what UUIDs and random tokens are made of, and safe to store and log.
 KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}")
@@ -50,7 +55,12 @@ REPLAYED_HEADERS = ("Content-Type", "Location", "ETag")
 
 
 class KeyInUse(Exception):
-    """Another request with this key is still running."""
+    """Another request holds this key. Retry after `retry_after_seconds`: 1 while it may
+    still be running, else (it died) the time its lease has left."""
+
+    def __init__(self, key, retry_after_seconds=1):
+        super().__init__(key)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class KeyReused(Exception):
@@ -128,7 +138,7 @@ def begin(database, user_id, key, request_hash):
             # committed (its work and `save` share one transaction), so run it again.
             sql_idempotency.retake_key(connection, user_id, key, request_hash, now, expires_at)
             return Claim(user_id, key, now)
-        raise KeyInUse(key)
+        raise KeyInUse(key, _retry_after_seconds(row["locked_at"]))
 
 
 def save(connection, claim, response):
@@ -157,6 +167,14 @@ def purge_expired(database):
 
 
 _next_purge = 0.0
+
+
+def _retry_after_seconds(locked_at):
+    """When a request that finds the key held should try again, in whole seconds (at least 1)."""
+    held_seconds = (datetime.now(UTC) - datetime.fromisoformat(locked_at)).total_seconds()
+    if held_seconds < RUNNING_REQUEST_SECONDS:
+        return 1  # the holder is most likely still at work and done in a moment
+    return max(1, math.ceil(LEASE_SECONDS - held_seconds))
 
 
 def _purge_now_and_then(database):

@@ -474,3 +474,25 @@ def test_oversell_the_check_constraint_refuses_a_negative_stock(database):
         with database.transaction() as connection:
             connection.execute("UPDATE items SET stock = stock - 2 WHERE id = :item_id", {"item_id": item["id"]})
     assert stock_of(database, item["id"]) == 1
+
+
+@pytest.mark.parametrize("held_seconds, retry_after", [
+    (0, 1),                                        # most likely still running: retry in a moment
+    (idempotency.RUNNING_REQUEST_SECONDS - 2, 1),
+    (30, idempotency.LEASE_SECONDS - 30),          # it died: come back when its lease ends
+    (idempotency.LEASE_SECONDS - 0.5, 1),          # never less than a second
+])
+def test_a_held_keys_retry_after_says_how_long_its_lease_has_left(wsgi_client, database, users,
+                                                                  held_seconds, retry_after):
+    item = make_item(database, STOCK)
+    user = users.create()
+    document = order_document(item["id"])
+    idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+    set_key_column(database, user["id"], "locked_at", db.utc_now(-held_seconds))
+
+    headers = json_headers(users.headers(user), idempotency_key=KEY)
+    busy = wsgi_client.post("/v1/orders", json=document, headers=headers)
+    assert_problem(busy, 409, STILL_RUNNING)
+    # The clock moves between the two stamps: a second's slack, never more.
+    assert int(busy.header("Retry-After")) in (retry_after, retry_after + 1)
+    assert order_ids(database) == []
