@@ -17,6 +17,7 @@ app, clients, accounts, and the few helpers more than one test file needs.
 """
 
 import base64
+import hmac
 import http.client
 import io
 import json
@@ -24,6 +25,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 import wsgiref.util
 import wsgiref.validate
@@ -48,6 +50,8 @@ IN_CI = os.environ.get("CI") == "true"
 # Emptying a reused schema waits at most this long for a lock a stray connection still holds;
 # past it the schema is dropped instead of reused.
 EMPTYING_LOCK_TIMEOUT = "2s"
+LISTEN_TIMEOUT_SECONDS = 15  # how long a server started in another process may take to listen
+POLL_SECONDS = 0.05  # between two looks at something another process or thread will do
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -408,6 +412,28 @@ def json_headers(headers=(), *, idempotency_key=None, if_match=None):
     return headers
 
 
+def bodies_that_are_not_json(valid):
+    """pytest params (body, Content-Type, status, detail) that an endpoint reading JSON must
+    refuse before it looks at a field, built around `valid`, a one-line JSON object the
+    endpoint accepts: cut short, empty, its members twice, a NaN, not UTF-8 (each a 400: not
+    JSON by RFC 8259, or not what strictjson accepts), and `valid` itself sent as anything
+    but application/json (415)."""
+    json_type, wrong_type = "application/json", "the body must be sent as Content-Type: application/json"
+    cut_short = f"malformed JSON: Expecting ',' delimiter: line 1 column {len(valid)} (char {len(valid) - 1})"
+    return [
+        pytest.param(valid[:-1], json_type, 400, cut_short, id="cut short"),
+        pytest.param(b"", json_type, 400, "malformed JSON: Expecting value: line 1 column 1 (char 0)", id="empty"),
+        pytest.param(valid[:-1] + b", " + valid[1:], json_type, 400, "malformed JSON: duplicate key in an object",
+                     id="every member twice"),
+        pytest.param(valid[:-1] + b', "extra": NaN}', json_type, 400, "malformed JSON: NaN and Infinity are not JSON",
+                     id="NaN"),
+        pytest.param(b"\xff\xfe", json_type, 400, "the body is not valid UTF-8", id="not UTF-8"),
+        pytest.param(valid, "text/plain", 415, wrong_type, id="text/plain"),
+        pytest.param(valid, "application/x-www-form-urlencoded", 415, wrong_type, id="form-encoded"),
+        pytest.param(valid, None, 415, wrong_type, id="no Content-Type"),
+    ]
+
+
 def login(client, email, password=TEST_PASSWORD):
     """POST /v1/auth/login; the response (200 with a token pair, or the problem)."""
     return client.post("/v1/auth/login", json={"email": email, "password": password})
@@ -566,9 +592,48 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def wait_until_listening(port, timeout_seconds=LISTEN_TIMEOUT_SECONDS, *, exit_report=lambda: None):
+    """Return once something accepts connections on 127.0.0.1:`port`, polling; fail after
+    `timeout_seconds`, or at once when `exit_report()`, which answers None while the server
+    runs, says how it ended."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=timeout_seconds).close()
+            return
+        except OSError:  # refused (not listening yet) or timed out: look again
+            pass
+        if (report := exit_report()) is not None:
+            pytest.fail(f"the server stopped before listening on port {port}: {report}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"nothing listens on port {port} after {timeout_seconds} s")
+        time.sleep(POLL_SECONDS)
+
+
 def b64url(raw):
     """base64url without padding (RFC 4648 §5, as JWTs and our signed values write it)."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def flip(text, index):
+    """`text` with the character at `index` replaced by another base64url character: a
+    signature, token or cursor with one character changed."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+@pytest.fixture
+def compare_digest_calls(monkeypatch):
+    """Record every hmac.compare_digest call made during the test (auth's and signing's
+    alike: they share the one hmac module), still answering truthfully."""
+    calls = []
+    real_compare_digest = hmac.compare_digest
+
+    def spy(expected, given):
+        calls.append((expected, given))
+        return real_compare_digest(expected, given)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
 
 
 class running_server:

@@ -23,7 +23,12 @@ from conftest import (
     LiveClient,
     WSGIClient,
     assert_problem,
+    b64url,
+    bearer,
+    count_rows,
+    login,
     send_at_once,
+    start_session,
 )
 
 import accounts
@@ -61,10 +66,6 @@ def register(client, email, password=TEST_PASSWORD, **extra):
     return client.post("/v1/auth/register", json={"email": email, "password": password, **extra})
 
 
-def login(client, email, password=TEST_PASSWORD):
-    return client.post("/v1/auth/login", json={"email": email, "password": password})
-
-
 def tokens_for(client, email):
     """A fresh token pair for an existing account."""
     response = login(client, email)
@@ -76,17 +77,8 @@ def refresh(client, refresh_token):
     return client.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
-def bearer(access_token):
-    return {"Authorization": f"Bearer {access_token}"}
-
-
 def me(client, headers):
     return client.get("/v1/users/me", headers=headers)
-
-
-def count_rows(database, table):
-    with database.connection() as connection:
-        return connection.fetch_value(f"SELECT count(*) FROM {table}")
 
 
 def all_values(database, table):
@@ -99,23 +91,11 @@ def set_cookies(response):
     return [value for name, value in response.headers if name.lower() == "set-cookie"]
 
 
-def start_session(client, email):
-    """Log a browser in: (headers that carry its cookies, its CSRF token)."""
-    response = client.post("/v1/auth/session", json={"email": email, "password": TEST_PASSWORD})
-    assert response.status == 200, response
-    pairs = [cookie.split(";")[0] for cookie in set_cookies(response)]
-    return {"Cookie": "; ".join(pairs)}, response.json()["csrf_token"]
-
-
 def own_origin(client):
     """The Origin a page of this server sends: its scheme and Host header."""
     if isinstance(client, LiveClient):
         return f"http://{client.host}:{client.port}"
     return "http://127.0.0.1"  # the Host wsgiref.util.setup_testing_defaults puts in the environ
-
-
-def b64url(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def app_with(settings, database, logger, **changes):

@@ -20,6 +20,7 @@ import unicodedata
 
 import jwt
 import pytest
+from conftest import b64url, flip
 
 import auth
 import config
@@ -47,32 +48,10 @@ OLD_KEY = b"an-older-key-still-verifying-32b"
 NEW_KEY = b"the-new-key-that-signs-from-now!"
 
 
-def b64url(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def flip(text, index):
-    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
-
-
 @pytest.fixture(autouse=True)
 def no_remembered_tokens():
     """Each test verifies tokens from scratch: decode_token remembers verified ones."""
     auth._verified_claims.cache_clear()
-
-
-@pytest.fixture
-def compare_digest_calls(monkeypatch):
-    """Record every hmac.compare_digest call auth makes, still answering truthfully."""
-    calls = []
-    real_compare_digest = hmac.compare_digest
-
-    def spy(expected, given):
-        calls.append((expected, given))
-        return real_compare_digest(expected, given)
-
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    return calls
 
 
 # == passwords ================================================================================

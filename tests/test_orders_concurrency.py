@@ -83,6 +83,20 @@ def order_document(item_id, quantity=1):
     return {"lines": [{"item_id": item_id, "quantity": quantity}]}
 
 
+def keyed_order(database, users):
+    """A new item and customer, an order document for one unit of it, and the customer's
+    headers with KEY: (user, item, document, headers)."""
+    item = make_item(database, STOCK)
+    user = users.create()
+    document = order_document(item["id"])
+    return user, item, document, json_headers(users.headers(user), idempotency_key=KEY)
+
+
+def claim_as_a_first_request(database, user, document):
+    """Take KEY for `document` just as create_order would, and keep it: a request still running."""
+    return idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+
+
 def run_at_once(*calls):
     """Run each call in a thread of its own; what each returned, or the exception it raised."""
     outcomes = [None] * len(calls)
@@ -151,12 +165,8 @@ def test_twenty_copies_of_one_keyed_request_place_one_order(live_server, live_cl
 
 
 def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_client, database, users):
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
-    # A first request with this key is "running": it took the key just as create_order would.
-    claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+    user, item, document, headers = keyed_order(database, users)
+    claim = claim_as_a_first_request(database, user, document)
     assert isinstance(claim, idempotency.Claim)
 
     busy = wsgi_client.post("/v1/orders", json=document, headers=headers)
@@ -173,11 +183,8 @@ def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_cli
 
 
 def test_a_key_held_past_its_lease_is_taken_over_and_its_dead_holder_cannot_save(wsgi_client, database, users):
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
-    claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+    user, item, document, headers = keyed_order(database, users)
+    claim = claim_as_a_first_request(database, user, document)
     # That request took the key longer ago than the lease and never answered (it hangs, or died).
     long_ago = db.utc_now(-(idempotency.LEASE_SECONDS + 1))
     set_key_column(database, user["id"], "locked_at", long_ago)
@@ -205,10 +212,7 @@ def test_an_expired_key_is_a_new_key_and_purge_removes_expired_keys(wsgi_client,
     # begin() also purges expired keys, at most once a minute per process. Kept away here,
     # so that begin() itself meets the expired row and must treat it as new.
     monkeypatch.setattr(idempotency, "_next_purge", float("inf"))
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
+    user, item, document, headers = keyed_order(database, users)
     first = wsgi_client.post("/v1/orders", json=document, headers=headers)
     assert first.status == 201
 
@@ -408,15 +412,21 @@ def sell_one_without_the_lock(database, item_id, user_id, both_have_read):
         return order["id"]
 
 
-@pytest.mark.parametrize("engine", ["postgresql"])
-def test_oversell_without_the_lock_sells_the_last_unit_twice_on_postgresql(database, users):
+def two_buyers_race_without_the_lock(database, users):
+    """Two buyers of the last unit, each through sell_one_without_the_lock, at one moment:
+    (the item, what each buyer's sale returned or raised)."""
     item = make_item(database, stock=1)
     buyers = [users.create(), users.create()]
     both_have_read = threading.Barrier(2)
-
     outcomes = run_at_once(*[
         lambda buyer=buyer: sell_one_without_the_lock(database, item["id"], buyer["id"], both_have_read)
         for buyer in buyers])
+    return item, outcomes
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_oversell_without_the_lock_sells_the_last_unit_twice_on_postgresql(database, users):
+    item, outcomes = two_buyers_race_without_the_lock(database, users)
 
     # Both committed: the second UPDATE waited for the first one's row lock, then wrote
     # 1 - 1 = 0 over the first one's 0. A lost update, and no error anywhere.
@@ -431,13 +441,7 @@ def test_oversell_without_the_lock_on_sqlite_fails_with_busy_instead(database, u
     """SQLite has one writer at a time: the second buyer's write finds that its snapshot
     (stock 1) is out of date and gets SQLITE_BUSY ("database is locked"), which waiting
     cannot cure. No oversell, but an error; hence BEGIN IMMEDIATE in db.py."""
-    item = make_item(database, stock=1)
-    buyers = [users.create(), users.create()]
-    both_have_read = threading.Barrier(2)
-
-    outcomes = run_at_once(*[
-        lambda buyer=buyer: sell_one_without_the_lock(database, item["id"], buyer["id"], both_have_read)
-        for buyer in buyers])
+    item, outcomes = two_buyers_race_without_the_lock(database, users)
 
     sold = [outcome for outcome in outcomes if isinstance(outcome, int)]
     busy = [outcome for outcome in outcomes if isinstance(outcome, db.DatabaseUnavailable)]

@@ -21,16 +21,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, free_port, wait_until_listening
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 README = PROJECT_DIR / "README.md"
@@ -172,7 +170,7 @@ def readme_server(tmp_path_factory):
     try:
         banner = server.stderr.readline()
         assert banner.startswith(f"Serving the shop on http://127.0.0.1:{port}"), banner
-        wait_until_listening(port)
+        wait_until_listening(port, exit_report=lambda: exit_report(server))
         yield f"http://127.0.0.1:{port}", directory
     finally:
         server.send_signal(signal.SIGTERM)
@@ -237,26 +235,16 @@ def parse_http(text):
     return lines[0].strip(), headers, body.strip()
 
 
+def exit_report(process):
+    """None while `process` runs; once it has exited, its return code and what it wrote to stderr."""
+    if process.poll() is None:
+        return None
+    return f"exited with {process.returncode}:\n{process.stderr.read()}"
+
+
 def without_volatile(document):
     if isinstance(document, dict):
         return {key: without_volatile(value) for key, value in document.items() if key not in VOLATILE_FIELDS}
     if isinstance(document, list):
         return [without_volatile(value) for value in document]
     return document
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")

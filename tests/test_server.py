@@ -26,7 +26,7 @@ import pytest
 
 import db
 import seed
-from conftest import TEST_SECRET_KEY
+from conftest import POLL_SECONDS, TEST_SECRET_KEY, free_port, wait_until_listening
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -74,12 +74,6 @@ def server_command(*arguments):
 def run(command, env, timeout=COMMAND_TIMEOUT_SECONDS):
     """Run a command to completion in the project directory; the child is killed on timeout."""
     return subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def expected_migration_versions():
@@ -158,13 +152,7 @@ class Program:
 
     def wait_until_accepting(self, port):
         """Wait until something accepts connections on `port` (gunicorn prints no URL of ours)."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_SECONDS).close()
-                break
-            except ConnectionRefusedError:
-                self._fail_if_exited_or_late(deadline)
+        wait_until_listening(port, STARTUP_TIMEOUT_SECONDS, exit_report=self.exit_report)
         self.port = port
         return self
 
@@ -179,12 +167,18 @@ class Program:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def exit_report(self):
+        """None while the program runs; once it has exited, its return code and output."""
+        if self.process.poll() is None:
+            return None
+        return f"exited with {self.process.returncode}:\n{self.stdout()}\n{self.stderr()}"
+
     def _fail_if_exited_or_late(self, deadline):
-        if self.process.poll() is not None:
-            pytest.fail(f"exited with {self.process.returncode}:\n{self.stdout()}\n{self.stderr()}")
+        if (report := self.exit_report()) is not None:
+            pytest.fail(report)
         if time.monotonic() > deadline:
             pytest.fail(f"not serving after {STARTUP_TIMEOUT_SECONDS} s:\n{self.stderr()}")
-        time.sleep(0.05)
+        time.sleep(POLL_SECONDS)
 
 
 @pytest.fixture
