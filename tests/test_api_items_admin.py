@@ -10,11 +10,11 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import assert_problem, bodies_that_are_not_json, json_headers, send_at_once
 
 import seed
 import sql_items
 import web
-from conftest import assert_problem, bodies_that_are_not_json, json_headers, send_at_once
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)

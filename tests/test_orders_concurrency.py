@@ -24,6 +24,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import (
+    TEST_ITERATIONS,
+    TEST_SECRET_KEY,
+    LiveClient,
+    assert_problem,
+    count_rows,
+    free_port,
+    json_headers,
+    make_item,
+    responses_at_once,
+    running_server,
+    send_at_once,
+)
 
 import api_orders
 import db
@@ -31,10 +44,6 @@ import idempotency
 import orders
 import server
 import sql_orders
-from conftest import (
-    TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, assert_problem, count_rows, free_port, json_headers, make_item,
-    responses_at_once, running_server, send_at_once,
-)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOCK = 10
@@ -173,7 +182,9 @@ def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_cli
     assert_problem(busy, 409, STILL_RUNNING)
     assert busy.header("Retry-After") == "1"
     other = wsgi_client.post("/v1/orders", json=order_document(item["id"], quantity=2), headers=headers)
-    assert_problem(other, 422, errors=[{"field": "Idempotency-Key", "message": "was already used with a different request"}])
+    assert_problem(other, 422, errors=[
+        {"field": "Idempotency-Key", "message": "was already used with a different request"},
+    ])
     assert (order_ids(database), stock_of(database, item["id"])) == ([], STOCK)
 
     # The first request changed nothing and gave the key back: a retry is judged afresh.
@@ -407,8 +418,8 @@ def sell_one_without_the_lock(database, item_id, user_id, both_have_read):
         connection.execute("UPDATE items SET stock = :stock_read - 1 WHERE id = :item_id",
                            {"stock_read": stock_read, "item_id": item_id})
         order = sql_orders.insert_order(connection, user_id, PRICE_CENTS, db.utc_now())
-        sql_orders.insert_lines(connection, order["id"],
-                                [{"item_id": item_id, "name": "Teapot", "quantity": 1, "unit_price_cents": PRICE_CENTS}])
+        line = {"item_id": item_id, "name": "Teapot", "quantity": 1, "unit_price_cents": PRICE_CENTS}
+        sql_orders.insert_lines(connection, order["id"], [line])
         return order["id"]
 
 
@@ -474,7 +485,6 @@ def test_oversell_prevented_place_order_sells_the_last_unit_once(database, users
 def test_oversell_the_check_constraint_refuses_a_negative_stock(database):
     """The last line of defence: even a wrong UPDATE cannot store a stock below zero."""
     item = make_item(database, stock=1)
-    with pytest.raises(db.IntegrityError):
-        with database.transaction() as connection:
-            connection.execute("UPDATE items SET stock = stock - 2 WHERE id = :item_id", {"item_id": item["id"]})
+    with pytest.raises(db.IntegrityError), database.transaction() as connection:
+        connection.execute("UPDATE items SET stock = stock - 2 WHERE id = :item_id", {"item_id": item["id"]})
     assert stock_of(database, item["id"]) == 1

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_SECRET_KEY, free_port, wait_until_listening
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -160,7 +159,8 @@ def readme_server(tmp_path_factory):
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     for command in setup_commands():
-        done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)],
+        # check=False: the assertion below says which command failed, and what it printed.
+        done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=False,
                               cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
     server = subprocess.Popen(
@@ -188,7 +188,8 @@ def test_readme_command(readme_server, step):
                     f"the walkthrough's steps run in order (run the whole file)", pytrace=False)
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
     script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
-    finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory)
+    finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
+                              check=False)  # the assertion below names the step
     context = step.describe() + (f"\nwith {needs(step, step.uses)}" if step.uses else "")
     assert finished.returncode == 0, f"{context}\nexited {finished.returncode}: {finished.stderr.decode()}"
     if step.expected is None:
