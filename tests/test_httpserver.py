@@ -452,18 +452,27 @@ def test_error_after_the_head_was_sent_closes_the_connection(connect, caplog):
         assert "failed while streaming" in caplog.text
 
 
-def test_request_shutdown_from_a_signal_handler():
+def test_request_shutdown_from_a_signal_handler(connect):
     server = httpserver.HTTPServer(validator(echo_app), port=0)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_shutdown())
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+
+    def signal_once_serving():
+        # A request answered proves the loop runs: the signal then lands inside it, not
+        # before serve_forever() began. Sent even if that fails, so the test cannot hang.
+        try:
+            assert_served_normally(server, connect)
+        finally:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    signaller = threading.Thread(target=signal_once_serving)
     try:
-        timer.start()
+        signaller.start()
         started = time.monotonic()
         server.serve_forever()   # in the main thread, where Python runs signal handlers
         # Nothing is in flight, so it returns at once, not after the shutdown deadline.
         assert time.monotonic() - started < httpserver.SHUTDOWN_DEADLINE_SECONDS / 3
     finally:
-        timer.join()
+        signaller.join(READ_TIMEOUT)
         signal.signal(signal.SIGUSR1, previous)
 
 

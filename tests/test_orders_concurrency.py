@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from conftest import (
     responses_at_once,
     running_server,
     send_at_once,
+    wait_until_listening,
 )
 
 import api_orders
@@ -320,18 +320,17 @@ class ServerProcess:
                                             stdout=stdout, stderr=stderr, start_new_session=True)
 
     def wait_until_healthy(self):
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while True:
-            try:
-                if self.request("GET", "/health")[0] == 200:
-                    return self
-            except OSError:
-                pass   # not listening yet
-            if self.process.poll() is not None:
-                pytest.fail(f"server.py exited with {self.process.returncode}:\n{self.stderr_path.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server.py not healthy after {STARTUP_TIMEOUT_SECONDS} s:\n{self.stderr_path.read_text()}")
-            time.sleep(0.05)
+        # server.py migrates before it listens: once it accepts, it can answer.
+        wait_until_listening(self.port, STARTUP_TIMEOUT_SECONDS, exit_report=self.exit_report)
+        status, _, body = self.request("GET", "/health")
+        assert status == 200, body
+        return self
+
+    def exit_report(self):
+        """None while server.py runs; once it has exited, its return code and stderr."""
+        if self.process.poll() is None:
+            return None
+        return f"server.py exited with {self.process.returncode}:\n{self.stderr_path.read_text()}"
 
     def request(self, method, path, headers=None, body=None):
         """(status, headers, body bytes) on a connection of its own."""
