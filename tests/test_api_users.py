@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    PROJECT_DIR,
     TEST_PASSWORD,
     TEST_SECRET_KEY,
     WSGIClient,
@@ -27,7 +28,6 @@ from conftest import (
 import config
 import server
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
 NEW_PASSWORD = "a kettle sings by the window at dawn"
 WWW_AUTHENTICATE = 'Bearer realm="shop"'

@@ -108,20 +108,6 @@ def django_hashers():
     return hashers
 
 
-@pytest.fixture
-def pbkdf2_calls(monkeypatch):
-    """Record the iterations of every PBKDF2 run, still computing it truthfully."""
-    calls = []
-    real_pbkdf2_hmac = hashlib.pbkdf2_hmac
-
-    def spy(name, password, salt, iterations, *args):
-        calls.append(iterations)
-        return real_pbkdf2_hmac(name, password, salt, iterations, *args)
-
-    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", spy)
-    return calls
-
-
 # -- known vectors, both ways with Django --
 
 @pytest.mark.parametrize("password, stored", DJANGO_HASHES.items(),

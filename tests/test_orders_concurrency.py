@@ -12,30 +12,25 @@ The demonstration of the bug and of its fix: `pytest tests/test_orders_concurren
 """
 
 import dataclasses
-import http.client
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from conftest import (
     TEST_ITERATIONS,
-    TEST_SECRET_KEY,
     LiveClient,
     assert_problem,
     count_rows,
     free_port,
+    http_request,
     json_headers,
     make_item,
     responses_at_once,
     running_server,
     send_at_once,
-    wait_until_listening,
+    server_env,
 )
 
 import api_orders
@@ -45,20 +40,14 @@ import orders
 import server
 import sql_orders
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOCK = 10
 BUYERS = 50
 KEYED_COPIES = 20
 CANCELLERS = 10
 PRICE_CENTS = 1250
 THREAD_TIMEOUT_SECONDS = 15
-STARTUP_TIMEOUT_SECONDS = 15
-SOCKET_TIMEOUT_SECONDS = 5
 KEY = "9b2c4e1a-concurrency-test-key"
 STILL_RUNNING = "a request with this Idempotency-Key is still being processed; retry shortly"
-# Variables the shop reads, dropped from the environment the server subprocess inherits.
-SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "HOST", "PORT",
-                      "THREADS", "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "REDIS_URL", "PBKDF2_ITERATIONS")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -305,61 +294,14 @@ def test_a_racing_payment_and_cancel_cannot_both_win(live_server, database, user
 
 # -- 8. kill -9 right after the 201 ------------------------------------------------------
 
-class ServerProcess:
-    """`python server.py` on a free port, its output in files; `kill()` is SIGKILL."""
-
-    def __init__(self, database_url, log_dir):
-        self.port = free_port()
-        env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
-        env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test",
-                   PBKDF2_ITERATIONS=str(TEST_ITERATIONS), PORT=str(self.port))
-        log_dir.mkdir()
-        self.stderr_path = log_dir / "stderr"
-        with open(log_dir / "stdout", "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen([sys.executable, "server.py"], cwd=PROJECT_DIR, env=env,
-                                            stdout=stdout, stderr=stderr, start_new_session=True)
-
-    def wait_until_healthy(self):
-        # server.py migrates before it listens: once it accepts, it can answer.
-        wait_until_listening(self.port, STARTUP_TIMEOUT_SECONDS, exit_report=self.exit_report)
-        status, _, body = self.request("GET", "/health")
-        assert status == 200, body
-        return self
-
-    def exit_report(self):
-        """None while server.py runs; once it has exited, its return code and stderr."""
-        if self.process.poll() is None:
-            return None
-        return f"server.py exited with {self.process.returncode}:\n{self.stderr_path.read_text()}"
-
-    def request(self, method, path, headers=None, body=None):
-        """(status, headers, body bytes) on a connection of its own."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=SOCKET_TIMEOUT_SECONDS)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            connection.close()
-
-    def kill(self):
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(STARTUP_TIMEOUT_SECONDS)
-
-
 @pytest.fixture
-def start_server(database_url, tmp_path):
-    """start_server() -> a healthy ServerProcess on the test's database; all killed at the end."""
-    started = []
-
+def start_server(database_url, start_program):
+    """start_server() -> `python server.py` on the test's database, serving (a conftest.Program)."""
     def start():
-        started.append(ServerProcess(database_url, tmp_path / f"server-{len(started)}"))
-        return started[-1].wait_until_healthy()
+        env = server_env(database_url, PBKDF2_ITERATIONS=str(TEST_ITERATIONS), PORT=str(free_port()))
+        return start_program([sys.executable, "server.py"], env).wait_for_url()
 
-    yield start
-    for process in started:
-        process.kill()
+    return start
 
 
 def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, start_server):
@@ -369,17 +311,18 @@ def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, st
     body = json.dumps(order_document(item["id"], quantity=4)).encode()
 
     first = start_server()
-    status, _, created = first.request("POST", "/v1/orders", headers, body)
+    status, _, created = http_request(first.port, "/v1/orders", method="POST", headers=headers, body=body)
     first.kill()   # SIGKILL: no shutdown, no flush, nothing after the answer gets to run
     assert status == 201, created
 
     second = start_server()
     order = json.loads(created)
-    status, _, shown = second.request("GET", f"/v1/orders/{order['id']}", users.headers(user))
+    status, _, shown = http_request(second.port, f"/v1/orders/{order['id']}", headers=users.headers(user))
     assert (status, json.loads(shown)) == (200, order)
-    status, _, shown = second.request("GET", f"/v1/items/{item['id']}")
+    status, _, shown = http_request(second.port, f"/v1/items/{item['id']}")
     assert (status, json.loads(shown)["stock"]) == (200, STOCK - 4)
-    status, replay_headers, replayed = second.request("POST", "/v1/orders", headers, body)
+    status, replay_headers, replayed = http_request(second.port, "/v1/orders", method="POST", headers=headers,
+                                                    body=body)
     assert (status, replay_headers["Idempotent-Replayed"], replayed) == (201, "true", created)
     assert order_ids(database) == [order["id"]]
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SECRET_KEY, free_port, wait_until_listening
+from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 README = PROJECT_DIR / "README.md"
 README_TEXT = README.read_text()
 README_ORIGIN = "http://127.0.0.1:8000"
@@ -163,18 +162,16 @@ def readme_server(tmp_path_factory):
         done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=False,
                               cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
-    server = subprocess.Popen(
-        [sys.executable, "server.py"], cwd=PROJECT_DIR, env=environment,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    server = Program([sys.executable, "server.py"], environment, directory / "server")
     try:
-        banner = server.stderr.readline()
-        assert banner.startswith(f"Serving the shop on http://127.0.0.1:{port}"), banner
-        wait_until_listening(port, exit_report=lambda: exit_report(server))
-        yield f"http://127.0.0.1:{port}", directory
+        assert server.wait_for_url().url == f"http://127.0.0.1:{port}", server.stderr()
+        yield server.url, directory
     finally:
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
+        try:
+            assert server.wait(timeout=30) == 0
+        finally:
+            server.kill()
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[f"{step.number:02d}-{step.command[:55]}" for step in STEPS])
@@ -234,13 +231,6 @@ def parse_http(text):
     lines = head.strip().split("\n")
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
     return lines[0].strip(), headers, body.strip()
-
-
-def exit_report(process):
-    """None while `process` runs; once it has exited, its return code and what it wrote to stderr."""
-    if process.poll() is None:
-        return None
-    return f"exited with {process.returncode}:\n{process.stderr.read()}"
 
 
 def without_volatile(document):
