@@ -17,17 +17,24 @@ app, clients, accounts, and the few helpers more than one test file needs.
 """
 
 import base64
+import hashlib
+import hmac
 import http.client
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
 import threading
+import time
 import uuid
 import wsgiref.util
 import wsgiref.validate
 from collections import namedtuple
+from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import pytest
@@ -48,6 +55,15 @@ IN_CI = os.environ.get("CI") == "true"
 # Emptying a reused schema waits at most this long for a lock a stray connection still holds;
 # past it the schema is dropped instead of reused.
 EMPTYING_LOCK_TIMEOUT = "2s"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_SECONDS = 15  # how long a server started in another process may take to serve
+SOCKET_TIMEOUT_SECONDS = 5  # a request to such a server fails rather than hangs past this
+POLL_SECONDS = 0.05  # between two looks at something another process or thread will do
+# Variables the shop (or gunicorn) reads: dropped from the environment a program started by
+# a test inherits, so that each test states the ones it means.
+SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "HOST", "PORT", "THREADS",
+                      "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "PBKDF2_ITERATIONS", "SESSION_COOKIE_SECURE",
+                      "REDIS_URL", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -408,6 +424,28 @@ def json_headers(headers=(), *, idempotency_key=None, if_match=None):
     return headers
 
 
+def bodies_that_are_not_json(valid):
+    """pytest params (body, Content-Type, status, detail) that an endpoint reading JSON must
+    refuse before it looks at a field, built around `valid`, a one-line JSON object the
+    endpoint accepts: cut short, empty, its members twice, a NaN, not UTF-8 (each a 400: not
+    JSON by RFC 8259, or not what strictjson accepts), and `valid` itself sent as anything
+    but application/json (415)."""
+    json_type, wrong_type = "application/json", "the body must be sent as Content-Type: application/json"
+    cut_short = f"malformed JSON: Expecting ',' delimiter: line 1 column {len(valid)} (char {len(valid) - 1})"
+    return [
+        pytest.param(valid[:-1], json_type, 400, cut_short, id="cut short"),
+        pytest.param(b"", json_type, 400, "malformed JSON: Expecting value: line 1 column 1 (char 0)", id="empty"),
+        pytest.param(valid[:-1] + b", " + valid[1:], json_type, 400, "malformed JSON: duplicate key in an object",
+                     id="every member twice"),
+        pytest.param(valid[:-1] + b', "extra": NaN}', json_type, 400, "malformed JSON: NaN and Infinity are not JSON",
+                     id="NaN"),
+        pytest.param(b"\xff\xfe", json_type, 400, "the body is not valid UTF-8", id="not UTF-8"),
+        pytest.param(valid, "text/plain", 415, wrong_type, id="text/plain"),
+        pytest.param(valid, "application/x-www-form-urlencoded", 415, wrong_type, id="form-encoded"),
+        pytest.param(valid, None, 415, wrong_type, id="no Content-Type"),
+    ]
+
+
 def login(client, email, password=TEST_PASSWORD):
     """POST /v1/auth/login; the response (200 with a token pair, or the problem)."""
     return client.post("/v1/auth/login", json={"email": email, "password": password})
@@ -559,6 +597,56 @@ def item(client, item_id):
 
 # -- small tools ---------------------------------------------------------------------------
 
+def b64url(raw):
+    """base64url without padding (RFC 4648 §5, as JWTs and our signed values write it)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def flip(text, index):
+    """`text` with the character at `index` replaced by another base64url character: a
+    signature, token or cursor with one character changed."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+@pytest.fixture
+def compare_digest_calls(monkeypatch):
+    """Record every hmac.compare_digest call made during the test (auth's and signing's
+    alike: they share the one hmac module), still answering truthfully."""
+    calls = []
+    real_compare_digest = hmac.compare_digest
+
+    def spy(expected, given):
+        calls.append((expected, given))
+        return real_compare_digest(expected, given)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
+
+
+@pytest.fixture
+def pbkdf2_calls(monkeypatch):
+    """Record the iterations of every PBKDF2 run during the test, still computing it truthfully."""
+    calls = []
+    real_pbkdf2_hmac = hashlib.pbkdf2_hmac
+
+    def spy(name, password, salt, iterations, *args):
+        calls.append(iterations)
+        return real_pbkdf2_hmac(name, password, salt, iterations, *args)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    return calls
+
+
+# -- programs in another process ------------------------------------------------------------
+
+def server_env(database_url, **overrides):
+    """os.environ without the shop's settings, plus the test ones; an override of None removes."""
+    env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
+    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test")
+    env.update(overrides)
+    return {name: value for name, value in env.items() if value is not None}
+
+
 def free_port():
     """A TCP port nothing listens on right now, for a server started in another process."""
     with socket.socket() as probe:
@@ -566,10 +654,107 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def b64url(raw):
-    """base64url without padding (RFC 4648 §5, as JWTs and our signed values write it)."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+def wait_until_listening(port, timeout_seconds=STARTUP_TIMEOUT_SECONDS, *, exit_report=lambda: None):
+    """Return once something accepts connections on 127.0.0.1:`port`, polling; fail after
+    `timeout_seconds`, or at once when `exit_report()`, which answers None while the server
+    runs, says how it ended."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_SECONDS).close()
+            return
+        except OSError:  # refused (not listening yet) or timed out: look again
+            pass
+        if (report := exit_report()) is not None:
+            pytest.fail(f"the server stopped before listening on port {port}: {report}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"nothing listens on port {port} after {timeout_seconds} s")
+        time.sleep(POLL_SECONDS)
 
+
+@pytest.fixture
+def start_program(tmp_path):
+    """start_program(command, env) -> Program; every program started is killed when the test ends."""
+    programs = []
+
+    def start(command, env):
+        program = Program(command, env, tmp_path / f"program-{len(programs)}")
+        programs.append(program)
+        return program
+
+    yield start
+    for program in programs:
+        program.kill()
+
+
+class Program:
+    """A long-running subprocess run in the project folder; its stdout and stderr go to files
+    under `log_dir`."""
+
+    def __init__(self, command, env, log_dir):
+        log_dir.mkdir()
+        self.stdout_path, self.stderr_path = log_dir / "stdout", log_dir / "stderr"
+        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
+            # A session of its own: cleanup can kill gunicorn's workers with their master.
+            self.process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=stdout, stderr=stderr,
+                                            start_new_session=True)
+        self.url = self.port = None
+
+    def stdout(self):
+        return self.stdout_path.read_text()
+
+    def stderr(self):
+        return self.stderr_path.read_text()
+
+    def wait_for_url(self):
+        """Wait for `python server.py` to print where it serves; set url and port."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while (match := re.match(r"Serving the shop on (http://[^:]+:([0-9]+)) ", self.stderr())) is None:
+            if (report := self.exit_report()) is not None:
+                pytest.fail(report)
+            if time.monotonic() > deadline:
+                pytest.fail(f"not serving after {STARTUP_TIMEOUT_SECONDS} s:\n{self.stderr()}")
+            time.sleep(POLL_SECONDS)
+        self.url, self.port = match.group(1), int(match.group(2))
+        return self
+
+    def wait_until_accepting(self, port):
+        """Wait until something accepts connections on `port` (gunicorn prints no URL of ours)."""
+        wait_until_listening(port, exit_report=self.exit_report)
+        self.port = port
+        return self
+
+    def send_signal(self, signal_number):
+        self.process.send_signal(signal_number)
+
+    def wait(self, timeout):
+        return self.process.wait(timeout)
+
+    def kill(self):
+        """SIGKILL to the program and every process it started: no shutdown, no flush."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def exit_report(self):
+        """None while the program runs; once it has exited, its return code and output."""
+        if self.process.poll() is None:
+            return None
+        return f"exited with {self.process.returncode}:\n{self.stdout()}\n{self.stderr()}"
+
+
+def http_request(port, path, *, method="GET", headers=None, body=None):
+    """One request to 127.0.0.1:`port` on a fresh connection: (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=SOCKET_TIMEOUT_SECONDS)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+# -- a server in a thread, and the clients ---------------------------------------------------
 
 class running_server:
     """Context manager: serve `app` on 127.0.0.1:<free port> in a thread."""

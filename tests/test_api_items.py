@@ -1,9 +1,9 @@
 """The public catalogue, on both engines, in-process and over a socket."""
 
 import pytest
+from conftest import assert_problem, follow_next_links
 
 import seed
-from conftest import assert_problem, follow_next_links
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SEEDED = seed.demo_items(30)
@@ -93,7 +93,8 @@ def test_offset_pages_have_next_and_prev_links(client):
     assert "next" not in last["links"]
 
 
-@pytest.mark.parametrize("sort", ["id", "-id", "name", "-price_cents,name", "price_cents", "-created_at", "name,-price_cents"])
+@pytest.mark.parametrize("sort", ["id", "-id", "name", "-price_cents,name", "price_cents", "-created_at",
+                                  "name,-price_cents"])
 @pytest.mark.parametrize("mode", ["cursor", "offset"])
 def test_following_next_links_visits_every_row_exactly_once(client, seeded, sort, mode):
     restamp(seeded)
@@ -105,7 +106,7 @@ def test_following_next_links_visits_every_row_exactly_once(client, seeded, sort
     rows = [dict(item, id=number, created_at=CREATED_AT[number]) for number, item in enumerate(SEEDED, start=1)]
     keys = [(part.lstrip("-"), part.startswith("-")) for part in sort.split(",")]
     expected = rows
-    for column, descending in reversed(keys + [("id", keys[-1][1])]):  # id follows the last key
+    for column, descending in reversed([*keys, ("id", keys[-1][1])]):  # id follows the last key
         expected = sorted(expected, key=lambda row: row[column], reverse=descending)
     assert ids == [row["id"] for row in expected]
 
@@ -149,7 +150,8 @@ def test_q_matches_names_case_insensitively_and_escapes_wildcards(client):
     ("sort=password_hash", "cannot sort by 'password_hash'; choose from created_at, id, name, price_cents"),
     ("sort=-password_hash", "cannot sort by 'password_hash'; choose from created_at, id, name, price_cents"),
     ("sort=-id,stock", "cannot sort by 'stock'; choose from created_at, id, name, price_cents"),
-    ("sort=name;DROP%20TABLE%20items", "cannot sort by 'name;DROP TABLE items'; choose from created_at, id, name, price_cents"),
+    ("sort=name;DROP%20TABLE%20items",
+     "cannot sort by 'name;DROP TABLE items'; choose from created_at, id, name, price_cents"),
     ("sort=name,name", "'name' appears twice in sort"),
     ("sort=", "cannot sort by ''; choose from created_at, id, name, price_cents"),
     ("color=red", "unknown query parameter(s): color"),

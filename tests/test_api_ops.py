@@ -55,7 +55,7 @@ def test_ready_is_a_503_naming_the_migrations_a_database_lacks(client, app):
 
 
 def test_a_database_never_migrated_has_every_migration_pending(database_url):
-    known = [db.BASELINE_VERSION] + sorted(int(path.name[:4]) for path in db.MIGRATIONS_DIR.glob("[0-9]*.sql"))
+    known = [db.BASELINE_VERSION, *sorted(int(path.name[:4]) for path in db.MIGRATIONS_DIR.glob("[0-9]*.sql"))]
     database = db.open_database(database_url)
     try:
         assert db.applied_versions(database) == []

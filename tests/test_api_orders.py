@@ -28,13 +28,22 @@ conftest's `insert_orders`, since the API always stamps the present moment.
 from urllib.parse import urlencode
 
 import pytest
+from conftest import (
+    assert_problem,
+    bodies_that_are_not_json,
+    follow_next_links,
+    insert_orders,
+    item,
+    move,
+    nothing_was_ordered,
+    order_statuses,
+    patch_item,
+    place,
+    place_body,
+)
 
 import db
 import seed
-from conftest import (
-    assert_problem, follow_next_links, insert_orders, item, move, nothing_was_ordered, order_statuses, patch_item,
-    place, place_body,
-)
 
 SEEDED = {number: row for number, row in enumerate(seed.demo_items(30), start=1)}
 ORDER_FIELDS = {"id", "user_id", "status", "total_cents", "created_at", "updated_at", "lines"}
@@ -125,7 +134,7 @@ EVERY_PROBLEM_AT_ONCE = (
      ("lines[0].quantity", FROM_1_TO_1000), ("lines[1].item_id", WHOLE), ("lines[1].quantity", "is required"),
      ("lines[2]", "must be a JSON object")],
 )
-BAD_ORDERS = [
+BAD_ORDERS: list[tuple[object, list[tuple[str, str]]]] = [
     # body                                                errors: (field, message)
     ([VALID],                                             [("", "the body must be a JSON object")]),
     ("lines",                                             [("", "the body must be a JSON object")]),
@@ -204,23 +213,11 @@ def test_an_item_id_too_large_is_refused_with_its_upper_bound(checker):
     assert nothing_was_ordered(checker.client, checker.database)
 
 
-@pytest.mark.parametrize("body, content_type, status", [
-    (b'{"lines": [', "application/json", 400),
-    (b"", "application/json", 400),
-    (b'{"lines": [{"item_id": 1, "quantity": NaN}]}', "application/json", 400),
-    (b'{"lines": [], "lines": [{"item_id": 1, "quantity": 1}]}', "application/json", 400),
-    (b"\xff\xfe", "application/json", 400),
-    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', "text/plain", 415),
-    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', "application/x-www-form-urlencoded", 415),
-    (b'{"lines": [{"item_id": 1, "quantity": 1}]}', None, 415),
-])
-def test_a_body_that_is_not_json_is_refused(checker, body, content_type, status):
+@pytest.mark.parametrize("body, content_type, status, detail",
+                         bodies_that_are_not_json(b'{"lines": [{"item_id": 1, "quantity": 1}]}'))
+def test_a_body_that_is_not_json_is_refused(checker, body, content_type, status, detail):
     headers = dict(checker.customer, **({"Content-Type": content_type} if content_type else {}))
-    problem = assert_problem(checker.client.post("/v1/orders", body=body, headers=headers), status)
-    if status == 415:
-        assert problem["detail"] == "the body must be sent as Content-Type: application/json"
-    else:
-        assert problem["detail"].startswith(("malformed JSON", "the body is not valid UTF-8"))
+    assert_problem(checker.client.post("/v1/orders", body=body, headers=headers), status, detail)
     assert nothing_was_ordered(checker.client, checker.database)
 
 
@@ -682,7 +679,9 @@ def test_a_total_past_what_json_clients_read_exactly_is_422(client, admin, custo
         assert patch_item(client, admin, item_id, {"price_cents": top_price, "stock": 1000}, if_match="*").status == 200
     # Ten lines of 1,000 units at 10**12 cents: 10**16, past 2**53 - 1.
     response = place(client, customer, [{"item_id": item_id, "quantity": 1000} for item_id in range(1, 11)])
-    assert_problem(response, 422, errors=[{"field": "lines", "message": "the order's total may be at most 9007199254740991 cents"}])
+    assert_problem(response, 422, errors=[
+        {"field": "lines", "message": "the order's total may be at most 9007199254740991 cents"},
+    ])
     assert [item(client, item_id)["stock"] for item_id in range(1, 11)] == [1000] * 10
     nine_lines = place(client, customer, [{"item_id": item_id, "quantity": 1000} for item_id in range(1, 10)])
     assert (nine_lines.status, nine_lines.json()["total_cents"]) == (201, 9 * 10**15)

@@ -17,9 +17,9 @@ import datetime as dt
 from urllib.parse import urlencode
 
 import pytest
+from conftest import assert_problem, insert_orders, move, patch_item, place
 
 import seed
-from conftest import assert_problem, insert_orders, move, patch_item, place
 
 SEEDED = {number: row for number, row in enumerate(seed.demo_items(30), start=1)}
 
@@ -37,7 +37,7 @@ def test_sales_per_item_and_per_day_count_only_paid_and_shipped_orders(client, a
                         (refunded, ["paid", "cancelled"])):
         for status in path:
             assert move(client, admin, order["id"], status).status == 200
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
 
     response = client.get("/v1/reports/sales?group_by=item", headers=admin)
     assert response.status == 200 and response.header("Content-Type") == "application/json"

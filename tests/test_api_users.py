@@ -11,15 +11,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import (
+    PROJECT_DIR,
+    TEST_PASSWORD,
+    TEST_SECRET_KEY,
+    WSGIClient,
+    assert_problem,
+    bearer,
+    follow_next_links,
+    json_headers,
+    login,
+    send_at_once,
+    start_session,
+)
 
 import config
 import server
-from conftest import (
-    TEST_PASSWORD, TEST_SECRET_KEY, WSGIClient, assert_problem, bearer, follow_next_links, json_headers, login,
-    send_at_once, start_session,
-)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
 NEW_PASSWORD = "a kettle sings by the window at dawn"
 WWW_AUTHENTICATE = 'Bearer realm="shop"'
@@ -399,7 +407,7 @@ def create_admin(database_url, *arguments, stdin=ADMIN_PASSWORD + "\n"):
         "PBKDF2_ITERATIONS": "1000",
     }
     return subprocess.run([sys.executable, "server.py", "create-admin", *arguments], input=stdin, env=env,
-                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS, check=False)
 
 
 def api_client(database_url):

@@ -9,13 +9,12 @@ import time
 import uuid
 
 import pytest
+from conftest import TEST_SECRET_KEY, WSGIClient, postgres_admin, postgres_url_for_schema
 
 import config
 import db
 import server
 import sql_items
-from conftest import TEST_SECRET_KEY, WSGIClient, postgres_admin, postgres_url_for_schema
-
 
 # -- migrations --------------------------------------------------------------------------
 
@@ -164,10 +163,9 @@ def table_names(connection):
 def test_a_transaction_commits_or_rolls_back_as_a_whole(database):
     now = db.utc_now()
     item = {"name": "Kettle", "description": "", "price_cents": 100, "stock": 1}
-    with pytest.raises(RuntimeError):
-        with database.transaction() as connection:
-            sql_items.insert_items(connection, [item], now)
-            raise RuntimeError("change of plan")
+    with pytest.raises(RuntimeError), database.transaction() as connection:
+        sql_items.insert_items(connection, [item], now)
+        raise RuntimeError("change of plan")
     with database.connection() as connection:
         assert sql_items.count_items(connection) == 0
     with database.transaction() as connection:
@@ -182,20 +180,18 @@ def test_a_transaction_commits_or_rolls_back_as_a_whole(database):
     {"name": "Oversold", "description": "", "price_cents": 1, "stock": -1},
 ])
 def test_check_constraints_raise_integrity_error_and_keep_the_data(database, bad_item):
-    with pytest.raises(db.IntegrityError):
-        with database.transaction() as connection:
-            sql_items.insert_items(connection, [bad_item], db.utc_now())
+    with pytest.raises(db.IntegrityError), database.transaction() as connection:
+        sql_items.insert_items(connection, [bad_item], db.utc_now())
     with database.connection() as connection:
         assert sql_items.count_items(connection) == 0
 
 
 def test_foreign_keys_are_enforced(database):
-    with pytest.raises(db.IntegrityError):
-        with database.transaction() as connection:
-            connection.execute(
-                "INSERT INTO orders (user_id, total_cents, created_at, updated_at) VALUES (:user_id, 0, :now, :now)",
-                {"user_id": 12345, "now": db.utc_now()},
-            )
+    with pytest.raises(db.IntegrityError), database.transaction() as connection:
+        connection.execute(
+            "INSERT INTO orders (user_id, total_cents, created_at, updated_at) VALUES (:user_id, 0, :now, :now)",
+            {"user_id": 12345, "now": db.utc_now()},
+        )
 
 
 def test_sqlite_runs_in_wal_with_full_sync_foreign_keys_and_a_busy_timeout(tmp_path):
@@ -231,7 +227,7 @@ def test_sqlite_keeps_one_connection_per_thread(tmp_path):
 
 
 @pytest.mark.parametrize("url, expected", [
-    ("sqlite:////tmp/shop.db", "/tmp/shop.db"),
+    ("sqlite:////srv/shop/shop.db", "/srv/shop/shop.db"),
     ("sqlite:///relative/shop.db", "relative/shop.db"),
 ])
 def test_sqlite_urls(url, expected):

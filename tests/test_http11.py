@@ -252,8 +252,8 @@ def test_keep_alive_follows_version_and_connection(version, connection, keep_ali
 # -- bodies --------------------------------------------------------------------------------
 
 def test_a_content_length_body_is_taken_and_the_next_request_stays():
-    head, body, rest = read_request(b"POST /one HTTP/1.1\r\n" + H + b"Content-Length: 6\r\n\r\n"
-                                    b"GET /x" + get("/two"))
+    _, body, rest = read_request(b"POST /one HTTP/1.1\r\n" + H + b"Content-Length: 6\r\n\r\n"
+                                 b"GET /x" + get("/two"))
     assert (body, rest) == (b"GET /x", get("/two"))
 
 

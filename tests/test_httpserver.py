@@ -21,11 +21,10 @@ import time
 from wsgiref.validate import validator
 
 import pytest
+from test_http11 import BAD_REQUESTS, H, get
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import httpserver  # noqa: E402
-import web  # noqa: E402
-from test_http11 import BAD_REQUESTS, H, get  # noqa: E402
+import httpserver
+import web
 
 SHORT_TIMEOUT = 0.5   # header, body and keep-alive timeouts of the test server, in seconds
 READ_TIMEOUT = 3.0    # a test fails rather than hangs when the server stays silent this long
@@ -285,7 +284,7 @@ def test_max_body_bytes_is_configurable(connect):
 def test_head_has_headers_and_no_body(server, connect):
     client = connect(server)
     client.send(b"HEAD / HTTP/1.1\r\n" + H + b"\r\n")
-    status, headers, body = client.response(head_request=True)
+    status, headers, _ = client.response(head_request=True)
     assert status == 200 and int(headers["content-length"]) > 0
     client.send(get("/after-head"))  # had a body been sent, this would read it as a status line
     assert json.loads(client.response()[2])["path"] == "/after-head"
@@ -319,11 +318,11 @@ def test_streamed_body_is_chunked_for_11_and_close_delimited_for_10(server, conn
     client = connect(server)
     client.send(get("/stream"))
     status, headers, body = client.response()
-    assert headers["transfer-encoding"] == "chunked" and body == b"first,second"
+    assert status == 200 and headers["transfer-encoding"] == "chunked" and body == b"first,second"
     client = connect(server)
     client.send(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     status, headers, body = client.response()
-    assert "transfer-encoding" not in headers and headers["connection"] == "close"
+    assert status == 200 and "transfer-encoding" not in headers and headers["connection"] == "close"
     assert body == b"first,second"
 
 
@@ -361,7 +360,7 @@ def test_server_and_date_headers(server, connect):
 def test_half_request_line_times_out_with_408(server, connect):
     client = connect(server)
     client.send(b"GET /sl")
-    status, headers, body = client.response()   # waits for the header timeout
+    status, _, body = client.response()   # waits for the header timeout
     assert status == 408 and json.loads(body)["status"] == 408
     assert client.is_closed()
 
@@ -454,18 +453,29 @@ def test_error_after_the_head_was_sent_closes_the_connection(connect, caplog):
         assert "failed while streaming" in caplog.text
 
 
-def test_request_shutdown_from_a_signal_handler():
+def test_request_shutdown_from_a_signal_handler(connect):
     server = httpserver.HTTPServer(validator(echo_app), port=0)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_shutdown())
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+
+    def signal_once_serving():
+        # A request answered proves the loop runs: the signal then lands inside it, not
+        # before serve_forever() began. Sent even if that fails, so the test cannot hang.
+        try:
+            assert_served_normally(server, connect)
+        finally:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    signaller = threading.Thread(target=signal_once_serving)
     try:
-        timer.start()
+        signaller.start()
         started = time.monotonic()
         server.serve_forever()   # in the main thread, where Python runs signal handlers
         # Nothing is in flight, so it returns at once, not after the shutdown deadline.
         assert time.monotonic() - started < httpserver.SHUTDOWN_DEADLINE_SECONDS / 3
     finally:
-        timer.join()
+        # Joined before the old handler is back: SIGUSR1's default would end pytest. The
+        # client's socket timeouts bound the wait.
+        signaller.join()
         signal.signal(signal.SIGUSR1, previous)
 
 

@@ -14,13 +14,19 @@ PURGE_INTERVAL_SECONDS per process, whoever they belonged to: that is tested her
 """
 
 import pytest
+from conftest import (
+    assert_problem,
+    item,
+    json_headers,
+    nothing_was_ordered,
+    order_statuses,
+    patch_item,
+    place,
+)
 
 import db
 import idempotency
 import sql_idempotency
-from conftest import (
-    assert_problem, item, json_headers, nothing_was_ordered, order_statuses, patch_item, place,
-)
 
 KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
 VALID = {"item_id": 1, "quantity": 1}

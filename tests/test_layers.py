@@ -73,7 +73,8 @@ def layer_violations(project_dir):
                 broken.append(f"{path.name}:{line}: imports {imported}; {rule}")
         if name.startswith("api_"):
             for line in sql_text_lines(path):
-                broken.append(f"{path.name}:{line}: holds SQL text; handlers never contain SQL (it belongs in sql_*.py)")
+                broken.append(
+                    f"{path.name}:{line}: holds SQL text; handlers never contain SQL (it belongs in sql_*.py)")
     return broken
 
 
@@ -138,7 +139,8 @@ def _rule_broken(importer, imported, modules):
     if importer.startswith("api_") and (imported == "middleware" or imported.startswith("api_")):
         return "api_* never import middleware or each other"
     if importer in TOOLKIT and imported not in TOOLKIT and imported not in sys.stdlib_module_names:
-        return "the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only the standard library and itself"
+        return ("the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only the standard library"
+                " and itself")
     if importer in SECRETS and imported not in SECRETS | {"strictjson"} and imported not in sys.stdlib_module_names:
         return "auth and signing import only the standard library and strictjson"
     return None

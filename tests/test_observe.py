@@ -24,18 +24,6 @@ def written_lines(logger, stream):
     return [json.loads(line) for line in text.splitlines()]
 
 
-@pytest.fixture
-def stream():
-    return io.StringIO()
-
-
-@pytest.fixture
-def logger(stream):
-    logger = JSONLogger(stream=stream)
-    yield logger
-    logger.flush()
-
-
 # -- format_record -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("timestamp, time_text", [
@@ -68,11 +56,11 @@ def test_format_record_keeps_any_field_on_one_line(fields, expected):
 
 # -- JSONLogger --------------------------------------------------------------------------------
 
-def test_lines_are_written_in_order_with_their_levels(logger, stream):
+def test_lines_are_written_in_order_with_their_levels(logger, log_stream):
     logger.info("started", port=8000)
     logger.warning("slow", duration_ms=1500.5)
     logger.error("failed", request_id="abc-123")
-    lines = written_lines(logger, stream)
+    lines = written_lines(logger, log_stream)
     assert [(line["level"], line["event"]) for line in lines] == [
         ("info", "started"), ("warning", "slow"), ("error", "failed"),
     ]
@@ -80,28 +68,28 @@ def test_lines_are_written_in_order_with_their_levels(logger, stream):
     assert all(TIME_FORMAT.match(line["time"]) for line in lines)
 
 
-def test_a_disabled_logger_drops_info_but_keeps_warnings_and_errors(stream):
-    logger = JSONLogger(stream=stream, enabled=False)
+def test_a_disabled_logger_drops_info_but_keeps_warnings_and_errors(log_stream):
+    logger = JSONLogger(stream=log_stream, enabled=False)
     logger.info("request", status=200)
     logger.warning("slow")
     logger.error("unhandled exception", request_id="abc-123")
-    assert [line["event"] for line in written_lines(logger, stream)] == ["slow", "unhandled exception"]
+    assert [line["event"] for line in written_lines(logger, log_stream)] == ["slow", "unhandled exception"]
 
 
-def test_flush_without_any_record_writes_nothing(logger, stream):
+def test_flush_without_any_record_writes_nothing(logger, log_stream):
     logger.flush()
-    assert stream.getvalue() == ""
+    assert log_stream.getvalue() == ""
 
 
-def test_the_logger_works_again_after_flush(logger, stream):
+def test_the_logger_works_again_after_flush(logger, log_stream):
     logger.info("first")
-    assert [line["event"] for line in written_lines(logger, stream)] == ["first"]
+    assert [line["event"] for line in written_lines(logger, log_stream)] == ["first"]
     logger.info("second")
     logger.error("third")
-    assert [line["event"] for line in written_lines(logger, stream)] == ["first", "second", "third"]
+    assert [line["event"] for line in written_lines(logger, log_stream)] == ["first", "second", "third"]
 
 
-def test_many_threads_logging_at_once_give_complete_lines(logger, stream):
+def test_many_threads_logging_at_once_give_complete_lines(logger, log_stream):
     thread_count, records_per_thread = 16, 250
     barrier = threading.Barrier(thread_count)
 
@@ -115,7 +103,7 @@ def test_many_threads_logging_at_once_give_complete_lines(logger, stream):
         thread.start()
     for thread in threads:
         thread.join()
-    lines = written_lines(logger, stream)
+    lines = written_lines(logger, log_stream)
     assert len(lines) == thread_count * records_per_thread
     assert {(line["thread"], line["record"]) for line in lines} == {
         (thread, record) for thread in range(thread_count) for record in range(records_per_thread)
@@ -147,12 +135,12 @@ def test_the_default_stream_is_stdout(capsys):
     assert json.loads(capsys.readouterr().out)["event"] == "to stdout"
 
 
-def test_one_unencodable_field_does_not_silence_the_logger(logger, stream):
+def test_one_unencodable_field_does_not_silence_the_logger(logger, log_stream):
     logger.info("before")
     logger.flush()
     logger.error("bad field", counts={(1, 2): 3})
     logger.info("after")
-    lines = written_lines(logger, stream)
+    lines = written_lines(logger, log_stream)
     assert "after" in [line["event"] for line in lines]
     assert [line["event"] for line in lines] == ["before", "bad field", "after"]
     assert lines[1]["unencodable_fields"] == repr({"counts": {(1, 2): 3}})

@@ -19,9 +19,9 @@ import threading
 import time
 
 import pytest
+from conftest import make_item
 
 import orders
-from conftest import make_item
 
 WAIT_SECONDS = 15  # for a thread or a lock wait: far longer than either takes when all is well
 POLL_SECONDS = 0.01

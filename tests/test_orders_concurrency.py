@@ -12,18 +12,26 @@ The demonstration of the bug and of its fix: `pytest tests/test_orders_concurren
 """
 
 import dataclasses
-import http.client
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
+from conftest import (
+    TEST_ITERATIONS,
+    LiveClient,
+    assert_problem,
+    count_rows,
+    free_port,
+    http_request,
+    json_headers,
+    make_item,
+    responses_at_once,
+    running_server,
+    send_at_once,
+    server_env,
+)
 
 import api_orders
 import db
@@ -31,25 +39,15 @@ import idempotency
 import orders
 import server
 import sql_orders
-from conftest import (
-    TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, assert_problem, count_rows, free_port, json_headers, make_item,
-    responses_at_once, running_server, send_at_once,
-)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOCK = 10
 BUYERS = 50
 KEYED_COPIES = 20
 CANCELLERS = 10
 PRICE_CENTS = 1250
 THREAD_TIMEOUT_SECONDS = 15
-STARTUP_TIMEOUT_SECONDS = 15
-SOCKET_TIMEOUT_SECONDS = 5
 KEY = "9b2c4e1a-concurrency-test-key"
 STILL_RUNNING = "a request with this Idempotency-Key is still being processed; retry shortly"
-# Variables the shop reads, dropped from the environment the server subprocess inherits.
-SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "HOST", "PORT",
-                      "THREADS", "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "REDIS_URL", "PBKDF2_ITERATIONS")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -81,6 +79,20 @@ def set_key_column(database, user_id, column, value):
 
 def order_document(item_id, quantity=1):
     return {"lines": [{"item_id": item_id, "quantity": quantity}]}
+
+
+def keyed_order(database, users):
+    """A new item and customer, an order document for one unit of it, and the customer's
+    headers with KEY: (user, item, document, headers)."""
+    item = make_item(database, STOCK)
+    user = users.create()
+    document = order_document(item["id"])
+    return user, item, document, json_headers(users.headers(user), idempotency_key=KEY)
+
+
+def claim_as_a_first_request(database, user, document):
+    """Take KEY for `document` just as create_order would, and keep it: a request still running."""
+    return idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
 
 
 def run_at_once(*calls):
@@ -151,19 +163,17 @@ def test_twenty_copies_of_one_keyed_request_place_one_order(live_server, live_cl
 
 
 def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_client, database, users):
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
-    # A first request with this key is "running": it took the key just as create_order would.
-    claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+    user, item, document, headers = keyed_order(database, users)
+    claim = claim_as_a_first_request(database, user, document)
     assert isinstance(claim, idempotency.Claim)
 
     busy = wsgi_client.post("/v1/orders", json=document, headers=headers)
     assert_problem(busy, 409, STILL_RUNNING)
     assert busy.header("Retry-After") == "1"
     other = wsgi_client.post("/v1/orders", json=order_document(item["id"], quantity=2), headers=headers)
-    assert_problem(other, 422, errors=[{"field": "Idempotency-Key", "message": "was already used with a different request"}])
+    assert_problem(other, 422, errors=[
+        {"field": "Idempotency-Key", "message": "was already used with a different request"},
+    ])
     assert (order_ids(database), stock_of(database, item["id"])) == ([], STOCK)
 
     # The first request changed nothing and gave the key back: a retry is judged afresh.
@@ -173,11 +183,8 @@ def test_a_key_held_by_a_running_request_is_409_and_another_body_is_422(wsgi_cli
 
 
 def test_a_key_held_past_its_lease_is_taken_over_and_its_dead_holder_cannot_save(wsgi_client, database, users):
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
-    claim = idempotency.begin(database, user["id"], KEY, idempotency.fingerprint("POST", "/v1/orders", document))
+    user, item, document, headers = keyed_order(database, users)
+    claim = claim_as_a_first_request(database, user, document)
     # That request took the key longer ago than the lease and never answered (it hangs, or died).
     long_ago = db.utc_now(-(idempotency.LEASE_SECONDS + 1))
     set_key_column(database, user["id"], "locked_at", long_ago)
@@ -205,10 +212,7 @@ def test_an_expired_key_is_a_new_key_and_purge_removes_expired_keys(wsgi_client,
     # begin() also purges expired keys, at most once a minute per process. Kept away here,
     # so that begin() itself meets the expired row and must treat it as new.
     monkeypatch.setattr(idempotency, "_next_purge", float("inf"))
-    item = make_item(database, STOCK)
-    user = users.create()
-    document = order_document(item["id"])
-    headers = json_headers(users.headers(user), idempotency_key=KEY)
+    user, item, document, headers = keyed_order(database, users)
     first = wsgi_client.post("/v1/orders", json=document, headers=headers)
     assert first.status == 201
 
@@ -290,62 +294,14 @@ def test_a_racing_payment_and_cancel_cannot_both_win(live_server, database, user
 
 # -- 8. kill -9 right after the 201 ------------------------------------------------------
 
-class ServerProcess:
-    """`python server.py` on a free port, its output in files; `kill()` is SIGKILL."""
-
-    def __init__(self, database_url, log_dir):
-        self.port = free_port()
-        env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
-        env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test",
-                   PBKDF2_ITERATIONS=str(TEST_ITERATIONS), PORT=str(self.port))
-        log_dir.mkdir()
-        self.stderr_path = log_dir / "stderr"
-        with open(log_dir / "stdout", "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen([sys.executable, "server.py"], cwd=PROJECT_DIR, env=env,
-                                            stdout=stdout, stderr=stderr, start_new_session=True)
-
-    def wait_until_healthy(self):
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while True:
-            try:
-                if self.request("GET", "/health")[0] == 200:
-                    return self
-            except OSError:
-                pass   # not listening yet
-            if self.process.poll() is not None:
-                pytest.fail(f"server.py exited with {self.process.returncode}:\n{self.stderr_path.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server.py not healthy after {STARTUP_TIMEOUT_SECONDS} s:\n{self.stderr_path.read_text()}")
-            time.sleep(0.05)
-
-    def request(self, method, path, headers=None, body=None):
-        """(status, headers, body bytes) on a connection of its own."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=SOCKET_TIMEOUT_SECONDS)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            connection.close()
-
-    def kill(self):
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(STARTUP_TIMEOUT_SECONDS)
-
-
 @pytest.fixture
-def start_server(database_url, tmp_path):
-    """start_server() -> a healthy ServerProcess on the test's database; all killed at the end."""
-    started = []
-
+def start_server(database_url, start_program):
+    """start_server() -> `python server.py` on the test's database, serving (a conftest.Program)."""
     def start():
-        started.append(ServerProcess(database_url, tmp_path / f"server-{len(started)}"))
-        return started[-1].wait_until_healthy()
+        env = server_env(database_url, PBKDF2_ITERATIONS=str(TEST_ITERATIONS), PORT=str(free_port()))
+        return start_program([sys.executable, "server.py"], env).wait_for_url()
 
-    yield start
-    for process in started:
-        process.kill()
+    return start
 
 
 def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, start_server):
@@ -355,17 +311,18 @@ def test_an_order_answered_201_survives_kill_9_of_the_server(database, users, st
     body = json.dumps(order_document(item["id"], quantity=4)).encode()
 
     first = start_server()
-    status, _, created = first.request("POST", "/v1/orders", headers, body)
+    status, _, created = http_request(first.port, "/v1/orders", method="POST", headers=headers, body=body)
     first.kill()   # SIGKILL: no shutdown, no flush, nothing after the answer gets to run
     assert status == 201, created
 
     second = start_server()
     order = json.loads(created)
-    status, _, shown = second.request("GET", f"/v1/orders/{order['id']}", users.headers(user))
+    status, _, shown = http_request(second.port, f"/v1/orders/{order['id']}", headers=users.headers(user))
     assert (status, json.loads(shown)) == (200, order)
-    status, _, shown = second.request("GET", f"/v1/items/{item['id']}")
+    status, _, shown = http_request(second.port, f"/v1/items/{item['id']}")
     assert (status, json.loads(shown)["stock"]) == (200, STOCK - 4)
-    status, replay_headers, replayed = second.request("POST", "/v1/orders", headers, body)
+    status, replay_headers, replayed = http_request(second.port, "/v1/orders", method="POST", headers=headers,
+                                                    body=body)
     assert (status, replay_headers["Idempotent-Replayed"], replayed) == (201, "true", created)
     assert order_ids(database) == [order["id"]]
 
@@ -403,20 +360,26 @@ def sell_one_without_the_lock(database, item_id, user_id, both_have_read):
         connection.execute("UPDATE items SET stock = :stock_read - 1 WHERE id = :item_id",
                            {"stock_read": stock_read, "item_id": item_id})
         order = sql_orders.insert_order(connection, user_id, PRICE_CENTS, db.utc_now())
-        sql_orders.insert_lines(connection, order["id"],
-                                [{"item_id": item_id, "name": "Teapot", "quantity": 1, "unit_price_cents": PRICE_CENTS}])
+        line = {"item_id": item_id, "name": "Teapot", "quantity": 1, "unit_price_cents": PRICE_CENTS}
+        sql_orders.insert_lines(connection, order["id"], [line])
         return order["id"]
+
+
+def two_buyers_race_without_the_lock(database, users):
+    """Two buyers of the last unit, each through sell_one_without_the_lock, at one moment:
+    (the item, what each buyer's sale returned or raised)."""
+    item = make_item(database, stock=1)
+    buyers = [users.create(), users.create()]
+    both_have_read = threading.Barrier(2)
+    outcomes = run_at_once(*[
+        lambda buyer=buyer: sell_one_without_the_lock(database, item["id"], buyer["id"], both_have_read)
+        for buyer in buyers])
+    return item, outcomes
 
 
 @pytest.mark.parametrize("engine", ["postgresql"])
 def test_oversell_without_the_lock_sells_the_last_unit_twice_on_postgresql(database, users):
-    item = make_item(database, stock=1)
-    buyers = [users.create(), users.create()]
-    both_have_read = threading.Barrier(2)
-
-    outcomes = run_at_once(*[
-        lambda buyer=buyer: sell_one_without_the_lock(database, item["id"], buyer["id"], both_have_read)
-        for buyer in buyers])
+    item, outcomes = two_buyers_race_without_the_lock(database, users)
 
     # Both committed: the second UPDATE waited for the first one's row lock, then wrote
     # 1 - 1 = 0 over the first one's 0. A lost update, and no error anywhere.
@@ -431,13 +394,7 @@ def test_oversell_without_the_lock_on_sqlite_fails_with_busy_instead(database, u
     """SQLite has one writer at a time: the second buyer's write finds that its snapshot
     (stock 1) is out of date and gets SQLITE_BUSY ("database is locked"), which waiting
     cannot cure. No oversell, but an error; hence BEGIN IMMEDIATE in db.py."""
-    item = make_item(database, stock=1)
-    buyers = [users.create(), users.create()]
-    both_have_read = threading.Barrier(2)
-
-    outcomes = run_at_once(*[
-        lambda buyer=buyer: sell_one_without_the_lock(database, item["id"], buyer["id"], both_have_read)
-        for buyer in buyers])
+    item, outcomes = two_buyers_race_without_the_lock(database, users)
 
     sold = [outcome for outcome in outcomes if isinstance(outcome, int)]
     busy = [outcome for outcome in outcomes if isinstance(outcome, db.DatabaseUnavailable)]
@@ -470,9 +427,8 @@ def test_oversell_prevented_place_order_sells_the_last_unit_once(database, users
 def test_oversell_the_check_constraint_refuses_a_negative_stock(database):
     """The last line of defence: even a wrong UPDATE cannot store a stock below zero."""
     item = make_item(database, stock=1)
-    with pytest.raises(db.IntegrityError):
-        with database.transaction() as connection:
-            connection.execute("UPDATE items SET stock = stock - 2 WHERE id = :item_id", {"item_id": item["id"]})
+    with pytest.raises(db.IntegrityError), database.transaction() as connection:
+        connection.execute("UPDATE items SET stock = stock - 2 WHERE id = :item_id", {"item_id": item["id"]})
     assert stock_of(database, item["id"]) == 1
 
 

@@ -7,6 +7,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import flip
 
 from pagination import envelope, parse_page, parse_sort
 from signing import sign_value
@@ -156,11 +157,6 @@ def next_cursor(sort_text="-price_cents", filters=IN_STOCK, keys=KEYS):
     rows = [{"id": 4, "price_cents": 900}, {"id": 9, "price_cents": 450}, {"id": 2, "price_cents": 100}]
     body, _ = envelope(rows, page, path="/v1/items", query_params={}, keys=keys)
     return body["pagination"]["next_cursor"]
-
-
-def flip(text, index):
-    """`text` with the character at `index` replaced by another base64url character."""
-    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
 
 
 def test_a_cursor_round_trips_to_the_last_rows_sort_values():

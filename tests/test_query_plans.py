@@ -97,7 +97,8 @@ CATALOGUE_QUERIES = {
         lambda c: sql_items.list_items(c, sort=by("-price_cents"), limit=21), "items_live_price_cents_id"),
     "list by name after a cursor": (
         lambda c: sql_items.list_items(c, sort=by("name"), limit=21, after=("M", 10)), "items_live_name_id"),
-    "list by creation": (lambda c: sql_items.list_items(c, sort=by("created_at"), limit=21), "items_live_created_at_id"),
+    "list by creation": (
+        lambda c: sql_items.list_items(c, sort=by("created_at"), limit=21), "items_live_created_at_id"),
     "list in stock": (lambda c: sql_items.list_items(c, sort=by("id"), limit=21, in_stock=True), "items_live_id"),
     "list a price range by price": (
         lambda c: sql_items.list_items(c, sort=by("price_cents"), limit=21, min_price_cents=500, max_price_cents=900),

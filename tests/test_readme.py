@@ -21,18 +21,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port
 
-from conftest import TEST_SECRET_KEY
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 README = PROJECT_DIR / "README.md"
 README_TEXT = README.read_text()
 README_ORIGIN = "http://127.0.0.1:8000"
@@ -162,21 +158,20 @@ def readme_server(tmp_path_factory):
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     for command in setup_commands():
-        done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)],
+        # check=False: the assertion below says which command failed, and what it printed.
+        done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=False,
                               cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
-    server = subprocess.Popen(
-        [sys.executable, "server.py"], cwd=PROJECT_DIR, env=environment,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    server = Program([sys.executable, "server.py"], environment, directory / "server")
     try:
-        banner = server.stderr.readline()
-        assert banner.startswith(f"Serving the shop on http://127.0.0.1:{port}"), banner
-        wait_until_listening(port)
-        yield f"http://127.0.0.1:{port}", directory
+        assert server.wait_for_url().url == f"http://127.0.0.1:{port}", server.stderr()
+        yield server.url, directory
     finally:
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
+        try:
+            assert server.wait(timeout=30) == 0
+        finally:
+            server.kill()
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[f"{step.number:02d}-{step.command[:55]}" for step in STEPS])
@@ -190,7 +185,8 @@ def test_readme_command(readme_server, step):
                     f"the walkthrough's steps run in order (run the whole file)", pytrace=False)
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
     script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
-    finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory)
+    finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
+                              check=False)  # the assertion below names the step
     context = step.describe() + (f"\nwith {needs(step, step.uses)}" if step.uses else "")
     assert finished.returncode == 0, f"{context}\nexited {finished.returncode}: {finished.stderr.decode()}"
     if step.expected is None:
@@ -243,20 +239,3 @@ def without_volatile(document):
     if isinstance(document, list):
         return [without_volatile(value) for value in document]
     return document
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")

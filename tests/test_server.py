@@ -11,9 +11,7 @@ printed, and kills whatever it started. PostgreSQL runs are skipped when no serv
 except under CI=true, where they fail (conftest.postgres_admin).
 """
 
-import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -23,24 +21,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_DIR, SOCKET_TIMEOUT_SECONDS, free_port, http_request, server_env
 
 import db
 import seed
-from conftest import TEST_SECRET_KEY
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 HEALTH_BODY = b'{"status":"healthy","version":"1.0.0"}'
 SHUTDOWN_DEADLINE_SECONDS = 30   # DESIGN.md "Shutdown": in-flight requests get this long
 PROMPT_EXIT_SECONDS = 5          # with nothing left in flight, stopping takes far less
 IDLE_CLOSE_SECONDS = 2.5         # half httpserver's 5 s keep-alive timeout: "at once", with slack
-STARTUP_TIMEOUT_SECONDS = 15
 COMMAND_TIMEOUT_SECONDS = 30
-SOCKET_TIMEOUT_SECONDS = 5
-# Variables the shop (or gunicorn) reads: dropped from the inherited environment so that
-# each test states the ones it means.
-SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "HOST", "PORT",
-                      "THREADS", "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "REDIS_URL", "GUNICORN_CMD_ARGS")
 # `python -c DEV_SECRET_SHIM VAR_DIR ARGS...` runs server.main(ARGS) with config's var/
 # pointed at VAR_DIR, so the development secret is made there and not in the project.
 DEV_SECRET_SHIM = """\
@@ -59,27 +50,14 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path}/shop.db"   # tmp_path is absolute: sqlite:////tmp/...
 
 
-def server_env(database_url, **overrides):
-    """os.environ without the shop's settings, plus the test ones; an override of None removes."""
-    env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
-    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test")
-    env.update(overrides)
-    return {name: value for name, value in env.items() if value is not None}
-
-
 def server_command(*arguments):
     return [sys.executable, "server.py", *arguments]
 
 
 def run(command, env, timeout=COMMAND_TIMEOUT_SECONDS):
     """Run a command to completion in the project directory; the child is killed on timeout."""
-    return subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)  # the tests read the exit status
 
 
 def expected_migration_versions():
@@ -94,17 +72,6 @@ def applied_versions(database_url):
         return db.applied_versions(database)
     finally:
         database.close()
-
-
-def http_request(port, path, *, method="GET", headers=None):
-    """One request on a fresh connection: (status, headers, body)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=SOCKET_TIMEOUT_SECONDS)
-    try:
-        connection.request(method, path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
 
 
 def log_records(stdout):
@@ -128,78 +95,6 @@ def assert_no_version_in_server_header(headers):
     server_header = headers.get_all("Server")
     assert len(server_header) == 1
     assert re.search(r"[0-9]", server_header[0]) is None, server_header
-
-
-class Program:
-    """A long-running subprocess; its stdout and stderr go to files under `log_dir`."""
-
-    def __init__(self, command, env, log_dir):
-        log_dir.mkdir()
-        self.stdout_path, self.stderr_path = log_dir / "stdout", log_dir / "stderr"
-        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            # A session of its own: cleanup can kill gunicorn's workers with their master.
-            self.process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=stdout, stderr=stderr,
-                                            start_new_session=True)
-        self.url = self.port = None
-
-    def stdout(self):
-        return self.stdout_path.read_text()
-
-    def stderr(self):
-        return self.stderr_path.read_text()
-
-    def wait_for_url(self):
-        """Wait for `python server.py` to print where it serves; set url and port."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while (match := re.match(r"Serving the shop on (http://[^:]+:([0-9]+)) ", self.stderr())) is None:
-            self._fail_if_exited_or_late(deadline)
-        self.url, self.port = match.group(1), int(match.group(2))
-        return self
-
-    def wait_until_accepting(self, port):
-        """Wait until something accepts connections on `port` (gunicorn prints no URL of ours)."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_SECONDS).close()
-                break
-            except ConnectionRefusedError:
-                self._fail_if_exited_or_late(deadline)
-        self.port = port
-        return self
-
-    def send_signal(self, signal_number):
-        self.process.send_signal(signal_number)
-
-    def wait(self, timeout):
-        return self.process.wait(timeout)
-
-    def kill(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def _fail_if_exited_or_late(self, deadline):
-        if self.process.poll() is not None:
-            pytest.fail(f"exited with {self.process.returncode}:\n{self.stdout()}\n{self.stderr()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"not serving after {STARTUP_TIMEOUT_SECONDS} s:\n{self.stderr()}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def start(tmp_path):
-    """start(command, env) -> Program; every program started is killed when the test ends."""
-    programs = []
-
-    def start_program(command, env):
-        program = Program(command, env, tmp_path / f"program-{len(programs)}")
-        programs.append(program)
-        return program
-
-    yield start_program
-    for program in programs:
-        program.kill()
 
 
 class RawClient:
@@ -271,10 +166,10 @@ def test_seed_refuses_a_bad_count_with_a_usage_error(tmp_path, count, message):
 
 # -- python server.py (the stdlib HTTP server) -------------------------------------------
 
-def test_serve_migrates_a_fresh_file_prints_how_to_try_it_and_logs_every_request(tmp_path, start):
+def test_serve_migrates_a_fresh_file_prints_how_to_try_it_and_logs_every_request(tmp_path, start_program):
     database_url = sqlite_url(tmp_path)
     port = free_port()
-    server = start(server_command("--port", str(port)), server_env(database_url)).wait_for_url()
+    server = start_program(server_command("--port", str(port)), server_env(database_url)).wait_for_url()
     url = f"http://127.0.0.1:{port}"
     assert server.url == url
     assert server.stderr().splitlines()[:2] == [
@@ -316,17 +211,17 @@ def test_serve_migrates_a_fresh_file_prints_how_to_try_it_and_logs_every_request
     assert applied_versions(database_url) == expected_migration_versions()
 
 
-def test_port_variable_is_used_without_a_port_flag(tmp_path, start):
+def test_port_variable_is_used_without_a_port_flag(tmp_path, start_program):
     port = free_port()
-    server = start(server_command(), server_env(sqlite_url(tmp_path), PORT=str(port))).wait_for_url()
+    server = start_program(server_command(), server_env(sqlite_url(tmp_path), PORT=str(port))).wait_for_url()
     assert server.url == f"http://127.0.0.1:{port}"
     assert http_request(port, "/health")[::2] == (200, HEALTH_BODY)
 
 
-def test_host_and_port_flags_win_over_the_environment(tmp_path, start):
+def test_host_and_port_flags_win_over_the_environment(tmp_path, start_program):
     flag_port, variable_port = free_port(), free_port()
     env = server_env(sqlite_url(tmp_path), HOST="localhost", PORT=str(variable_port))
-    server = start(server_command("--host", "127.0.0.1", "--port", str(flag_port)), env).wait_for_url()
+    server = start_program(server_command("--host", "127.0.0.1", "--port", str(flag_port)), env).wait_for_url()
     assert server.url == f"http://127.0.0.1:{flag_port}"
     assert http_request(flag_port, "/health")[::2] == (200, HEALTH_BODY)
     with pytest.raises(ConnectionRefusedError):
@@ -334,9 +229,9 @@ def test_host_and_port_flags_win_over_the_environment(tmp_path, start):
 
 
 
-def test_a_request_the_http_server_refuses_itself_is_logged_too(tmp_path, start):
+def test_a_request_the_http_server_refuses_itself_is_logged_too(tmp_path, start_program):
     """httpserver answers a malformed request itself; the app never sees it, so on_reject logs it."""
-    server = start(server_command("--port", str(free_port())), server_env(sqlite_url(tmp_path))).wait_for_url()
+    server = start_program(server_command("--port", str(free_port())), server_env(sqlite_url(tmp_path))).wait_for_url()
     client = RawClient(server.port)
     client.send(b"GET /health HTTP/1.1\r\nHost: shop\r\nContent-Length: abc\r\n\r\n")
     status, headers, body = client.read_response()
@@ -356,11 +251,11 @@ def test_a_request_the_http_server_refuses_itself_is_logged_too(tmp_path, start)
 
 
 @pytest.mark.parametrize("engine", ["postgresql"])
-def test_serve_on_postgresql(engine, database_url, start):
+def test_serve_on_postgresql(engine, database_url, start_program):
     env = server_env(database_url)
     seeded = run(server_command("seed", "--items", "3"), env)
     assert (seeded.returncode, seeded.stdout) == (0, "added 3 demo items; the catalogue now holds 3\n")
-    server = start(server_command("--port", str(free_port())), env).wait_for_url()
+    server = start_program(server_command("--port", str(free_port())), env).wait_for_url()
 
     status, _, body = http_request(server.port, "/v1/items")
     assert status == 200
@@ -377,10 +272,10 @@ def test_serve_on_postgresql(engine, database_url, start):
 
 # -- shutdown ----------------------------------------------------------------------------
 
-def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(tmp_path, start):
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(tmp_path, start_program):
     env = server_env(sqlite_url(tmp_path))
     assert run(server_command("seed", "--items", "3"), env).returncode == 0
-    server = start(server_command("--port", str(free_port())), env).wait_for_url()
+    server = start_program(server_command("--port", str(free_port())), env).wait_for_url()
     # Two keep-alive connections, each served once, so a worker owns each of them.
     idle, in_flight = RawClient(server.port), RawClient(server.port)
     for name, client in (("idle", idle), ("in-flight", in_flight)):
@@ -423,8 +318,8 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(tmp
     in_flight.close()
 
 
-def test_sigint_stops_the_server_with_exit_code_0(tmp_path, start):
-    server = start(server_command("--port", str(free_port())), server_env(sqlite_url(tmp_path))).wait_for_url()
+def test_sigint_stops_the_server_with_exit_code_0(tmp_path, start_program):
+    server = start_program(server_command("--port", str(free_port())), server_env(sqlite_url(tmp_path))).wait_for_url()
     assert http_request(server.port, "/health")[0] == 200
 
     server.send_signal(signal.SIGINT)
@@ -468,7 +363,7 @@ def test_postgresql_without_psycopg_is_one_clear_line_not_a_traceback(command):
 
 # -- the development secret --------------------------------------------------------------
 
-def test_development_secret_is_made_once_and_survives_a_restart(tmp_path, start):
+def test_development_secret_is_made_once_and_survives_a_restart(tmp_path, start_program):
     """APP_ENV=development without SECRET_KEY: a key is written once into var/ and reused,
     so a cursor signed before a restart still works after it. var/ is redirected into
     tmp_path (DEV_SECRET_SHIM); the project's own var/ is never touched."""
@@ -485,14 +380,14 @@ def test_development_secret_is_made_once_and_survives_a_restart(tmp_path, start)
     assert secret_file.stat().st_mode & 0o777 == 0o600
     assert sorted(path.name for path in var_dir.iterdir()) == ["secret_key"]   # no temporary left
 
-    first = start(shim("--port", str(free_port())), env).wait_for_url()
+    first = start_program(shim("--port", str(free_port())), env).wait_for_url()
     status, _, body = http_request(first.port, "/v1/items?limit=1")
     assert status == 200
     next_link = json.loads(body)["links"]["next"]
     first.send_signal(signal.SIGTERM)
     assert first.wait(SHUTDOWN_DEADLINE_SECONDS) == 0
 
-    second = start(shim("--port", str(free_port())), env).wait_for_url()
+    second = start_program(shim("--port", str(free_port())), env).wait_for_url()
     status, _, body = http_request(second.port, next_link)
     assert status == 200, body
     assert [item["id"] for item in json.loads(body)["data"]] == [2]
@@ -502,14 +397,14 @@ def test_development_secret_is_made_once_and_survives_a_restart(tmp_path, start)
 # -- gunicorn server:app -----------------------------------------------------------------
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_gunicorn_serves_the_same_app_and_logs_each_request(engine, database_url, start):
+def test_gunicorn_serves_the_same_app_and_logs_each_request(engine, database_url, start_program):
     env = server_env(database_url)
     assert run(server_command("migrate"), env).returncode == 0
     assert run(server_command("seed", "--items", "10"), env).returncode == 0
     port = free_port()
     # --no-control-socket: gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl.
     command = [str(GUNICORN), "--workers", "2", "--bind", f"127.0.0.1:{port}", "--no-control-socket", "server:app"]
-    gunicorn = start(command, env).wait_until_accepting(port)
+    gunicorn = start_program(command, env).wait_until_accepting(port)
 
     status, headers, body = http_request(port, "/health", headers={"X-Request-ID": "g-health"})
     assert (status, headers["Content-Type"], body) == (200, "application/json", HEALTH_BODY)

@@ -6,13 +6,13 @@ helpers against RFC 4231 (HMAC-SHA256) and RFC 4648 §10 (base64). Everything ma
 be refused the documented way (None or False), never with another exception.
 """
 
-import base64
 import hashlib
 import hmac
 import json
 import secrets
 
 import pytest
+from conftest import b64url, flip
 
 import signing
 from signing import (
@@ -34,19 +34,11 @@ KNOWN_TOKEN = "eyJ2IjpbMjBdfQ.y9j1eu9exj4SeG5WYjOKM8r9j2sMDKwk0YWMl_rcqhk"  # {"
 BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-def b64url(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def independent_sign(value, key, purpose):
     """The wire format from the module docstring, written without signing.py."""
     payload = b64url(json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
     mac = hmac.new(key, f"{purpose}:{payload}".encode(), hashlib.sha256).digest()
     return f"{payload}.{b64url(mac)}"
-
-
-def flip(text, index):
-    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
 
 
 def non_canonical(text):
@@ -167,20 +159,6 @@ def test_only_the_issued_spelling_of_a_signature_verifies(respell):
 
 
 # -- constant-time comparison ------------------------------------------------------------------
-
-
-@pytest.fixture
-def compare_digest_calls(monkeypatch):
-    """Record every hmac.compare_digest call signing makes, still answering truthfully."""
-    calls = []
-    real_compare_digest = hmac.compare_digest
-
-    def spy(expected, given):
-        calls.append((expected, given))
-        return real_compare_digest(expected, given)
-
-    monkeypatch.setattr(signing.hmac, "compare_digest", spy)
-    return calls
 
 
 def test_the_signature_is_compared_with_compare_digest(compare_digest_calls):

@@ -22,13 +22,12 @@ the last statement are compared with the block:
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from conftest import PROJECT_DIR
 
 import db
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 LAB = PROJECT_DIR / "docs" / "sql-lab.md"
 LAB_DATA = PROJECT_DIR / "docs" / "sql-lab-data.sql"
 QUERY_COUNT = 20
