@@ -25,9 +25,9 @@ from validation import Field, validate
 from web import (
     IF_MATCH_ANY,
     BadRequest,
-    HTTPError,
     NotFound,
     PreconditionFailed,
+    PreconditionRequired,
     Response,
     if_match,
     query_whole_number,
@@ -48,12 +48,6 @@ ITEM_FIELDS = [
 # If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches,
 # and neither does "item-08-v1", which is not the same string as the "item-8-v1" we sent.
 ITEM_ETAG = re.compile(r'"item-(?P<id>[1-9][0-9]{0,17})-v(?P<version>[1-9][0-9]{0,8})"')
-
-
-class PreconditionRequired(HTTPError):
-    """428 (RFC 6585 §3): this write must say which version it expects, with If-Match."""
-
-    status = 428
 
 
 def list_items(request):
@@ -167,7 +161,7 @@ def _item_filters(request):
             raise BadRequest("'in_stock' must be true or false")
         filters["in_stock"] = in_stock == "true"
     for name in ("min_price_cents", "max_price_cents"):
-        price_cents = query_whole_number(request.query, name, low=0, high=MAX_PRICE_CENTS, unit=" of cents")
+        price_cents = query_whole_number(request.query, name, low=0, high=MAX_PRICE_CENTS, unit="cents")
         if price_cents is not None:
             filters[name] = price_cents
     if filters.get("min_price_cents", 0) > filters.get("max_price_cents", MAX_PRICE_CENTS):

@@ -42,7 +42,9 @@ LINE_FIELDS = [
 ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
 STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
-LOST_KEY_RETRY_AFTER_SECONDS = 1  # the key is free again: retry at once
+# This request's key was taken over by a retry; retried again, it meets that one (a 409
+# while it runs, then its replay).
+LOST_KEY_RETRY_AFTER_SECONDS = 1
 ORDER_ETAG = re.compile(r'"order-(?P<id>[1-9][0-9]{0,17})-(?P<status>pending|paid|shipped|cancelled)"')
 
 

@@ -77,7 +77,7 @@ PASSWORD_ALGORITHM = "pbkdf2_sha256"  # noqa: S105 - the algorithm's name, not a
 # one row of the users table must not be able to make one login cost minutes of CPU. The
 # PBKDF2_ITERATIONS setting (config.py) is held to the same ceiling.
 MAX_PBKDF2_ITERATIONS = 10_000_000
-SALT_BYTES = 16  # 128 bits of salt entropy at least (DESIGN: "a 16-byte random salt")
+SALT_BYTES = 16  # 128 bits of salt entropy at least (NIST SP 800-132 asks for 128 bits or more)
 # The salt is text between "$" separators, so it is drawn as Django draws it: alphanumerics,
 # as many as 128 bits need. 22 characters of 62 give ~131 bits, and Django's own check
 # (`must_update_salt`) is satisfied by the hashes we make.

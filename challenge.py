@@ -8,13 +8,14 @@ code, so a client can tell "log in again" from "fix your request":
     HTTP/1.1 401 Unauthorized
     WWW-Authenticate: Bearer realm="shop", error="invalid_token"
 
-    no error             no credentials were sent, or an email and password did not match
+    no error             no credentials were sent, an email and password did not match,
+                         or a refresh token was unknown, spent or revoked
     invalid_request      the Authorization header is not "Bearer <token>"
-    invalid_token        an access token, refresh token or API key that is malformed,
-                         expired, revoked or forged
+    invalid_token        an access token, API key or session that is malformed, expired,
+                         revoked or forged
 
 Every 401 of the shop is made here: by middleware.authenticate, for the credentials of any
-request, and by the handlers of api_auth.py, for a failed login or a spent refresh token.
+request, and by the handlers of api_auth.py, for a failed login or a refused refresh token.
 
     >>> unauthorized("the API key is not valid", "invalid_token").headers
     [('WWW-Authenticate', 'Bearer realm="shop", error="invalid_token"')]

@@ -412,7 +412,8 @@ def utc_text(moment):
 
 @functools.lru_cache(maxsize=4)
 def _migration_versions(migrations_dir):
-    """The versions the code knows (file names only), read once: /ready runs every few seconds."""
+    """The versions the code knows (schema.sql and migrations/), read from disk once per
+    process: /ready asks every few seconds, and the files do not change while it runs."""
     return tuple(version for version, _, _ in _migration_files(migrations_dir))
 
 

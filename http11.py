@@ -38,7 +38,8 @@ So the parser is strict where Python's ``http.server`` is lax: bare LF line endi
 before a colon, folded lines, odd Content-Length values, and Content-Length together with
 Transfer-Encoding are all a ProtocolError, which the server answers with a problem+json
 response (RFC 9457) and a closed connection. Sizes are bounded (Limits), so a huge request
-costs a bounded amount of memory.
+costs a bounded amount of memory. Those refusals take their format and security headers
+from web.py, so that they look exactly like the application's own errors.
 """
 import email.utils
 import logging

@@ -165,7 +165,7 @@ class HTTPServer:
                 _log.exception("accept() failed")
                 return
             # Without this, a response written in two pieces waits for the client's delayed
-            # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to ~700.
+            # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to hundreds.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             conn = _Connection(sock, dict(self._base_environ, REMOTE_ADDR=peer[0],
@@ -370,7 +370,7 @@ class HTTPServer:
             if self._draining:
                 _shutdown_quietly(sock, socket.SHUT_RD)
         try:
-            for _ in range(http11.MAX_BODY_BYTES // RECV_BYTES):  # bounded in bytes and in time
+            for _ in range(self.limits.body_bytes // RECV_BYTES):  # bounded in bytes and in time
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -44,6 +44,8 @@ KEY_TTL_SECONDS = 24 * 3600
 LEASE_SECONDS = 60
 # A request that has held its key this long is not running any more (see above): it died,
 # and a client is told to come back when the lease ends, not every second until then.
+# This assumes DATABASE_TIMEOUT_SECONDS well under it (3 s by default). Set near its 60 s
+# maximum, a slow live request may make a client wait longer than needed, never too little.
 RUNNING_REQUEST_SECONDS = 10
 MAX_KEY_CHARS = 255
 # Visible ASCII: what UUIDs and random tokens are made of, and safe to store and log.

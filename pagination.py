@@ -112,9 +112,10 @@ def parse_sort(sort_text, sortable):
             raise BadRequest(f"'{column}' appears twice in sort")
         seen.add(column)
         keys.append((column, descending))
-    if "id" in seen:
+    columns = [column for column, _ in keys]
+    if "id" in columns:
         # id is unique, so keys after it cannot change the order: they are dropped.
-        keys = keys[: [column for column, _ in keys].index("id") + 1]
+        keys = keys[: columns.index("id") + 1]
     if len(keys) > MAX_SORT_KEYS:
         raise BadRequest(f"sort by at most {MAX_SORT_KEYS} fields")
     if "id" not in seen:

@@ -51,24 +51,17 @@ import re
 # -- signed values -------------------------------------------------------------------------
 
 MAX_SIGNED_VALUE_CHARS = 2048  # a cursor is 100 to 200 characters; a longer token is refused unread
+CSRF_PURPOSE = "csrf"  # the purpose of CSRF tokens' MACs, which a signed value may never take
+JWS_PREFIX = "eyJ"  # how every JWT segment starts (base64url of '{"'): no purpose may
 
-# -- CSRF tokens ---------------------------------------------------------------------------
-
-CSRF_PURPOSE = "csrf"
-CSRF_TOKEN_CHARS = 43  # base64url of a 32-byte HMAC-SHA256, without padding
-
-# -- base64url -----------------------------------------------------------------------------
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-# == signed values ==========================================================================
 
 def sign_value(value, keys, *, purpose):
     """A JSON-able value as a signed token, made with the first (current) key.
 
-    Raises ValueError or TypeError for a value JSON cannot express (NaN, a set).
+    Raises ValueError or TypeError for a value JSON cannot express (NaN, a set), and
+    ValueError for a purpose that belongs to another kind of MAC (see the module's docstring).
     """
+    _check_purpose(purpose)
     document = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
     payload = b64url_encode(document.encode("utf-8"))
     return payload + "." + b64url_encode(mac(keys[0], purpose, payload.encode("ascii")))
@@ -76,7 +69,10 @@ def sign_value(value, keys, *, purpose):
 
 def unsign_value(token, keys, *, purpose):
     """The value inside a signed token, or None if it is malformed, tampered with, made for
-    another purpose or under a key that is no longer configured. Never raises."""
+    another purpose or under a key that is no longer configured. Never raises for a bad
+    token; a purpose that belongs to another kind of MAC is a ValueError (a bug in the caller).
+    """
+    _check_purpose(purpose)
     if (
         not isinstance(token, str)
         or not token.isascii()  # ours are base64url
@@ -94,7 +90,16 @@ def unsign_value(token, keys, *, purpose):
         return None
 
 
-# == CSRF tokens ============================================================================
+def _check_purpose(purpose):
+    # Fail closed: a cursor signed as "csrf" would be a valid CSRF token for some session id.
+    if purpose == CSRF_PURPOSE or purpose.startswith(JWS_PREFIX):
+        raise ValueError(f"the purpose {purpose!r} belongs to another kind of MAC")
+
+
+# -- CSRF tokens ---------------------------------------------------------------------------
+
+CSRF_TOKEN_CHARS = 43  # base64url of a 32-byte HMAC-SHA256, without padding
+
 
 def csrf_token_for(session_id: str, keys: tuple) -> str:
     """The CSRF token of a session: base64url(HMAC-SHA256(keys[0], "csrf:" + session id)).
@@ -123,7 +128,10 @@ def verify_csrf_token(token: str, session_id: str, keys: tuple) -> bool:
     return mac_matches(token, keys, CSRF_PURPOSE, session_bytes)
 
 
-# == the building blocks: HMAC and base64url ================================================
+# -- the building blocks: HMAC and base64url -----------------------------------------------
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 (RFC 2104, FIPS 198-1) of a message: 32 bytes.

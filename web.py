@@ -97,6 +97,12 @@ class PreconditionFailed(HTTPError):
     status = 412
 
 
+class PreconditionRequired(HTTPError):
+    """428 (RFC 6585 §3): this write must say which version it expects, with If-Match."""
+
+    status = 428
+
+
 class ContentTooLarge(HTTPError):
     status = 413
 
@@ -163,7 +169,7 @@ class Request:
             self.path = raw_path  # not UTF-8: it will match no route and get a 404
         self.path_params = {}
         self.route = None
-        self.route_error = None  # the 404 or 405 to raise when no route matched
+        self.route_error = None  # the 404, 405 or 501 to raise when no route matched
         self.request_id = None
         self.user = None
         self.services = None  # what handlers need (database, settings), set by Application
@@ -273,11 +279,11 @@ def query_value(query, name):
     return values[0]
 
 
-def query_whole_number(query, name, *, low, high, default=None, unit=""):
+def query_whole_number(query, name, *, low, high, default=None, unit=None):
     """Parameter `name` as a whole number from `low` to `high`; `default` when absent.
 
     Raises BadRequest naming the range ("'limit' must be a whole number from 1 to 100";
-    `unit` is said after "number", e.g. " of cents") for anything else: signs, spaces,
+    with unit="cents", "a whole number of cents from ...") for anything else: signs, spaces,
     fractions, and digits other than ASCII (a superscript two passes str.isdigit()).
     """
     text = query_value(query, name)
@@ -285,7 +291,8 @@ def query_whole_number(query, name, *, low, high, default=None, unit=""):
         return default
     # The length check comes first: int() of a 5,000-digit string is slow, or an error.
     if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))) or not low <= int(text) <= high:
-        raise BadRequest(f"'{name}' must be a whole number{unit} from {low} to {high}")
+        of_unit = f" of {unit}" if unit else ""
+        raise BadRequest(f"'{name}' must be a whole number{of_unit} from {low} to {high}")
     return int(text)
 
 
@@ -319,9 +326,9 @@ class Response:
         self.body = body
 
     @classmethod
-    def json(cls, payload, status=200, headers=None, content_type=JSON_TYPE):
+    def json(cls, payload, status=200, headers=None):
         body = _compact_json(payload).encode()
-        response_headers = [("Content-Type", content_type)]
+        response_headers = [("Content-Type", JSON_TYPE)]
         if headers:
             response_headers.extend(headers)
         return cls(body, status, response_headers)
@@ -420,7 +427,7 @@ class Application:
         request.services = self.services
         # Routing comes first, so every middleware knows which route this is (the access log
         # names its pattern; authentication reads who may call it). A path without a route
-        # gets its 404 or 405 from dispatch, inside the middleware that renders problems.
+        # gets its 404, 405 or 501 from dispatch, inside the middleware that renders problems.
         if request.method != "OPTIONS":
             try:
                 request.route, request.path_params = self.router.match(request.method, request.path)

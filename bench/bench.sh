@@ -32,7 +32,9 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "
 # A database and a secret of the bench's own, so a run leaves var/ as it was.
 export DATABASE_URL="sqlite:///$work/bench.db" SECRET_KEY="bench-secret-key-that-is-at-least-32-bytes-long"
 "$PYTHON" server.py seed --items 10000 >/dev/null
-"${on_server_cpu[@]}" "$PYTHON" server.py --port "$PORT" >"$work/server.log" 2>&1 &
+# ${array[@]+"${array[@]}"}: an empty array expands to nothing, also under set -u on bash
+# before 4.4 (macOS), where "${array[@]}" of an empty array is an error.
+${on_server_cpu[@]+"${on_server_cpu[@]}"} "$PYTHON" server.py --port "$PORT" >"$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 $((STARTUP_SECONDS * 10))); do
   curl -sf -o /dev/null "http://127.0.0.1:$PORT/health" && break
@@ -52,8 +54,8 @@ for endpoint in health list get; do
     get)    script=(-s bench/items_get.lua) path=/v1/items/1 ;;
   esac
   url="http://127.0.0.1:$PORT$path"
-  "${on_client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "${script[@]}" "$url" >/dev/null  # warm-up
-  "${on_client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "$url" >"$work/$endpoint.txt"
+  ${on_client_cpu[@]+"${on_client_cpu[@]}"} wrk -t1 -c"$CONNECTIONS" -d1s ${script[@]+"${script[@]}"} "$url" >/dev/null  # warm-up
+  ${on_client_cpu[@]+"${on_client_cpu[@]}"} wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency ${script[@]+"${script[@]}"} "$url" >"$work/$endpoint.txt"
   awk -v name="$endpoint" '
     /^Requests\/sec:/ { rps = $2 }
     $1 == "50%" { p50 = $2 } $1 == "90%" { p90 = $2 } $1 == "99%" { p99 = $2 }

@@ -251,8 +251,8 @@ def test_login_answers_a_token_pair_whose_access_token_works(client, users, sett
     assert set(tokens) == TOKEN_FIELDS
     assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 900
     assert len(tokens["refresh_token"]) >= 43
-    # An independent implementation verifies it with the same secret (DESIGN: "any standard
-    # JWT library must be able to verify them").
+    # An independent implementation (PyJWT) verifies it with the same secret: any standard
+    # JWT library must be able to.
     claims = jwt.decode(tokens["access_token"], TEST_SECRET_KEY, algorithms=["HS256"])
     assert claims["sub"] == str(user["id"]) and claims["role"] == "user"
     assert claims["exp"] - claims["iat"] == 900

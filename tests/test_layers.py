@@ -29,7 +29,9 @@ SECRETS = frozenset({"auth", "signing"})
 # module with one of these names is held to the rules on its first commit.
 SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "mailer", "webhooks", "exports", "events"})
 SQL_MAY_IMPORT = frozenset({"db", "sql_paging", "config"})
-SERVICES_MAY_NOT_IMPORT = frozenset({"web", "middleware", "routes"})
+# Beside the handlers, the modules that know HTTP: what they raise and read are HTTP things.
+HTTP_HELPERS = frozenset({"pagination", "validation", "cookies", "challenge"})
+WIRING = frozenset({"server", "routes", "middleware"})
 # Modules that are neither a prefix group nor one of the sets above, each with its layer.
 OTHER_MODULES = {
     "server": "wiring",       # the WSGI app and the command line
@@ -132,18 +134,30 @@ def sql_text_lines(path):
 def _rule_broken(importer, imported, modules):
     """The rule `importer` breaks by importing `imported`, or None."""
     is_shop = imported in modules
+    is_stdlib = imported in sys.stdlib_module_names
+    if imported == "server" and importer != "server":
+        return "nothing imports server: it is the top, where the pieces are wired together"
     if importer.startswith("sql_") and is_shop and imported not in SQL_MAY_IMPORT:
         return "sql_* modules import nothing of the shop but db, sql_paging and config"
-    if importer in SERVICES and (imported in SERVICES_MAY_NOT_IMPORT or imported.startswith("api_")):
-        return "services never import web, middleware, routes or api_* (no HTTP objects below the handlers)"
-    if importer.startswith("api_") and (imported == "middleware" or imported.startswith("api_")):
-        return "api_* never import middleware or each other"
-    if importer in TOOLKIT and imported not in TOOLKIT and imported not in sys.stdlib_module_names:
+    if importer == "db" and is_shop and imported != "config":
+        return "db imports nothing of the shop but config"
+    if importer in SERVICES and _is_http_side(imported):
+        return ("services never import the HTTP side (the toolkit, middleware, routes, api_*, pagination,"
+                " validation, cookies, challenge): no HTTP objects below the handlers")
+    if importer.startswith("api_") and (imported in WIRING or imported.startswith("api_")):
+        return "api_* never import middleware, routes, server or each other"
+    if importer in HTTP_HELPERS and (imported in WIRING or imported.startswith("api_")):
+        return "pagination, validation, cookies and challenge never import middleware, routes, server or api_*"
+    if importer in TOOLKIT and imported not in TOOLKIT and not is_stdlib:
         return ("the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only the standard library"
                 " and itself")
-    if importer in SECRETS and imported not in SECRETS | {"strictjson"} and imported not in sys.stdlib_module_names:
-        return "auth and signing import only the standard library and strictjson"
+    if importer in SECRETS and imported not in SECRETS | {"strictjson"} and not is_stdlib:
+        return "auth and signing import only the standard library, strictjson and each other"
     return None
+
+
+def _is_http_side(name):
+    return name in TOOLKIT or name in HTTP_HELPERS or name in WIRING or name.startswith("api_")
 
 
 # -- the rules' own tests: a fabricated project in a temporary directory -------------------
@@ -168,6 +182,13 @@ CLEAN_PROJECT = {
     "pagination.py": "import web\n",
     "orders.py": "import db\nimport sql_items\n",
     "api_items.py": '"""SELECT nothing FROM here: a docstring is prose."""\nimport orders\nfrom web import Response\n',
+    "validation.py": "import web\n",
+    "challenge.py": "from web import Unauthorized\n",
+    "accounts.py": "import auth\nimport db\n",
+    "middleware.py": "import accounts\nimport challenge\nimport web\n",
+    "routes.py": "import api_items\nfrom router import Router\n",
+    "router.py": "import web\n",
+    "server.py": "import config\nimport middleware\nimport routes\n",
 }
 
 
@@ -181,13 +202,23 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("sql_items.py", "import db\nimport pagination\n",
      "sql_items.py:2: imports pagination; sql_* modules import nothing of the shop but db, sql_paging and config"),
     ("orders.py", "import db\nfrom web import NotFound\n",
-     "orders.py:2: imports web; services never import web, middleware, routes or api_*"),
+     "orders.py:2: imports web; services never import the HTTP side"),
     ("jobs.py", "import api_items\n",
-     "jobs.py:1: imports api_items; services never import web, middleware, routes or api_*"),
+     "jobs.py:1: imports api_items; services never import the HTTP side"),
+    ("orders.py", "import validation\n",
+     "orders.py:1: imports validation; services never import the HTTP side"),
+    ("accounts.py", "from challenge import unauthorized\n",
+     "accounts.py:1: imports challenge; services never import the HTTP side"),
+    ("db.py", "import config\nimport web\n",
+     "db.py:2: imports web; db imports nothing of the shop but config"),
+    ("pagination.py", "import middleware\n",
+     "pagination.py:1: imports middleware; pagination, validation, cookies and challenge never import"),
+    ("routes.py", "import server\n",
+     "routes.py:1: imports server; nothing imports server"),
     ("api_items.py", "import middleware\n",
-     "api_items.py:1: imports middleware; api_* never import middleware or each other"),
+     "api_items.py:1: imports middleware; api_* never import middleware, routes, server or each other"),
     ("api_orders.py", "def handler():\n    import api_items\n",
-     "api_orders.py:2: imports api_items; api_* never import middleware or each other"),
+     "api_orders.py:2: imports api_items; api_* never import middleware, routes, server or each other"),
     ("api_orders.py", "import db\n\nQUERY = (\n    'SELECT id'\n    ' FROM orders'\n)\n",
      "api_orders.py:4: holds SQL text; handlers never contain SQL"),
     ("api_orders.py", "def f(c):\n    c.execute(f'UPDATE orders SET status = {1}')\n",
@@ -197,9 +228,9 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("http11.py", "import psycopg\n",
      "http11.py:1: imports psycopg; the HTTP toolkit (web, router, http11, httpserver, strictjson) imports only"),
     ("signing.py", "import config\n",
-     "signing.py:1: imports config; auth and signing import only the standard library and strictjson"),
+     "signing.py:1: imports config; auth and signing import only the standard library, strictjson and"),
     ("auth.py", "from db import utc_now\n",
-     "auth.py:1: imports db; auth and signing import only the standard library and strictjson"),
+     "auth.py:1: imports db; auth and signing import only the standard library, strictjson and"),
     ("helpers.py", "import json\n",
      "helpers.py: belongs to no layer; add it to tests/test_layers.py"),
 ])

@@ -1,6 +1,6 @@
 """server.py end to end: the real program in a subprocess, spoken to over real sockets.
 
-Every test runs the shop the way a student or an operator does (DESIGN.md, "Ways to run it"):
+Every test runs the shop the way a student or an operator does (the README's "Set up" and "Other ways to run it"):
 
     python server.py migrate            python server.py seed --items 25
     python server.py --port 8123        gunicorn --workers 2 --bind 127.0.0.1:8123 server:app
@@ -28,7 +28,7 @@ import seed
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 HEALTH_BODY = b'{"status":"healthy","version":"1.0.0"}'
-SHUTDOWN_DEADLINE_SECONDS = 30   # DESIGN.md "Shutdown": in-flight requests get this long
+SHUTDOWN_DEADLINE_SECONDS = 30   # README: SIGTERM lets requests in flight finish, this long at most
 PROMPT_EXIT_SECONDS = 5          # with nothing left in flight, stopping takes far less
 IDLE_CLOSE_SECONDS = 2.5         # half httpserver's 5 s keep-alive timeout: "at once", with slack
 COMMAND_TIMEOUT_SECONDS = 30

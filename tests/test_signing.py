@@ -317,3 +317,12 @@ def test_sign_value_refuses_what_json_cannot_express():
     for value in (float("nan"), {1, 2}):
         with pytest.raises((ValueError, TypeError)):
             sign_value(value, (KEY,), purpose="cursor")
+
+
+@pytest.mark.parametrize("purpose", ["csrf", "eyJhbGciOiJIUzI1NiJ9"])
+def test_a_signed_value_may_not_take_a_purpose_of_another_kind_of_mac(purpose):
+    # A cursor signed as "csrf" would be a valid CSRF token for some session id: refused.
+    with pytest.raises(ValueError, match="belongs to another kind of MAC"):
+        sign_value({"v": 1}, (KEY,), purpose=purpose)
+    with pytest.raises(ValueError, match="belongs to another kind of MAC"):
+        unsign_value("e30.abc", (KEY,), purpose=purpose)
