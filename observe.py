@@ -13,14 +13,23 @@ Writing to stdout is a system call, and flushing one per request costs more than
 request itself on a fast endpoint. So `log()` formats the line and puts it on a queue, and
 one writer thread writes whatever has queued up in one call. A crash loses at most the lines
 still queued; `flush()` drains the queue at shutdown.
+
+Libraries log through Python's `logging` module (psycopg_pool when PostgreSQL is out of
+reach, the HTTP server when an application fails); `route_standard_logging` sends those
+records through the same logger, so that every line is one JSON object on one stream:
+
+    {"time": "...", "level": "warning", "event": "library", "logger": "psycopg.pool",
+     "message": "error connecting in 'pool-1': connection refused"}
 """
 
 import json
+import logging
 import os
 import queue
 import sys
 import threading
 import time
+import traceback
 
 _STOP = object()
 WRITE_INTERVAL_SECONDS = 0.05  # a line reaches stdout at most this long after it was logged
@@ -98,6 +107,35 @@ class JSONLogger:
                     pass  # stdout closed: there is nowhere left to report it
             if stop:
                 return
+
+
+def route_standard_logging(logger, level=logging.WARNING):
+    """Send records of Python's `logging` module at `level` and above to `logger` (a JSONLogger)
+    instead of stderr's plain text. Replaces the handlers of the root logger; call it once."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(StandardLoggingBridge(logger))
+    root.setLevel(level)
+
+
+class StandardLoggingBridge(logging.Handler):
+    """A `logging` handler that writes each record as one line of a JSONLogger."""
+
+    def __init__(self, logger):
+        super().__init__()
+        self.json_logger = logger
+
+    def emit(self, record):
+        fields = {"logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            fields["traceback"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        if record.levelno >= logging.ERROR:
+            self.json_logger.error("library", **fields)
+        elif record.levelno >= logging.WARNING:
+            self.json_logger.warning("library", **fields)
+        else:
+            self.json_logger.info("library", **fields)
 
 
 def format_record(timestamp, level, event, fields):

@@ -36,7 +36,7 @@ import seed
 import validation
 from httpserver import HTTPServer
 from middleware import build_middleware
-from observe import JSONLogger
+from observe import JSONLogger, route_standard_logging
 from routes import build_router
 from web import Application
 
@@ -75,6 +75,7 @@ def __getattr__(name):
     if name == "app":
         global app
         app = create_app()
+        route_standard_logging(app.services.logger)
         # Lines still queued when the process exits (gunicorn stopping a worker) are written
         # out. Registered here, once per process, not in create_app, which tests call often.
         atexit.register(app.services.logger.flush)
@@ -140,6 +141,7 @@ def serve(settings, database, *, host, port):
     if settings.app_env != "production":
         db.migrate(database)
     logger = JSONLogger(enabled=settings.access_log)
+    route_standard_logging(logger)
     application = create_app(settings, database=database, logger=logger)
     def log_rejected(**fields):
         logger.warning("request rejected", **fields)

@@ -6,12 +6,13 @@ stops the writer) before it reads the StringIO the logger writes into.
 
 import io
 import json
+import logging
 import re
 import threading
 
 import pytest
 
-from observe import JSONLogger, format_record
+from observe import JSONLogger, format_record, route_standard_logging
 
 TIME_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -144,3 +145,53 @@ def test_one_unencodable_field_does_not_silence_the_logger(logger, log_stream):
     assert "after" in [line["event"] for line in lines]
     assert [line["event"] for line in lines] == ["before", "bad field", "after"]
     assert lines[1]["unencodable_fields"] == repr({"counts": {(1, 2): 3}})
+
+
+# -- libraries' logging, as JSON lines -------------------------------------------------------
+
+@pytest.fixture
+def routed(logger, log_stream):
+    """The root logger routed into `logger`; its handlers and level restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    route_standard_logging(logger)
+    yield logger, log_stream
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def test_a_librarys_warning_becomes_one_json_line_on_the_same_stream(routed):
+    logger, log_stream = routed
+    logging.getLogger("psycopg.pool").warning("error connecting in %r: %s", "pool-1", "connection refused")
+    logging.getLogger("psycopg.pool").info("below the level: not written")
+    logger.flush()
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert len(lines) == 1
+    assert {name: lines[0][name] for name in ("level", "event", "logger", "message")} == {
+        "level": "warning", "event": "library", "logger": "psycopg.pool",
+        "message": "error connecting in 'pool-1': connection refused",
+    }
+
+
+def test_an_exception_logged_by_a_library_keeps_its_traceback_inside_the_json(routed):
+    logger, log_stream = routed
+    try:
+        raise RuntimeError("the application failed")
+    except RuntimeError:
+        logging.getLogger("httpserver").exception("application error: %s %s", "GET", "/boom")
+    logger.flush()
+    (line,) = log_stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("error", "httpserver")
+    assert record["message"] == "application error: GET /boom"
+    assert record["traceback"].startswith("Traceback (most recent call last):")
+    assert "RuntimeError: the application failed" in record["traceback"]
+
+
+def test_routing_twice_leaves_one_handler(routed, logger):
+    route_standard_logging(logger)
+    assert len(logging.getLogger().handlers) == 1
+

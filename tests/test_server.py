@@ -455,3 +455,18 @@ def test_a_secret_key_that_is_not_utf8_is_a_configuration_error_not_a_traceback(
     result = run(server_command("migrate"), env, timeout=10)
     expected = "configuration error: SECRET_KEY and its fallbacks must be UTF-8 text\n"
     assert (result.returncode, result.stdout, result.stderr) == (2, "", expected)
+
+
+def test_libraries_log_as_json_lines_on_stdout_not_plain_text_on_stderr(start_program):
+    """psycopg_pool reports each failed connection through Python's logging, which would print
+    plain text on stderr; the server routes it into its own JSON log instead."""
+    env = server_env("postgresql://postgres@127.0.0.1:1/test", APP_ENV="production", DATABASE_TIMEOUT_SECONDS="1")
+    server = start_program(server_command("--port", str(free_port())), env).wait_for_url()
+    status, _, _ = http_request(server.port, "/ready")
+    assert status == 503
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(SHUTDOWN_DEADLINE_SECONDS) == 0
+    records = log_records(server.stdout())  # every stdout line is one JSON object
+    assert any(record["event"] == "library" and record["logger"].startswith("psycopg") for record in records)
+    # stderr holds the two lines the server prints for a person, and nothing else.
+    assert [line.split(" ")[0] for line in server.stderr().splitlines()] == ["Serving", "Try:"]
