@@ -172,6 +172,8 @@ class SQLiteDatabase:
       retry inside the busy timeout (p99 of hundreds of ms) and, while they wait, hold read
       snapshots that stop the WAL from being checkpointed.
       Other *processes* still meet the busy timeout, which is the most a request waits.
+    - SQLite's own lower() changes ASCII letters only, so "Élan" would never match "élan"
+      as it does on PostgreSQL: `lower` is replaced by one that lowers every letter.
     """
 
     engine = "sqlite"
@@ -237,6 +239,7 @@ class SQLiteDatabase:
             raw.execute("PRAGMA synchronous = FULL")
             raw.execute("PRAGMA foreign_keys = ON")
             raw.execute(f"PRAGMA busy_timeout = {int(self.timeout_seconds * 1000)}")
+            raw.create_function("lower", 1, unicode_lower, deterministic=True)
         except (sqlite3.Error, OSError) as error:
             raise DatabaseUnavailable(f"cannot open the SQLite database: {error}") from error
         with self._all_connections_lock:
@@ -391,6 +394,21 @@ def split_statements(script):
     if current.strip():
         raise ValueError("the SQL script ends in the middle of a statement")
     return statements
+
+
+def unicode_lower(text):
+    """lower() as PostgreSQL computes it on UTF-8 text: each letter on its own, every alphabet.
+
+    >>> unicode_lower("ÉLAN Straße")
+    'élan straße'
+
+    Character by character, as PostgreSQL does: Python's str.lower() would also apply
+    context rules (a capital sigma at the end of a word becomes the final sigma), and then
+    the engines would disagree.
+    """
+    if text is None:
+        return None
+    return "".join(letter.lower() if len(letter.lower()) == 1 else letter for letter in text)
 
 
 def utc_now(offset_seconds=0):

@@ -43,8 +43,9 @@ def list_items(connection, *, sort, limit, offset=None, after=None,
     if name_contains is not None:
         # A substring search cannot use a B-tree index; it scans the (filtered) rows.
         # The pattern's own % and _ are escaped so a user's "50%" means the text "50%".
-        conditions.append("lower(name) LIKE :name_pattern ESCAPE '\\'")
-        params["name_pattern"] = "%" + _escape_like(name_contains.lower()) + "%"
+        # Both sides are lowered by the same SQL function, so the engines agree on case.
+        conditions.append("lower(name) LIKE lower(:name_pattern) ESCAPE '\\'")
+        params["name_pattern"] = "%" + _escape_like(name_contains) + "%"
     sql, params = page_sql(
         f"SELECT {ITEM_COLUMNS} FROM items", conditions, params, sort=sort, limit=limit, offset=offset, after=after
     )
