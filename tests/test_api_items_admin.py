@@ -369,3 +369,14 @@ def test_a_415_names_the_media_type_it_accepts_and_changes_nothing(client, admin
     assert_problem(response, 415)
     assert response.header("Accept") == "application/json"
     assert live_count(seeded) == 30
+
+
+@pytest.mark.parametrize("price_cents", ["9223372036854775808", "-9223372036854775809", "1" + "0" * 40])
+def test_an_integer_past_any_column_is_a_422_naming_its_field_not_a_400(client, admin, seeded, price_cents):
+    # Well-formed JSON with an out-of-range value: the validator names the field.
+    body = json.dumps(dict(NEW_ITEM, price_cents=0)).replace('"price_cents": 0', f'"price_cents": {price_cents}')
+    headers = dict(admin, **{"Content-Type": "application/json"})
+    response = client.post("/v1/items", body=body.encode(), headers=headers)
+    assert_problem(response, 422, errors=[
+        {"field": "price_cents", "message": "must be a whole number from 0 to 1000000000000"}])
+    assert live_count(seeded) == 30
