@@ -9,24 +9,29 @@ The life of a login, as the tables see it:
     POST /v1/auth/login      users: verify the password      -> access JWT (15 min, not stored)
                              refresh_tokens: insert hash #1   -> refresh token #1 (30 days)
     POST /v1/auth/refresh    refresh_tokens: #1 used, #2 in the same family
-    (#1 sent again)          refresh_tokens: the family revoked: a stolen token is useless now
+    (#1 again, within 10 s)  refresh_tokens: #2 still unused  -> #2 again (another tab)
+    (#1 again, later)        refresh_tokens: the family revoked: a stolen token is useless now
+    (after 90 days)          no token of the family is valid: log in again
+
+A browser session ends 7 days after login, or after 30 minutes unused (config.py's settings).
 """
 
 import hmac
 import secrets
-import time
 from datetime import UTC, datetime
 
 import auth
 import db
+import signing
 import sql_credentials
 import sql_users
 
-REFRESH_TOKEN_TTL_SECONDS = 30 * 24 * 3600
-SESSION_TTL_SECONDS = 7 * 24 * 3600
-# last_used_at of an API key is written at most this often: a busy key must not turn every
-# read into a write.
+REFRESH_TOKEN_TTL_SECONDS = 30 * 24 * 3600  # each refresh, within the family's lifetime
+SUCCESSOR_PURPOSE = "refresh-successor"  # the MAC purpose that derives a token's successor (signing.mac)
+# last_used_at of an API key or a session is written at most this often: a busy key or
+# browser must not turn every read into a write.
 API_KEY_TOUCH_SECONDS = 60
+SESSION_TOUCH_SECONDS = 60
 
 
 class EmailTaken(Exception):
@@ -123,46 +128,49 @@ def set_role(database, user_id, role):
 
 # -- access and refresh tokens -----------------------------------------------------------
 
-def issue_tokens(database, keys, user, *, family_id=None, connection=None):
-    """A new access token and refresh token for `user` {id, role}: the body of a login."""
+def issue_tokens(database, settings, user):
+    """A new access token and refresh token for `user` {id, role}: the body of a login.
+    The refresh token starts a new family, which lives REFRESH_FAMILY_MAX_SECONDS at most."""
     refresh_token = auth.new_refresh_token()
-    now = time.time()
-    row = {
-        "user_id": user["id"],
-        "token_hash": auth.hash_token(refresh_token),
-        "family_id": family_id or secrets.token_hex(16),
-        "now": _rfc3339(now),
-        "expires_at": _rfc3339(now + REFRESH_TOKEN_TTL_SECONDS),
-    }
-    if connection is None:
-        with database.transaction() as connection:
-            sql_credentials.insert_refresh_token(connection, **row)
-    else:
-        sql_credentials.insert_refresh_token(connection, **row)
-    return {
-        "access_token": auth.issue_access_token(user["id"], user["role"], keys, now=now),
-        "token_type": "bearer",
-        "expires_in": auth.ACCESS_TOKEN_TTL_SECONDS,
-        "refresh_token": refresh_token,
-    }
+    now = settings.clock()
+    with database.transaction() as connection:
+        _insert_refresh_token(connection, settings, user["id"], refresh_token,
+                              family_id=secrets.token_hex(16), family_started_at=_rfc3339(now), now=now)
+    return _token_pair(settings, user, refresh_token)
 
 
-def refresh_tokens(database, keys, refresh_token):
+def refresh_tokens(database, settings, refresh_token):
     """Trade a refresh token for a new pair (rotation). Raises InvalidCredentials.
 
-    A token that was already used means two parties hold it, the user and a thief, and we
-    cannot tell which is which: the whole family is revoked, and both must log in again.
+    The successor is not random: it is derived from the token presented,
+    base64url(HMAC-SHA256(keys[0], "refresh-successor:" + token)), 256 bits nobody without the
+    key can compute. Only its hash is stored, yet the server can make it again: the same
+    token presented again within REFRESH_REUSE_SECONDS of its rotation (two tabs refreshing
+    together, a retry after a lost answer) gets the same successor, provided that successor
+    is still unused, so both callers end up holding the family's one live token.
+
+    Any other reuse means two parties hold the token, the user and a thief, and we cannot
+    tell which is which: the whole family is revoked, and both must log in again. So is a
+    repeat after a key rotation, whose successor cannot be made again: a rare, safe refusal.
     """
-    now = db.utc_now()
+    now = settings.clock()
+    successor = _successor(refresh_token, settings.secret_keys[0])
     replayed = False
     with database.transaction() as connection:
         token = sql_credentials.get_refresh_token(connection, auth.hash_token(refresh_token))
-        if token is None or token["revoked_at"] is not None or token["expires_at"] <= now:
+        if token is None or token["revoked_at"] is not None or not _is_live(token, settings, now):
             raise InvalidCredentials("the refresh token is not valid")
-        if sql_credentials.mark_refresh_token_used(connection, token["id"], now):
-            user = {"id": token["user_id"], "role": token["role"]}
-            return issue_tokens(database, keys, user, family_id=token["family_id"], connection=connection)
-        sql_credentials.revoke_refresh_family(connection, token["family_id"], now)
+        user = {"id": token["user_id"], "role": token["role"]}
+        # Of requests racing with one token, this conditional UPDATE lets exactly one rotate.
+        # On PostgreSQL the others wait on its row lock until it commits, so they find its
+        # successor below; on SQLite, BEGIN IMMEDIATE runs them one after the other anyway.
+        if sql_credentials.mark_refresh_token_used(connection, token["id"], _rfc3339(now)):
+            _insert_refresh_token(connection, settings, user["id"], successor, family_id=token["family_id"],
+                                  family_started_at=token["family_started_at"], now=now)
+            return _token_pair(settings, user, successor)
+        if _is_repeat_within_interval(connection, token, successor, settings, now):
+            return _token_pair(settings, user, successor)
+        sql_credentials.revoke_refresh_family(connection, token["family_id"], _rfc3339(now))
         replayed = True
     # Raised after the transaction commits, so the revocation is kept.
     if replayed:
@@ -186,22 +194,35 @@ def token_user(keys, token):
 
 # -- browser sessions --------------------------------------------------------------------
 
-def start_session(database, user):
+def start_session(database, settings, user):
     """A new session for `user`; returns the session id for the cookie (a new value each login)."""
     session_id = auth.new_session_id()
-    now = time.time()
+    now = settings.clock()
     with database.transaction() as connection:
         sql_credentials.insert_session(
             connection, user_id=user["id"], session_hash=auth.hash_token(session_id),
-            now=_rfc3339(now), expires_at=_rfc3339(now + SESSION_TTL_SECONDS),
+            now=_rfc3339(now), expires_at=_rfc3339(now + settings.session_ttl_seconds),
         )
     return session_id
 
 
-def session_user(database, session_id):
-    """The user {id, role} of a live session, or None."""
+def session_user(database, settings, session_id):
+    """The user {id, role} of a live session, or None: unknown, revoked, past its absolute
+    expiry (SESSION_TTL_SECONDS after login), or idle (unused for SESSION_IDLE_SECONDS).
+
+    Each use pushes the idle deadline back. Its time is written at most once a minute, as an
+    API key's is, so a session idles out between one minute early and on time.
+    """
+    now = settings.clock()
     with database.connection() as connection:
-        return sql_credentials.get_session_user(connection, auth.hash_token(session_id), db.utc_now())
+        session = sql_credentials.get_session_user(connection, auth.hash_token(session_id), _rfc3339(now),
+                                                   _rfc3339(now - settings.session_idle_seconds))
+    if session is None:
+        return None
+    if session["last_used_at"] < _rfc3339(now - SESSION_TOUCH_SECONDS):
+        with database.transaction() as connection:
+            sql_credentials.touch_session(connection, session["session_row_id"], _rfc3339(now))
+    return {"id": session["id"], "role": session["role"]}
 
 
 def end_session(database, session_id):
@@ -260,6 +281,57 @@ def api_key_user(database, key):
         with database.transaction() as connection:
             sql_credentials.touch_api_key(connection, owner["id"], db.utc_now())
     return {"id": owner["user_id"], "role": owner["role"]}
+
+
+def _token_pair(settings, user, refresh_token):
+    # The access token keeps the wall clock: auth.decode_token checks it against time.time().
+    return {
+        "access_token": auth.issue_access_token(user["id"], user["role"], settings.secret_keys),
+        "token_type": "bearer",
+        "expires_in": auth.ACCESS_TOKEN_TTL_SECONDS,
+        "refresh_token": refresh_token,
+    }
+
+
+def _insert_refresh_token(connection, settings, user_id, refresh_token, *, family_id, family_started_at, now):
+    """Store a token's hash; it expires in 30 days, or when its family does if that is sooner."""
+    family_ends = _unix_time(family_started_at) + settings.refresh_family_max_seconds
+    sql_credentials.insert_refresh_token(
+        connection, user_id=user_id, token_hash=auth.hash_token(refresh_token), family_id=family_id,
+        family_started_at=family_started_at, now=_rfc3339(now),
+        expires_at=_rfc3339(min(now + REFRESH_TOKEN_TTL_SECONDS, family_ends)),
+    )
+
+
+def _is_live(token, settings, now):
+    # The family's age is checked here too, not only through expires_at, so that lowering
+    # REFRESH_FAMILY_MAX_SECONDS applies at once to tokens made under the old value.
+    return (token["expires_at"] > _rfc3339(now)
+            and token["family_started_at"] > _rfc3339(now - settings.refresh_family_max_seconds))
+
+
+def _is_repeat_within_interval(connection, token, successor, settings, now):
+    """True if `token` was rotated less than REFRESH_REUSE_SECONDS ago into `successor`, and
+    that successor is still the family's unused, unrevoked newest token."""
+    # None: another request rotated it between our read and our UPDATE, that is, just now.
+    used_at = token["used_at"] or _rfc3339(now)
+    if used_at <= _rfc3339(now - settings.refresh_reuse_seconds):  # with 0 seconds: never
+        return False
+    # Not found when it was made under a key that has since been rotated out of first place.
+    newest = sql_credentials.get_refresh_token(connection, auth.hash_token(successor))
+    return (newest is not None and newest["family_id"] == token["family_id"]
+            and newest["used_at"] is None and newest["revoked_at"] is None)
+
+
+def _successor(refresh_token, key):
+    """The token that replaces `refresh_token`: the same 43 base64url characters as a random one."""
+    # A lone surrogate cannot be UTF-8; such a token was never issued and finds no row anyway.
+    message = refresh_token.encode("utf-8", "surrogatepass")
+    return signing.b64url_encode(signing.mac(key, SUCCESSOR_PURPOSE, message))
+
+
+def _unix_time(rfc3339_text):
+    return datetime.fromisoformat(rfc3339_text).timestamp()
 
 
 def _rfc3339(unix_time):

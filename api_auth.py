@@ -41,15 +41,16 @@ def login(request):
     """POST /v1/auth/login: an access token and a refresh token."""
     user = _check_login(request)
     services = request.services
-    return accounts.issue_tokens(services.database, services.settings.secret_keys, user)
+    return accounts.issue_tokens(services.database, services.settings, user)
 
 
 def refresh(request):
-    """POST /v1/auth/refresh: trade a refresh token for a new pair; the old one is spent."""
+    """POST /v1/auth/refresh: trade a refresh token for a new pair; the old one is spent (sent
+    again within REFRESH_REUSE_SECONDS, it gets the same new refresh token: accounts.py)."""
     body = validate(request.json(), REFRESH)
     services = request.services
     try:
-        return accounts.refresh_tokens(services.database, services.settings.secret_keys, body["refresh_token"])
+        return accounts.refresh_tokens(services.database, services.settings, body["refresh_token"])
     except accounts.InvalidCredentials as error:
         raise unauthorized(str(error)) from None
 
@@ -69,9 +70,9 @@ def start_session(request):
     """
     user = _check_login(request)
     services = request.services
-    session_id = accounts.start_session(services.database, user)
+    session_id = accounts.start_session(services.database, services.settings, user)
     csrf_token = signing.csrf_token_for(session_id, services.settings.secret_keys)
-    headers = cookies.set_session_cookies(request, session_id, csrf_token, accounts.SESSION_TTL_SECONDS)
+    headers = cookies.set_session_cookies(request, session_id, csrf_token, services.settings.session_ttl_seconds)
     return Response.json({"user_id": user["id"], "role": user["role"], "csrf_token": csrf_token},
                          headers=headers)
 

@@ -19,10 +19,17 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `PBKDF2_ITERATIONS` | `600000` | hashing work per password (OWASP's PBKDF2-SHA256); old hashes upgrade at login |
 | `SESSION_COOKIE_SECURE` | `auto` | `1`: cookies are `Secure` and `__Host-` prefixed; `auto`: when over HTTPS |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
+| `REFRESH_REUSE_SECONDS` | `10` | a rotated refresh token sent again this soon gets the same successor; `0`: never |
+| `REFRESH_FAMILY_MAX_SECONDS` | `7776000` (90 days) | no refresh token outlives its login by more |
+| `SESSION_TTL_SECONDS` | `604800` (7 days) | a browser session ends this long after login, however busy |
+| `SESSION_IDLE_SECONDS` | `1800` (30 min) | ... or once unused this long; at most `SESSION_TTL_SECONDS` |
+| `TEST_CLOCK_OFFSET_SECONDS` | unset | `APP_ENV=test` only: a clock tests move (`settings.clock.advance`) |
 """
 
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +47,23 @@ DEFAULT_DATABASE_TIMEOUT_SECONDS = 3.0
 DEFAULT_PBKDF2_ITERATIONS = 600_000  # OWASP Password Storage Cheat Sheet, PBKDF2-HMAC-SHA256
 MIN_PBKDF2_ITERATIONS = 1_000  # tests go this low to stay fast; never use it in production
 ENVIRONMENTS = ("development", "test", "production")
+DAY_SECONDS = 24 * 3600
+# Two tabs (or a retry after a lost answer) send the same refresh token within a second or
+# two; a thief replaying a stolen one rarely does within 10 s. Okta caps its grace period at 60 s.
+DEFAULT_REFRESH_REUSE_SECONDS = 10
+MAX_REFRESH_REUSE_SECONDS = 60
+DEFAULT_REFRESH_FAMILY_MAX_SECONDS = 90 * DAY_SECONDS  # three 30-day refresh tokens, then a password
+MIN_REFRESH_FAMILY_MAX_SECONDS = 3600
+MAX_REFRESH_FAMILY_MAX_SECONDS = 365 * DAY_SECONDS
+DEFAULT_SESSION_TTL_SECONDS = 7 * DAY_SECONDS
+# OWASP's Session Management Cheat Sheet: 15-30 min idle for low-risk applications. The upper
+# end, since admins (who change roles and the catalogue) use the same cookie sessions.
+DEFAULT_SESSION_IDLE_SECONDS = 30 * 60
+# A session's last use is written at most once a minute (accounts.SESSION_TOUCH_SECONDS), so
+# a shorter idle timeout could not be told apart from that granularity.
+MIN_SESSION_SECONDS = 120
+MAX_SESSION_TTL_SECONDS = 90 * DAY_SECONDS
+MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
 
 
 class ConfigError(Exception):
@@ -58,6 +82,19 @@ class Settings:
     database_timeout_seconds: float
     pbkdf2_iterations: int
     cookie_secure: bool | None  # None: Secure exactly when the request came over HTTPS
+    refresh_reuse_seconds: int
+    refresh_family_max_seconds: int
+    session_ttl_seconds: int
+    session_idle_seconds: int
+    # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
+    # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
+    clock: Callable[[], float]
+
+    def __post_init__(self):
+        # Checked here as well as in load_settings, so that no copy made with
+        # dataclasses.replace() can carry a movable clock into production either.
+        if self.app_env == "production" and self.clock is not time.time:
+            raise ConfigError("a test clock cannot run with APP_ENV=production")
 
     @property
     def secret_key(self):
@@ -88,7 +125,49 @@ def load_settings(environ=None):
         database_timeout_seconds=float(
             _int(environ, "DATABASE_TIMEOUT_SECONDS", DEFAULT_DATABASE_TIMEOUT_SECONDS, low=1, high=60)
         ),
+        refresh_reuse_seconds=_int(environ, "REFRESH_REUSE_SECONDS", DEFAULT_REFRESH_REUSE_SECONDS,
+                                   low=0, high=MAX_REFRESH_REUSE_SECONDS),
+        refresh_family_max_seconds=_int(environ, "REFRESH_FAMILY_MAX_SECONDS", DEFAULT_REFRESH_FAMILY_MAX_SECONDS,
+                                        low=MIN_REFRESH_FAMILY_MAX_SECONDS, high=MAX_REFRESH_FAMILY_MAX_SECONDS),
+        **_session_lifetimes(environ),
+        clock=_clock(environ, app_env),
     )
+
+
+class MovableClock:
+    """The wall clock plus an offset that tests move, instead of sleeping:
+
+        settings.clock.advance(3600)    # every lifetime now sees an hour gone by
+
+    Made only under APP_ENV=test (TEST_CLOCK_OFFSET_SECONDS); Settings refuses it in production.
+    """
+
+    def __init__(self, offset_seconds):
+        self.offset_seconds = offset_seconds
+
+    def __call__(self):
+        return time.time() + self.offset_seconds
+
+    def advance(self, seconds):
+        self.offset_seconds += seconds
+
+
+def _session_lifetimes(environ):
+    ttl = _int(environ, "SESSION_TTL_SECONDS", DEFAULT_SESSION_TTL_SECONDS,
+               low=MIN_SESSION_SECONDS, high=MAX_SESSION_TTL_SECONDS)
+    # An idle timeout longer than the absolute one would never apply: a mistake, not a choice.
+    idle = _int(environ, "SESSION_IDLE_SECONDS", min(DEFAULT_SESSION_IDLE_SECONDS, ttl),
+                low=MIN_SESSION_SECONDS, high=ttl)
+    return {"session_ttl_seconds": ttl, "session_idle_seconds": idle}
+
+
+def _clock(environ, app_env):
+    if environ.get("TEST_CLOCK_OFFSET_SECONDS", "") == "":
+        return time.time
+    if app_env != "test":
+        raise ConfigError("TEST_CLOCK_OFFSET_SECONDS is for APP_ENV=test only")
+    return MovableClock(_int(environ, "TEST_CLOCK_OFFSET_SECONDS", 0,
+                             low=-MAX_TEST_CLOCK_OFFSET_SECONDS, high=MAX_TEST_CLOCK_OFFSET_SECONDS))
 
 
 def _secret_keys(environ, app_env):

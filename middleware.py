@@ -148,7 +148,7 @@ def _identify(request):
         return dict(user, via="api_key")
     session_id = cookies.read_session_cookie(request)
     if session_id is not None:
-        user = accounts.session_user(services.database, session_id)
+        user = accounts.session_user(services.database, services.settings, session_id)
         if user is not None:
             return dict(user, via="session", session_id=session_id)
     return None

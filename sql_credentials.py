@@ -9,20 +9,21 @@ from sql_paging import page_sql
 
 # -- refresh tokens ----------------------------------------------------------------------
 
-def insert_refresh_token(connection, *, user_id, token_hash, family_id, now, expires_at):
+def insert_refresh_token(connection, *, user_id, token_hash, family_id, family_started_at, now, expires_at):
     connection.execute(
-        "INSERT INTO refresh_tokens (user_id, token_hash, family_id, created_at, expires_at)"
-        " VALUES (:user_id, :token_hash, :family_id, :now, :expires_at)",
+        "INSERT INTO refresh_tokens (user_id, token_hash, family_id, family_started_at, created_at, expires_at)"
+        " VALUES (:user_id, :token_hash, :family_id, :family_started_at, :now, :expires_at)",
         {"user_id": user_id, "token_hash": token_hash, "family_id": family_id,
-         "now": now, "expires_at": expires_at},
+         "family_started_at": family_started_at, "now": now, "expires_at": expires_at},
     )
 
 
 def get_refresh_token(connection, token_hash):
-    """The token row with its user's current role, or None."""
+    """The token row with its user's current role, or None. Also finds a token's successor."""
     return connection.fetch_one(
         "SELECT refresh_tokens.id, refresh_tokens.user_id, refresh_tokens.family_id,"
-        " refresh_tokens.expires_at, refresh_tokens.used_at, refresh_tokens.revoked_at, users.role"
+        " refresh_tokens.family_started_at, refresh_tokens.expires_at, refresh_tokens.used_at,"
+        " refresh_tokens.revoked_at, users.role"
         " FROM refresh_tokens JOIN users ON users.id = refresh_tokens.user_id"
         " WHERE refresh_tokens.token_hash = :token_hash",
         {"token_hash": token_hash},
@@ -33,7 +34,7 @@ def mark_refresh_token_used(connection, token_id, now):
     """Mark a token used, if nobody did first. True for the one caller that wins.
 
     Two requests racing with the same token both read it unused; this conditional UPDATE
-    lets exactly one of them through, and the other is treated as a replay.
+    lets exactly one of them through, and the other is a repeat (accounts.refresh_tokens).
     """
     cursor = connection.execute(
         "UPDATE refresh_tokens SET used_at = :now"
@@ -61,19 +62,28 @@ def revoke_user_refresh_tokens(connection, user_id, now):
 
 def insert_session(connection, *, user_id, session_hash, now, expires_at):
     connection.execute(
-        "INSERT INTO sessions (user_id, session_hash, created_at, expires_at)"
-        " VALUES (:user_id, :session_hash, :now, :expires_at)",
+        "INSERT INTO sessions (user_id, session_hash, created_at, last_used_at, expires_at)"
+        " VALUES (:user_id, :session_hash, :now, :now, :expires_at)",
         {"user_id": user_id, "session_hash": session_hash, "now": now, "expires_at": expires_at},
     )
 
 
-def get_session_user(connection, session_hash, now):
-    """The user (id, role) of a live session, or None for an unknown, revoked or expired one."""
+def get_session_user(connection, session_hash, now, idle_since):
+    """The user (id, role) of a live session, with the session's id and last use; or None for
+    an unknown or revoked one, one past its absolute expiry, or one unused since `idle_since`."""
     return connection.fetch_one(
-        "SELECT users.id, users.role FROM sessions JOIN users ON users.id = sessions.user_id"
+        "SELECT users.id, users.role, sessions.id AS session_row_id, sessions.last_used_at"
+        " FROM sessions JOIN users ON users.id = sessions.user_id"
         " WHERE sessions.session_hash = :session_hash AND sessions.revoked_at IS NULL"
-        " AND sessions.expires_at > :now",
-        {"session_hash": session_hash, "now": now},
+        " AND sessions.expires_at > :now AND sessions.last_used_at > :idle_since",
+        {"session_hash": session_hash, "now": now, "idle_since": idle_since},
+    )
+
+
+def touch_session(connection, session_row_id, now):
+    connection.execute(
+        "UPDATE sessions SET last_used_at = :now WHERE id = :session_row_id",
+        {"session_row_id": session_row_id, "now": now},
     )
 
 
