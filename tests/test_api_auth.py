@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 import warnings
+from datetime import datetime, timedelta
 
 import jwt
 import pytest
@@ -1132,3 +1133,172 @@ def test_every_protected_route_is_401_without_credentials(client, method, path):
     body = {} if method not in ("GET", "HEAD", "DELETE") else None
     response = client.request(method, path, json=body)
     assert_unauthorized(response, "this endpoint needs credentials")
+
+
+# -- the reuse interval, the family's lifetime and idle sessions, on a movable clock ---------
+
+REUSE_SECONDS = config.DEFAULT_REFRESH_REUSE_SECONDS
+DAY = 24 * 3600
+SHORT_SESSION = {"SESSION_TTL_SECONDS": "3600", "SESSION_IDLE_SECONDS": "1200"}
+
+
+@pytest.fixture
+def clocked_app(settings, database, logger):
+    """The app on a clock the test moves (clocked_app.services.settings.clock.advance)."""
+    return app_with(settings, database, logger, TEST_CLOCK_OFFSET_SECONDS="0", **SHORT_SESSION)
+
+
+@pytest.fixture(params=["wsgi", "live"])
+def clocked_client(request, clocked_app):
+    if request.param == "wsgi":
+        yield WSGIClient(clocked_app)
+    else:
+        with running_server(clocked_app) as base_url:
+            yield LiveClient(base_url)
+
+
+def advance(app, seconds):
+    app.services.settings.clock.advance(seconds)
+
+
+def refresh_rows(database):
+    with database.connection() as connection:
+        return connection.fetch_all(
+            "SELECT family_id, family_started_at, created_at, expires_at, used_at, revoked_at"
+            " FROM refresh_tokens ORDER BY id"
+        )
+
+
+def test_a_token_sent_again_within_the_reuse_interval_gets_the_same_successor(clocked_app, clocked_client,
+                                                                            users, database):
+    ada = users.create("ada@example.com")
+    first = tokens_for(clocked_client, "ada@example.com")
+    one_tab = refresh(clocked_client, first["refresh_token"])
+    advance(clocked_app, REUSE_SECONDS - 1)
+    other_tab = refresh(clocked_client, first["refresh_token"])
+    assert (one_tab.status, other_tab.status) == (200, 200), (one_tab, other_tab)
+    successor = one_tab.json()["refresh_token"]
+    assert other_tab.json()["refresh_token"] == successor
+    assert other_tab.json()["access_token"] != one_tab.json()["access_token"]  # a fresh one
+    assert set(other_tab.json()) == TOKEN_FIELDS
+    assert me(clocked_client, bearer(other_tab.json()["access_token"])).json() == ada
+    assert len(refresh_rows(database)) == 2  # the repeat stored nothing: it found the successor
+    # The family lives on: the successor rotates as usual, and nothing was revoked.
+    rotated = refresh(clocked_client, successor)
+    assert rotated.status == 200, rotated
+    assert rotated.json()["refresh_token"] not in (successor, first["refresh_token"])
+    assert [row["revoked_at"] for row in refresh_rows(database)] == [None, None, None]
+
+
+def test_a_token_sent_again_after_the_reuse_interval_revokes_its_family(clocked_app, clocked_client, users):
+    users.create("ada@example.com")
+    first = tokens_for(clocked_client, "ada@example.com")
+    successor = refresh(clocked_client, first["refresh_token"]).json()["refresh_token"]
+    advance(clocked_app, REUSE_SECONDS + 1)
+    assert_unauthorized(refresh(clocked_client, first["refresh_token"]),
+                        "the refresh token was already used; log in again")
+    assert_unauthorized(refresh(clocked_client, successor), "the refresh token is not valid")
+
+
+def test_a_repeat_once_the_successor_moved_on_revokes_the_family(clocked_client, users):
+    users.create("ada@example.com")
+    first = tokens_for(clocked_client, "ada@example.com")
+    successor = refresh(clocked_client, first["refresh_token"]).json()["refresh_token"]
+    newest = refresh(clocked_client, successor).json()["refresh_token"]
+    # Within the interval, but the successor is spent: the repeat cannot be a second tab.
+    assert_unauthorized(refresh(clocked_client, first["refresh_token"]),
+                        "the refresh token was already used; log in again")
+    assert_unauthorized(refresh(clocked_client, newest), "the refresh token is not valid")
+
+
+def test_a_repeat_after_a_key_rotation_falls_back_to_revoking(settings, database, logger, users):
+    users.create("ada@example.com")
+    before = WSGIClient(app_with(settings, database, logger))
+    first = tokens_for(before, "ada@example.com")
+    successor = refresh(before, first["refresh_token"]).json()["refresh_token"]
+    # The new key signs; the old one still verifies. The successor was made with the old one.
+    after = WSGIClient(app_with(settings, database, logger, SECRET_KEY=OTHER_KEY.decode(),
+                                SECRET_KEY_FALLBACKS=TEST_SECRET_KEY))
+    assert_unauthorized(refresh(after, first["refresh_token"]), "the refresh token was already used; log in again")
+    assert_unauthorized(refresh(after, successor), "the refresh token is not valid")
+
+
+def test_twenty_refreshes_racing_within_the_interval_all_get_the_one_successor(live_server, users, database):
+    users.create("ada@example.com")
+    tokens = tokens_for(LiveClient(live_server), "ada@example.com")
+    body = json.dumps({"refresh_token": tokens["refresh_token"]}).encode()
+    responses = responses_at_once(live_server, [("POST", "/v1/auth/refresh", JSON, body)] * 20)
+    assert [response.status for response in responses] == [200] * 20, responses
+    successors = {response.json()["refresh_token"] for response in responses}
+    assert len(successors) == 1  # exactly one rotation: every caller holds the same token
+    assert len(refresh_rows(database)) == 2
+    rotated = refresh(LiveClient(live_server), successors.pop())
+    assert rotated.status == 200, rotated
+
+
+def test_a_family_cannot_refresh_past_its_maximum_age(clocked_app, clocked_client, users, database):
+    users.create("ada@example.com")
+    refresh_token = tokens_for(clocked_client, "ada@example.com")["refresh_token"]
+    for _ in range(3):  # days 29, 58 and 87: each refresh inside the 90 days works
+        advance(clocked_app, 29 * DAY)
+        response = refresh(clocked_client, refresh_token)
+        assert response.status == 200, response
+        refresh_token = response.json()["refresh_token"]
+    rows = refresh_rows(database)
+    assert len({row["family_started_at"] for row in rows}) == 1  # carried from token to token
+    # The last token got 3 days, not 30: the family ends 90 days after the login.
+    started = datetime.fromisoformat(rows[0]["family_started_at"])
+    family_ends = started + timedelta(seconds=config.DEFAULT_REFRESH_FAMILY_MAX_SECONDS)
+    assert datetime.fromisoformat(rows[-1]["expires_at"]) == family_ends
+    advance(clocked_app, 3 * DAY + 1)
+    assert_unauthorized(refresh(clocked_client, refresh_token), "the refresh token is not valid")
+
+
+def test_a_lowered_family_maximum_applies_to_tokens_already_issued(clocked_client, settings, database, logger, users):
+    users.create("ada@example.com")
+    refresh_token = tokens_for(clocked_client, "ada@example.com")["refresh_token"]
+    shorter = app_with(settings, database, logger, TEST_CLOCK_OFFSET_SECONDS=str(2 * 3600),
+                       REFRESH_FAMILY_MAX_SECONDS="3600")
+    assert_unauthorized(refresh(WSGIClient(shorter), refresh_token), "the refresh token is not valid")
+
+
+def session_last_used(database):
+    with database.connection() as connection:
+        return connection.fetch_value("SELECT last_used_at FROM sessions")
+
+
+def test_a_session_idle_past_the_timeout_is_refused(clocked_app, clocked_client, users):
+    ada = users.create("ada@example.com")
+    cookie, _ = start_session(clocked_client, "ada@example.com")
+    advance(clocked_app, 1200 - 61)  # within the idle timeout, less the minute of touch granularity
+    assert me(clocked_client, cookie).json() == ada
+    advance(clocked_app, 1201)
+    assert_unauthorized(me(clocked_client, cookie), "this endpoint needs credentials")
+
+
+def test_an_active_session_lives_until_its_absolute_expiry(clocked_app, clocked_client, users):
+    ada = users.create("ada@example.com")
+    cookie, _ = start_session(clocked_client, "ada@example.com")
+    for _ in range(3):  # used every 1000 s, never idle for 1200 s: alive at 1000, 2000, 3000 s
+        advance(clocked_app, 1000)
+        assert me(clocked_client, cookie).json() == ada
+    advance(clocked_app, 601)  # 3601 s after login, 601 s after its last use
+    assert_unauthorized(me(clocked_client, cookie), "this endpoint needs credentials")
+
+
+def test_a_sessions_last_use_is_written_at_most_once_a_minute(clocked_app, clocked_client, users, database):
+    users.create("ada@example.com")
+    cookie, _ = start_session(clocked_client, "ada@example.com")
+    at_login = session_last_used(database)
+    advance(clocked_app, 30)
+    assert me(clocked_client, cookie).status == 200
+    assert session_last_used(database) == at_login
+    advance(clocked_app, 31)
+    assert me(clocked_client, cookie).status == 200
+    assert session_last_used(database) > at_login
+
+
+def test_the_session_cookie_lasts_as_long_as_the_session(clocked_client, users):
+    users.create("ada@example.com")
+    response = clocked_client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
+    assert all("Max-Age=3600" in cookie for cookie in set_cookies(response)), set_cookies(response)
