@@ -8,6 +8,7 @@ import dataclasses
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -251,3 +252,72 @@ def test_concurrent_generation_yields_one_key(dev_secret_file, monkeypatch):
     assert errors == []
     assert len(keys) == thread_count
     assert set(keys) == {dev_secret_file.read_bytes()}
+
+
+# -- refresh-token and session lifetimes, and the test clock ----------------------------------
+
+def test_lifetime_defaults():
+    settings = settings_with()
+    assert settings.refresh_reuse_seconds == config.DEFAULT_REFRESH_REUSE_SECONDS == 10
+    assert settings.refresh_family_max_seconds == config.DEFAULT_REFRESH_FAMILY_MAX_SECONDS == 90 * 24 * 3600
+    assert settings.session_ttl_seconds == config.DEFAULT_SESSION_TTL_SECONDS == 7 * 24 * 3600
+    assert settings.session_idle_seconds == config.DEFAULT_SESSION_IDLE_SECONDS == 30 * 60
+    assert settings.clock is time.time
+
+
+@pytest.mark.parametrize("name, value, field", [
+    ("REFRESH_REUSE_SECONDS", "0", "refresh_reuse_seconds"),
+    ("REFRESH_REUSE_SECONDS", "60", "refresh_reuse_seconds"),
+    ("REFRESH_FAMILY_MAX_SECONDS", "3600", "refresh_family_max_seconds"),
+    ("REFRESH_FAMILY_MAX_SECONDS", str(365 * 24 * 3600), "refresh_family_max_seconds"),
+    ("SESSION_TTL_SECONDS", str(90 * 24 * 3600), "session_ttl_seconds"),
+    ("SESSION_IDLE_SECONDS", "120", "session_idle_seconds"),
+])
+def test_lifetimes_accept_their_bounds(name, value, field):
+    assert getattr(settings_with(**{name: value}), field) == int(value)
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"REFRESH_REUSE_SECONDS": "-1"}, "REFRESH_REUSE_SECONDS must be between 0 and 60"),
+    ({"REFRESH_REUSE_SECONDS": "61"}, "REFRESH_REUSE_SECONDS must be between 0 and 60"),
+    ({"REFRESH_REUSE_SECONDS": "2.5"}, "REFRESH_REUSE_SECONDS must be a whole number"),
+    ({"REFRESH_FAMILY_MAX_SECONDS": "3599"}, "REFRESH_FAMILY_MAX_SECONDS must be between 3600 and 31536000"),
+    ({"REFRESH_FAMILY_MAX_SECONDS": "31536001"}, "REFRESH_FAMILY_MAX_SECONDS must be between 3600 and 31536000"),
+    ({"SESSION_TTL_SECONDS": "119"}, "SESSION_TTL_SECONDS must be between 120 and 7776000"),
+    ({"SESSION_TTL_SECONDS": "7776001"}, "SESSION_TTL_SECONDS must be between 120 and 7776000"),
+    ({"SESSION_IDLE_SECONDS": "119"}, "SESSION_IDLE_SECONDS must be between 120 and 604800"),
+    # An idle timeout longer than the absolute one would never apply.
+    ({"SESSION_TTL_SECONDS": "3600", "SESSION_IDLE_SECONDS": "3601"},
+     "SESSION_IDLE_SECONDS must be between 120 and 3600"),
+    ({"APP_ENV": "test", "TEST_CLOCK_OFFSET_SECONDS": "soon"}, "TEST_CLOCK_OFFSET_SECONDS must be a whole number"),
+])
+def test_lifetimes_out_of_bounds_name_the_variable(environ, message):
+    assert refusal(**environ) == message
+
+
+def test_a_short_absolute_session_lifetime_shortens_the_default_idle_one():
+    settings = settings_with(SESSION_TTL_SECONDS="600")
+    assert (settings.session_ttl_seconds, settings.session_idle_seconds) == (600, 600)
+
+
+def test_the_test_clock_moves_only_when_told():
+    settings = settings_with(APP_ENV="test", TEST_CLOCK_OFFSET_SECONDS="3600")
+    assert isinstance(settings.clock, config.MovableClock)
+    assert settings.clock() == pytest.approx(time.time() + 3600, abs=5)
+    settings.clock.advance(-7200)
+    assert settings.clock() == pytest.approx(time.time() - 3600, abs=5)
+
+
+@pytest.mark.parametrize("app_env", ["production", "development"])
+def test_the_test_clock_is_refused_outside_tests(app_env):
+    refused = refusal(APP_ENV=app_env, TEST_CLOCK_OFFSET_SECONDS="0")
+    assert refused == "TEST_CLOCK_OFFSET_SECONDS is for APP_ENV=test only"
+
+
+def test_no_copy_of_production_settings_can_carry_a_test_clock():
+    production = settings_with(APP_ENV="production")
+    with pytest.raises(ConfigError, match="a test clock cannot run with APP_ENV=production"):
+        dataclasses.replace(production, clock=config.MovableClock(0))
+    testing = settings_with(APP_ENV="test", TEST_CLOCK_OFFSET_SECONDS="0")
+    with pytest.raises(ConfigError, match="a test clock cannot run with APP_ENV=production"):
+        dataclasses.replace(testing, app_env="production")
