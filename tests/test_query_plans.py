@@ -301,3 +301,37 @@ def test_every_api_key_page_is_served_by_an_index_without_a_sort(database, users
         if after is not None:
             bound = "ROW(created_at, id)" if sort[0][0] == "created_at" else "(id "
             assert "Index Cond: ((user_id = " in plan.text and bound in plan.text, plan.text
+
+
+# -- refresh tokens and sessions: each found by a UNIQUE hash, a family, a user or an id -------
+
+HASH = "0" * 64
+CREDENTIAL_QUERIES = {
+    # name: (run the query, the table it reads, the indexes that may serve it)
+    "a refresh token (or its successor) by its hash": (
+        lambda c: sql_credentials.get_refresh_token(c, HASH),
+        "refresh_tokens", ("refresh_tokens_token_hash_unique", "sqlite_autoindex_refresh_tokens_1")),
+    "spend a refresh token": (
+        lambda c: sql_credentials.mark_refresh_token_used(c, 1, JANUARY[0]),
+        "refresh_tokens", ("refresh_tokens_pkey", "INTEGER PRIMARY KEY")),
+    "revoke a family": (
+        lambda c: sql_credentials.revoke_refresh_family(c, "f" * 32, JANUARY[0]),
+        "refresh_tokens", ("refresh_tokens_family_id",)),
+    "a live, active session's user": (
+        lambda c: sql_credentials.get_session_user(c, HASH, *JANUARY),
+        "sessions", ("sessions_session_hash_unique", "sqlite_autoindex_sessions_1")),
+    "record a session's use": (
+        lambda c: sql_credentials.touch_session(c, 1, JANUARY[0]),
+        "sessions", ("sessions_pkey", "INTEGER PRIMARY KEY")),
+}
+
+
+@pytest.mark.parametrize("query_name", list(CREDENTIAL_QUERIES))
+def test_every_refresh_token_and_session_query_uses_an_index(database, query_name):
+    run_query, table, indexes = CREDENTIAL_QUERIES[query_name]
+    plan = query_plan(database, run_query, ordered=False)
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines if step.split(" ")[:2] == ["SCAN", table]], plan.text
+    else:
+        assert "Seq Scan" not in plan.text, plan.text
+    assert any(index in plan.text for index in indexes), plan.text
