@@ -14,10 +14,21 @@ The life of a login, as the tables see it:
     (after 90 days)          no token of the family is valid: log in again
 
 A browser session ends 7 days after login, or after 30 minutes unused (config.py's settings).
+
+An access token is not stored, yet some events must end it at once. Each user has a token
+epoch, which every access token carries (the "ep" claim); a password change and a logout
+everywhere add one to it, and every request checks the token's epoch against the user's:
+
+    users: id 7, role admin, token_epoch 3      token {"sub": "7", "role": "user", "ep": 3}
+    PATCH /v1/users/7 {"role": "user"}          the next request is a user's: the role is read
+                                                from the row, never from the token
+    POST /v1/auth/logout-all (or new password)  token_epoch 4: the token above is a 401 now
 """
 
 import hmac
 import secrets
+import threading
+import time
 from datetime import UTC, datetime
 
 import auth
@@ -32,6 +43,11 @@ SUCCESSOR_PURPOSE = "refresh-successor"  # the MAC purpose that derives a token'
 # browser must not turn every read into a write.
 API_KEY_TOUCH_SECONDS = 60
 SESSION_TOUCH_SECONDS = 60
+# How long a process trusts its memory of a user's role and token epoch (UserStates). With
+# several processes (gunicorn), a change made through one is seen by the others this much
+# later at most; through the process that makes it, on the very next request.
+USER_STATE_TTL_SECONDS = 1.0
+USER_STATE_CACHE_SIZE = 10_000  # users remembered at most (a few MB); then the memory starts afresh
 
 
 class EmailTaken(Exception):
@@ -83,17 +99,19 @@ def check_password(database, email, password, *, iterations):
     return {"id": login["id"], "role": login["role"]}
 
 
-def change_password(database, user_id, new_password, *, iterations, keep_session_id=None):
-    """Set a new password; revoke every refresh token and every other session, so a thief
-    holding one loses it. The caller has checked the current password (verify_current_password):
-    checking it again here would cost a second PBKDF2 run for nothing."""
+def change_password(database, user_states, user_id, new_password, *, iterations, keep_session_id=None):
+    """Set a new password; end every access token (the caller's too), every refresh token and
+    every other session, so a thief holding one loses it. The caller has checked the current
+    password (verify_current_password): checking it again would cost a second PBKDF2 run."""
     new_hash = auth.hash_password(new_password, iterations)
     now = db.utc_now()
     keep = auth.hash_token(keep_session_id) if keep_session_id else None
     with database.transaction() as connection:
         sql_users.set_password_hash(connection, user_id, new_hash, now)
+        sql_users.bump_token_epoch(connection, user_id)
         sql_credentials.revoke_user_refresh_tokens(connection, user_id, now)
         sql_credentials.revoke_user_sessions(connection, user_id, now, keep_session_hash=keep)
+    user_states.forget(user_id)
 
 
 def verify_current_password(database, user_id, password):
@@ -111,11 +129,13 @@ def change_email(database, user_id, email):
         raise EmailTaken(email) from None
 
 
-def set_role(database, user_id, role):
+def set_role(database, user_states, user_id, role):
     """Change a user's role; None when there is no such user. Raises LastAdmin.
 
     The count and the change happen in one write transaction, so two admins demoting each
-    other at the same moment cannot both succeed.
+    other at the same moment cannot both succeed. The user's tokens, keys and sessions stay
+    valid and carry the new role from the very next request: each request reads the role
+    from the users row (token_user, api_key_user, session_user), so nobody must log in again.
     """
     with database.transaction() as connection:
         user = sql_users.get_user(connection, user_id)
@@ -123,20 +143,22 @@ def set_role(database, user_id, role):
             return None
         if user["role"] == "admin" and role != "admin" and sql_users.count_admins(connection) <= 1:
             raise LastAdmin()
-        return sql_users.set_role(connection, user_id, role, db.utc_now())
+        changed = sql_users.set_role(connection, user_id, role, db.utc_now())
+    user_states.forget(user_id)
+    return changed
 
 
 # -- access and refresh tokens -----------------------------------------------------------
 
 def issue_tokens(database, settings, user):
-    """A new access token and refresh token for `user` {id, role}: the body of a login.
+    """A new access token and refresh token for `user` {id, ...}: the body of a login.
     The refresh token starts a new family, which lives REFRESH_FAMILY_MAX_SECONDS at most."""
     refresh_token = auth.new_refresh_token()
     now = settings.clock()
     with database.transaction() as connection:
         _insert_refresh_token(connection, settings, user["id"], refresh_token,
                               family_id=secrets.token_hex(16), family_started_at=_rfc3339(now), now=now)
-    return _token_pair(settings, user, refresh_token)
+        return _token_pair(connection, settings, user["id"], refresh_token)
 
 
 def refresh_tokens(database, settings, refresh_token):
@@ -160,16 +182,16 @@ def refresh_tokens(database, settings, refresh_token):
         token = sql_credentials.get_refresh_token(connection, auth.hash_token(refresh_token))
         if token is None or token["revoked_at"] is not None or not _is_live(token, settings, now):
             raise InvalidCredentials("the refresh token is not valid")
-        user = {"id": token["user_id"], "role": token["role"]}
+        user_id = token["user_id"]
         # Of requests racing with one token, this conditional UPDATE lets exactly one rotate.
         # On PostgreSQL the others wait on its row lock until it commits, so they find its
         # successor below; on SQLite, BEGIN IMMEDIATE runs them one after the other anyway.
         if sql_credentials.mark_refresh_token_used(connection, token["id"], _rfc3339(now)):
-            _insert_refresh_token(connection, settings, user["id"], successor, family_id=token["family_id"],
+            _insert_refresh_token(connection, settings, user_id, successor, family_id=token["family_id"],
                                   family_started_at=token["family_started_at"], now=now)
-            return _token_pair(settings, user, successor)
+            return _token_pair(connection, settings, user_id, successor)
         if _is_repeat_within_interval(connection, token, successor, settings, now):
-            return _token_pair(settings, user, successor)
+            return _token_pair(connection, settings, user_id, successor)
         sql_credentials.revoke_refresh_family(connection, token["family_id"], _rfc3339(now))
         replayed = True
     # Raised after the transaction commits, so the revocation is kept.
@@ -186,10 +208,77 @@ def revoke_refresh_token(database, refresh_token):
             sql_credentials.revoke_refresh_family(connection, token["family_id"], now)
 
 
-def token_user(keys, token):
-    """The user {id, role} an access token speaks for. Raises auth.TokenError."""
+def log_out_everywhere(database, user_states, user_id):
+    """End every access token, refresh token and session of the user, on every device.
+    API keys stay: they are not logins, and each is revoked on its own (revoke_api_key)."""
+    now = db.utc_now()
+    with database.transaction() as connection:
+        sql_users.bump_token_epoch(connection, user_id)
+        sql_credentials.revoke_user_refresh_tokens(connection, user_id, now)
+        sql_credentials.revoke_user_sessions(connection, user_id, now)
+    user_states.forget(user_id)
+
+
+def token_user(database, user_states, keys, token):
+    """The user {id, role} an access token speaks for, with the role the users row has now.
+
+    Raises auth.TokenError for a token that is not valid (signature, expiry, ...), and
+    InvalidCredentials for a valid one whose account is gone or whose epoch has passed. The
+    token's own `role` claim is never trusted: it was true when the token was made, and an
+    admin demoted since must lose admin rights at once. A token made before epochs existed
+    has no "ep" claim; it is from epoch 0, every account's first (migration 0006).
+    """
     claims = auth.decode_token(token, keys)
-    return {"id": int(claims["sub"]), "role": claims["role"]}
+    user_id = int(claims["sub"])
+    state = user_states.get(database, user_id)
+    if state is None:
+        raise InvalidCredentials("this account no longer exists")
+    if claims.get("ep", 0) < state["token_epoch"]:
+        raise InvalidCredentials("the access token was revoked by a password change or a logout everywhere;"
+                                 " log in again")
+    return {"id": user_id, "role": state["role"]}
+
+
+class UserStates:
+    """Each user's role and token epoch, as this process read them less than
+    USER_STATE_TTL_SECONDS ago: what token_user needs on every request, without a query.
+
+    The process that changes a user forgets it right after the commit (forget), so its next
+    request reads the row again. Other processes (gunicorn runs several) keep their memory
+    until it is USER_STATE_TTL_SECONDS old: they see a demotion or a revoked token that much
+    later at most. A cache shared through Redis would close that gap; until then it is the
+    price of a token check that costs a dictionary lookup.
+    """
+
+    def __init__(self, ttl_seconds=USER_STATE_TTL_SECONDS):
+        self.ttl_seconds = ttl_seconds
+        self._states = {}  # user id -> (the row {role, token_epoch} or None, monotonic time read)
+        self._forgets = 0  # how many forget() calls so far
+        self._lock = threading.Lock()
+
+    def get(self, database, user_id):
+        """{role, token_epoch} of the user, or None when there is no such user."""
+        remembered = self._states.get(user_id)
+        now = time.monotonic()
+        if remembered is not None and now - remembered[1] < self.ttl_seconds:
+            return remembered[0]
+        forgets_before = self._forgets
+        with database.connection() as connection:
+            state = sql_users.get_token_state(connection, user_id)
+        with self._lock:
+            # A change committed while we read may have been forgotten already: what we read
+            # may be from before it, so it is used for this request and not remembered.
+            if self._forgets == forgets_before:
+                if len(self._states) >= USER_STATE_CACHE_SIZE:
+                    self._states.clear()
+                self._states[user_id] = (state, now)
+        return state
+
+    def forget(self, user_id):
+        """Read the user afresh on the next request: call it after a change has committed."""
+        with self._lock:
+            self._states.pop(user_id, None)
+            self._forgets += 1
 
 
 # -- browser sessions --------------------------------------------------------------------
@@ -235,8 +324,9 @@ def end_session(database, session_id):
 def create_api_key(database, user_id, name):
     """A new key for the user: (its row, the full key). The key is shown this once.
 
-    Raises InvalidCredentials when the account no longer exists: an access token outlives
-    its account by up to 15 minutes, and the foreign key refuses a key for nobody.
+    Raises InvalidCredentials when the account no longer exists: it may be deleted while the
+    request runs, or up to USER_STATE_TTL_SECONDS earlier through another process (UserStates),
+    and the foreign key refuses a key for nobody.
     """
     key, prefix = auth.new_api_key()
     try:
@@ -283,10 +373,14 @@ def api_key_user(database, key):
     return {"id": owner["user_id"], "role": owner["role"]}
 
 
-def _token_pair(settings, user, refresh_token):
+def _token_pair(connection, settings, user_id, refresh_token):
+    """The body of a login or refresh; the access token carries the role and epoch the users
+    row has now, read in the transaction that stores the refresh token."""
+    state = sql_users.get_token_state(connection, user_id)
     # The access token keeps the wall clock: auth.decode_token checks it against time.time().
     return {
-        "access_token": auth.issue_access_token(user["id"], user["role"], settings.secret_keys),
+        "access_token": auth.issue_access_token(user_id, state["role"], settings.secret_keys,
+                                                epoch=state["token_epoch"]),
         "token_type": "bearer",
         "expires_in": auth.ACCESS_TOKEN_TTL_SECONDS,
         "refresh_token": refresh_token,

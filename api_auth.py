@@ -62,6 +62,15 @@ def logout(request):
     return Response(status=204)
 
 
+def logout_all(request):
+    """POST /v1/auth/logout-all: log the caller out everywhere. Every access token, refresh
+    token and session of the account stops working on its next request; API keys stay."""
+    accounts.log_out_everywhere(request.services.database, request.services.user_states, request.user["id"])
+    # A browser that asked through its session cookie holds a dead one now: clear it.
+    headers = cookies.clear_session_cookies(request) if request.user["via"] == "session" else None
+    return Response(status=204, headers=headers)
+
+
 def start_session(request):
     """POST /v1/auth/session: log a browser in with an HttpOnly session cookie.
 

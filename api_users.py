@@ -24,7 +24,7 @@ def get_me(request):
     """GET /v1/users/me: the caller's own account (never the password hash)."""
     with request.services.database.connection() as connection:
         user = sql_users.get_user(connection, request.user["id"])
-    if user is None:  # a valid token of a deleted account
+    if user is None:  # the account was deleted while this request ran
         raise NotFound("this account no longer exists")
     return user
 
@@ -33,7 +33,8 @@ def update_me(request):
     """PATCH /v1/users/me: change email or password; either needs the current password.
 
     Every problem of the body is named in one 422 before the current password is checked
-    (403). A new password revokes every refresh token and every other session of the account.
+    (403). A new password ends every access token of the account (the caller's too: log in
+    again with it), every refresh token and every other session.
     """
     changes = validate(request.json(), PROFILE_CHANGES, partial=True)
     problems = _profile_change_problems(changes)
@@ -49,7 +50,7 @@ def update_me(request):
             accounts.change_email(services.database, user_id, changes["email"])
         if "password" in changes:
             accounts.change_password(
-                services.database, user_id, changes["password"],
+                services.database, services.user_states, user_id, changes["password"],
                 iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
             )
     except accounts.InvalidCredentials:
@@ -74,11 +75,13 @@ def list_users(request):
 
 
 def update_user(request):
-    """PATCH /v1/users/{id} (admin): change a role. 409 if it would leave no admin."""
+    """PATCH /v1/users/{id} (admin): change a role. 409 if it would leave no admin.
+    The user's next request, with any credential, has the new role."""
     changes = validate(request.json(), ROLE_CHANGE)
     user_id = request.path_params["id"]
+    services = request.services
     try:
-        user = accounts.set_role(request.services.database, user_id, changes["role"])
+        user = accounts.set_role(services.database, services.user_states, user_id, changes["role"])
     except accounts.LastAdmin:
         raise Conflict("the shop needs at least one admin") from None
     if user is None:

@@ -26,6 +26,7 @@ Access token: a JWT (RFC 7519) in JWS compact serialisation (RFC 7515 §7.1), HS
     header     {"alg":"HS256","typ":"JWT","kid":"8h8YMr9IjGUMwqNi"}     kid = key_id(key)
     claims     {"sub":"42","role":"user","iat":1767225600,"exp":1767226500,"jti":"5f0c8e1d2b7a4c6e"}
     signature  HMAC-SHA256(key, "<header segment>.<claims segment>")
+               + "ep":0, the user's token epoch, in the tokens we issue (accounts.py)
 
 Refresh token, session id: 256 random bits as 43 base64url characters, shown to the client
 once; the database keeps only hash_token(token), a hex SHA-256.
@@ -297,7 +298,7 @@ def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
     Checked in this order, cheapest and least trusting first: the shape (three strict
     base64url segments, at most MAX_TOKEN_CHARS), the header (alg HS256, no crit, typ JWT,
     a kid naming a configured key), the signature over the segments exactly as received,
-    and only then the claims (sub, role, iat, exp, jti; nbf if present) against `now`, with
+    and only then the claims (sub, role, iat, exp, jti; nbf, ep if present) against `now`, with
     TOKEN_LEEWAY_SECONDS of tolerance for clock skew. Never raises anything but TokenError.
     """
     if not isinstance(token, str):
@@ -307,18 +308,20 @@ def decode_token(token: str, keys: tuple, *, now: float | None = None) -> dict:
     return dict(claims)  # a copy: the cached claims must not change
 
 
-def issue_access_token(user_id: int, role: str, keys: tuple, *, now: float | None = None) -> str:
+def issue_access_token(user_id: int, role: str, keys: tuple, *, epoch: int = 0, now: float | None = None) -> str:
     """A signed access token for a user, valid for ACCESS_TOKEN_TTL_SECONDS from `now`.
 
     Claims: sub (the user id as a string: RFC 7519 §4.1.2 makes it a StringOrURI, and JWT
     libraries refuse a number), role, iat and exp (whole seconds, which every library
-    reads), jti (128 random bits in hex, so a token can be named on a deny list).
-    Raises ValueError for a user id that is not a positive int or an unknown role.
+    reads), jti (128 random bits in hex, so a token can be named on a deny list), ep (the
+    user's token epoch). Raises ValueError for a bad user id, role or epoch.
     """
     if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
         raise ValueError("user_id must be a positive int")
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    if not _is_epoch(epoch):
+        raise ValueError("epoch must be an int >= 0")
     issued_at = int(time.time() if now is None else now)
     claims = {
         "sub": str(user_id),
@@ -326,6 +329,7 @@ def issue_access_token(user_id: int, role: str, keys: tuple, *, now: float | Non
         "iat": issued_at,
         "exp": issued_at + ACCESS_TOKEN_TTL_SECONDS,
         "jti": secrets.token_hex(16),
+        "ep": epoch,
     }
     return encode_token(claims, keys)
 
@@ -459,6 +463,9 @@ def _check_claims(claims):
             raise TokenError(f"invalid claim: {name}")
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise TokenError("invalid claim: jti")
+    # Optional: a token made before epochs existed has none (accounts.token_user reads it as 0).
+    if "ep" in claims and not _is_epoch(claims["ep"]):
+        raise TokenError("invalid claim: ep")
 
 
 def _check_times(claims, now):
@@ -469,6 +476,10 @@ def _check_times(claims, now):
         raise TokenError("token not yet valid")
     if claims["iat"] > now + TOKEN_LEEWAY_SECONDS:
         raise TokenError("token issued in the future")
+
+
+def _is_epoch(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_number(value):

@@ -106,6 +106,9 @@ def authenticate(request, call_next):
     check; on a public route (login, register) a session that fails it is ignored like a
     stale one, so a browser still logged in can log in again, and nothing runs as its user.
     API keys are read from the header only: a query string ends up in logs.
+
+    Whatever the credential, the role is the one the users row has now (for a token, as this
+    process read it less than accounts.USER_STATE_TTL_SECONDS ago), never the token's claim.
     """
     request.user = _identify(request)
     route = request.route
@@ -136,9 +139,11 @@ def _identify(request):
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("use Authorization: Bearer <access token>", "invalid_request")
         try:
-            user = accounts.token_user(services.settings.secret_keys, token)
+            user = accounts.token_user(services.database, services.user_states, services.settings.secret_keys, token)
         except auth.TokenError as error:
             raise unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
+        except accounts.InvalidCredentials as error:  # a deleted account, a passed token epoch
+            raise unauthorized(str(error), "invalid_token") from None
         return dict(user, via="token")
     api_key = request.header("X-API-Key")
     if api_key is not None:

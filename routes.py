@@ -21,6 +21,7 @@ ROUTES = [
     ("POST",   "/v1/auth/login",         api_auth.login,            "login",          "public", "Get an access and a refresh token"),
     ("POST",   "/v1/auth/refresh",       api_auth.refresh,          "refresh",        "public", "Rotate a refresh token"),
     ("POST",   "/v1/auth/logout",        api_auth.logout,           "logout",         "public", "Revoke a refresh token"),
+    ("POST",   "/v1/auth/logout-all",    api_auth.logout_all,       "logout_all",     "user",   "Log out everywhere: every token and session"),
     ("POST",   "/v1/auth/session",       api_auth.start_session,    "start_session",  "public", "Log a browser in (cookie)"),
     ("DELETE", "/v1/auth/session",       api_auth.end_session,      "end_session",    "user",   "Log a browser out"),
     ("GET",    "/v1/users/me",           api_users.get_me,          "get_me",         "user",   "Your account"),

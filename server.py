@@ -26,7 +26,7 @@ import getpass
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import accounts
 import auth
@@ -54,6 +54,8 @@ class Services:
     settings: config.Settings
     database: object  # db.SQLiteDatabase or db.PostgresDatabase
     logger: JSONLogger
+    # Each user's role and token epoch, remembered for a second: one per process (accounts.py).
+    user_states: accounts.UserStates = field(default_factory=accounts.UserStates)
 
 
 def create_app(settings=None, *, database=None, logger=None):

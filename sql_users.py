@@ -1,7 +1,8 @@
 """SQL for accounts: one function per query, plain values in, dict rows out.
 
 `USER_COLUMNS` is what the API may show; the password hash is read only by the functions
-that need it (login, a password change) and never leaves the services layer.
+that need it (login, a password change) and never leaves the services layer, and the token
+epoch (migration 0006) only by the services that check and end access tokens.
 """
 
 from sql_paging import page_sql
@@ -30,6 +31,22 @@ def get_login(connection, email):
     """The id, role and password hash for an email (served by the UNIQUE index), or None."""
     return connection.fetch_one(
         "SELECT id, role, password_hash FROM users WHERE email = :email", {"email": email}
+    )
+
+
+def get_token_state(connection, user_id):
+    """What decides, on every request, what an access token may do: the user's role and
+    token epoch (by the primary key), or None when there is no such user."""
+    return connection.fetch_one(
+        "SELECT role, token_epoch FROM users WHERE id = :user_id", {"user_id": user_id}
+    )
+
+
+def bump_token_epoch(connection, user_id):
+    """End every access token made so far for the user: each carries an older epoch now.
+    updated_at is left alone: it dates the profile, and the profile did not change."""
+    connection.execute(
+        "UPDATE users SET token_epoch = token_epoch + 1 WHERE id = :user_id", {"user_id": user_id}
     )
 
 

@@ -490,8 +490,9 @@ def test_key_id_is_16_base64url_characters_of_a_prefixed_sha256():
 def test_issued_access_tokens_carry_the_documented_claims():
     token = issue_access_token(7, "admin", (KEY,), now=NOW + 0.9)
     claims = decode_token(token, (KEY,), now=NOW)
-    assert set(claims) == {"sub", "role", "iat", "exp", "jti"}
+    assert set(claims) == {"sub", "role", "iat", "exp", "jti", "ep"}
     assert claims["sub"] == "7" and claims["role"] == "admin"
+    assert type(claims["ep"]) is int and claims["ep"] == 0  # the token epoch of a new account
     assert type(claims["iat"]) is int and claims["iat"] == NOW
     assert type(claims["exp"]) is int and claims["exp"] == NOW + auth.ACCESS_TOKEN_TTL_SECONDS
     assert auth.ACCESS_TOKEN_TTL_SECONDS == 15 * 60

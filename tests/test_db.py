@@ -19,9 +19,9 @@ import sql_items
 # -- migrations --------------------------------------------------------------------------
 
 def test_migrate_records_the_baseline_once(database):
-    assert db.applied_versions(database) == [1, 2, 3, 4, 5]
+    assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
     assert db.migrate(database) == []  # nothing left to apply
-    assert db.applied_versions(database) == [1, 2, 3, 4, 5]
+    assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):
@@ -85,7 +85,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert db.applied_versions(database) == [1, 2, 3, 4, 5]
+        assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
     finally:
         database.close()
 
