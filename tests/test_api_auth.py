@@ -1302,3 +1302,70 @@ def test_the_session_cookie_lasts_as_long_as_the_session(clocked_client, users):
     users.create("ada@example.com")
     response = clocked_client.post("/v1/auth/session", json={"email": "ada@example.com", "password": TEST_PASSWORD})
     assert all("Max-Age=3600" in cookie for cookie in set_cookies(response)), set_cookies(response)
+
+
+# -- POST /v1/auth/logout-all: every access token, refresh token and session, at once ----------
+
+REVOKED_TOKEN = "the access token was revoked by a password change or a logout everywhere; log in again"
+
+
+def logout_all(client, headers):
+    return client.post("/v1/auth/logout-all", headers=headers)
+
+
+def test_logout_all_refuses_every_token_and_session_of_the_caller_at_once(client, users):
+    user, other = users.create("ada@example.com"), users.create("bob@example.com")
+    first, second = tokens_for(client, user["email"]), tokens_for(client, user["email"])
+    session, _ = start_session(client, user["email"])
+    key = create_key(client, bearer(first["access_token"]))["key"]
+    others = tokens_for(client, other["email"])
+    response = logout_all(client, bearer(second["access_token"]))
+    assert response.status == 204, response
+    assert response.body == b""
+    for tokens in (first, second):
+        assert_unauthorized(me(client, bearer(tokens["access_token"])), REVOKED_TOKEN, www_authenticate=INVALID_TOKEN)
+        assert_unauthorized(refresh(client, tokens["refresh_token"]), "the refresh token is not valid")
+    assert_unauthorized(me(client, session), "this endpoint needs credentials")  # a dead cookie is ignored
+    # API keys are not logins: they stay until revoked one by one.
+    assert me(client, {"X-API-Key": key}).json() == user
+    assert me(client, bearer(others["access_token"])).json() == other  # nobody else is logged out
+    assert refresh(client, others["refresh_token"]).status == 200
+    fresh = tokens_for(client, user["email"])  # logging in again works, with a token of the new epoch
+    assert me(client, bearer(fresh["access_token"])).json() == user
+    assert refresh(client, fresh["refresh_token"]).status == 200
+
+
+def test_logout_all_through_a_session_needs_the_csrf_token_and_clears_the_cookies(client, users):
+    user = users.create("ada@example.com")
+    session, csrf_token = start_session(client, user["email"])
+    tokens = tokens_for(client, user["email"])
+    assert_problem(logout_all(client, session), 403, "a missing or wrong X-CSRF-Token header")
+    assert me(client, bearer(tokens["access_token"])).status == 200  # the refused request ended nothing
+    response = logout_all(client, dict(session, **{"X-CSRF-Token": csrf_token}))
+    assert response.status == 204, response
+    cleared = [value for name, value in response.headers if name.lower() == "set-cookie"]
+    assert len(cleared) == 2 and all("Max-Age=0" in value for value in cleared), cleared
+    assert_unauthorized(me(client, session), "this endpoint needs credentials")
+    assert_unauthorized(me(client, bearer(tokens["access_token"])), REVOKED_TOKEN, www_authenticate=INVALID_TOKEN)
+
+
+def test_logout_all_needs_credentials(client):
+    assert_unauthorized(logout_all(client, {}), "this endpoint needs credentials")
+
+
+def test_a_token_that_predates_epochs_counts_as_epoch_zero(client, users, settings):
+    """A token made before migration 0006 has no "ep": it works until the account's first bump."""
+    user = users.create()
+    key = settings.secret_keys[0]
+    old_token = auth.encode_token(claims_for(user), (key,))
+    assert me(client, bearer(old_token)).json() == user
+    assert logout_all(client, bearer(old_token)).status == 204
+    assert_unauthorized(me(client, bearer(old_token)), REVOKED_TOKEN, www_authenticate=INVALID_TOKEN)
+
+
+@pytest.mark.parametrize("epoch", [-1, "0", 1.5, True, None], ids=["negative", "a string", "a float", "true", "null"])
+def test_a_malformed_epoch_claim_is_401(client, users, settings, epoch):
+    user = users.create()
+    token = auth.encode_token(claims_for(user, ep=epoch), (settings.secret_keys[0],))
+    assert_unauthorized(me(client, bearer(token)), "the access token is not valid: invalid claim: ep",
+                        www_authenticate=INVALID_TOKEN)

@@ -25,6 +25,7 @@ from conftest import (
     start_session,
 )
 
+import auth
 import config
 import server
 
@@ -479,3 +480,90 @@ def test_create_admin_refuses_a_bad_email(cli_database_url, email):
     done = create_admin(cli_database_url, email)
     assert done.returncode == 2
     assert done.stderr == "create-admin: that is not an email address\n"
+
+
+# -- changes that take effect on the very next request (token epochs, accounts.py) -------------
+
+REVOKED_TOKEN = "the access token was revoked by a password change or a logout everywhere; log in again"
+
+
+def every_credential(client, user):
+    """{kind: headers} for a real access token, an API key and a session (CSRF token included)."""
+    access_token = login(client, user["email"]).json()["access_token"]
+    key = client.post("/v1/api-keys", json={"name": "ci"}, headers=bearer(access_token))
+    assert key.status == 201, key
+    session, csrf_token = start_session(client, user["email"])
+    return {"token": bearer(access_token), "api key": {"X-API-Key": key.json()["key"]},
+            "session": dict(session, **{"X-CSRF-Token": csrf_token})}
+
+
+def assert_revoked(response):
+    assert_problem(response, 401, REVOKED_TOKEN)
+    assert response.header("WWW-Authenticate") == WWW_AUTHENTICATE + ', error="invalid_token"'
+
+
+def test_a_demoted_admin_loses_admin_rights_at_once_with_every_credential(client, users):
+    first, second = users.admin(), users.admin()
+    credentials = every_credential(client, second)
+    for headers in credentials.values():
+        assert client.get("/v1/users", headers=headers).status == 200
+    assert patch(client, f"/v1/users/{second['id']}", {"role": "user"}, users.headers(first)).status == 200
+    for kind, headers in credentials.items():
+        response = client.get("/v1/users", headers=headers)
+        assert_problem(response, 403, "this endpoint is for admins")
+        assert client.get("/v1/users/me", headers=headers).json()["role"] == "user", kind  # still logged in
+
+
+def test_the_role_claim_of_a_token_is_not_trusted(client, users, settings):
+    user = users.create()
+    # Signed with the server's own key, so only the users row can tell the claim is false.
+    token = auth.issue_access_token(user["id"], "admin", settings.secret_keys)
+    assert_problem(client.get("/v1/users", headers=bearer(token)), 403, "this endpoint is for admins")
+    assert client.get("/v1/users/me", headers=bearer(token)).json()["role"] == "user"
+
+
+def test_after_a_password_change_every_old_access_token_is_401(client, users):
+    user, other = users.create(), users.create()
+    first, second = login(client, user["email"]).json(), login(client, user["email"]).json()
+    others = users.headers(other)
+    body = {"password": NEW_PASSWORD, "current_password": TEST_PASSWORD}
+    assert patch(client, "/v1/users/me", body, bearer(first["access_token"])).status == 200
+    for tokens in (first, second):  # the token that made the change too
+        assert_revoked(client.get("/v1/users/me", headers=bearer(tokens["access_token"])))
+    assert_revoked(client.get("/v1/items/1", headers=bearer(first["access_token"])))  # public routes too
+    fresh = login(client, user["email"], NEW_PASSWORD).json()
+    assert client.get("/v1/users/me", headers=bearer(fresh["access_token"])).status == 200
+    assert client.get("/v1/users/me", headers=others).status == 200  # nobody else's
+
+
+def test_a_refused_password_change_ends_no_token(client, users):
+    user = users.create()
+    headers = bearer(login(client, user["email"]).json()["access_token"])
+    body = {"password": NEW_PASSWORD, "current_password": "not my password at all, sorry"}
+    assert_problem(patch(client, "/v1/users/me", body, headers), 403)
+    assert client.get("/v1/users/me", headers=headers).status == 200
+
+
+def test_a_token_of_a_deleted_account_is_401(client, users, database):
+    user = users.create()
+    headers = users.headers(user)
+    with database.transaction() as connection:
+        connection.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})
+    response = client.get("/v1/users/me", headers=headers)
+    assert_problem(response, 401, "this account no longer exists")
+    assert response.header("WWW-Authenticate") == WWW_AUTHENTICATE + ', error="invalid_token"'
+
+
+def test_another_process_sees_a_demotion_within_the_ttl(app, settings, database, logger, users):
+    """Each process remembers roles for USER_STATE_TTL_SECONDS: here a second app on the same
+    database plays the second gunicorn process. No sleep: the test ages its memory instead."""
+    first, second = users.admin(), users.admin()
+    other_app = server.create_app(settings, database=database, logger=logger)
+    this_process, other_process = WSGIClient(app), WSGIClient(other_app)
+    headers = users.headers(second)
+    assert other_process.get("/v1/users", headers=headers).status == 200  # remembered there now
+    assert patch(this_process, f"/v1/users/{second['id']}", {"role": "user"}, users.headers(first)).status == 200
+    assert this_process.get("/v1/users", headers=headers).status == 403
+    assert other_process.get("/v1/users", headers=headers).status == 200  # the documented lag (< 1 s)
+    other_app.services.user_states.ttl_seconds = 0  # as if USER_STATE_TTL_SECONDS had passed
+    assert other_process.get("/v1/users", headers=headers).status == 403

@@ -892,3 +892,29 @@ API_KEY_CASES = {
 @pytest.mark.parametrize("key, prefix", API_KEY_CASES.values(), ids=API_KEY_CASES.keys())
 def test_api_key_prefix(key, prefix):
     assert api_key_prefix(key) == prefix
+
+
+# -- the token epoch claim "ep" (accounts.token_user compares it with the user's) ----------------
+
+def test_pyjwt_verifies_a_token_with_an_epoch_and_reads_the_claim():
+    token = issue_access_token(7, "user", (KEY,), epoch=3)
+    claims = jwt.decode(token, KEY, algorithms=["HS256"])
+    assert claims["ep"] == 3 and claims["sub"] == "7" and claims["role"] == "user"
+    assert decode_token(token, (KEY,))["ep"] == 3
+
+
+@pytest.mark.parametrize("epoch", [-1, "1", 1.0, True, None])
+def test_issue_access_token_refuses_a_bad_epoch(epoch):
+    with pytest.raises(ValueError, match="epoch"):
+        issue_access_token(7, "user", (KEY,), epoch=epoch)
+
+
+@pytest.mark.parametrize("epoch", [-1, "1", 1.5, False, None, [1]])
+def test_a_malformed_epoch_claim_is_refused(epoch):
+    token = encode_token(dict(CLAIMS, ep=epoch), (KEY,))
+    with pytest.raises(TokenError, match="invalid claim: ep"):
+        decode_token(token, (KEY,), now=NOW)
+
+
+def test_the_epoch_claim_is_optional():
+    assert "ep" not in decode_token(encode_token(CLAIMS, (KEY,)), (KEY,), now=NOW)

@@ -25,6 +25,7 @@ import sql_idempotency
 import sql_items
 import sql_orders
 import sql_reports
+import sql_users
 from pagination import parse_sort
 
 KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
@@ -332,6 +333,28 @@ def test_every_refresh_token_and_session_query_uses_an_index(database, query_nam
     plan = query_plan(database, run_query, ordered=False)
     if plan.engine == "sqlite":
         assert not [step for step in plan.lines if step.split(" ")[:2] == ["SCAN", table]], plan.text
+    else:
+        assert "Seq Scan" not in plan.text, plan.text
+    assert any(index in plan.text for index in indexes), plan.text
+
+
+# -- token epochs: what every token-authenticated request reads, by the primary key ------------
+
+USER_STATE_QUERIES = {
+    # name: (run the query, the indexes that may serve it)
+    "a user's role and token epoch": (lambda c: sql_users.get_token_state(c, 1), ("users_pkey", "INTEGER PRIMARY KEY")),
+    "bump a user's token epoch": (lambda c: sql_users.bump_token_epoch(c, 1), ("users_pkey", "INTEGER PRIMARY KEY")),
+}
+
+
+@pytest.mark.parametrize("query_name", list(USER_STATE_QUERIES))
+def test_the_token_epoch_queries_use_the_primary_key(database, users, query_name):
+    for _ in range(20):
+        users.create()
+    run_query, indexes = USER_STATE_QUERIES[query_name]
+    plan = query_plan(database, run_query, ordered=False)
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines if step.split(" ")[:2] == ["SCAN", "users"]], plan.text
     else:
         assert "Seq Scan" not in plan.text, plan.text
     assert any(index in plan.text for index in indexes), plan.text
