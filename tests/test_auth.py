@@ -918,3 +918,53 @@ def test_a_malformed_epoch_claim_is_refused(epoch):
 
 def test_the_epoch_claim_is_optional():
     assert "ep" not in decode_token(encode_token(CLAIMS, (KEY,)), (KEY,), now=NOW)
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+def test_hash_password_says_what_is_wrong_with_its_arguments():
+    with pytest.raises(TypeError) as refusal:
+        hash_password(PASSWORD.encode(), FAST)
+    assert str(refusal.value) == "the password must be a str"
+    with pytest.raises(ValueError) as refusal:
+        hash_password(PASSWORD, 0)
+    assert str(refusal.value) == "iterations must be an int from 1 to 10,000,000"
+
+
+def test_the_largest_iteration_count_is_read_and_one_more_is_not():
+    # password_needs_rehash parses without running PBKDF2, which at 10,000,000 takes seconds.
+    salt, hash_part = "A" * auth.SALT_CHARS, base64.b64encode(bytes(32)).decode()
+    most = f"pbkdf2_sha256${auth.MAX_PBKDF2_ITERATIONS}${salt}${hash_part}"
+    too_many = f"pbkdf2_sha256${auth.MAX_PBKDF2_ITERATIONS + 1}${salt}${hash_part}"
+    assert password_needs_rehash(most, FAST) is False
+    assert password_needs_rehash(too_many, FAST) is True
+
+
+def test_user_1_gets_an_access_token():
+    assert decode_token(issue_access_token(1, "user", (KEY,), now=NOW), (KEY,), now=NOW)["sub"] == "1"
+
+
+def test_issue_access_token_says_what_is_wrong():
+    with pytest.raises(ValueError) as refusal:
+        issue_access_token(0, "user", (KEY,))
+    assert str(refusal.value) == "user_id must be a positive int"
+    with pytest.raises(ValueError) as refusal:
+        issue_access_token(7, "superuser", (KEY,))
+    assert str(refusal.value) == f"role must be one of {auth.ROLES}"
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_encode_token_refuses_a_claim_json_cannot_express(number):
+    # Python's json would write NaN and Infinity, which no other JSON parser reads.
+    with pytest.raises(ValueError):
+        encode_token(dict(CLAIMS, score=number), (KEY,))
+
+
+def test_a_token_of_exactly_max_token_chars_is_parsed_and_one_more_character_is_not():
+    exactly = "A" * auth.MAX_TOKEN_CHARS
+    with pytest.raises(TokenError) as refusal:
+        decode_token(exactly, (KEY,), now=NOW)
+    assert str(refusal.value) == "malformed token"  # read, then refused for its shape
+    with pytest.raises(TokenError) as refusal:
+        decode_token(exactly + "A", (KEY,), now=NOW)
+    assert str(refusal.value) == "token too long"

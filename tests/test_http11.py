@@ -389,3 +389,140 @@ def test_a_problem_before_the_path_is_known_has_no_instance_and_head_has_no_body
                                 "request_id": "abc"}
     headless = http11.problem_response(500, "failed", request_id="abc", path="/", with_body=False)
     assert headless.endswith(b"\r\n\r\n") and b"Content-Length: " in headless
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+def test_each_limit_admits_exactly_its_size_and_refuses_one_more():
+    raw = get("/aa", extra=b"X-A: " + b"v" * 20 + b"\r\n")
+    head_bytes, line_bytes = len(raw) - 4, len("GET /aa HTTP/1.1")   # the head ends before CRLF CRLF
+    for limits in (Limits(header_bytes=head_bytes), Limits(request_line_bytes=line_bytes), Limits(header_count=2)):
+        assert read_request(raw, limits)[0].path == "/aa"
+    assert refusal(raw, Limits(header_bytes=head_bytes - 1)).status == 431
+    assert refusal(raw, Limits(request_line_bytes=line_bytes - 1)).status == 414
+    assert refusal(raw, Limits(header_count=1)).status == 431
+
+
+def test_an_unfinished_head_at_exactly_a_limit_still_waits():
+    line = b"GET /aa HTTP/1.1\r\n"   # the request line is whole, the head is not
+    assert http11.take_head(bytearray(line), Limits(request_line_bytes=len(line) - 2)) is None
+    with pytest.raises(ProtocolError) as refused:
+        http11.take_head(bytearray(line), Limits(request_line_bytes=len(line) - 3))
+    assert refused.value.status == 414
+    partial = line + H + b"X-A: vvvv"
+    assert http11.take_head(bytearray(partial), Limits(header_bytes=len(partial))) is None
+    with pytest.raises(ProtocolError) as refused:
+        http11.take_head(bytearray(partial), Limits(header_bytes=len(partial) - 1))
+    assert refused.value.status == 431
+
+
+def test_a_chunked_body_and_its_trailers_may_reach_the_limits_exactly():
+    assert read_request(chunked(b"3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n"), Limits(body_bytes=4))[1] == b"abcd"
+    three_trailers = chunked(b"0\r\n" + b"X-T: 1\r\n" * 3 + b"\r\n")
+    assert read_request(three_trailers, Limits(header_count=3))[1] == b""
+    assert refusal(three_trailers, Limits(header_count=2)).status == 431
+    # 64 bytes of trailer section, each line counted with its CRLF; the head is 60 bytes.
+    exactly = chunked(b"0\r\nX-T: " + b"t" * 57 + b"\r\n\r\n")
+    assert read_request(exactly, Limits(header_bytes=64))[1] == b""
+    assert refusal(exactly.replace(b"t\r\n", b"tt\r\n"), Limits(header_bytes=64)).status == 431
+
+
+@pytest.mark.parametrize("size_line", [b"5 \t", b"5\t;name=value", b"5;a=1;b=2", b"0005"])
+def test_chunk_size_lines_the_rfc_allows(size_line):
+    # §7.1.1: chunk-size [ BWS ";" chunk-ext ], where BWS is spaces and tabs only.
+    buffer = bytearray(size_line + b"\r\nhello\r\n0\r\n\r\n")
+    assert http11.ChunkedDecoder().decode(buffer) == b"hello" and buffer == b""
+
+
+@pytest.mark.parametrize("size_line", [b" 5", b"5X", b"5\x0b", b"5\x0c", b"0x5", b"+5", b""])
+def test_chunk_size_lines_the_rfc_does_not_allow(size_line):
+    with pytest.raises(ProtocolError) as refused:
+        http11.ChunkedDecoder().decode(bytearray(size_line + b"\r\nhello\r\n0\r\n\r\n"))
+    assert (refused.value.status, refused.value.detail) == (400, "malformed chunk size")
+
+
+@pytest.mark.parametrize("wire", [
+    b"5\r\nhelloXY",    # the two bytes after the data are there, and they are not CRLF
+    b"\n",              # a bare LF where a size line starts
+    b"5\r;x\r\nhello\r\n0\r\n\r\n",   # a CR inside the size line
+    b"\r5\r\nhello\r\n0\r\n\r\n",     # a CR at its very start
+])
+def test_broken_chunk_lines_are_refused_as_soon_as_they_show(wire):
+    with pytest.raises(ProtocolError) as refused:
+        http11.ChunkedDecoder().decode(bytearray(wire))
+    expected = "chunk data must end in CRLF" if wire.startswith(b"5\r\nhello") else "lines must end in CRLF"
+    assert (refused.value.status, refused.value.detail) == (400, expected)
+
+
+def test_a_chunk_size_line_may_fill_its_limit_exactly():
+    eight = Limits(chunk_line_bytes=8)   # a line of 7 bytes and its CR
+    assert http11.ChunkedDecoder(eight).decode(bytearray(b"5;abcde\r\nhello\r\n0\r\n\r\n")) == b"hello"
+    assert http11.ChunkedDecoder(eight).decode(bytearray(b"5;abcdef")) is None   # 8 bytes, no end yet
+    with pytest.raises(ProtocolError) as refused:
+        http11.ChunkedDecoder(eight).decode(bytearray(b"5;abcdefg"))
+    assert (refused.value.status, refused.value.detail) == (400, "a line in the body is over 8 bytes")
+
+
+def test_field_values_lose_spaces_and_tabs_around_them_and_nothing_else():
+    head = read_request(get(extra=b"X-A: \tX marks X \r\nX-B: caf\xe9\xa0\r\nX-C: \x85v\x85\r\n"))[0]
+    assert (head.fields["x-a"], head.fields["x-b"], head.fields["x-c"]) == ("X marks X", "caf\xe9\xa0", "\x85v\x85")
+
+
+def test_a_field_folded_with_a_tab_is_refused_as_folding():
+    error = refusal(get(extra=b"X-A: 1\r\n\t2\r\n"))
+    assert (error.status, error.detail) == (400, "obsolete line folding is not allowed (RFC 9112 §5.2)")
+
+
+def test_a_protocol_error_says_its_detail():
+    assert str(ProtocolError(431, "more than 100 header fields")) == "more than 100 header fields"
+
+
+def test_a_closing_response_keeps_its_framing_fields():
+    fields, wire, _ = framed(total_length=5, keep_alive=False)
+    assert (fields["Content-Length"], fields["Connection"], wire) == ("5", "close", b"hello")
+    fields, wire, _ = framed(keep_alive=False)
+    assert (fields["Transfer-Encoding"], fields["Connection"], wire) == ("chunked", "close", b"5\r\nhello\r\n0\r\n\r\n")
+
+
+def test_a_broken_content_length_is_logged_in_so_many_words(caplog):
+    framed(headers=[("Content-Length", "3")], pieces=(b"too", b" long"))
+    framed(headers=[("Content-Length", "10")], pieces=(b"four",))
+    assert caplog.messages == ["application sent more than its Content-Length; truncated",
+                               "application sent less than its Content-Length; closing"]
+
+
+@pytest.mark.parametrize("status, headers, error, message", [
+    ("OK", [], ValueError, "status must be a str like '200 OK', not 'OK'"),
+    ("200 OK", [("X-A", 5)], TypeError, "header names and values must be str: 'X-A': 5"),
+    ("200 OK", [("X A", "b")], ValueError, "invalid header field 'X A': 'b'"),
+    ("200 OK", [("Content-Length", "-1")], ValueError, "invalid Content-Length from the application: '-1'"),
+    ("200 OK", [("Upgrade", "h2c")], ValueError, "hop-by-hop header 'Upgrade' is the server's job (PEP 3333)"),
+])
+def test_a_bad_status_or_field_from_the_app_is_refused_with_a_message(status, headers, error, message):
+    with pytest.raises(error) as refused:
+        http11.ResponseFramer("GET", "HTTP/1.1", True).start(status, headers)
+    assert str(refused.value) == message
+
+
+def test_a_problem_for_options_asterisk_names_the_root_as_its_instance():
+    raw = http11.problem_response(400, "malformed header field line", request_id="abc", path="")
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["instance"] == "/"
+
+
+def test_the_date_field_is_the_current_second_formatted_once_per_second(monkeypatch):
+    clock, formatted = [1_795_000_000.25], []
+    real_formatdate = http11.email.utils.formatdate
+
+    def formatdate(timeval, **options):
+        formatted.append(timeval)
+        return real_formatdate(timeval, **options)
+
+    monkeypatch.setattr(http11.time, "time", lambda: clock[0])
+    monkeypatch.setattr(http11.email.utils, "formatdate", formatdate)
+    monkeypatch.setattr(http11, "_date_cache", (0, ""))
+    assert framed()[0]["Date"] == "Wed, 18 Nov 2026 11:06:40 GMT"
+    clock[0] += 0.5
+    assert framed()[0]["Date"] == "Wed, 18 Nov 2026 11:06:40 GMT"
+    clock[0] += 0.5
+    assert framed()[0]["Date"] == "Wed, 18 Nov 2026 11:06:41 GMT"
+    assert formatted == [1_795_000_000, 1_795_000_001]

@@ -194,3 +194,98 @@ def stored_keys(database):
     with database.connection() as connection:
         rows = connection.fetch_all("SELECT user_id, idempotency_key FROM idempotency_keys")
     return {(row["user_id"], row["idempotency_key"]) for row in rows}
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+# A fixed clock for begin(): db.utc_now(offset) as it would read at NOW.
+NOW = "2026-11-28T10:00:00.000000Z"
+CLOCK = {0: NOW, idempotency.KEY_TTL_SECONDS: "2026-11-29T10:00:00.000000Z",
+         -idempotency.LEASE_SECONDS: "2026-11-28T09:59:00.000000Z"}
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """begin() at NOW, with no purge on the way."""
+    monkeypatch.setattr(idempotency, "_next_purge", float("inf"))
+    monkeypatch.setattr(idempotency.db, "utc_now", lambda offset_seconds=0: CLOCK[offset_seconds])
+
+
+def set_key(database, user_id, key, **columns):
+    """Rewrite some columns of a key's row, as time passing or another request would."""
+    assignments = ", ".join(f"{column} = :{column}" for column in columns)
+    with database.transaction() as connection:
+        connection.execute(
+            f"UPDATE idempotency_keys SET {assignments} WHERE user_id = :user_id AND idempotency_key = :key",
+            dict(columns, user_id=user_id, key=key))
+
+
+def key_row(database, user_id, key):
+    with database.connection() as connection:
+        return sql_idempotency.get_key(connection, user_id, key)
+
+
+def test_the_fingerprint_is_the_sha256_of_the_request_as_compact_sorted_json():
+    # Stored with the key, so it must not change between versions: a retry sent across a
+    # deploy must still match. sha256(b'["POST","/v1/orders",{"lines":[{"item_id":4,"quantity":2}]}]')
+    assert idempotency.fingerprint("POST", "/v1/orders", {"lines": [{"quantity": 2, "item_id": 4}]}) == \
+        "d07de073e0f53181d3d5b6824471324689839d7dec400e19a8b465294ff1cc50"
+
+
+def test_a_key_that_expires_at_this_very_moment_is_a_new_key(database, users, fixed_clock):
+    user_id = users.create()["id"]
+    assert isinstance(idempotency.begin(database, user_id, KEY, "first"), idempotency.Claim)
+    set_key(database, user_id, KEY, expires_at=NOW)
+    claim = idempotency.begin(database, user_id, KEY, "second")
+    assert claim == idempotency.Claim(user_id, KEY, NOW)
+    assert key_row(database, user_id, KEY)["request_hash"] == "second"
+
+
+def test_a_key_held_exactly_as_long_as_the_lease_is_still_held(database, users, fixed_clock):
+    user_id = users.create()["id"]
+    idempotency.begin(database, user_id, KEY, "hash")
+    set_key(database, user_id, KEY, locked_at=CLOCK[-idempotency.LEASE_SECONDS])
+    with pytest.raises(idempotency.KeyInUse) as in_use:
+        idempotency.begin(database, user_id, KEY, "hash")
+    assert in_use.value.args == (KEY,)
+    set_key(database, user_id, KEY, locked_at="2026-11-28T09:58:59.999999Z")   # a microsecond past the lease
+    assert idempotency.begin(database, user_id, KEY, "hash") == idempotency.Claim(user_id, KEY, NOW)
+
+
+def test_a_key_used_with_another_request_is_refused_by_its_name(database, users, fixed_clock):
+    user_id = users.create()["id"]
+    idempotency.begin(database, user_id, KEY, "first")
+    with pytest.raises(idempotency.KeyReused) as reused:
+        idempotency.begin(database, user_id, KEY, "second")
+    assert reused.value.args == (KEY,)
+
+
+@pytest.mark.parametrize("a_faster_request_took_it", [False, True])
+def test_a_key_purged_between_the_insert_and_the_select_is_taken_again(
+        database, users, fixed_clock, monkeypatch, a_faster_request_took_it):
+    # On PostgreSQL another process's purge can commit between begin()'s INSERT (which found
+    # the row) and its SELECT (which then finds none); made deterministic here by purging in
+    # the SELECT itself. A faster request may then take the key before our second INSERT.
+    user_id = users.create()["id"]
+    idempotency.begin(database, user_id, KEY, "the expired request")
+    get_key = sql_idempotency.get_key
+
+    def purged_meanwhile(connection, user_id, key):
+        connection.execute("DELETE FROM idempotency_keys WHERE user_id = :user_id AND idempotency_key = :key",
+                           {"user_id": user_id, "key": key})
+        row = get_key(connection, user_id, key)
+        if a_faster_request_took_it:
+            sql_idempotency.insert_key(connection, user_id, key, "a faster request", NOW, NOW)
+        return row
+
+    monkeypatch.setattr(idempotency.sql_idempotency, "get_key", purged_meanwhile)
+    if a_faster_request_took_it:
+        with pytest.raises(idempotency.KeyInUse) as in_use:
+            idempotency.begin(database, user_id, KEY, "ours")
+        assert in_use.value.args == (KEY,)
+        return
+    assert idempotency.begin(database, user_id, KEY, "ours") == idempotency.Claim(user_id, KEY, NOW)
+    with database.connection() as connection:
+        row = get_key(connection, user_id, KEY)
+    assert (row["request_hash"], row["locked_at"], row["expires_at"], row["response_status"]) == (
+        "ours", NOW, CLOCK[idempotency.KEY_TTL_SECONDS], None)

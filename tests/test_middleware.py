@@ -17,11 +17,13 @@ import wsgiref.validate
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import LiveClient, running_server
-from test_web import ITEM_ETAG, build_router, call
+from conftest import TEST_ITERATIONS, TEST_SECRET_KEY, LiveClient, WSGIClient, running_server, start_session
+from test_web import ITEM_ETAG, Result, build_router, call, make_environ
 
+import config
 import middleware
-from web import Application
+import server
+from web import Application, Forbidden
 
 GENERATED_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 SECURITY_HEADERS = {
@@ -285,3 +287,106 @@ def test_the_servers_400_and_the_apps_404_are_problems_of_one_format(app):
     assert json.loads(server_body)["instance"] == "/items"
     assert json.loads(server_body)["detail"] == "Content-Length must be a single decimal number"
     assert json.loads(app_body)["instance"] == "/nowhere"
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+# Authentication is otherwise tested in test_api_auth.py; these look at the middleware's own
+# decisions, with the shop's app where they need accounts.
+
+@pytest.fixture
+def shop(settings, database, logger):
+    """The shop's own app, in process (this file's `app` is the tiny one of test_web.py)."""
+    return server.create_app(settings, database=database, logger=logger)
+
+
+def test_the_access_log_names_the_authenticated_user_and_no_one_else(shop, users, logger, log_stream):
+    user = users.create()
+    client = WSGIClient(shop)
+    assert client.get("/v1/users/me", headers=users.headers(user)).status == 200
+    assert client.get("/v1/items").status == 200
+    requests = [line for line in read_log(logger, log_stream) if line["event"] == "request"]
+    assert [line["user_id"] for line in requests] == [user["id"], None]
+
+
+class FakeClock:
+    """Stands in for the `time` module in middleware.py: perf_counter() reads these values."""
+
+    def __init__(self, *readings):
+        self.perf_counter = iter(readings).__next__
+
+
+def test_the_access_log_times_the_request_in_milliseconds_to_the_microsecond(app, logger, log_stream, monkeypatch):
+    monkeypatch.setattr(middleware, "time", FakeClock(1.0, 1.0123456))
+    call(app, "GET", "/items")
+    [line] = read_log(logger, log_stream)
+    assert line["duration_ms"] == 12.346
+
+
+def test_an_unavailable_database_is_logged_with_its_cause(app, logger, log_stream):
+    call(app, "GET", "/database-down")
+    [error] = [line for line in read_log(logger, log_stream) if line["level"] == "error"]
+    assert error["error"] == "connection refused"
+
+
+class Stub:
+    """A stand-in with just the attributes given."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+@pytest.mark.parametrize("access, csrf_problem, outcome", [
+    ("public", None, "the session's user"),
+    ("public", "a missing or wrong X-CSRF-Token header", None),   # ignored, like a stale cookie
+    ("user", None, "the session's user"),
+    ("user", "a missing or wrong X-CSRF-Token header", Forbidden),
+])
+def test_a_session_write_that_fails_the_csrf_check_runs_as_no_one(monkeypatch, access, csrf_problem, outcome):
+    session_user = {"id": 7, "role": "user", "via": "session", "session_id": "s"}
+    monkeypatch.setattr(middleware, "_identify", lambda request: dict(session_user))
+    monkeypatch.setattr(middleware, "_csrf_problem", lambda request: csrf_problem)
+    request = Stub(route=Stub(access=access), method="POST", user=None)
+    if outcome is Forbidden:
+        with pytest.raises(Forbidden) as refused:
+            middleware.authenticate(request, lambda request: "handled")
+        assert refused.value.detail == csrf_problem
+        return
+    assert middleware.authenticate(request, lambda request: "handled") == "handled"
+    assert request.user == (session_user if outcome else None)
+
+
+def test_a_bearer_token_may_follow_more_than_one_space(shop, users):
+    # RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token
+    user = users.create()
+    response = WSGIClient(shop).get("/v1/users/me", headers={"Authorization": f"Bearer   {users.token(user)}"})
+    assert (response.status, response.json()["id"]) == (200, user["id"])
+
+
+def test_a_session_over_https_without_secure_cookies_knows_its_origin_is_https(settings, database, users, logger):
+    # SESSION_COOKIE_SECURE=0 on a server that speaks TLS itself: the page is still https://.
+    insecure_cookies = config.load_settings({
+        "APP_ENV": "test", "DATABASE_URL": settings.database_url, "SECRET_KEY": TEST_SECRET_KEY,
+        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS), "SESSION_COOKIE_SECURE": "0",
+    })
+    shop = server.create_app(insecure_cookies, database=database, logger=logger)
+    users.create("ada@example.com")
+    cookie, csrf_token = start_session(WSGIClient(shop), "ada@example.com")
+    response = call_over_https(shop, "DELETE", "/v1/auth/session",
+                               headers=dict(cookie, Origin="https://127.0.0.1", **{"X-CSRF-Token": csrf_token}))
+    assert response.status == 204, response.body
+
+
+def call_over_https(app, method, path, *, headers):
+    """Call the app once as a server that speaks TLS itself would (wsgi.url_scheme https)."""
+    captured = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        captured["status"], captured["headers"] = int(status.split()[0]), response_headers
+
+    environ = dict(make_environ(method, path, headers=headers), **{"wsgi.url_scheme": "https"})
+    chunks = wsgiref.validate.validator(app)(environ, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        chunks.close()
+    return Result(captured["status"], captured["headers"], body)

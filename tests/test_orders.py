@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from conftest import make_item
+from conftest import count_rows, make_item
 
 import orders
 
@@ -93,3 +93,91 @@ def wait_until_blocked_by(database, backend_pid):
                 return
         time.sleep(POLL_SECONDS)
     raise AssertionError(f"no session waited for the locks of backend {backend_pid}")
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+def test_an_order_may_total_max_total_cents_and_not_a_cent_more(database, users):
+    user = users.create()
+    priciest = make_item(database, stock=1, price_cents=orders.MAX_TOTAL_CENTS)
+    placed = orders.place_order(database, user["id"], [{"item_id": priciest["id"], "quantity": 1}])
+    assert placed["total_cents"] == orders.MAX_TOTAL_CENTS
+    dearer = make_item(database, stock=1, price_cents=orders.MAX_TOTAL_CENTS + 1)
+    with pytest.raises(orders.TotalTooLarge) as refused:
+        orders.place_order(database, user["id"], [{"item_id": dearer["id"], "quantity": 1}])
+    assert refused.value.args == (orders.MAX_TOTAL_CENTS + 1,)
+    assert count_rows(database, "orders") == 1
+
+
+def test_before_commit_sees_the_order_inside_the_transaction_and_false_undoes_it(database, users):
+    user, teapot = users.create(), make_item(database, stock=5)
+    line = [{"item_id": teapot["id"], "quantity": 1}]
+    seen = []
+
+    def record(connection, order):
+        seen.append((order, connection.fetch_value("SELECT count(*) FROM orders WHERE id = :id", {"id": order["id"]})))
+
+    placed = orders.place_order(database, user["id"], line, before_commit=record)
+    assert seen == [(placed, 1)]
+    lost_ids = []
+
+    def lose_the_claim(connection, order):
+        lost_ids.append(order["id"])
+        return False
+
+    with pytest.raises(orders.LostClaim) as lost:
+        orders.place_order(database, user["id"], line, before_commit=lose_the_claim)
+    assert lost.value.args == (lost_ids[0],)
+    assert orders.get_order(database, lost_ids[0]) is None
+    assert count_rows(database, "orders") == 1
+
+
+def test_the_refusals_carry_their_facts_and_say_them():
+    unknown, short = orders.UnknownItems([7, 9]), orders.OutOfStock(7, "Teapot", 3, 1)
+    invalid, changed = orders.InvalidTransition(5, "shipped", "cancelled"), orders.StatusChanged(5, "paid")
+    assert (str(unknown), unknown.item_ids) == ("unknown items: [7, 9]", [7, 9])
+    assert str(short) == "item 7: 3 requested, 1 in stock"
+    assert (short.item_id, short.name, short.requested, short.available) == (7, "Teapot", 3, 1)
+    assert str(invalid) == "order 5 is shipped; it cannot become cancelled"
+    assert (invalid.order_id, invalid.from_status, invalid.to_status) == (5, "shipped", "cancelled")
+    assert (str(changed), changed.order_id, changed.status) == ("order 5 is now paid", 5, "paid")
+
+
+def test_change_status_names_the_order_it_refuses(database, users):
+    user, teapot = users.create(), make_item(database, stock=5)
+    order_id = orders.place_order(database, user["id"], [{"item_id": teapot["id"], "quantity": 1}])["id"]
+    with pytest.raises(orders.StatusChanged) as changed:
+        orders.change_status(database, order_id, "shipped", expected_status="paid")
+    assert (changed.value.order_id, changed.value.status) == (order_id, "pending")
+    with pytest.raises(orders.InvalidTransition) as refused:
+        orders.change_status(database, order_id, "shipped")
+    assert (refused.value.order_id, refused.value.from_status, refused.value.to_status) == \
+        (order_id, "pending", "shipped")
+
+
+@pytest.mark.parametrize("expected_status", [None, "pending"])
+def test_an_order_moved_by_another_request_after_the_read_is_refused_with_its_new_status(
+        database, users, monkeypatch, expected_status):
+    # On PostgreSQL two requests can both read "pending"; the second one's UPDATE then finds
+    # the first one's committed move. Made here deterministic: the move happens, in the same
+    # transaction, just before the UPDATE, which therefore matches nothing.
+    user, teapot = users.create(), make_item(database, stock=5)
+    order_id = orders.place_order(database, user["id"], [{"item_id": teapot["id"], "quantity": 1}])["id"]
+    set_status = orders.sql_orders.set_status
+
+    def paid_meanwhile(connection, order_id, from_status, to_status, now):
+        set_status(connection, order_id, "pending", "paid", now)
+        return set_status(connection, order_id, from_status, to_status, now)
+
+    monkeypatch.setattr(orders.sql_orders, "set_status", paid_meanwhile)
+    with pytest.raises(orders.StatusChanged if expected_status else orders.InvalidTransition) as refused:
+        orders.change_status(database, order_id, "cancelled", expected_status=expected_status)
+    if expected_status:
+        assert (refused.value.order_id, refused.value.status) == (order_id, "paid")
+    else:
+        assert (refused.value.order_id, refused.value.from_status, refused.value.to_status) == \
+            (order_id, "paid", "cancelled")
+    monkeypatch.undo()
+    assert orders.get_order(database, order_id)["status"] == "pending"  # all of it rolled back
+    with database.connection() as connection:
+        assert connection.fetch_value("SELECT stock FROM items WHERE id = :id", {"id": teapot["id"]}) == 4

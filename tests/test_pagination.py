@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import flip
 
-from pagination import envelope, parse_page, parse_sort
+from pagination import envelope, parse_page, parse_sort, reject_unknown_parameters
 from signing import sign_value
 from web import BadRequest, parse_query
 
@@ -291,3 +291,56 @@ def test_filters_are_repeated_and_escaped_in_every_link():
             query = query_of(url)
             assert (query["in_stock"], query["q"], query["max_price_cents"]) == (["true"], ["tea & cup"], ["900"])
         assert set(parse_link_header(link_header).values()) <= set(body["links"].values())
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+def test_a_cursor_page_links_itself_with_its_cursor():
+    cursor = next_cursor()
+    page = page_for(f"limit=2&sort=-price_cents&cursor={cursor}")
+    assert page.cursor == cursor
+    body, _ = envelope(item_rows(1), page, path="/v1/items", query_params={}, keys=KEYS)
+    assert body["links"]["self"] == f"/v1/items?limit=2&sort=-price_cents&cursor={cursor}"
+
+
+def test_the_next_cursor_of_a_cursor_page_leads_on():
+    # The second page's cursor carries the filters' fingerprint on to the third page.
+    second = page_for(f"limit=2&sort=-price_cents&cursor={next_cursor()}")
+    body, _ = envelope([{"id": 8, "price_cents": 300}, {"id": 1, "price_cents": 200}, {"id": 3, "price_cents": 50}],
+                       second, path="/v1/items", query_params={}, keys=KEYS)
+    third = page_for(f"limit=2&sort=-price_cents&cursor={body['pagination']['next_cursor']}")
+    assert third.after == (200, 1)
+    assert third.filters_fingerprint == second.filters_fingerprint
+
+
+def test_the_next_cursor_points_after_the_last_row_of_a_longer_page():
+    body, _ = envelope(item_rows(4), page_for("limit=3&sort=-price_cents"), path="/v1/items", query_params={},
+                       keys=KEYS)
+    assert page_for(f"limit=3&sort=-price_cents&cursor={body['pagination']['next_cursor']}").after == (300, 3)
+
+
+FILTER_FINGERPRINTS = [  # sha256 of the filters as compact JSON with sorted keys, first 16 hex digits
+    ({}, "44136fa355b3678a"),  # sha256(b'{}')
+    ({"in_stock": True}, "856d72db5f10667f"),  # sha256(b'{"in_stock":true}')
+    ({"q": "tea", "in_stock": True}, "78a250738c7f11f2"),  # sha256(b'{"in_stock":true,"q":"tea"}')
+]
+
+
+@pytest.mark.parametrize("filters, fingerprint", FILTER_FINGERPRINTS)
+def test_a_cursor_binds_the_filters_by_a_documented_fingerprint(filters, fingerprint):
+    # Pinned, so that cursors handed out before a deploy stay valid after it, and the same
+    # filters listed in another order are the same filters.
+    assert page_for("", filters=filters).filters_fingerprint == fingerprint
+
+
+def test_a_cursor_made_for_filters_in_one_order_is_valid_for_them_in_another():
+    cursor = next_cursor(filters={"q": "tea", "in_stock": True})
+    assert page_for(f"sort=-price_cents&cursor={cursor}", filters={"in_stock": True, "q": "tea"}).after == (450, 9)
+
+
+def test_unknown_query_parameters_are_named_in_order_and_known_ones_pass():
+    allowed = {"limit", "offset", "sort"}
+    assert reject_unknown_parameters(parse_query("limit=2&sort=name&offset=0"), allowed) is None
+    with pytest.raises(BadRequest) as refused:
+        reject_unknown_parameters(parse_query("srot=name&limit=2&Limit=3"), allowed)
+    assert refused.value.detail == "unknown query parameter(s): Limit, srot"

@@ -326,3 +326,37 @@ def test_a_signed_value_may_not_take_a_purpose_of_another_kind_of_mac(purpose):
         sign_value({"v": 1}, (KEY,), purpose=purpose)
     with pytest.raises(ValueError, match="belongs to another kind of MAC"):
         unsign_value("e30.abc", (KEY,), purpose=purpose)
+
+
+# -- found by mutation testing (tools/mutate.py, docs/testing.md) ---------------------------
+
+B64URL_REFUSALS = [  # each malformed spelling above, and which of the two refusals it meets
+    *[(text, "not base64url") for name, text in BAD_BASE64URL.items() if name != "unused bits set"],
+    ("Zh", "not canonical base64url"),  # decodes, but b64url_encode would write "Zg"
+]
+
+
+@pytest.mark.parametrize("text, reason", B64URL_REFUSALS)
+def test_b64url_decode_says_which_rule_a_spelling_breaks(text, reason):
+    # Outside the alphabet, or a length no base64 has ("Z"), is not base64url at all; a
+    # spelling the standard decoder accepts but we would never write is not canonical.
+    with pytest.raises(ValueError) as refusal:
+        b64url_decode(text)
+    assert str(refusal.value) == reason
+
+
+def test_b64url_encode_strips_the_padding_and_nothing_else():
+    assert b64url_encode(b"\x00\x00\x17") == "AAAX" == b64url(b"\x00\x00\x17")
+    assert b64url_encode(b"\x00\x00\x17\x00") == "AAAXAA"
+
+
+def test_a_signed_value_of_the_longest_length_is_read_and_a_longer_one_is_not():
+    # A string of 1,501 characters is 1,503 bytes of JSON, 2,004 characters of base64url;
+    # with the "." and the 43-character MAC, exactly MAX_SIGNED_VALUE_CHARS.
+    value = "a" * 1501
+    token = sign_value(value, (KEY,), purpose="cursor")
+    assert len(token) == signing.MAX_SIGNED_VALUE_CHARS
+    assert unsign_value(token, (KEY,), purpose="cursor") == value
+    longer = sign_value(value + "a", (KEY,), purpose="cursor")
+    assert len(longer) > signing.MAX_SIGNED_VALUE_CHARS
+    assert unsign_value(longer, (KEY,), purpose="cursor") is None
