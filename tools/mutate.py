@@ -10,7 +10,7 @@ until mutmut stopped it (timeout):
 
 "untested" means no selected test ran the mutated function at all.
 
-    $ make mutate                       # every module below, about 20 minutes on 2 cores
+    $ make mutate                       # every module below, 10 to 20 minutes on 2 cores
     $ make mutate MODULES="pagination"  # one module, under a minute
 
 Each module is run on its own, in a scratch copy of the tracked files (under the system's
