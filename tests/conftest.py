@@ -17,6 +17,7 @@ app, clients, accounts, and the few helpers more than one test file needs.
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -370,7 +371,14 @@ def live_client(live_server):
 @pytest.fixture(params=["wsgi", "live"])
 def client(request, app):
     """The same API tests in-process and over a socket."""
-    if request.param == "wsgi":
+    with client_for(app, request.param) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def client_for(app, kind):
+    """A client of `app`: "wsgi" calls it in process, "live" serves it on a real socket."""
+    if kind == "wsgi":
         yield WSGIClient(app)
     else:
         with running_server(app) as base_url:

@@ -26,6 +26,7 @@ from conftest import (
     assert_problem,
     b64url,
     bearer,
+    client_for,
     count_rows,
     flip,
     login,
@@ -389,11 +390,8 @@ def strict_app(settings, database, logger):
 
 @pytest.fixture(params=["wsgi", "live"])
 def strict_client(request, strict_app):
-    if request.param == "wsgi":
-        yield WSGIClient(strict_app)
-    else:
-        with running_server(strict_app) as base_url:
-            yield LiveClient(base_url)
+    with client_for(strict_app, request.param) as client:
+        yield client
 
 
 def test_refresh_answers_a_new_pair_and_spends_the_old_token(strict_client, users):
@@ -1150,11 +1148,8 @@ def clocked_app(settings, database, logger):
 
 @pytest.fixture(params=["wsgi", "live"])
 def clocked_client(request, clocked_app):
-    if request.param == "wsgi":
-        yield WSGIClient(clocked_app)
-    else:
-        with running_server(clocked_app) as base_url:
-            yield LiveClient(base_url)
+    with client_for(clocked_app, request.param) as client:
+        yield client
 
 
 def advance(app, seconds):
