@@ -6,7 +6,7 @@ event loop, the workers, keep-alive, timeouts, shutdown, and the WSGI glue. The 
 ``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders", QUERY_STRING="dry_run=1",
 CONTENT_TYPE="application/json", CONTENT_LENGTH="11", HTTP_HOST="shop.example", wsgi.input=
 the 11 bytes, read before the app runs. The app's ``start_response("201 Created", [...])``
-and iterable of bytes become the response, framed by http11.ResponseFramer.
+and iterable of bytes become the response, framed by http11_responses.ResponseFramer.
 
 Concurrency and shutdown
 ------------------------
@@ -43,6 +43,7 @@ import time
 from urllib.parse import unquote
 
 import http11
+import http11_responses
 
 HEADER_TIMEOUT_SECONDS = 10.0          # whole request head must arrive within this -> 408
 BODY_TIMEOUT_SECONDS = 30.0            # whole body within this -> 408
@@ -300,7 +301,7 @@ class HTTPServer:
         if self.on_reject is not None:
             self.on_reject(status=status, detail=detail, client=conn.environ["REMOTE_ADDR"],
                            request_id=request_id)
-        return http11.problem_response(status, detail, request_id=request_id, path=path)
+        return http11_responses.problem_response(status, detail, request_id=request_id, path=path)
 
     def _close(self, sock) -> None:
         sock.close()
@@ -332,7 +333,7 @@ class HTTPServer:
         deadline = time.monotonic() + self.body_timeout
         while (body := decoder.decode(conn.buffer)) is None:
             if send_continue:
-                conn.sendall(http11.CONTINUE_RESPONSE)
+                conn.sendall(http11_responses.CONTINUE_RESPONSE)
                 send_continue = False
             conn.recv_more(deadline, "request body")
         return body
@@ -352,7 +353,7 @@ class HTTPServer:
         except Exception:
             _log.exception("application error: %s %s", head.method, head.target)
             if not response.framer.head_sent:
-                conn.sendall(http11.problem_response(
+                conn.sendall(http11_responses.problem_response(
                     500, "the server could not complete the request", path=head.path,
                     request_id=os.urandom(16).hex(), with_body=head.method != "HEAD"))
             return False  # after a partial body the client can only learn of it by the close
@@ -390,7 +391,7 @@ class _Response:
 
     def __init__(self, conn, head, server):
         self.conn, self.server = conn, server
-        self.framer = http11.ResponseFramer(head.method, head.version, head.keep_alive)
+        self.framer = http11_responses.ResponseFramer(head.method, head.version, head.keep_alive)
 
     def start_response(self, status, headers, exc_info=None):
         """PEP 3333 start_response: store the status and headers; return write()."""

@@ -30,7 +30,7 @@ PROBLEM_TYPE = "application/problem+json"
 # The API serves JSON only, so the browser may load nothing from it (CSP), must not sniff
 # a JSON body into HTML (nosniff), frame it, or leak URLs in the Referer header. Every
 # response carries them: the application's (middleware.security_headers) and the errors
-# the HTTP server answers by itself (http11.problem_response).
+# the HTTP server answers by itself (http11_responses.problem_response).
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
@@ -343,7 +343,7 @@ class Response:
 
 def problem_body(status, detail, *, instance=None, request_id=None, errors=None, extra=None):
     """An RFC 9457 problem document as compact JSON: the one format of every error, whether
-    the application's (`problem_response`) or the HTTP server's own (http11.problem_response,
+    the application's (`problem_response`) or the HTTP server's own (http11_responses.problem_response,
     which leaves `instance` out when it refuses a request before its path is known).
 
     >>> problem_body(404, "no item 7", instance="/v1/items/7", request_id="abc")

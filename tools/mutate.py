@@ -65,6 +65,7 @@ Target = collections.namedtuple("Target", "tests select")
 # the selected tests of these files that execute the mutated function.
 TARGETS = {
     "http11": Target(["tests/test_http11.py", "tests/test_httpserver.py"], None),
+    "http11_responses": Target(["tests/test_http11_responses.py", "tests/test_httpserver.py"], None),
     "auth": Target(["tests/test_auth.py"], None),
     "signing": Target(["tests/test_signing.py"], None),
     "pagination": Target(["tests/test_pagination.py"], None),
