@@ -44,6 +44,8 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 9110 §5.6.2's toke
 _FIELD_VALUE = r"[\t\x20-\x7e\x80-\xff]*"                      # §5.5: no CR, LF, NUL or DEL
 # §3: exactly one SP between the parts; the target is visible ASCII without "#" (no fragments).
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21\x22\x24-\x7e]+) (HTTP/[0-9]\.[0-9])")
+# The start of a request line still arriving: a method's token characters, then a space.
+_METHOD_SO_FAR = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: |\Z)")
 _FIELD_LINE = re.compile(rf"({_TOKEN}):({_FIELD_VALUE})")     # §5.1: no space before the colon
 _ABSOLUTE_FORM = re.compile(r"http://([^/?]+)(/[^?]*)?(?:\?(.*))?", re.IGNORECASE)  # §3.2.2
 # RFC 3986 §3.2.2 host [":" port]: a reg-name or an IP literal; no userinfo, spaces or slashes.
@@ -267,6 +269,14 @@ def _check_incomplete_head(buffer, limits) -> None:
     if (buffer.count(b"\n") != crlf_count
             or buffer.count(b"\r") - buffer.endswith(b"\r") != crlf_count):
         raise ProtocolError(400, "lines must end in CRLF, not a bare LF or CR")
+    # The request line can be judged as soon as it is whole: an HTTP/0.9 "GET /" has no
+    # version and would otherwise wait for a blank line that never comes. Before that, the
+    # method must be a token: a TLS ClientHello (first byte 0x16) sent to this plain port
+    # is refused at its first byte, not after the head timeout.
+    if line_end >= 0:
+        _parse_request_line(buffer[:line_end].decode("latin-1"))
+    elif _METHOD_SO_FAR.match(buffer) is None:
+        raise ProtocolError(400, "malformed request line")
 
 
 def _parse_request_line(line):

@@ -163,6 +163,12 @@ def test_a_refused_head_names_its_path_once_the_request_line_was_read(raw, path)
      "the request head is over 65536 bytes"),
     (b"GET / HTTP/1.1\nHost: shop.test\n", 400, NOT_CRLF),
     (b"GET / HTTP/1.1\rHost", 400, NOT_CRLF),
+    # HTTP/0.9: a request line with no version, and no blank line will ever follow.
+    (b"GET /\r\n", 400, "malformed request line"),
+    (b"GET / HTTP/2.0\r\nHost: shop.test\r\n", 505, "HTTP/2.0 is not supported; use HTTP/1.1"),
+    # The first bytes of a TLS 1.2/1.3 ClientHello: a handshake record (0x16), version 3.1.
+    (bytes.fromhex("16030100f8010000f40303"), 400, "malformed request line"),
+    (b"G\x00", 400, "malformed request line"),
 ])
 def test_an_unfinished_head_that_can_never_be_valid_is_refused_at_once(partial, status, detail):
     assert b"\r\n\r\n" not in partial   # no end of head: without the checks, take_head would wait
@@ -174,7 +180,7 @@ def test_an_unfinished_head_that_can_never_be_valid_is_refused_at_once(partial, 
 
 @pytest.mark.parametrize("partial", [
     b"", b"GET", b"GET / HTTP/1.1\r", b"GET / HTTP/1.1\r\n" + H, b"GET / HTTP/1.1\r\n" + H + b"\r",
-    b"GET /" + b"a" * (8 * 1024 - 5),
+    b"GET /" + b"a" * (8 * 1024 - 5), b"\r\nGE", b"M-SEARCH", b"GET ",
 ])
 def test_an_unfinished_head_that_may_still_be_valid_waits_for_more(partial):
     assert http11.take_head(bytearray(partial)) is None
