@@ -117,22 +117,23 @@ class ResponseFramer:
         return b""
 
 
-def problem_response(status, detail, *, request_id, path=None, with_body=True) -> bytes:
+def problem_response(status, detail, *, request_id, path=None, with_body=True, retry_after=None) -> bytes:
     """A whole problem+json response (RFC 9457) that closes the connection.
 
     For the requests the server refuses itself, in the format of all the application's
     errors (web.problem_body). path: the request's, once known; the problem's `instance`
-    shows it percent-decoded, as web.Request.path does.
+    shows it percent-decoded, as web.Request.path does. retry_after: whole seconds, for a 503.
     """
     instance = None if path is None else unquote(path) or "/"
     body = web.problem_body(status, detail, instance=instance, request_id=request_id)
     # The same security headers as the application's responses, and never cached.
-    safety = "".join(f"{name}: {value}\r\n" for name, value in web.SECURITY_HEADERS)
+    fields = "".join(f"{name}: {value}\r\n" for name, value in web.SECURITY_HEADERS)
+    if retry_after is not None:
+        fields += f"Retry-After: {retry_after}\r\n"
     head = (f"HTTP/1.1 {web.STATUS_LINES[status]}\r\nContent-Type: {web.PROBLEM_TYPE}\r\n"
-            f"Content-Length: {len(body)}\r\n{safety}Cache-Control: no-store\r\n"
+            f"Content-Length: {len(body)}\r\n{fields}Cache-Control: no-store\r\n"
             f"X-Request-ID: {request_id}\r\n{_date_field()}{SERVER_FIELD}Connection: close\r\n\r\n")
     return head.encode("latin-1") + (body if with_body else b"")
-
 
 
 # ---- helpers ----------------------------------------------------------------------------------

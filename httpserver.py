@@ -1,37 +1,45 @@
 """A small, strict HTTP/1.1 server for any WSGI application (PEP 3333): sockets and threads.
 
-http11.py parses requests and frames responses; this module does the I/O around it: the
-event loop, the workers, keep-alive, timeouts, shutdown, and the WSGI glue. The request
-``POST /v1/orders?dry_run=1`` (``Host: shop.example``, an 11-byte JSON body) becomes an
-``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders", QUERY_STRING="dry_run=1",
-CONTENT_TYPE="application/json", CONTENT_LENGTH="11", HTTP_HOST="shop.example", wsgi.input=
-the 11 bytes, read before the app runs. The app's ``start_response("201 Created", [...])``
-and iterable of bytes become the response, framed by http11_responses.ResponseFramer.
+http11.py parses requests and http11_responses.py frames responses; httpworkers.py runs the
+app for one request. This module does the I/O around them: the event loop, the lanes of
+worker threads, keep-alive, timeouts and shutdown.
 
-Concurrency and shutdown
-------------------------
-Two kinds of thread. The *event loop* (the caller of ``serve_forever``) watches every idle or
-half-read connection with one selector (epoll, kqueue): it accepts clients, reads bytes as they
-come, and once a connection holds a complete request head it queues the connection for a
-*worker*. A small, fixed pool of workers takes connections from that queue in arrival order,
-reads the body, runs the app, writes the response, and hands the connection back to the
-selector to wait for its next request. Threads are created once, so per-thread resources (one
-SQLite connection per thread) are opened once.
+Concurrency
+-----------
+Two kinds of thread. The *event loop* (the caller of ``serve_forever``) watches every
+connection that waits for the network with one selector (epoll, kqueue): it accepts
+clients, reads each request, head *and body*, as its bytes come, and hands a worker only a
+complete request. The loop also sends what a worker could not send at once (the outbox, see
+httpworkers.py) and says goodbye to closing connections. So a worker never waits for a
+client: a slow or stalled sender, or a slow reader, costs a selector entry here, never a
+thread. A request whose head or body arrives too slowly gets a 408:
 
-Why not a thread per connection, as ``http.server`` does? Waiting is cheap in a selector and
-dear in a thread: an idle keep-alive client, or a slow one sending a byte a second, costs a
-selector entry here, never a worker. And under the GIL, Python threads take turns: every time a
-thread leaves the GIL (to recv, send, or let SQLite run) it queues behind all the others to get
-it back. With 32 busy connections on 32 threads that queue made the slowest 1% of requests
-several times slower than the median; with 2 workers taking requests in order, far less
-(docs/performance.md has the figures). Throughput hardly suffers: one core runs Python at
-a time however many threads wait for it.
+- a head must arrive whole within HEADER_TIMEOUT_SECONDS of its first byte;
+- a body must keep up a minimum rate: BODY_GRACE_SECONDS, plus one second for every
+  MIN_BYTES_PER_SECOND received, and never more than BODY_TIMEOUT_SECONDS in all. A client
+  that trickles a byte a second is cut off after the grace; a 1 MiB upload at 40 KB/s is fine.
+  Responses the loop sends are held to the same rule (then the connection is just closed).
 
+*Workers* run the app: a few threads, created once (so one SQLite connection per thread is
+opened once). Why not a thread per connection, as ``http.server`` does? Under the GIL,
+threads take turns: with 32 busy threads the slowest 1% of requests were several times
+slower than the median, with 2 far less (docs/performance.md has the figures).
+
+Workers come in *lanes* (the bulkhead pattern: a ship's compartments keep one leak from
+sinking it). ``lane_for(method, path)`` names the lane of each request; each lane has its own
+threads and its own bounded queue. The shop puts /health and /ready on a lane of their own,
+so a probe never waits behind application work, and password logins on another, so that
+50 logins each hashing for 0.3 s cannot take every worker. A request whose lane queue is
+full is refused at once: 503 with Retry-After, rather than a wait without bound.
+
+Shutdown
+--------
 ``request_shutdown()`` sets a flag and writes one byte to a pipe the loop watches. The loop
-closes the listener and every idle connection, then waits (at most SHUTDOWN_DEADLINE_SECONDS)
-for requests in flight, whose responses say ``Connection: close``.
+closes the listener and every connection that waits for a request, then goes on with the
+requests in flight (a body still arriving, a worker running the app, a response still
+being sent) until all are done, at most SHUTDOWN_DEADLINE_SECONDS; their responses say
+``Connection: close``.
 """
-import io
 import logging
 import os
 import queue
@@ -40,45 +48,68 @@ import socket
 import sys
 import threading
 import time
-from urllib.parse import unquote
+from dataclasses import dataclass
 
 import http11
 import http11_responses
+import httpworkers
+from httpworkers import ClientGone
 
 HEADER_TIMEOUT_SECONDS = 10.0          # whole request head must arrive within this -> 408
-BODY_TIMEOUT_SECONDS = 30.0            # whole body within this -> 408
+BODY_GRACE_SECONDS = 5.0               # a body (or a response) may start this slowly ...
+MIN_BYTES_PER_SECOND = 1024            # ... then must move at least this fast on average ...
+BODY_TIMEOUT_SECONDS = 30.0            # ... and be done within this -> 408
 KEEPALIVE_TIMEOUT_SECONDS = 5.0        # idle keep-alive connection closed silently after this
 SHUTDOWN_DEADLINE_SECONDS = 30.0       # in-flight requests get this long after request_shutdown()
-DEFAULT_MAX_WORKERS = 16               # threads running requests (see "Concurrency" above)
+DEFAULT_MAX_WORKERS = 16               # threads of the default lane (see "Concurrency" above)
 DEFAULT_MAX_CONNECTIONS = 1000         # open client connections; more wait in the backlog
-SEND_TIMEOUT_SECONDS = 30.0            # one response write may block this long on a slow reader
 LINGER_SECONDS = 2.0                   # drain the client's leftovers this long before close()
 LISTEN_BACKLOG = 1024                  # connections the kernel queues while the server is full
-RECV_BYTES = 64 * 1024                 # one recv() at most
 SWEEP_SECONDS = 0.1                    # how often the event loop looks for expired deadlines
 ACCEPTS_PER_WAKE = 64                  # new connections taken per loop turn, before reading others
+LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the client
+DEFAULT_LANE = "default"
+
+# What the event loop waits for on a connection (Connection.state).
+READING = "reading"    # the next request: its head, then its body
+SENDING = "sending"    # the client to take the rest of a response (the outbox)
+CLOSING = "closing"    # the client to finish, after our last response, before close()
 
 _log = logging.getLogger("httpserver")
 
 
+@dataclass(frozen=True)
+class Lane:
+    """A group of worker threads with a queue of its own. max_waiting: requests that may wait
+    for one of its threads (None: no limit but max_connections); one more gets a 503."""
+
+    name: str
+    threads: int
+    max_waiting: int | None = None
+
+
 class HTTPServer:
-    """Serve one WSGI app over HTTP/1.1 on (host, port) with a bounded pool of worker threads.
+    """Serve one WSGI app over HTTP/1.1 on (host, port) with bounded lanes of worker threads.
 
     The socket is bound and listening when the constructor returns (port=0 picks a free port;
     read ``server_address``). ``serve_forever()`` blocks until ``request_shutdown()``; then
     ``drained`` tells whether every request in flight finished before the deadline.
 
-    A request this server refuses itself (400, 408, 413, 414, 431, 501, 505) never reaches the
-    app, so its access log cannot see it: ``on_reject(status=, detail=, client=, request_id=)``
-    is called for each one instead, with the request id sent in the response's X-Request-ID.
+    Every request runs on the default lane of max_workers threads, unless ``lane_for(method,
+    path)`` names one of ``lanes``. A request this server refuses itself (400, 408, 413, 414,
+    431, 501, 503, 505) never reaches the app, so its access log cannot see it:
+    ``on_reject(status=, detail=, client=, request_id=)`` is called for each one instead,
+    with the request id sent in the response's X-Request-ID. send_buffer_bytes: the kernel's
+    send buffer of each connection (SO_SNDBUF), if it should not grow as the kernel likes.
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
-                 max_connections=DEFAULT_MAX_CONNECTIONS,
+                 max_connections=DEFAULT_MAX_CONNECTIONS, lanes=(), lane_for=None,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
                  keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=http11.MAX_BODY_BYTES,
-                 on_reject=None):
+                 send_buffer_bytes=None, on_reject=None):
         self.app, self.on_reject, self.max_connections = app, on_reject, max_connections
+        self.send_buffer_bytes = send_buffer_bytes  # SO_SNDBUF of each connection; None: the kernel's
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.keepalive_timeout = keepalive_timeout
         self.drained = False
@@ -104,42 +135,33 @@ class HTTPServer:
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._selector.register(self._wake_read, selectors.EVENT_READ)
         self._accepting = True
-        self._waiting = {}                    # socket -> _Connection: in the selector, loop-owned
-        self._ready = queue.SimpleQueue()     # connections with a request to run, oldest first
-        self._workers = [threading.Thread(target=self._work, name=f"http-worker-{number}")
-                         for number in range(max_workers)]
+        self._next_sweep = 0.0                # when _turn() next looks for expired deadlines
+        self._lane_for = lane_for
+        self._lanes = {lane.name: _LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
+        self._workers = [threading.Thread(target=self._work, args=(lane,), name=f"http-{name}-{number}")
+                         for name, lane in self._lanes.items() for number in range(lane.lane.threads)]
+        self._returned = queue.SimpleQueue()  # connections workers give back to the loop
         self._lock = threading.Condition()    # guards the fields below
+        self._waiting = {}                    # socket -> Connection: in the selector
         self._open = 0                        # every open client connection
         self._busy = 0                        # connections a worker owns right now
-        self._lingering = set()               # sockets in _close_lingering, cut short at shutdown
         self._draining = False
         self._base_environ = {
             "SERVER_NAME": str(self.server_address[0]), "SERVER_PORT": str(self.server_address[1]),
             "SCRIPT_NAME": "", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
             "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
-            "wsgi.input_terminated": True}
+            "wsgi.input_terminated": True, "wsgi.errors": sys.stderr}
 
     def serve_forever(self) -> None:
         """Run the event loop until request_shutdown(); then refuse new clients, close idle
         connections, and return when the requests in flight are done (at most
         SHUTDOWN_DEADLINE_SECONDS later; their responses say ``Connection: close``)."""
-        next_sweep = time.monotonic() + SWEEP_SECONDS
         for worker in self._workers:
             worker.start()
         try:
             while not self._shutdown_requested:
-                for key, _ in self._selector.select(SWEEP_SECONDS):
-                    if key.fileobj is self._listener:
-                        self._accept_waiting_clients()
-                    elif key.fileobj == self._wake_read:
-                        os.read(self._wake_read, 4096)  # the byte of request_shutdown()
-                    else:
-                        self._read_ready(key.data)
-                now = time.monotonic()
-                if now >= next_sweep:
-                    self._close_expired(now)
-                    self._resume_accepting()
-                    next_sweep = now + SWEEP_SECONDS
+                self._turn()
+                self._resume_accepting()
         finally:
             self._drain()
 
@@ -148,7 +170,25 @@ class HTTPServer:
         self._shutdown_requested = True
         self._wake()
 
-    # ---- the event loop: waiting connections, in one thread ---------------------------------
+    # ---- the event loop, in one thread ------------------------------------------------------
+
+    def _turn(self) -> None:
+        """One turn of the loop: handle what the network and the workers have for us."""
+        for key, events in self._selector.select(SWEEP_SECONDS):
+            if key.fileobj is self._listener:
+                self._accept_waiting_clients()
+            elif key.fileobj == self._wake_read:
+                os.read(self._wake_read, 4096)  # the bytes of request_shutdown() and of workers
+            elif events & selectors.EVENT_WRITE:
+                self._send_ready(key.data)
+            else:
+                self._read_ready(key.data)
+        self._take_back_returned()
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            for conn in [conn for conn in list(self._waiting.values()) if conn.deadline <= now]:
+                self._expired(conn)
 
     def _accept_waiting_clients(self) -> None:
         for _ in range(ACCEPTS_PER_WAKE):  # a bounded batch, so reads are not starved
@@ -168,15 +208,17 @@ class HTTPServer:
             # Without this, a response written in two pieces waits for the client's delayed
             # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to hundreds.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.send_buffer_bytes is not None:  # less kernel memory per slow reader
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
             sock.setblocking(False)
-            conn = _Connection(sock, dict(self._base_environ, REMOTE_ADDR=peer[0],
-                                          REMOTE_PORT=str(peer[1]), **{"wsgi.errors": sys.stderr}))
-            # The first head must arrive within header_timeout of the connection.
-            conn.deadline, conn.started = time.monotonic() + self.header_timeout, True
+            conn = httpworkers.Connection(sock, dict(self._base_environ, REMOTE_ADDR=peer[0],
+                                                     REMOTE_PORT=str(peer[1])))
             with self._lock:
                 self._open += 1
-            self._waiting[conn.sock] = conn
-            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            # The first head must arrive within header_timeout of the connection.
+            conn.state, conn.started = READING, True
+            conn.deadline = time.monotonic() + self.header_timeout
+            self._watch(conn, selectors.EVENT_READ)
 
     def _resume_accepting(self) -> None:
         if not self._accepting:
@@ -187,7 +229,7 @@ class HTTPServer:
                 self._accepting = True
 
     def _read_ready(self, conn) -> None:
-        """Bytes arrived on a waiting connection: read them; a complete head goes to a worker."""
+        """Bytes arrived: take them, and see whether they complete a request."""
         try:
             count = conn.sock.recv_into(conn.chunk)
         except BlockingIOError:
@@ -195,113 +237,242 @@ class HTTPServer:
         except OSError:
             count = 0
         if count == 0:  # the client closed (or reset) the connection
-            self._stop_waiting(conn)
+            self._unwatch(conn)
             self._close(conn.sock)
             return
+        if conn.state == CLOSING:  # a goodbye: what the client still sends is dropped
+            return
         conn.buffer += conn.view[:count]
-        if not conn.started:  # the first byte of a new request starts its head's deadline
+        if conn.head is not None:  # a body: the minimum rate gives it more time
+            conn.moved += count
+            conn.deadline = self._rate_deadline(conn, self.body_timeout)
+        elif not conn.started:  # the first byte of a new request starts its head's deadline
             conn.deadline, conn.started = time.monotonic() + self.header_timeout, True
-        if http11.head_is_ready(conn.buffer, self.limits):  # a worker takes it from here
-            self._stop_waiting(conn)
-            with self._lock:
-                self._busy += 1
-            self._ready.put(conn)
+        self._parse(conn)
 
-    def _stop_waiting(self, conn) -> None:
-        self._selector.unregister(conn.sock)
-        del self._waiting[conn.sock]
-
-    def _close_expired(self, now) -> None:
-        """Close waiting connections past their deadline: idle ones silently, half-sent ones 408."""
-        # list() copies the values in one step: workers add connections from their threads.
-        for conn in [conn for conn in list(self._waiting.values()) if conn.deadline <= now]:
-            self._stop_waiting(conn)
-            if conn.buffer.strip(b"\r\n"):
-                refusal = self._refusal(conn, 408, "the request head did not arrive in time")
-                try:  # best effort, without blocking the loop: this client is slow anyway
-                    conn.sock.send(refusal)
-                except OSError:
-                    pass
-            self._close(conn.sock)
-
-    def _drain(self) -> None:
-        with self._lock:  # from here on, workers close connections instead of handing them back
-            self._draining = True
-            for sock in self._lingering:  # cut short: nobody waits for a goodbye now
-                _shutdown_quietly(sock, socket.SHUT_RD)
-        self._selector.close()
-        self._listener.close()
-        for conn in list(self._waiting.values()):  # idle keep-alive: close without a word
-            self._close(conn.sock)
-        self._waiting.clear()
-        with self._lock:
-            finished = self._lock.wait_for(lambda: self._busy == 0, SHUTDOWN_DEADLINE_SECONDS)
-        if not finished:
-            _log.warning("shutdown deadline passed with %d requests in flight", self._busy)
-        self.drained = finished
-        for _ in self._workers:
-            self._ready.put(None)  # one "stop" for each worker, after any work still queued
-        if finished:
-            for worker in self._workers:
-                worker.join()
-        wake_read, wake_write, self._wake_write = self._wake_read, self._wake_write, -1
-        os.close(wake_read)
-        os.close(wake_write)
-
-    # ---- workers: run requests, one connection at a time -------------------------------------
-
-    def _work(self) -> None:
-        while (conn := self._ready.get()) is not None:
-            self._serve_connection(conn)
-
-    def _serve_connection(self, conn) -> None:
-        keep = False
+    def _parse(self, conn) -> None:
+        """Take the next request off conn.buffer: a whole one goes to its lane's workers, a
+        broken one is refused, and an unfinished one waits for more bytes."""
         try:
-            keep = self._serve_requests(conn)
-        except (_ClientGone, OSError):
-            pass  # the client went away: not news
-        except Exception:
-            _log.exception("unexpected error on a connection from %s", conn.environ["REMOTE_ADDR"])
-        finally:
-            with self._lock:
-                handed_back = keep and not self._draining
-                if handed_back:
-                    # Back to the event loop to wait for the next request. Registering from
-                    # this thread is safe: the kernel's epoll/kqueue takes changes while the
-                    # loop waits in select(), and the lock keeps us clear of _drain().
-                    conn.sock.setblocking(False)
-                    self._waiting[conn.sock] = conn
-                    self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-                self._busy -= 1
-                self._lock.notify_all()
-            if not handed_back:
-                self._close_lingering(conn.sock)
+            if conn.head is None:
+                conn.head = http11.take_head(conn.buffer, self.limits)
+                if conn.head is None:
+                    return
+                conn.decoder = http11.body_decoder(conn.head, self.limits)
+                self._start_body(conn)
+            body = conn.decoder.decode(conn.buffer)
+        except http11.ProtocolError as error:
+            path = error.path or (conn.head.path if conn.head is not None else None)
+            self._refuse(conn, error.status, error.detail, path)
+            return
+        if body is not None:
+            head, conn.head, conn.decoder = conn.head, None, None
+            self._dispatch(conn, head, body)
 
-    def _serve_requests(self, conn) -> bool:
-        """Serve the requests already buffered. True: keep the connection for the next one."""
+    def _start_body(self, conn) -> None:
+        conn.since, conn.moved = time.monotonic(), len(conn.buffer)
+        conn.deadline = self._rate_deadline(conn, self.body_timeout)
+        # RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" and no body yet may be
+        # waiting for this interim answer before it sends one; an HTTP/1.0 client never is.
+        head = conn.head
+        if "expect" in head.fields and head.version == "HTTP/1.1" and not conn.buffer:
+            try:  # 25 bytes into an empty send buffer: if even that does not fit, give up
+                if conn.sock.send(http11_responses.CONTINUE_RESPONSE) < len(http11_responses.CONTINUE_RESPONSE):
+                    raise OSError("100 Continue cut short")
+            except OSError:
+                conn.deadline = 0.0  # the next sweep answers 408
+
+    def _rate_deadline(self, conn, most_seconds) -> float:
+        """The minimum rate, as a deadline: the grace, plus a second per MIN_BYTES_PER_SECOND
+        moved so far, and never more than most_seconds after the start."""
+        return conn.since + min(BODY_GRACE_SECONDS + conn.moved / MIN_BYTES_PER_SECOND, most_seconds)
+
+    def _dispatch(self, conn, head, body) -> None:
+        """Queue a complete request for a worker of its lane, or refuse it if the lane is full."""
+        name = (self._lane_for(head.method, head.path) if self._lane_for else None) or DEFAULT_LANE
+        lane = self._lanes[name]
+        with self._lock:
+            full = lane.lane.max_waiting is not None and lane.waiting >= lane.lane.max_waiting
+            if not full:
+                lane.waiting += 1
+                self._busy += 1
+                del self._waiting[conn.sock]
+                self._selector.unregister(conn.sock)
+        if full:
+            self._refuse(conn, 503, "the server is busy; try again shortly", head.path,
+                         retry_after=LANE_FULL_RETRY_AFTER_SECONDS)
+            return
+        lane.queue.put((conn, head, body))
+
+    def _send_ready(self, conn) -> None:
+        """The client can take more of the outbox: send it; once it is empty, read again."""
+        try:
+            sent = conn.sock.send(conn.outbox)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._unwatch(conn)
+            self._close(conn.sock)
+            return
+        del conn.outbox[:sent]
+        conn.moved += sent
+        conn.deadline = self._rate_deadline(conn, httpworkers.SEND_TIMEOUT_SECONDS)
+        if not conn.outbox:
+            self._unwatch(conn)
+            self._after_response(conn)
+
+    def _after_response(self, conn) -> None:
+        """A response is out: close, or wait for the next request (maybe already buffered)."""
+        if conn.then_close or self._shutdown_requested:
+            self._start_closing(conn)
+            return
+        conn.state, conn.started = READING, bool(conn.buffer)
+        conn.deadline = time.monotonic() + (self.header_timeout if conn.started else self.keepalive_timeout)
+        self._watch(conn, selectors.EVENT_READ)
+        if conn.buffer:  # pipelined: the next request may be here already
+            self._parse(conn)
+
+    def _take_back_returned(self) -> None:
+        """Connections the workers gave back: with an outbox to send, or bytes to parse."""
         while True:
             try:
-                head, environ = self._read_request(conn)
-            except http11.ProtocolError as error:
-                conn.sendall(self._refusal(conn, error.status, error.detail, error.path))
-                return False
-            if not self._respond(conn, head, environ) or self._draining:
-                return False
-            # The next request: its head deadline counts from its first byte, or from now if
-            # it is already here (pipelined); meanwhile the connection may idle this long.
-            conn.started = bool(conn.buffer)
-            conn.deadline = time.monotonic() + (
-                self.header_timeout if conn.started else self.keepalive_timeout)
-            if not http11.head_is_ready(conn.buffer, self.limits):
-                return True
+                conn = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            if conn.outbox:
+                conn.state, conn.since, conn.moved = SENDING, time.monotonic(), 0
+                conn.deadline = self._rate_deadline(conn, httpworkers.SEND_TIMEOUT_SECONDS)
+                self._watch(conn, selectors.EVENT_WRITE)
+            else:
+                self._after_response(conn)
 
-    def _refusal(self, conn, status, detail, path=None) -> bytes:
-        """The problem response to a request refused here; on_reject hears of it first."""
+    def _expired(self, conn) -> None:
+        """A deadline passed: a started request gets a 408; anything else is just closed."""
+        if conn.state == READING and conn.started and (conn.head is not None or conn.buffer.strip(b"\r\n")):
+            what = "request body" if conn.head is not None else "request head"
+            self._refuse(conn, 408, f"the {what} did not arrive in time",
+                         conn.head.path if conn.head is not None else None)
+            return
+        self._unwatch(conn)
+        self._close(conn.sock)
+
+    def _refuse(self, conn, status, detail, path=None, *, retry_after=None) -> None:
+        """Answer a request the server refuses itself, then close: on_reject hears of it first."""
         request_id = os.urandom(16).hex()
         if self.on_reject is not None:
             self.on_reject(status=status, detail=detail, client=conn.environ["REMOTE_ADDR"],
                            request_id=request_id)
-        return http11_responses.problem_response(status, detail, request_id=request_id, path=path)
+        refusal = http11_responses.problem_response(status, detail, request_id=request_id, path=path,
+                                                    retry_after=retry_after)
+        self._unwatch(conn)
+        conn.head = conn.decoder = None
+        conn.then_close = True
+        try:  # a fresh send buffer takes a refusal whole; what it does not is sent later
+            conn.outbox += memoryview(refusal)[conn.sock.send(refusal):]
+        except BlockingIOError:
+            conn.outbox += refusal
+        except OSError:
+            self._close(conn.sock)
+            return
+        self._returned.put(conn)
+
+    def _start_closing(self, conn) -> None:
+        """Close without losing the last response (RFC 9112 §9.6): close() with unread bytes
+        in the kernel makes TCP send a reset, which can destroy a response the client has not
+        read yet (say a 413 while it still sends its body). So: send our FIN first, read and
+        drop what the client still sends (for LINGER_SECONDS at most), then close."""
+        if self._shutdown_requested:  # nobody waits for a goodbye now
+            self._close(conn.sock)
+            return
+        _shutdown_quietly(conn.sock, socket.SHUT_WR)
+        conn.state, conn.deadline = CLOSING, time.monotonic() + LINGER_SECONDS
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _watch(self, conn, events) -> None:
+        with self._lock:
+            self._waiting[conn.sock] = conn
+            self._selector.register(conn.sock, events, conn)
+
+    def _unwatch(self, conn) -> None:
+        with self._lock:
+            if self._waiting.pop(conn.sock, None) is not None:
+                self._selector.unregister(conn.sock)
+
+    def _drain(self) -> None:
+        """Stop: no new clients or requests; finish the requests in flight, then the threads."""
+        if self._accepting:
+            self._selector.unregister(self._listener)
+            self._accepting = False
+        self._listener.close()
+        for conn in list(self._waiting.values()):
+            # A request whose body is arriving is in flight: it is read, run and answered.
+            # A connection that waits for a request, or is closing, is closed now.
+            if conn.state == CLOSING or (conn.state == READING and conn.head is None):
+                self._unwatch(conn)
+                self._close(conn.sock)
+        deadline = time.monotonic() + SHUTDOWN_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._busy == 0 and not self._waiting and self._returned.empty():
+                    break
+            self._turn()  # the last responses go out; connections given back are closed
+        with self._lock:
+            self._draining, finished = True, self._busy == 0
+        if not finished:
+            _log.warning("shutdown deadline passed with %d requests in flight", self._busy)
+        self.drained = finished
+        for conn in list(self._waiting.values()):
+            self._close(conn.sock)
+        for lane in self._lanes.values():
+            for _ in range(lane.lane.threads):
+                lane.queue.put(None)  # one "stop" for each worker, after any work still queued
+        if finished:
+            for worker in self._workers:
+                worker.join()
+        self._selector.close()
+        wake_read, wake_write, self._wake_write = self._wake_read, self._wake_write, -1
+        os.close(wake_read)
+        os.close(wake_write)
+
+    # ---- workers: run requests, one at a time ------------------------------------------------
+
+    def _work(self, lane) -> None:
+        while (job := lane.queue.get()) is not None:
+            conn, head, body = job
+            with self._lock:
+                lane.waiting -= 1
+            self._serve(conn, head, body)
+
+    def _serve(self, conn, head, body) -> None:
+        """Run one request; then give the connection back to the event loop (or close it)."""
+        keep, gone = False, False
+        try:
+            keep = httpworkers.respond(self.app, conn, head, body,
+                                       shutting_down=lambda: self._shutdown_requested)
+        except ClientGone:
+            gone = True  # the client went away: not news
+        except Exception:
+            _log.exception("unexpected error on a connection from %s", conn.environ["REMOTE_ADDR"])
+            gone = True
+        with self._lock:
+            self._busy -= 1
+            self._lock.notify_all()
+            if gone or self._draining:
+                self._close(conn.sock)
+                return
+            if keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
+                # The usual case: straight back into the selector to wait for the next request.
+                # Registering from this thread is safe: epoll/kqueue take changes while the
+                # loop waits in select(), and the lock keeps us clear of _drain().
+                conn.state, conn.started = READING, False
+                conn.deadline = time.monotonic() + self.keepalive_timeout
+                self._waiting[conn.sock] = conn
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+                return
+        # Anything else is the loop's: an outbox to send, pipelined bytes, or a goodbye.
+        conn.then_close = not keep
+        self._returned.put(conn)
+        self._wake()
 
     def _close(self, sock) -> None:
         sock.close()
@@ -314,184 +485,12 @@ class HTTPServer:
         except OSError:  # the pipe is full (the loop is awake anyway) or closed (stopped)
             pass
 
-    def _read_request(self, conn):
-        """Read one request head and its whole body: (head, WSGI environ). Raises ProtocolError."""
-        while (head := http11.take_head(conn.buffer, self.limits)) is None:
-            conn.recv_more(conn.deadline, "request head")
-        try:
-            body = self._read_body(conn, head)
-        except http11.ProtocolError as error:
-            error.path = head.path  # the problem's instance
-            raise
-        return head, _environ(conn.environ, head, body)
 
-    def _read_body(self, conn, head) -> bytes:
-        decoder = http11.body_decoder(head, self.limits)
-        # RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" and no body yet may be
-        # waiting for this interim answer before it sends one; an HTTP/1.0 client never is.
-        send_continue = "expect" in head.fields and head.version == "HTTP/1.1" and not conn.buffer
-        deadline = time.monotonic() + self.body_timeout
-        while (body := decoder.decode(conn.buffer)) is None:
-            if send_continue:
-                conn.sendall(http11_responses.CONTINUE_RESPONSE)
-                send_continue = False
-            conn.recv_more(deadline, "request body")
-        return body
+class _LaneQueue:
+    """A lane's queue of complete requests, and how many of them wait for a thread."""
 
-    def _respond(self, conn, head, environ) -> bool:
-        """Run the app for one request and send its response. True: keep the connection."""
-        response = _Response(conn, head, self)
-        try:
-            result = self.app(environ, response.start_response)
-            try:
-                response.send(result)
-            finally:
-                if hasattr(result, "close"):  # PEP 3333: always, even after an error
-                    result.close()
-        except _ClientGone:
-            return False
-        except Exception:
-            _log.exception("application error: %s %s", head.method, head.target)
-            if not response.framer.head_sent:
-                conn.sendall(http11_responses.problem_response(
-                    500, "the server could not complete the request", path=head.path,
-                    request_id=os.urandom(16).hex(), with_body=head.method != "HEAD"))
-            return False  # after a partial body the client can only learn of it by the close
-        return response.framer.keep_alive
-
-    def _close_lingering(self, sock) -> None:
-        """Close without losing the last response (RFC 9112 §9.6): close() with unread bytes
-        in the kernel makes TCP send a reset, which can destroy a response the client has not
-        read yet (say a 413 while it still sends its body). So: send our FIN first, read and
-        drop what the client still sends, then close."""
-        _shutdown_quietly(sock, socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER_SECONDS
-        with self._lock:
-            self._lingering.add(sock)  # so that a shutdown need not wait for the linger to end
-            if self._draining:
-                _shutdown_quietly(sock, socket.SHUT_RD)
-        try:
-            for _ in range(self.limits.body_bytes // RECV_BYTES):  # bounded in bytes and in time
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                sock.settimeout(remaining)
-                if not sock.recv(RECV_BYTES):
-                    break
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._lingering.discard(sock)
-            self._close(sock)
-
-
-class _Response:
-    """PEP 3333's start_response() and write() for one request; http11 frames the bytes."""
-
-    def __init__(self, conn, head, server):
-        self.conn, self.server = conn, server
-        self.framer = http11_responses.ResponseFramer(head.method, head.version, head.keep_alive)
-
-    def start_response(self, status, headers, exc_info=None):
-        """PEP 3333 start_response: store the status and headers; return write()."""
-        if exc_info is not None:
-            try:
-                if self.framer.head_sent:  # too late to change the status: the error ends it
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # break the frame <-> traceback reference cycle
-        elif self.framer.status is not None:
-            raise RuntimeError("start_response() called twice without exc_info")
-        self.framer.start(status, headers)
-        return self.write
-
-    def write(self, data):
-        """PEP 3333 write(): send data now (the head goes out with the first bytes)."""
-        if not isinstance(data, bytes):
-            raise TypeError(f"the application must send bytes, not {type(data).__name__}")
-        # PEP 3333: the head is not sent before the first non-empty body string.
-        if data and (out := self._head(None) + self.framer.frame(data)):
-            self.conn.sendall(out)
-
-    def send(self, result):
-        """Send the app's return value: one sendall for a list, piece by piece otherwise."""
-        if isinstance(result, (list, tuple)) and not self.framer.head_sent:
-            body = b"".join(result)
-            self.conn.sendall(self._head(len(body)) + self.framer.frame(body) + self.framer.end())
-            return
-        for data in result:
-            self.write(data)
-        if out := self._head(0) + self.framer.end():
-            self.conn.sendall(out)
-
-    def _head(self, total_length) -> bytes:
-        """The response head, the first time only. total_length: the whole body's, if known."""
-        if self.framer.head_sent:
-            return b""
-        if self.framer.status is None:
-            raise RuntimeError("the application sent a body or returned before start_response()")
-        if self.server._shutdown_requested:
-            self.framer.keep_alive = False
-        return self.framer.head(total_length)
-
-
-class _Connection:
-    """A client socket and the bytes read from it but not yet parsed."""
-
-    __slots__ = ("sock", "environ", "buffer", "chunk", "view", "deadline", "started")
-
-    def __init__(self, sock, environ):
-        self.sock, self.environ, self.buffer = sock, environ, bytearray()
-        self.chunk = bytearray(RECV_BYTES)
-        self.view = memoryview(self.chunk)
-        self.deadline = 0.0     # monotonic time by which the awaited bytes must arrive
-        self.started = False    # has a request begun (408 if it stalls), or is it idle?
-
-    def recv_more(self, deadline, what) -> None:
-        """Receive more of a request that must be complete by deadline (monotonic), else 408."""
-        remaining = deadline - time.monotonic()  # a total deadline: a byte a second is not enough
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            self.sock.settimeout(remaining)
-            count = self.sock.recv_into(self.chunk)
-        except TimeoutError:
-            raise http11.ProtocolError(408, f"the {what} did not arrive in time") from None
-        if count == 0:
-            raise _ClientGone
-        self.buffer += self.view[:count]
-
-    def sendall(self, data) -> None:
-        try:
-            self.sock.settimeout(SEND_TIMEOUT_SECONDS)
-            self.sock.sendall(data)
-        except OSError as error:
-            raise _ClientGone from error
-
-
-class _ClientGone(Exception):
-    """The client closed or reset the connection: nothing more can be sent."""
-
-
-def _environ(base, head, body) -> dict:
-    """The PEP 3333 environ of one request: base (server and client) plus the request's own."""
-    environ = dict(base, REQUEST_METHOD=head.method, QUERY_STRING=head.query,
-                   SERVER_PROTOCOL=head.version, RAW_URI=head.target)
-    environ["PATH_INFO"] = unquote(head.path, "latin-1") if "%" in head.path else head.path
-    environ["wsgi.input"] = io.BytesIO(body)
-    for name, value in head.fields.items():
-        # X_User and X-User would both become HTTP_X_USER; a proxy that strips one spelling
-        # could be fooled by the other: drop them, as nginx and gunicorn do. The framing
-        # fields stay out too: wsgi.input holds the decoded body.
-        if "_" not in name and name not in ("content-length", "transfer-encoding"):
-            key = name.upper().replace("-", "_")
-            environ[key if key == "CONTENT_TYPE" else "HTTP_" + key] = value
-    if "content-length" in head.fields:
-        environ["CONTENT_LENGTH"] = head.fields["content-length"]
-    elif "transfer-encoding" in head.fields:
-        environ["CONTENT_LENGTH"] = str(len(body))  # chunked: the decoded length
-    return environ
+    def __init__(self, lane):
+        self.lane, self.queue, self.waiting = lane, queue.SimpleQueue(), 0
 
 
 def _shutdown_quietly(sock, how) -> None:

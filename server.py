@@ -34,7 +34,7 @@ import config
 import db
 import seed
 import validation
-from httpserver import HTTPServer
+from httpserver import HTTPServer, Lane
 from middleware import build_middleware
 from observe import JSONLogger, route_standard_logging
 from routes import build_router
@@ -45,6 +45,11 @@ from web import Application
 # PostgreSQL work is mostly waiting on the network, which threads overlap well.
 SQLITE_THREADS = 2
 POSTGRESQL_THREADS = 16
+# The server's lanes (httpserver.py's bulkheads). Each probe has a thread of its own, so that
+# it never waits behind application work, nor behind the other probe: a /ready that waits
+# for a sick database must not delay /health, or the orchestrator restarts a healthy process.
+PROBE_LANES = {"/health": "liveness", "/ready": "readiness"}
+PROBES_WAITING = 8  # an orchestrator probes every few seconds; more than this is a flood
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,8 @@ def serve(settings, database, *, host, port):
     threads = settings.threads or (SQLITE_THREADS if database.engine == "sqlite" else POSTGRESQL_THREADS)
     try:
         server = HTTPServer(application, host, port if port is not None else settings.port,
-                            max_workers=threads, on_reject=log_rejected)
+                            max_workers=threads, lanes=server_lanes(settings), lane_for=lane_for,
+                            on_reject=log_rejected)
     except OSError as error:  # the port is taken, or the address is not this machine's
         print(f"cannot listen on {host}:{port or settings.port}: {error.strerror}", file=sys.stderr)
         return 1
@@ -176,6 +182,16 @@ def serve(settings, database, *, host, port):
         database.close()
         os._exit(0)
     return 0
+
+
+def server_lanes(settings):
+    """The lanes of threads beside the default one (see PROBE_LANES)."""
+    return [Lane(name, threads=1, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()]
+
+
+def lane_for(method, path):
+    """The lane of a request: a probe's own, or None for the default lane."""
+    return PROBE_LANES.get(path)
 
 
 def _parse_arguments(argv):

@@ -77,8 +77,12 @@ def server():
 class Client:
     """A raw socket plus a small HTTP/1.1 response reader, strict enough for these tests."""
 
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=READ_TIMEOUT)
+    def __init__(self, address, receive_buffer=None):
+        self.sock = socket.socket()
+        if receive_buffer is not None:  # before connect(), so that the window starts small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(READ_TIMEOUT)
+        self.sock.connect(address)
         self.file = self.sock.makefile("rb")
 
     def send(self, raw: bytes):
@@ -582,7 +586,7 @@ def test_idle_keep_alive_connections_hold_no_worker(connect):
         newcomer.send(get("/newcomer"))
         status, _, body = newcomer.response()
         assert status == 200 and json.loads(body)["path"] == "/newcomer"
-        assert server_threads(threads_before) == ["http-worker-0", "http-worker-1", LOOP_THREAD]
+        assert server_threads(threads_before) == ["http-default-0", "http-default-1", LOOP_THREAD]
 
 
 def test_requests_beyond_the_workers_wait_their_turn(connect):
@@ -602,7 +606,7 @@ def test_requests_beyond_the_workers_wait_their_turn(connect):
         assert blocking.wait(READ_TIMEOUT)   # the only worker is in the app now
         waiting.send(get("/next"))
         assert not wait_until_readable(waiting, within=0.3)   # /next is queued, not answered
-        assert server_threads(threads_before) == ["http-worker-0", LOOP_THREAD]   # none added
+        assert server_threads(threads_before) == ["http-default-0", LOOP_THREAD]   # none added
         release.set()
         waiting.sock.settimeout(READ_TIMEOUT)
         assert blocked.response()[::2] == (200, b"/block")

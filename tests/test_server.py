@@ -285,7 +285,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(tmp
         assert "connection" not in headers   # HTTP/1.1: the connection stays open
     in_flight.send(b"POST /health HTTP/1.1\r\nHost: shop\r\nX-Request-ID: in-flight-post\r\n"
                    b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
-    # A worker sends 100 Continue once it has the head and waits for the body (RFC 9110
+    # The server sends 100 Continue once it has the head and waits for the body (RFC 9110
     # §10.1.1): from then on this request is in flight, not a connection waiting for one.
     assert in_flight.reader.readline() == b"HTTP/1.1 100 Continue\r\n"
     assert in_flight.reader.readline() == b"\r\n"
