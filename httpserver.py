@@ -404,14 +404,14 @@ class HTTPServer:
             self._selector.unregister(self._listener)
             self._accepting = False
         self._listener.close()
-        for conn in list(self._waiting.values()):
-            # A request whose body is arriving is in flight: it is read, run and answered.
-            # A connection that waits for a request, or is closing, is closed now.
-            if conn.state == CLOSING or (conn.state == READING and conn.head is None):
-                self._unwatch(conn)
-                self._close(conn.sock)
         deadline = time.monotonic() + SHUTDOWN_DEADLINE_SECONDS
         while time.monotonic() < deadline:
+            for conn in list(self._waiting.values()):
+                # A request whose body is arriving is in flight: it is read, run and answered.
+                # A connection that waits for a request, or is closing, is closed now.
+                if conn.state == CLOSING or (conn.state == READING and conn.head is None):
+                    self._unwatch(conn)
+                    self._close(conn.sock)
             with self._lock:
                 if self._busy == 0 and not self._waiting and self._returned.empty():
                     break
