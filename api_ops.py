@@ -8,13 +8,19 @@ Liveness and readiness are different questions (the Kubernetes probes are named 
 them): /health says the process runs and should not be restarted, so it touches nothing
 outside the process; /ready says it can serve traffic now, so it asks the database, and a
 load balancer stops sending requests while it answers 503. A database that answers but
-lacks this release's tables is not ready either: every data request would fail.
+lacks this release's tables is not ready either: every data request would fail. A database
+that does not answer at all gets a 503 within READY_TIMEOUT_SECONDS, not a probe that hangs.
 """
 
 import db
+import migrate
 from web import ServiceUnavailable
 
 VERSION = "1.0.0"
+# The longest /ready takes to answer (shorter when DATABASE_TIMEOUT_SECONDS is): a probe
+# that waits on a database which stopped answering would itself time out, and tell the
+# orchestrator nothing about which part failed.
+READY_TIMEOUT_SECONDS = 3
 HEALTH_BODY = {"status": "healthy", "version": VERSION}
 
 
@@ -25,11 +31,12 @@ def health(request):
 
 def ready(request):
     """GET /ready: 200 when the database answers and has every migration, else a 503 problem
-    whose `checks` say which part is not ready."""
+    whose `checks` say which part is not ready; within READY_TIMEOUT_SECONDS either way."""
     database = request.services.database
+    timeout_seconds = min(READY_TIMEOUT_SECONDS, request.services.settings.database_timeout_seconds)
     try:
-        database.ping()
-        pending = db.pending_migrations(database)
+        # One block answers both questions: does the database answer, and is it up to date?
+        pending = migrate.pending_migrations(database, timeout_seconds=timeout_seconds)
     except db.DatabaseUnavailable:
         raise ServiceUnavailable(
             "the database is not answering", extra={"checks": {"database": "unavailable"}}

@@ -18,7 +18,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
 | `PBKDF2_ITERATIONS` | `600000` | hashing work per password (OWASP's PBKDF2-SHA256); old hashes upgrade at login |
 | `SESSION_COOKIE_SECURE` | `auto` | `1`: cookies are `Secure` and `__Host-` prefixed; `auto`: when over HTTPS |
-| `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits for a connection, a lock or a statement before a 503 |
+| `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits on the database (even one that hangs) before a 503 |
 | `REFRESH_REUSE_SECONDS` | `10` | a rotated refresh token sent again this soon gets the same successor; `0`: never |
 | `REFRESH_FAMILY_MAX_SECONDS` | `7776000` (90 days) | no refresh token outlives its login by more |
 | `SESSION_TTL_SECONDS` | `604800` (7 days) | a browser session ends this long after login, however busy |

@@ -32,6 +32,7 @@ import accounts
 import auth
 import config
 import db
+import migrate
 import seed
 import validation
 from httpserver import HTTPServer, Lane
@@ -100,12 +101,12 @@ def main(argv=None):
         return 2
     try:
         if arguments.command == "migrate":
-            applied = db.migrate(database)
+            applied = migrate.migrate(database)
             print(f"applied migrations: {applied or 'none, the schema is up to date'}")
         elif arguments.command == "create-admin":
             return create_admin(settings, database, arguments.email)
         elif arguments.command == "seed":
-            db.migrate(database)
+            migrate.migrate(database)
             total = seed.seed_items(database, arguments.items)
             print(f"added {arguments.items} demo items; the catalogue now holds {total}")
         else:
@@ -133,7 +134,7 @@ def create_admin(settings, database, email):
     if problems:
         print(f"create-admin: the password {'; '.join(problems)}", file=sys.stderr)
         return 2
-    db.migrate(database)
+    migrate.migrate(database)
     try:
         user = accounts.register(database, clean, password, iterations=settings.pbkdf2_iterations, role="admin")
     except accounts.EmailTaken:
@@ -146,7 +147,7 @@ def create_admin(settings, database, email):
 def serve(settings, database, *, host, port):
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and return 0."""
     if settings.app_env != "production":
-        db.migrate(database)
+        migrate.migrate(database)
     logger = JSONLogger(enabled=settings.access_log)
     route_standard_logging(logger)
     application = create_app(settings, database=database, logger=logger)

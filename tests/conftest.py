@@ -42,6 +42,7 @@ import pytest
 
 import config
 import db
+import migrate
 import seed
 import server
 import sql_items
@@ -129,7 +130,7 @@ def settings(database_url):
 def database(settings):
     """A migrated, empty database, closed after the test."""
     database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
-    db.migrate(database)  # a no-op: database_url hands out copies and schemas already migrated
+    migrate.migrate(database)  # a no-op: database_url hands out copies and schemas already migrated
     yield database
     database.close()
 
@@ -146,7 +147,7 @@ def migrated_sqlite_file(tmp_path_factory):
     """A migrated SQLite file to copy: a copy costs a millisecond, migrating ten."""
     path = tmp_path_factory.mktemp("template") / "shop.db"
     template = db.open_database(f"sqlite:///{path}")
-    db.migrate(template)
+    migrate.migrate(template)
     template.close()  # the last connection's close folds the WAL back into the file
     assert not path.with_name("shop.db-wal").exists()
     return path
@@ -184,7 +185,7 @@ class MigratedSchemas:
         schema = _create_schema()
         database = db.open_database(postgres_url_for_schema(schema))
         try:
-            db.migrate(database)
+            migrate.migrate(database)
         finally:
             database.close()
         if self.shape is None:
@@ -398,7 +399,7 @@ def checker(tmp_path_factory):
         "ACCESS_LOG": "0",
     })
     database = db.open_database(settings.database_url)
-    db.migrate(database)
+    migrate.migrate(database)
     seed.seed_items(database, 30)
     users = UserFactory(database, settings)
     app = server.create_app(settings, database=database, logger=JSONLogger(stream=io.StringIO()))

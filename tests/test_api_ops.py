@@ -3,6 +3,7 @@
 import pytest
 
 import db
+import migrate
 
 
 def test_health_is_exactly_the_documented_body(client):
@@ -19,10 +20,10 @@ def test_ready_checks_the_database(client):
 
 
 def test_ready_is_a_503_problem_when_the_database_fails(client, app, monkeypatch):
-    def refuse():
+    def refuse(**options):
         raise db.DatabaseUnavailable("down for the test")
 
-    monkeypatch.setattr(app.services.database, "ping", refuse)
+    monkeypatch.setattr(app.services.database, "connection", refuse)
     response = client.get("/ready")
     assert response.status == 503
     assert response.header("Content-Type") == "application/problem+json"
@@ -55,13 +56,14 @@ def test_ready_is_a_503_naming_the_migrations_a_database_lacks(client, app):
 
 
 def test_a_database_never_migrated_has_every_migration_pending(database_url):
-    known = [db.BASELINE_VERSION, *sorted(int(path.name[:4]) for path in db.MIGRATIONS_DIR.glob("[0-9]*.sql"))]
+    numbered = sorted(int(path.name[:4]) for path in migrate.MIGRATIONS_DIR.glob("[0-9]*.sql"))
+    known = [migrate.BASELINE_VERSION, *numbered]
     database = db.open_database(database_url)
     try:
-        assert db.applied_versions(database) == []
-        assert db.pending_migrations(database) == known
-        assert db.migrate(database) == known
-        assert db.applied_versions(database) == known
-        assert db.pending_migrations(database) == []
+        assert migrate.applied_versions(database) == []
+        assert migrate.pending_migrations(database) == known
+        assert migrate.migrate(database) == known
+        assert migrate.applied_versions(database) == known
+        assert migrate.pending_migrations(database) == []
     finally:
         database.close()

@@ -1,162 +1,23 @@
-"""db.py: migrations, transactions, engine settings, and a database that is down.
+"""db.py: transactions, engine settings, and a database that is down or stops answering.
 
 Which index serves each query (EXPLAIN) is tested in test_query_plans.py.
 """
 
-import sqlite3
+import io
 import threading
 import time
-import uuid
+from collections import namedtuple
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import TEST_SECRET_KEY, WSGIClient, postgres_admin, postgres_url_for_schema
+from conftest import POLL_SECONDS, TEST_SECRET_KEY, WSGIClient, assert_problem, client_for, responses_at_once
+from tcpproxy import TCPProxy
 
 import config
 import db
 import server
 import sql_items
-
-# -- migrations --------------------------------------------------------------------------
-
-def test_migrate_records_the_baseline_once(database):
-    assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
-    assert db.migrate(database) == []  # nothing left to apply
-    assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
-
-
-def test_numbered_migrations_apply_in_order(settings, tmp_path):
-    migrations = tmp_path / "migrations"
-    migrations.mkdir()
-    (migrations / "0003_notes_index.sql").write_text("CREATE INDEX notes_body ON notes (body);\n")
-    (migrations / "0002_notes.sql").write_text(
-        "-- a table with a ; inside a string\nCREATE TABLE notes (body TEXT NOT NULL DEFAULT ';');\n"
-    )
-    database = db.open_database(settings.database_url)
-    try:
-        assert db.migrate(database, migrations) == [1, 2, 3]
-        assert db.applied_versions(database) == [1, 2, 3]
-        assert db.migrate(database, migrations) == []
-        with database.transaction() as connection:
-            connection.execute("INSERT INTO notes DEFAULT VALUES")
-    finally:
-        database.close()
-
-
-def test_a_failing_migration_leaves_nothing_behind(settings, tmp_path):
-    migrations = tmp_path / "migrations"
-    migrations.mkdir()
-    (migrations / "0002_broken.sql").write_text(
-        "CREATE TABLE half_done (id INTEGER);\nCREATE TABLE broken (;\n"
-    )
-    database = db.open_database(settings.database_url)
-    try:
-        with pytest.raises(syntax_error(database.engine), match="syntax error"):
-            db.migrate(database, migrations)
-        assert db.applied_versions(database) == [1]
-        with database.connection() as connection:
-            assert "half_done" not in table_names(connection)
-    finally:
-        database.close()
-
-
-def syntax_error(engine):
-    """What the driver raises for SQL it cannot parse (db.py passes it on untranslated)."""
-    if engine == "sqlite":
-        return sqlite3.OperationalError
-    import psycopg
-
-    return psycopg.errors.SyntaxError
-
-
-def test_concurrent_migrations_do_not_collide(settings):
-    database = db.open_database(settings.database_url)
-    errors = []
-
-    def run():
-        try:
-            db.migrate(database)
-        except Exception as error:  # collected: the assertion below shows it
-            errors.append(error)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    try:
-        assert errors == []
-        assert db.applied_versions(database) == [1, 2, 3, 4, 5, 6]
-    finally:
-        database.close()
-
-
-def test_both_engines_end_with_the_same_tables_columns_and_indexes(tmp_path):
-    sqlite_database = db.open_database(f"sqlite:///{tmp_path}/parity.db")
-    schema = "parity_" + uuid.uuid4().hex[:10]
-    with postgres_admin() as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    postgres_database = db.open_database(postgres_url_for_schema(schema))
-    try:
-        db.migrate(sqlite_database)
-        db.migrate(postgres_database)
-        sqlite_shape = describe_sqlite(sqlite_database)
-        postgres_shape = describe_postgres(postgres_database, schema)
-        assert sqlite_shape == postgres_shape
-        assert set(sqlite_shape["tables"]) == {
-            "users", "items", "orders", "order_items", "schema_migrations",
-            "refresh_tokens", "sessions", "api_keys", "idempotency_keys",
-        }
-    finally:
-        sqlite_database.close()
-        postgres_database.close()
-        with postgres_admin() as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def describe_sqlite(database):
-    with database.connection() as connection:
-        tables = {}
-        for name in table_names(connection):
-            columns = connection.fetch_all("SELECT name FROM pragma_table_info(:table)", {"table": name})
-            tables[name] = sorted(column["name"] for column in columns)
-        indexes = connection.fetch_all(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        )
-    return {"tables": tables, "indexes": sorted(row["name"] for row in indexes)}
-
-
-def describe_postgres(database, schema):
-    with database.connection() as connection:
-        tables = {}
-        for name in table_names(connection):
-            columns = connection.fetch_all(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = :schema AND table_name = :table",
-                {"schema": schema, "table": name},
-            )
-            tables[name] = sorted(column["column_name"] for column in columns)
-        indexes = connection.fetch_all(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = :schema"
-            " AND indexname NOT LIKE '%\\_pkey' ESCAPE '\\' AND indexname NOT LIKE '%\\_key' ESCAPE '\\'"
-            " AND indexname NOT LIKE '%\\_unique' ESCAPE '\\'",  # UNIQUE constraints' indexes
-            {"schema": schema},
-        )
-    # Primary keys and UNIQUE constraints make indexes that SQLite names sqlite_autoindex_*
-    # and hides above (sql IS NULL); leave PostgreSQL's out too and compare the CREATE INDEXes.
-    return {"tables": tables, "indexes": sorted(row["indexname"] for row in indexes)}
-
-
-def table_names(connection):
-    if connection.engine == "sqlite":
-        rows = connection.fetch_all(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-        )
-        return sorted(row["name"] for row in rows)
-    rows = connection.fetch_all(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-    )
-    return sorted(row["table_name"] for row in rows)
-
+from observe import JSONLogger
 
 # -- connections and transactions ---------------------------------------------------------
 
@@ -284,3 +145,92 @@ def test_health_stays_up_while_the_database_is_down():
         assert WSGIClient(app).get("/health").status == 200
     finally:
         app.services.database.close()
+
+
+# -- a database that stops answering ---------------------------------------------------------
+
+# PostgreSQL behind a proxy that can be paused (tests/tcpproxy.py): the link stays open, the
+# proxy's kernel acknowledges every byte, and no answer comes, as when a server hangs.
+HANG_TIMEOUT_SECONDS = 1  # DATABASE_TIMEOUT_SECONDS in these tests
+HANG_MARGIN_SECONDS = 0.5  # threads scheduled late on a busy machine
+READY_BOUND_SECONDS = 5  # what the issue asks of /ready, whatever the timeout
+RECOVERY_BOUND_SECONDS = 5  # from resume() to the first 200
+
+
+Link = namedtuple("Link", "proxy url database")
+
+
+@pytest.fixture
+def link(database_url, seeded):
+    """A proxy between this test and its seeded PostgreSQL schema: the proxy, the URL that
+    leads through it, and a database that talks through it with DATABASE_TIMEOUT_SECONDS=1."""
+    parts = urlsplit(database_url)
+    with TCPProxy((parts.hostname, parts.port or 5432)) as proxy:
+        user = parts.netloc.rpartition("@")[0]
+        url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{proxy.port}"))
+        database = db.open_database(url, timeout_seconds=HANG_TIMEOUT_SECONDS)
+        try:
+            yield Link(proxy, url, database)
+        finally:
+            proxy.resume()
+            database.close()
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+@pytest.mark.parametrize("block", ["connection", "transaction"])
+def test_a_block_cut_off_at_its_deadline_never_returns_its_connection_to_the_pool(link, block):
+    used = []
+    started = time.monotonic()
+    with (pytest.raises(db.DatabaseUnavailable, match="PostgreSQL did not answer within 1 s"),
+          getattr(link.database, block)() as connection):
+        used.append(connection._raw)
+        link.proxy.pause()
+        connection.fetch_value("SELECT count(*) FROM items")
+    assert time.monotonic() - started < HANG_TIMEOUT_SECONDS + HANG_MARGIN_SECONDS
+    assert used[0].closed
+    link.proxy.resume()
+    with link.database.connection() as connection:
+        assert connection._raw is not used[0]
+        assert connection.fetch_value("SELECT count(*) FROM items") == 30
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_over_a_link_that_stops_answering_requests_get_503_in_time_and_then_recover(link):
+    settings = config.load_settings({"APP_ENV": "test", "DATABASE_URL": link.url, "SECRET_KEY": TEST_SECRET_KEY,
+                                     "DATABASE_TIMEOUT_SECONDS": str(HANG_TIMEOUT_SECONDS)})
+    app = server.create_app(settings, database=link.database, logger=JSONLogger(stream=io.StringIO()))
+    proxy = link.proxy
+    with client_for(app, "live") as client:
+        assert client.get("/ready").status == 200
+        assert client.get("/v1/items/1").status == 200
+        proxy.pause()
+
+        # While paused: every request, one alone or several at once, ends in time with a 503.
+        ready, ready_seconds = timed(client.get, "/ready")
+        assert_problem(ready, 503, "the database is not answering")
+        assert ready.json()["checks"] == {"database": "unavailable"}
+        assert ready_seconds < min(READY_BOUND_SECONDS, HANG_TIMEOUT_SECONDS + HANG_MARGIN_SECONDS)
+        item, item_seconds = timed(client.get, "/v1/items/1")
+        assert_problem(item, 503, "the database is not answering; try again shortly")
+        assert item.header("Retry-After") == "5"
+        assert item_seconds < HANG_TIMEOUT_SECONDS + HANG_MARGIN_SECONDS
+        at_once = [("GET", f"/v1/items/{item_id}", {}, None) for item_id in (1, 2, 3, 4)]
+        responses, seconds = timed(responses_at_once, f"http://127.0.0.1:{client.port}", at_once)
+        assert [response.status for response in responses] == [503] * 4
+        assert seconds < HANG_TIMEOUT_SECONDS + HANG_MARGIN_SECONDS
+
+        # The link answers again: so does the server, with nothing restarted.
+        proxy.resume()
+        started = time.monotonic()
+        for path in ("/ready", "/v1/items/1"):
+            while (response := client.get(path)).status != 200:
+                assert time.monotonic() - started < RECOVERY_BOUND_SECONDS, response
+                time.sleep(POLL_SECONDS)
+        assert response.json()["id"] == 1
+
+
+def timed(function, *arguments):
+    """(what function(*arguments) returns, the seconds it took)."""
+    started = time.monotonic()
+    result = function(*arguments)
+    return result, time.monotonic() - started

@@ -31,6 +31,7 @@ import accounts
 import auth
 import config
 import db
+import migrate
 import seed
 import server
 from observe import JSONLogger
@@ -95,7 +96,7 @@ def twins(tmp_path_factory):
         app_settings = config.load_settings({"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET_KEY,
                                              "PBKDF2_ITERATIONS": str(TEST_ITERATIONS)})
         database = db.open_database(url)
-        db.migrate(database)
+        migrate.migrate(database)
         seed.seed_items(database, CATALOGUE_SIZE)
         admin = accounts.register(database, "fuzz-admin@example.com", "a long and quiet walk in the park",
                                   iterations=TEST_ITERATIONS, role="admin")

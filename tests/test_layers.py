@@ -43,6 +43,8 @@ OTHER_MODULES = {
     "pagination": "handlers",  # the HTTP side of lists
     "validation": "handlers",  # field rules for bodies and query values
     "db": "database",
+    "migrate": "database",    # the schema and its numbered migrations
+    "deadlines": "database",  # the watchdog that ends a wait on a silent socket
     "observe": "operations",  # logs
     "seed": "operations",     # demo data
 }
@@ -139,8 +141,12 @@ def _rule_broken(importer, imported, modules):
         return "nothing imports server: it is the top, where the pieces are wired together"
     if importer.startswith("sql_") and is_shop and imported not in SQL_MAY_IMPORT:
         return "sql_* modules import nothing of the shop but db, sql_paging and config"
-    if importer == "db" and is_shop and imported != "config":
-        return "db imports nothing of the shop but config"
+    if importer == "db" and is_shop and imported not in {"config", "deadlines"}:
+        return "db imports nothing of the shop but config and deadlines"
+    if importer == "deadlines" and not is_stdlib:
+        return "deadlines imports only the standard library"
+    if importer == "migrate" and is_shop and imported not in {"db", "config"}:
+        return "migrate imports nothing of the shop but db and config"
     if importer in SERVICES and _is_http_side(imported):
         return ("services never import the HTTP side (the toolkit, middleware, routes, api_*, pagination,"
                 " validation, cookies, challenge): no HTTP objects below the handlers")
@@ -171,7 +177,9 @@ def make_project(tmp_path, files):
 
 
 CLEAN_PROJECT = {
-    "db.py": "import sqlite3\nimport config\n",
+    "db.py": "import sqlite3\nimport config\nfrom deadlines import Watchdog\n",
+    "deadlines.py": "import socket\n",
+    "migrate.py": "import db\nfrom config import PROJECT_DIR\n",
     "config.py": "import os\n",
     "web.py": "import json\nimport strictjson\n",
     "strictjson.py": "import json\n",
@@ -210,7 +218,11 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("accounts.py", "from challenge import unauthorized\n",
      "accounts.py:1: imports challenge; services never import the HTTP side"),
     ("db.py", "import config\nimport web\n",
-     "db.py:2: imports web; db imports nothing of the shop but config"),
+     "db.py:2: imports web; db imports nothing of the shop but config and deadlines"),
+    ("deadlines.py", "import socket\nimport config\n",
+     "deadlines.py:2: imports config; deadlines imports only the standard library"),
+    ("migrate.py", "import db\nimport sql_items\n",
+     "migrate.py:2: imports sql_items; migrate imports nothing of the shop but db and config"),
     ("pagination.py", "import middleware\n",
      "pagination.py:1: imports middleware; pagination, validation, cookies and challenge never import"),
     ("routes.py", "import server\n",

@@ -24,6 +24,7 @@ import pytest
 from conftest import PROJECT_DIR, SOCKET_TIMEOUT_SECONDS, free_port, http_request, server_env
 
 import db
+import migrate
 import seed
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -62,14 +63,14 @@ def run(command, env, timeout=COMMAND_TIMEOUT_SECONDS):
 
 def expected_migration_versions():
     """The versions a fresh database receives: the baseline, then migrations/NNNN_*.sql."""
-    numbered = sorted(db.MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
-    return [db.BASELINE_VERSION] + [int(path.name[:4]) for path in numbered]
+    numbered = sorted(migrate.MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    return [migrate.BASELINE_VERSION] + [int(path.name[:4]) for path in numbered]
 
 
 def applied_versions(database_url):
     database = db.open_database(database_url)
     try:
-        return db.applied_versions(database)
+        return migrate.applied_versions(database)
     finally:
         database.close()
 

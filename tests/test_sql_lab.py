@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import PROJECT_DIR
 
-import db
+import migrate
 
 LAB = PROJECT_DIR / "docs" / "sql-lab.md"
 LAB_DATA = PROJECT_DIR / "docs" / "sql-lab-data.sql"
@@ -118,7 +118,7 @@ def render_rows(rows):
 
 def run_block(database, sql):
     """Run a block's statements in order on one connection; return the rows of the last."""
-    *preparations, last = db.split_statements(sql)
+    *preparations, last = migrate.split_statements(sql)
     with database.connection() as connection:
         for statement in preparations:
             connection.execute(statement)
@@ -129,7 +129,7 @@ def run_block(database, sql):
 def lab_database(database):
     """The `database` fixture (one per engine) holding the lab's data."""
     with database.transaction() as connection:
-        for statement in db.split_statements(LAB_DATA.read_text()):
+        for statement in migrate.split_statements(LAB_DATA.read_text()):
             connection.execute(statement)
     return database
 

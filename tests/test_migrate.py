@@ -1,0 +1,152 @@
+"""migrate.py: numbered migrations applied in order, once, each in its own transaction, and
+the same tables, columns and indexes on both engines."""
+
+import sqlite3
+import threading
+import uuid
+
+import pytest
+from conftest import postgres_admin, postgres_url_for_schema
+
+import db
+import migrate
+
+
+def test_migrate_records_the_baseline_once(database):
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6]
+    assert migrate.migrate(database) == []  # nothing left to apply
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6]
+
+
+def test_numbered_migrations_apply_in_order(settings, tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0003_notes_index.sql").write_text("CREATE INDEX notes_body ON notes (body);\n")
+    (migrations / "0002_notes.sql").write_text(
+        "-- a table with a ; inside a string\nCREATE TABLE notes (body TEXT NOT NULL DEFAULT ';');\n"
+    )
+    database = db.open_database(settings.database_url)
+    try:
+        assert migrate.migrate(database, migrations) == [1, 2, 3]
+        assert migrate.applied_versions(database) == [1, 2, 3]
+        assert migrate.migrate(database, migrations) == []
+        with database.transaction() as connection:
+            connection.execute("INSERT INTO notes DEFAULT VALUES")
+    finally:
+        database.close()
+
+
+def test_a_failing_migration_leaves_nothing_behind(settings, tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0002_broken.sql").write_text(
+        "CREATE TABLE half_done (id INTEGER);\nCREATE TABLE broken (;\n"
+    )
+    database = db.open_database(settings.database_url)
+    try:
+        with pytest.raises(syntax_error(database.engine), match="syntax error"):
+            migrate.migrate(database, migrations)
+        assert migrate.applied_versions(database) == [1]
+        with database.connection() as connection:
+            assert "half_done" not in table_names(connection)
+    finally:
+        database.close()
+
+
+def syntax_error(engine):
+    """What the driver raises for SQL it cannot parse (db.py passes it on untranslated)."""
+    if engine == "sqlite":
+        return sqlite3.OperationalError
+    import psycopg
+
+    return psycopg.errors.SyntaxError
+
+
+def test_concurrent_migrations_do_not_collide(settings):
+    database = db.open_database(settings.database_url)
+    errors = []
+
+    def run():
+        try:
+            migrate.migrate(database)
+        except Exception as error:  # collected: the assertion below shows it
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6]
+    finally:
+        database.close()
+
+
+def test_both_engines_end_with_the_same_tables_columns_and_indexes(tmp_path):
+    sqlite_database = db.open_database(f"sqlite:///{tmp_path}/parity.db")
+    schema = "parity_" + uuid.uuid4().hex[:10]
+    with postgres_admin() as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    postgres_database = db.open_database(postgres_url_for_schema(schema))
+    try:
+        migrate.migrate(sqlite_database)
+        migrate.migrate(postgres_database)
+        sqlite_shape = describe_sqlite(sqlite_database)
+        postgres_shape = describe_postgres(postgres_database, schema)
+        assert sqlite_shape == postgres_shape
+        assert set(sqlite_shape["tables"]) == {
+            "users", "items", "orders", "order_items", "schema_migrations",
+            "refresh_tokens", "sessions", "api_keys", "idempotency_keys",
+        }
+    finally:
+        sqlite_database.close()
+        postgres_database.close()
+        with postgres_admin() as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def describe_sqlite(database):
+    with database.connection() as connection:
+        tables = {}
+        for name in table_names(connection):
+            columns = connection.fetch_all("SELECT name FROM pragma_table_info(:table)", {"table": name})
+            tables[name] = sorted(column["name"] for column in columns)
+        indexes = connection.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+    return {"tables": tables, "indexes": sorted(row["name"] for row in indexes)}
+
+
+def describe_postgres(database, schema):
+    with database.connection() as connection:
+        tables = {}
+        for name in table_names(connection):
+            columns = connection.fetch_all(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = :schema AND table_name = :table",
+                {"schema": schema, "table": name},
+            )
+            tables[name] = sorted(column["column_name"] for column in columns)
+        indexes = connection.fetch_all(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = :schema"
+            " AND indexname NOT LIKE '%\\_pkey' ESCAPE '\\' AND indexname NOT LIKE '%\\_key' ESCAPE '\\'"
+            " AND indexname NOT LIKE '%\\_unique' ESCAPE '\\'",  # UNIQUE constraints' indexes
+            {"schema": schema},
+        )
+    # Primary keys and UNIQUE constraints make indexes that SQLite names sqlite_autoindex_*
+    # and hides above (sql IS NULL); leave PostgreSQL's out too and compare the CREATE INDEXes.
+    return {"tables": tables, "indexes": sorted(row["indexname"] for row in indexes)}
+
+
+def table_names(connection):
+    if connection.engine == "sqlite":
+        rows = connection.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+        return sorted(row["name"] for row in rows)
+    rows = connection.fetch_all(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )
+    return sorted(row["table_name"] for row in rows)
