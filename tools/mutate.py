@@ -66,6 +66,7 @@ Target = collections.namedtuple("Target", "tests select")
 TARGETS = {
     "http11": Target(["tests/test_http11.py", "tests/test_httpserver.py"], None),
     "auth": Target(["tests/test_auth.py"], None),
+    "passwords": Target(["tests/test_passwords.py"], None),
     "signing": Target(["tests/test_signing.py"], None),
     "pagination": Target(["tests/test_pagination.py"], None),
     "orders": Target(["tests/test_orders.py", "tests/test_api_orders.py"],
