@@ -432,9 +432,14 @@ def _is_live(token, settings, now):
 def _is_repeat_within_interval(connection, token, successor, settings, now):
     """True if `token` was rotated less than REFRESH_REUSE_SECONDS ago into `successor`, and
     that successor is still the family's unused, unrevoked newest token."""
+    # No interval: every repeat is a replay. Said outright, since the comparison below cannot:
+    # `now` was read before this transaction waited for its lock, so the rotation made by a
+    # racing request that got the lock first can be stamped later than `now`.
+    if settings.refresh_reuse_seconds == 0:
+        return False
     # None: another request rotated it between our read and our UPDATE, that is, just now.
     used_at = token["used_at"] or _rfc3339(now)
-    if used_at <= _rfc3339(now - settings.refresh_reuse_seconds):  # with 0 seconds: never
+    if used_at <= _rfc3339(now - settings.refresh_reuse_seconds):
         return False
     # Not found when it was made under a key that has since been rotated out of first place.
     newest = sql_credentials.get_refresh_token(connection, auth.hash_token(successor))
