@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 import auth
 import db
+import passwords
 import signing
 import sql_credentials
 import sql_users
@@ -65,12 +66,12 @@ class LastAdmin(Exception):
 # -- passwords ---------------------------------------------------------------------------
 
 def register(database, email, password, *, iterations, role="user"):
-    """Create an account; return the user. Raises EmailTaken.
+    """Create an account; return the user. Raises EmailTaken, or passwords.HashingBusy.
 
     The password hash is computed before the transaction opens: 600,000 PBKDF2 rounds take
     a tenth of a second, and no lock should be held meanwhile.
     """
-    password_hash = auth.hash_password(password, iterations)
+    password_hash = passwords.hash_password(password, iterations)
     try:
         with database.transaction() as connection:
             return sql_users.insert_user(connection, email, password_hash, role, db.utc_now())
@@ -83,50 +84,51 @@ def check_password(database, email, password, *, iterations):
 
     An unknown email costs one PBKDF2 run, as a wrong password does, so the time of the
     answer does not tell which emails have accounts. A hash made with fewer iterations
-    than the setting is replaced now, while the password is at hand.
+    than the setting is replaced now, while the password is at hand. Raises
+    passwords.HashingBusy when the hashing gate is full: nothing was checked.
     """
     with database.connection() as connection:
         login = sql_users.get_login(connection, email)
     if login is None:
-        auth.burn_password_check(password, iterations)
+        passwords.burn_password_check(password, iterations)
         return None
-    if not auth.verify_password(password, login["password_hash"]):
+    if not passwords.verify_password(password, login["password_hash"]):
         return None
-    if auth.password_needs_rehash(login["password_hash"], iterations):
-        new_hash = auth.hash_password(password, iterations)
-        with database.transaction() as connection:
-            sql_users.set_password_hash(connection, login["id"], new_hash, db.utc_now())
+    if passwords.password_needs_rehash(login["password_hash"], iterations):
+        _upgrade_password_hash(database, login["id"], password, iterations)
     return {"id": login["id"], "role": login["role"]}
 
 
-def change_password(database, user_states, user_id, new_password, *, iterations, keep_session_id=None):
-    """Set a new password; end every access token (the caller's too), every refresh token and
-    every other session, so a thief holding one loses it. The caller has checked the current
-    password (verify_current_password): checking it again would cost a second PBKDF2 run."""
-    new_hash = auth.hash_password(new_password, iterations)
-    now = db.utc_now()
-    keep = auth.hash_token(keep_session_id) if keep_session_id else None
-    with database.transaction() as connection:
-        sql_users.set_password_hash(connection, user_id, new_hash, now)
-        sql_users.bump_token_epoch(connection, user_id)
-        sql_credentials.revoke_user_refresh_tokens(connection, user_id, now)
-        sql_credentials.revoke_user_sessions(connection, user_id, now, keep_session_hash=keep)
-    user_states.forget(user_id)
-
-
 def verify_current_password(database, user_id, password):
+    """Raise InvalidCredentials unless `password` is the user's current one."""
     with database.connection() as connection:
         password_hash = sql_users.get_password_hash(connection, user_id)
-    if password_hash is None or not auth.verify_password(password, password_hash):
+    if password_hash is None or not passwords.verify_password(password, password_hash):
         raise InvalidCredentials("the current password is wrong")
 
 
-def change_email(database, user_id, email):
+def change_profile(database, user_states, user_id, *, email=None, new_password=None, iterations,
+                   keep_session_id=None):
+    """Change the email, the password or both, in one transaction. Raises EmailTaken.
+
+    A new password ends every access token (the caller's too), every refresh token and
+    every other session but `keep_session_id`, so a thief holding one loses it. The caller
+    has checked the current password (verify_current_password): checking it again would
+    cost a second PBKDF2 run. The new hash is made before anything is written, so a taken
+    email (EmailTaken) and a full hashing gate (passwords.HashingBusy) both change nothing.
+    """
+    new_hash = None if new_password is None else passwords.hash_password(new_password, iterations)
+    now = db.utc_now()
     try:
         with database.transaction() as connection:
-            return sql_users.set_email(connection, user_id, email, db.utc_now())
+            if email is not None:
+                sql_users.set_email(connection, user_id, email, now)
+            if new_hash is not None:
+                _replace_password_hash(connection, user_id, new_hash, keep_session_id, now)
     except db.IntegrityError:
         raise EmailTaken(email) from None
+    if new_hash is not None:
+        user_states.forget(user_id)  # its token epoch has moved on
 
 
 def set_role(database, user_states, user_id, role):
@@ -373,6 +375,29 @@ def api_key_user(database, key):
     return {"id": owner["user_id"], "role": owner["role"]}
 
 
+def _upgrade_password_hash(database, user_id, password, iterations):
+    """Store a hash of the password with today's iterations and salt length.
+
+    Skipped when the hashing gate is full: the login has succeeded already, and a 503 now
+    would refuse a right password for a chore that the next login can do as well.
+    """
+    try:
+        new_hash = passwords.hash_password(password, iterations)
+    except passwords.HashingBusy:
+        return
+    with database.transaction() as connection:
+        sql_users.set_password_hash(connection, user_id, new_hash, db.utc_now())
+
+
+def _replace_password_hash(connection, user_id, new_hash, keep_session_id, now):
+    """A new password: every access token, refresh token and session ends, but the one kept."""
+    keep = auth.hash_token(keep_session_id) if keep_session_id else None
+    sql_users.set_password_hash(connection, user_id, new_hash, now)
+    sql_users.bump_token_epoch(connection, user_id)
+    sql_credentials.revoke_user_refresh_tokens(connection, user_id, now)
+    sql_credentials.revoke_user_sessions(connection, user_id, now, keep_session_hash=keep)
+
+
 def _token_pair(connection, settings, user_id, refresh_token):
     """The body of a login or refresh; the access token carries the role and epoch the users
     row has now, read in the transaction that stores the refresh token."""
@@ -407,9 +432,14 @@ def _is_live(token, settings, now):
 def _is_repeat_within_interval(connection, token, successor, settings, now):
     """True if `token` was rotated less than REFRESH_REUSE_SECONDS ago into `successor`, and
     that successor is still the family's unused, unrevoked newest token."""
+    # No interval: every repeat is a replay. Said outright, since the comparison below cannot:
+    # `now` was read before this transaction waited for its lock, so the rotation made by a
+    # racing request that got the lock first can be stamped later than `now`.
+    if settings.refresh_reuse_seconds == 0:
+        return False
     # None: another request rotated it between our read and our UPDATE, that is, just now.
     used_at = token["used_at"] or _rfc3339(now)
-    if used_at <= _rfc3339(now - settings.refresh_reuse_seconds):  # with 0 seconds: never
+    if used_at <= _rfc3339(now - settings.refresh_reuse_seconds):
         return False
     # Not found when it was made under a key that has since been rotated out of first place.
     newest = sql_credentials.get_refresh_token(connection, auth.hash_token(successor))

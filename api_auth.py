@@ -9,16 +9,16 @@ A wrong password and an unknown email get the same 401, in the same time (accoun
 """
 
 import accounts
-import auth
 import cookies
 import pagination
+import passwords
 import signing
 import sql_credentials
 from challenge import unauthorized
 from validation import Field, validate
 from web import Conflict, NotFound, Response, UnprocessableContent
 
-CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=auth.MAX_PASSWORD_CHARS)]
+CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=passwords.MAX_PASSWORD_CHARS)]
 REFRESH = [Field("refresh_token", "string", max_length=200)]
 API_KEY = [Field("name", "string", max_length=100)]
 API_KEY_LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
@@ -139,7 +139,8 @@ def _new_credentials(document):
         body, errors = None, error.errors
     password = document.get("password") if isinstance(document, dict) else None
     if isinstance(password, str) and not any(problem["field"] == "password" for problem in errors):
-        errors = errors + [{"field": "password", "message": message} for message in auth.password_problems(password)]
+        problems = passwords.password_problems(password)
+        errors = errors + [{"field": "password", "message": message} for message in problems]
     if errors:
         raise UnprocessableContent(errors)
     return body

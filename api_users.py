@@ -7,14 +7,15 @@
 import accounts
 import auth
 import pagination
+import passwords
 import sql_users
 from validation import Field, validate
 from web import Conflict, Forbidden, NotFound, Response, UnprocessableContent
 
 PROFILE_CHANGES = [
     Field("email", "email", required=False),
-    Field("password", "string", required=False, max_length=auth.MAX_PASSWORD_CHARS),
-    Field("current_password", "string", required=False, max_length=auth.MAX_PASSWORD_CHARS),
+    Field("password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS),
+    Field("current_password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS),
 ]
 ROLE_CHANGE = [Field("role", "string", choices=auth.ROLES)]
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
@@ -44,15 +45,11 @@ def update_me(request):
     user_id = request.user["id"]
     try:
         accounts.verify_current_password(services.database, user_id, changes["current_password"])
-        # The email first: it is the change that can be refused (409), and a refused request
-        # must not have changed the password already.
-        if "email" in changes:
-            accounts.change_email(services.database, user_id, changes["email"])
-        if "password" in changes:
-            accounts.change_password(
-                services.database, services.user_states, user_id, changes["password"],
-                iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
-            )
+        accounts.change_profile(
+            services.database, services.user_states, user_id,
+            email=changes.get("email"), new_password=changes.get("password"),
+            iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
+        )
     except accounts.InvalidCredentials:
         raise Forbidden("the current password is wrong") from None
     except accounts.EmailTaken:
@@ -97,6 +94,6 @@ def _profile_change_problems(changes):
     if "current_password" not in changes:
         problems.append({"field": "current_password", "message": "is required to change email or password"})
     if "password" in changes:
-        for message in auth.password_problems(changes["password"]):
+        for message in passwords.password_problems(changes["password"]):
             problems.append({"field": "password", "message": message})
     return problems

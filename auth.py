@@ -1,20 +1,14 @@
-"""Passwords and tokens: the secrets that say who someone is.
+"""Tokens: the secrets that say who someone is, once the password was right.
 
 Pure functions on strings and bytes, with no HTTP and no SQL: services and middleware call
 them. Keys are `bytes` (settings.secret_keys): the first one signs, every one verifies, so a
 key can be rotated without logging everybody out. Secrets are compared with
 `hmac.compare_digest`: an ordinary `==` stops at the first differing byte, and its timing
 leaks how much was right. Malformed input is "not valid", never an exception that skips a
-check. Signed values and CSRF tokens, and the HMAC and base64url helpers, are in signing.py.
+check. Passwords and their hashes are in passwords.py; signed values and CSRF tokens, and
+the HMAC and base64url helpers, in signing.py.
 
-Each kind of secret on the wire:
-
-Password hash: Django's format, so hashes move both ways between this shop and Django.
-PBKDF2 (RFC 8018 §5.2) is slow on purpose: whoever steals the users table pays 600,000
-HMACs per guess, per user, and the random salt stops one guess serving every user.
-
-    pbkdf2_sha256$600000$bkU8Ztm0yWwCBWkVmeGMcL$NvL+UnqM+O4RkPOZI6M4hArxmaoZMnrBemb3K47WdiU=
-    algorithm     iterations   salt (22 chars)  base64 of PBKDF2-HMAC-SHA256, 32 bytes
+Each kind of token on the wire:
 
 Access token: a JWT (RFC 7519) in JWS compact serialisation (RFC 7515 §7.1), HS256 only
 (RFC 7518 §3.2), three base64url segments joined by dots (shown here on three lines):
@@ -39,10 +33,6 @@ clear and indexed), and a 256-bit secret; the database keeps hash_token(key).
     shop_zz7eosor_mNAu76VNu_6JzH2IzCGhw5lRLSM0PHMaSLkg27DqTrc
 
     >>> keys = (b"k" * 32,)
-    >>> stored = ("pbkdf2_sha256$1000$bkU8Ztm0yWwCBWkVmeGMcL$"
-    ...           "fME0lcajQp+aY3Y0apFg8Tezaia8gZlkDBK9FswDl5s=")
-    >>> verify_password("correct horse battery staple", stored)
-    True
     >>> claims = {"sub": "42", "role": "user", "iat": 1767225600, "exp": 1767226500,
     ...           "jti": "5f0c8e1d2b7a4c6e"}
     >>> token = encode_token(claims, keys)
@@ -55,7 +45,6 @@ clear and indexed), and a 256-bit secret; the database keeps hash_token(key).
     auth.TokenError: token expired
 """
 
-import base64
 import functools
 import hashlib
 import hmac
@@ -63,184 +52,10 @@ import json
 import math
 import re
 import secrets
-import string
 import time
-from pathlib import Path
 
 import strictjson
 from signing import b64url_decode, b64url_encode, hmac_sha256
-
-# == passwords ==============================================================================
-
-# Django's format, so hashes move both ways:  pbkdf2_sha256$<iterations>$<salt>$<base64 hash>
-PASSWORD_ALGORITHM = "pbkdf2_sha256"  # noqa: S105 - the algorithm's name, not a password
-# A stored hash that asks for more (or fewer than 1) is refused, not run: whoever can write
-# one row of the users table must not be able to make one login cost minutes of CPU. The
-# PBKDF2_ITERATIONS setting (config.py) is held to the same ceiling.
-MAX_PBKDF2_ITERATIONS = 10_000_000
-SALT_BYTES = 16  # 128 bits of salt entropy at least (NIST SP 800-132 asks for 128 bits or more)
-# The salt is text between "$" separators, so it is drawn as Django draws it: alphanumerics,
-# as many as 128 bits need. 22 characters of 62 give ~131 bits, and Django's own check
-# (`must_update_salt`) is satisfied by the hashes we make.
-_SALT_ALPHABET = string.ascii_letters + string.digits
-SALT_CHARS = math.ceil(SALT_BYTES * 8 / math.log2(len(_SALT_ALPHABET)))  # 22
-MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4 §3.1.1.2, passwords used as a single factor
-MAX_PASSWORD_CHARS = 1024  # NIST asks for at least 64; a passphrase fits, a 1 MiB body does not
-COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
-
-# One spelling per hash: iterations written without leading zeros, the salt alphanumeric as
-# Django makes it, 32 bytes of standard base64 (43 characters and one "=").
-_PASSWORD_HASH = re.compile(
-    re.escape(PASSWORD_ALGORITHM)
-    + r"\$(?P<iterations>[1-9][0-9]{0,7})"
-    + r"\$(?P<salt>[A-Za-z0-9]{1,128})"
-    + r"\$(?P<hash>[A-Za-z0-9+/]{43}=)"
-)
-# burn_password_check runs a verification against this hash. Its salt and hash are public
-# and fixed; the hash part is 32 zero bytes, which no password's PBKDF2 output will equal.
-_DUMMY_SALT = "A" * SALT_CHARS
-_DUMMY_HASH_PART = base64.b64encode(bytes(32)).decode("ascii")
-
-
-def hash_password(password: str, iterations: int) -> str:
-    """The Django-format hash of a password, with a fresh random salt.
-
-    Each call draws a new salt, so one password hashes differently every time. Raises
-    TypeError if the password is not a str, ValueError if iterations is outside
-    1..MAX_PBKDF2_ITERATIONS or the password holds a lone surrogate (it is not Unicode
-    text). Whether the password is acceptable is password_problems()'s question, not this
-    function's.
-    """
-    if not isinstance(password, str):
-        raise TypeError("the password must be a str")
-    if not _is_iteration_count(iterations):
-        raise ValueError(f"iterations must be an int from 1 to {MAX_PBKDF2_ITERATIONS:,}")
-    salt = "".join(secrets.choice(_SALT_ALPHABET) for _ in range(SALT_CHARS))
-    return _password_hash(password.encode("utf-8"), salt, iterations)
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """True if the password matches the stored Django-format hash; False otherwise.
-
-    Never raises: a malformed, foreign or other-algorithm hash, or one whose iteration count
-    is outside 1..MAX_PBKDF2_ITERATIONS, is False at once, without running PBKDF2. Otherwise
-    the comparison takes the same time however much of the hash was right.
-    """
-    parsed = _parse_password_hash(encoded)
-    password_bytes = _utf8_or_none(password)
-    if parsed is None or password_bytes is None:
-        return False
-    iterations, salt, stored_hash = parsed
-    return hmac.compare_digest(_pbkdf2_base64(password_bytes, salt, iterations), stored_hash)
-
-
-def password_needs_rehash(encoded: str, iterations: int) -> bool:
-    """True when a stored hash should be replaced at the next successful login.
-
-    That is when it has fewer iterations than the setting (the setting rose since), a salt
-    shorter than ours (Django's rule too: old Django salts had 12 characters), or is
-    malformed. A hash with more iterations than the setting is kept: it is not weaker.
-    """
-    parsed = _parse_password_hash(encoded)
-    if parsed is None:
-        return True
-    stored_iterations, salt, _ = parsed
-    return stored_iterations < iterations or len(salt) < SALT_CHARS
-
-
-def burn_password_check(password: str, iterations: int) -> None:
-    """Spend the time of one password verification, and learn nothing.
-
-    A login for an unknown email calls this, so that it takes as long as a wrong password
-    for a known one: otherwise the response time tells an attacker which emails have
-    accounts. It runs verify_password itself, on a fixed hash, so both paths do the same work.
-    """
-    verify_password(password, _password_hash_text(iterations, _DUMMY_SALT, _DUMMY_HASH_PART))
-
-
-def password_problems(password: str) -> list[str]:
-    """What is wrong with a new password: [] when it is acceptable, else human messages.
-
-    The rules are NIST SP 800-63B-4's: a length (counted in Unicode code points, as a person
-    counts characters) and a list of common passwords, compared case-insensitively. No
-    composition rules ("a digit and a symbol"): they make passwords harder to remember, not
-    harder to guess.
-
-    >>> password_problems("a plum for every tuesday")
-    []
-    >>> password_problems("Tr0ub4dor&3")
-    ['is too short: at least 15 characters']
-    >>> password_problems("Correct Horse Battery Staple")
-    ['is a commonly used password']
-    """
-    if not isinstance(password, str):
-        return ["must be text"]
-    problems = []
-    if len(password) < MIN_PASSWORD_CHARS:
-        problems.append(f"is too short: at least {MIN_PASSWORD_CHARS} characters")
-    elif len(password) > MAX_PASSWORD_CHARS:
-        problems.append(f"is too long: at most {MAX_PASSWORD_CHARS:,} characters")
-    if _utf8_or_none(password) is None:
-        problems.append("must be Unicode text (it holds a lone surrogate)")
-    elif not problems and password.casefold() in _common_passwords():
-        problems.append("is a commonly used password")
-    return problems
-
-
-def _is_iteration_count(iterations):
-    return (
-        isinstance(iterations, int)
-        and not isinstance(iterations, bool)
-        and 1 <= iterations <= MAX_PBKDF2_ITERATIONS
-    )
-
-
-def _password_hash(password_bytes, salt, iterations):
-    return _password_hash_text(iterations, salt, _pbkdf2_base64(password_bytes, salt, iterations))
-
-
-def _password_hash_text(iterations, salt, hash_part):
-    """The one place the hash format is built; _parse_password_hash is the one that reads it."""
-    return f"{PASSWORD_ALGORITHM}${iterations}${salt}${hash_part}"
-
-
-def _parse_password_hash(encoded):
-    """(iterations, salt, base64 hash) of a well-formed hash of ours, else None."""
-    if not isinstance(encoded, str):
-        return None
-    match = _PASSWORD_HASH.fullmatch(encoded)
-    if match is None or not _is_iteration_count(int(match["iterations"])):
-        return None
-    return int(match["iterations"]), match["salt"], match["hash"]
-
-
-def _pbkdf2_base64(password_bytes, salt, iterations):
-    # Django feeds PBKDF2 the UTF-8 bytes of the password as typed, without Unicode
-    # normalisation; so do we, or non-ASCII passwords would stop moving between the two.
-    derived = hashlib.pbkdf2_hmac("sha256", password_bytes, salt.encode("ascii"), iterations)
-    return base64.b64encode(derived).decode("ascii")
-
-
-def _utf8_or_none(text):
-    """The UTF-8 bytes of a str, or None if it is not a str or not Unicode text."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
-        return None
-
-
-@functools.cache
-def _common_passwords():
-    """The common-password list, read once on first use: lines that are not blank or '#'."""
-    with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as lines:
-        return frozenset(
-            line.strip().casefold() for line in lines if line.strip() and not line.startswith("#")
-        )
-
-
-# == tokens: access tokens (JWT, HS256), refresh tokens, session ids, API keys ==============
 
 ACCESS_TOKEN_TTL_SECONDS = 15 * 60
 TOKEN_LEEWAY_SECONDS = 60  # clock skew tolerated between the machines that make and check tokens

@@ -17,6 +17,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `THREADS` | 2 on SQLite, 16 on PostgreSQL | worker threads running requests in `python server.py` |
 | `ACCESS_LOG` | `1` | `0` (or false/no/off) turns the one-line-per-request JSON log off |
 | `PBKDF2_ITERATIONS` | `600000` | hashing work per password (OWASP's PBKDF2-SHA256); old hashes upgrade at login |
+| `PASSWORD_HASH_THREADS` | the number of cores (at most 64) | hashes at once per process, as many waiting; then a 503 |
 | `SESSION_COOKIE_SECURE` | `auto` | `1`: cookies are `Secure` and `__Host-` prefixed; `auto`: when over HTTPS |
 | `DATABASE_TIMEOUT_SECONDS` | `3` | the most a request waits on the database (even one that hangs) before a 503 |
 | `REFRESH_REUSE_SECONDS` | `10` | a rotated refresh token sent again this soon gets the same successor; `0`: never |
@@ -33,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# PBKDF2_ITERATIONS is held to auth's ceiling: above it, auth would refuse to make or
-# check a hash, and every registration and login would fail.
-from auth import MAX_PBKDF2_ITERATIONS
+# PBKDF2_ITERATIONS is held to passwords' ceiling: above it, passwords.py would refuse to
+# make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
+# starts from the default of its hashing gate, and keeps to its ceiling.
+from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
@@ -81,6 +83,7 @@ class Settings:
     access_log: bool
     database_timeout_seconds: float
     pbkdf2_iterations: int
+    password_hash_threads: int  # PBKDF2 runs at once in this process (passwords.HashingGate)
     cookie_secure: bool | None  # None: Secure exactly when the request came over HTTPS
     refresh_reuse_seconds: int
     refresh_family_max_seconds: int
@@ -120,6 +123,8 @@ def load_settings(environ=None):
         access_log=_bool(environ, "ACCESS_LOG", True),
         pbkdf2_iterations=_int(environ, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS,
                                low=MIN_PBKDF2_ITERATIONS, high=MAX_PBKDF2_ITERATIONS),
+        password_hash_threads=_int(environ, "PASSWORD_HASH_THREADS", DEFAULT_HASH_THREADS,
+                                   low=1, high=MAX_HASH_THREADS),
         cookie_secure=None if environ.get("SESSION_COOKIE_SECURE", "auto") == "auto"
         else _bool(environ, "SESSION_COOKIE_SECURE", False),
         database_timeout_seconds=float(

@@ -21,6 +21,7 @@ import accounts
 import auth
 import cookies
 import db
+import passwords
 import signing
 from challenge import unauthorized
 from web import SECURITY_HEADERS, Forbidden, HTTPError, InternalServerError, ServiceUnavailable, problem_response
@@ -87,6 +88,14 @@ def problems(logger):
         except db.DatabaseUnavailable as error:
             logger.error("database unavailable", request_id=request.request_id, error=str(error))
             return problem_response(ServiceUnavailable("the database is not answering; try again shortly"), request)
+        except passwords.HashingBusy:
+            # Too many passwords are being hashed at once (passwords.HashingGate); the runs
+            # ahead of this one are over within the Retry-After.
+            logger.warning("password hashing busy", request_id=request.request_id)
+            retry_after = str(passwords.HASH_RETRY_AFTER_SECONDS)
+            busy = ServiceUnavailable("too many passwords are being checked right now; try again shortly",
+                                      headers=[("Retry-After", retry_after)])
+            return problem_response(busy, request)
         except Exception:
             # The client learns only that it failed and the request id to quote; the trace
             # goes to the log, where an operator finds it by that id.

@@ -29,10 +29,10 @@ import sys
 from dataclasses import dataclass, field
 
 import accounts
-import auth
 import config
 import db
 import migrate
+import passwords
 import seed
 import validation
 from httpserver import HTTPServer, Lane
@@ -67,6 +67,7 @@ class Services:
 def create_app(settings=None, *, database=None, logger=None):
     """Build the WSGI application. Opens no connection: the database is reached on first use."""
     settings = settings or config.load_settings()
+    passwords.set_hash_threads(settings.password_hash_threads)  # once, for every PBKDF2 run of the process
     database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     logger = logger or JSONLogger(enabled=settings.access_log)
     services = Services(settings=settings, database=database, logger=logger)
@@ -130,7 +131,7 @@ def create_admin(settings, database, email):
         password = getpass.getpass("Password for the new admin: ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    problems = auth.password_problems(password)
+    problems = passwords.password_problems(password)
     if problems:
         print(f"create-admin: the password {'; '.join(problems)}", file=sys.stderr)
         return 2

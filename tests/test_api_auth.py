@@ -8,6 +8,7 @@ app over the test's database and call it in-process, once per engine.
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import statistics
@@ -39,6 +40,7 @@ from conftest import (
 import accounts
 import auth
 import config
+import passwords
 import routes
 import server
 
@@ -53,8 +55,8 @@ OTHER_PASSWORD = "a kettle sings by the window at dawn"
 OTHER_KEY = b"another-secret-key-that-is-at-least-32-bytes"
 SESSION_MAX_AGE = config.DEFAULT_SESSION_TTL_SECONDS
 COMMON_PASSWORD = next(
-    line.strip() for line in auth.COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
-    if len(line.strip()) >= auth.MIN_PASSWORD_CHARS and not line.startswith("#")
+    line.strip() for line in passwords.COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    if len(line.strip()) >= passwords.MIN_PASSWORD_CHARS and not line.startswith("#")
 )
 
 
@@ -126,7 +128,7 @@ def test_register_answers_exactly_the_public_user(client, database):
     with database.connection() as connection:
         stored = connection.fetch_value("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
     assert stored.startswith(f"pbkdf2_sha256${TEST_ITERATIONS}$")
-    assert auth.verify_password(TEST_PASSWORD, stored)
+    assert passwords.verify_password(TEST_PASSWORD, stored)
 
 
 def test_register_lower_cases_and_strips_the_email(client, users):
@@ -316,7 +318,7 @@ def test_a_login_rewrites_a_hash_made_with_fewer_iterations(upgrading_client, da
     new_hash = stored_hash(database, user)
     assert new_hash.startswith("pbkdf2_sha256$2000$")
     assert new_hash.split("$")[2] != old_hash.split("$")[2]  # a fresh salt
-    assert auth.verify_password(TEST_PASSWORD, new_hash)
+    assert passwords.verify_password(TEST_PASSWORD, new_hash)
     assert login(upgrading_client, "ada@example.com").status == 200
     assert stored_hash(database, user) == new_hash
     tokens = login(upgrading_client, "ada@example.com").json()  # the upgraded hash logs the same user in
@@ -377,6 +379,63 @@ def test_an_unknown_email_takes_as_long_as_a_wrong_password(realistic_client, da
         unknown_email.append(seconds("nobody@example.com", OTHER_PASSWORD))
     medians = statistics.median(wrong_password), statistics.median(unknown_email)
     assert max(medians) <= (1 + TIMING_TOLERANCE) * min(medians), medians
+
+
+# -- a full hashing gate: 503 with Retry-After, and the rest of the shop unaffected -----------
+
+HASHING_BUSY = "too many passwords are being checked right now; try again shortly"
+# Every route that runs PBKDF2 (routes.hashes_password), each with a body it would accept.
+HASHING_REQUESTS = {
+    "login": ("POST", "/v1/auth/login", {"email": "ada@example.com", "password": TEST_PASSWORD}, 200),
+    "unknown email": ("POST", "/v1/auth/login", {"email": "nobody@example.com", "password": TEST_PASSWORD}, 401),
+    "session": ("POST", "/v1/auth/session", {"email": "ada@example.com", "password": TEST_PASSWORD}, 200),
+    "register": ("POST", "/v1/auth/register", {"email": "bea@example.com", "password": OTHER_PASSWORD}, 201),
+    "password change": ("PATCH", "/v1/users/me", {"password": OTHER_PASSWORD, "current_password": TEST_PASSWORD}, 200),
+}
+
+
+@contextlib.contextmanager
+def full_hashing_gate(monkeypatch):
+    """A hashing gate of one slot, taken by the test, with no waiting room: within the block,
+    every PBKDF2 run of the process, whatever thread asks, is refused at once."""
+    gate = passwords.HashingGate(1, waiting_room=0)
+    monkeypatch.setattr(passwords, "_gate", gate)
+    with gate.slot():
+        yield
+
+
+@pytest.mark.parametrize("method, path, body, status", HASHING_REQUESTS.values(), ids=HASHING_REQUESTS.keys())
+def test_a_full_hashing_gate_is_a_503_with_retry_after(client, users, monkeypatch, logger, log_stream,
+                                                        method, path, body, status):
+    user = users.create("ada@example.com")
+    headers = users.headers(user) if path == "/v1/users/me" else None
+    with full_hashing_gate(monkeypatch):
+        busy = client.request(method, path, json=body, headers=headers)
+        # Requests that hash nothing are served as usual meanwhile.
+        assert client.get("/health").status == 200
+        assert me(client, users.headers(user)).status == 200
+    assert_problem(busy, 503, HASHING_BUSY)
+    assert busy.header("Retry-After") == "1"
+    assert busy.header("Set-Cookie") is None
+    logger.flush()
+    assert '"password hashing busy"' in log_stream.getvalue()
+    # Nothing was done: with room in the gate again, the same request does what it always did.
+    assert client.request(method, path, json=body, headers=headers).status == status
+
+
+def test_a_login_skips_the_hash_upgrade_when_the_gate_is_full(upgrading_client, database, monkeypatch):
+    # The password was right; refusing the login for a chore the next login can do is not.
+    def busy(password, iterations):
+        raise passwords.HashingBusy("every password hashing slot is taken")
+
+    user = accounts.register(database, "ada@example.com", TEST_PASSWORD, iterations=1000)
+    old_hash = stored_hash(database, user)
+    monkeypatch.setattr(passwords, "hash_password", busy)
+    assert login(upgrading_client, "ada@example.com").status == 200
+    assert stored_hash(database, user) == old_hash
+    monkeypatch.undo()
+    assert login(upgrading_client, "ada@example.com").status == 200
+    assert stored_hash(database, user).startswith("pbkdf2_sha256$2000$")
 
 
 # -- POST /v1/auth/refresh and /logout ---------------------------------------------------
@@ -1123,7 +1182,7 @@ def test_no_password_token_or_key_reaches_the_log(client, users, log_stream, log
 # -- roles: every protected route of the table -------------------------------------------
 
 PROTECTED_ROUTES = [(method, path.replace("{id:int}", "1"))
-                    for method, path, _, _, access, _ in routes.ROUTES if access in ("user", "admin")]
+                    for method, path, _, _, access, *_ in routes.ROUTES if access in ("user", "admin")]
 
 
 @pytest.mark.parametrize("method, path", PROTECTED_ROUTES, ids=[" ".join(route) for route in PROTECTED_ROUTES])

@@ -27,6 +27,7 @@ from conftest import (
 
 import auth
 import config
+import passwords
 import server
 
 USER_FIELDS = {"id", "email", "role", "created_at", "updated_at"}
@@ -193,6 +194,22 @@ def test_a_409_on_the_email_leaves_the_password_unchanged(client, users):
     assert_problem(patch(client, "/v1/users/me", body, users.headers(user)), 409)
     assert login(client, user["email"]).status == 200
     assert login(client, user["email"], NEW_PASSWORD).status == 401
+
+
+def test_a_busy_hashing_gate_changes_neither_the_email_nor_the_password(client, users, monkeypatch):
+    # The current password is checked; then hashing the new one finds the gate full. The new
+    # email must not have been written meanwhile: both changes are made together, or neither.
+    def busy(password, iterations):
+        raise passwords.HashingBusy("every password hashing slot is taken")
+
+    user = users.create()
+    monkeypatch.setattr(passwords, "hash_password", busy)
+    body = {"email": "new@example.com", "password": NEW_PASSWORD, "current_password": TEST_PASSWORD}
+    response = patch(client, "/v1/users/me", body, users.headers(user))
+    assert_problem(response, 503, "too many passwords are being checked right now; try again shortly")
+    assert response.header("Retry-After") == "1"
+    assert client.get("/v1/users/me", headers=users.headers(user)).json()["email"] == user["email"]
+    assert login(client, user["email"]).status == 200
 
 
 @pytest.mark.parametrize("body, errors", [

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-import auth
 import config
+import passwords
 from config import ConfigError, load_settings
 
 SECRET_KEY = "a-secret-key-of-at-least-32-bytes-for-tests"
@@ -100,10 +100,12 @@ def test_app_env_refuses_anything_else(app_env):
     ("DATABASE_TIMEOUT_SECONDS", "60", 60.0),
     ("PBKDF2_ITERATIONS", "1000", 1000),
     ("PBKDF2_ITERATIONS", "10000000", 10_000_000),
+    ("PASSWORD_HASH_THREADS", "1", 1),
+    ("PASSWORD_HASH_THREADS", "64", 64),
 ])
 def test_numbers_accept_their_bounds(name, value, expected):
     field = {"PORT": "port", "THREADS": "threads", "DATABASE_TIMEOUT_SECONDS": "database_timeout_seconds",
-             "PBKDF2_ITERATIONS": "pbkdf2_iterations"}[name]
+             "PBKDF2_ITERATIONS": "pbkdf2_iterations", "PASSWORD_HASH_THREADS": "password_hash_threads"}[name]
     assert getattr(settings_with(**{name: value}), field) == expected
 
 
@@ -123,6 +125,9 @@ def test_numbers_accept_their_bounds(name, value, expected):
     ("PBKDF2_ITERATIONS", "999", "PBKDF2_ITERATIONS must be between 1000 and 10000000"),
     ("PBKDF2_ITERATIONS", "10000001", "PBKDF2_ITERATIONS must be between 1000 and 10000000"),
     ("PBKDF2_ITERATIONS", "6e5", "PBKDF2_ITERATIONS must be a whole number"),
+    ("PASSWORD_HASH_THREADS", "0", "PASSWORD_HASH_THREADS must be between 1 and 64"),
+    ("PASSWORD_HASH_THREADS", "65", "PASSWORD_HASH_THREADS must be between 1 and 64"),
+    ("PASSWORD_HASH_THREADS", "two", "PASSWORD_HASH_THREADS must be a whole number"),
 ], ids=lambda value: value[:12] if isinstance(value, str) else None)
 def test_numbers_out_of_bounds_or_not_numbers_name_the_variable(name, value, message):
     assert refusal(**{name: value}) == message
@@ -133,13 +138,19 @@ def test_the_default_pbkdf2_iterations_follow_owasp():
     assert settings_with().pbkdf2_iterations == 600_000
 
 
-def test_the_pbkdf2_ceiling_is_the_one_auth_enforces():
-    # One number in one place: a setting auth would refuse to hash with is refused at start.
-    ceiling = auth.MAX_PBKDF2_ITERATIONS
+def test_the_pbkdf2_ceiling_is_the_one_passwords_enforces():
+    # One number in one place: a setting passwords.py would refuse to hash with is refused at start.
+    ceiling = passwords.MAX_PBKDF2_ITERATIONS
     assert settings_with(PBKDF2_ITERATIONS=str(ceiling)).pbkdf2_iterations == ceiling
     assert refusal(PBKDF2_ITERATIONS=str(ceiling + 1)) == f"PBKDF2_ITERATIONS must be between 1000 and {ceiling}"
     with pytest.raises(ValueError):
-        auth.hash_password("a plum for every tuesday", ceiling + 1)
+        passwords.hash_password("a plum for every tuesday", ceiling + 1)
+
+
+def test_password_hashing_runs_one_hash_per_core_by_default():
+    # The default is passwords.py's (the number of cores, at most 64): one number in one place.
+    assert settings_with().password_hash_threads == passwords.DEFAULT_HASH_THREADS
+    assert settings_with(PASSWORD_HASH_THREADS="").password_hash_threads == passwords.DEFAULT_HASH_THREADS
 
 
 @pytest.mark.parametrize("access_log, enabled", [("0", False), ("1", True), ("", True)])

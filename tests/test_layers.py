@@ -24,7 +24,7 @@ import pytest
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 TOOLKIT = frozenset({"web", "router", "http11", "http11_responses", "httpserver", "httpworkers", "strictjson"})
-SECRETS = frozenset({"auth", "signing"})
+SECRETS = frozenset({"auth", "passwords", "signing"})
 # The services that exist and the ones the roadmap adds next: named now so that a new
 # module with one of these names is held to the rules on its first commit.
 SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "mailer", "webhooks", "exports", "events"})
@@ -158,7 +158,7 @@ def _rule_broken(importer, imported, modules):
         return ("the HTTP toolkit (web, router, http11*, httpserver, httpworkers, strictjson) imports only"
                 " the standard library and itself")
     if importer in SECRETS and imported not in SECRETS | {"strictjson"} and not is_stdlib:
-        return "auth and signing import only the standard library, strictjson and each other"
+        return "auth, passwords and signing import only the standard library, strictjson and each other"
     return None
 
 
@@ -184,6 +184,7 @@ CLEAN_PROJECT = {
     "web.py": "import json\nimport strictjson\n",
     "strictjson.py": "import json\n",
     "auth.py": "import hmac\nimport signing\nimport strictjson\n",
+    "passwords.py": "import hashlib\nimport threading\n",
     "signing.py": "import hmac\n",
     "sql_items.py": "import db\nfrom sql_paging import page_sql\n\nSQL = 'SELECT id FROM items'\n",
     "sql_paging.py": "",
@@ -192,7 +193,7 @@ CLEAN_PROJECT = {
     "api_items.py": '"""SELECT nothing FROM here: a docstring is prose."""\nimport orders\nfrom web import Response\n',
     "validation.py": "import web\n",
     "challenge.py": "from web import Unauthorized\n",
-    "accounts.py": "import auth\nimport db\n",
+    "accounts.py": "import auth\nimport db\nimport passwords\n",
     "middleware.py": "import accounts\nimport challenge\nimport web\n",
     "routes.py": "import api_items\nfrom router import Router\n",
     "router.py": "import web\n",
@@ -240,9 +241,11 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("http11.py", "import psycopg\n",
      "http11.py:1: imports psycopg; the HTTP toolkit (web, router, http11*, httpserver, httpworkers,"),
     ("signing.py", "import config\n",
-     "signing.py:1: imports config; auth and signing import only the standard library, strictjson and"),
+     "signing.py:1: imports config; auth, passwords and signing import only the standard library, strictjson"),
     ("auth.py", "from db import utc_now\n",
-     "auth.py:1: imports db; auth and signing import only the standard library, strictjson and"),
+     "auth.py:1: imports db; auth, passwords and signing import only the standard library, strictjson"),
+    ("passwords.py", "import config\n",
+     "passwords.py:1: imports config; auth, passwords and signing import only the standard library, strictjson"),
     ("helpers.py", "import json\n",
      "helpers.py: belongs to no layer; add it to tests/test_layers.py"),
 ])

@@ -67,6 +67,7 @@ TARGETS = {
     "http11": Target(["tests/test_http11.py", "tests/test_httpserver.py"], None),
     "http11_responses": Target(["tests/test_http11_responses.py", "tests/test_httpserver.py"], None),
     "auth": Target(["tests/test_auth.py"], None),
+    "passwords": Target(["tests/test_passwords.py"], None),
     "signing": Target(["tests/test_signing.py"], None),
     "pagination": Target(["tests/test_pagination.py"], None),
     "orders": Target(["tests/test_orders.py", "tests/test_api_orders.py"],
