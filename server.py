@@ -27,18 +27,19 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import accounts
 import config
 import db
 import migrate
 import passwords
+import routes
 import seed
 import validation
 from httpserver import HTTPServer, Lane
 from middleware import build_middleware
 from observe import JSONLogger, route_standard_logging
-from routes import build_router
 from web import Application
 
 # Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
@@ -51,6 +52,10 @@ POSTGRESQL_THREADS = 16
 # for a sick database must not delay /health, or the orchestrator restarts a healthy process.
 PROBE_LANES = {"/health": "liveness", "/ready": "readiness"}
 PROBES_WAITING = 8  # an orchestrator probes every few seconds; more than this is a flood
+# The routes that run PBKDF2 (0.3 s of CPU each) get PASSWORD_HASH_THREADS threads of their
+# own, so that a burst of logins cannot take every worker; as many again may wait for them
+# (the same bound as passwords.HashingGate's), and the next one gets a 503 at once.
+PASSWORDS_LANE = "passwords"
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def create_app(settings=None, *, database=None, logger=None):
     database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     logger = logger or JSONLogger(enabled=settings.access_log)
     services = Services(settings=settings, database=database, logger=logger)
-    return Application(build_router(), build_middleware(logger), services)
+    return Application(routes.build_router(), build_middleware(logger), services)
 
 
 def __getattr__(name):
@@ -187,13 +192,20 @@ def serve(settings, database, *, host, port):
 
 
 def server_lanes(settings):
-    """The lanes of threads beside the default one (see PROBE_LANES)."""
-    return [Lane(name, threads=1, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()]
+    """The lanes of threads beside the default one (see PROBE_LANES and PASSWORDS_LANE)."""
+    hashers = settings.password_hash_threads
+    return [*(Lane(name, threads=1, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()),
+            Lane(PASSWORDS_LANE, threads=hashers, max_waiting=hashers)]
 
 
 def lane_for(method, path):
-    """The lane of a request: a probe's own, or None for the default lane."""
-    return PROBE_LANES.get(path)
+    """The lane of a request: a probe's own, the password lane, or None for the default lane.
+    path is as sent, still percent-encoded; the route table knows it decoded."""
+    if "%" in path:
+        path = unquote(path)
+    if path in PROBE_LANES:
+        return PROBE_LANES[path]
+    return PASSWORDS_LANE if routes.hashes_password(method, path) else None
 
 
 def _parse_arguments(argv):

@@ -11,6 +11,7 @@ printed, and kills whatever it started. PostgreSQL runs are skipped when no serv
 except under CI=true, where they fail (conftest.postgres_admin).
 """
 
+import dataclasses
 import json
 import re
 import signal
@@ -26,6 +27,7 @@ from conftest import PROJECT_DIR, SOCKET_TIMEOUT_SECONDS, free_port, http_reques
 import db
 import migrate
 import seed
+import server
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 HEALTH_BODY = b'{"status":"healthy","version":"1.0.0"}'
@@ -471,3 +473,25 @@ def test_libraries_log_as_json_lines_on_stdout_not_plain_text_on_stderr(start_pr
     assert any(record["event"] == "library" and record["logger"].startswith("psycopg") for record in records)
     # stderr holds the two lines the server prints for a person, and nothing else.
     assert [line.split(" ")[0] for line in server.stderr().splitlines()] == ["Serving", "Try:"]
+
+
+@pytest.mark.parametrize("method, path, lane", [
+    ("GET", "/health", "liveness"),
+    ("GET", "/ready", "readiness"),
+    ("POST", "/v1/auth/login", "passwords"),
+    ("POST", "/v1/auth/%6Cogin", "passwords"),   # the router decodes it: so does the lane
+    ("POST", "/v1/auth/register", "passwords"),
+    ("POST", "/v1/auth/session", "passwords"),
+    ("PATCH", "/v1/users/me", "passwords"),
+    ("GET", "/v1/users/me", None),
+    ("GET", "/v1/items/1", None),
+    ("POST", "/v1/auth/refresh", None),
+])
+def test_each_request_runs_in_its_lane(method, path, lane):
+    assert server.lane_for(method, path) == lane
+
+
+def test_the_password_lane_has_a_thread_per_hash_and_as_many_waiting(settings):
+    lanes = {lane.name: lane for lane in server.server_lanes(dataclasses.replace(settings, password_hash_threads=3))}
+    assert (lanes["passwords"].threads, lanes["passwords"].max_waiting) == (3, 3)
+    assert (lanes["liveness"].threads, lanes["readiness"].threads) == (1, 1)
