@@ -12,7 +12,7 @@ from wsgiref.validate import validator
 
 import pytest
 from test_http11 import H
-from test_httpserver import READ_TIMEOUT, Client, echo_app, get, running, wait_until_readable
+from test_httpserver import LOOP_THREAD, READ_TIMEOUT, Client, echo_app, get, running, wait_until_readable
 
 import httpserver
 
@@ -146,6 +146,34 @@ def test_shutdown_waits_for_a_response_still_being_sent(connect):
         status, headers, body = reader.response()
         assert status == 200 and body == BIG_BODY and headers.get("connection") != "close"
         assert reader.is_closed()
+
+
+def test_shutdown_does_not_reset_a_response_when_the_client_sent_more(connect):
+    # RFC 9112 §9.6: close() with unread bytes in the kernel makes TCP send a reset, which
+    # destroys what the client has not read yet. Here the unread bytes are a pipelined request
+    # that arrived while the app ran; the server reads it only after the response.
+    in_app, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/big":
+            in_app.set()
+            release.wait(READ_TIMEOUT)
+        return big_app(environ, start_response)
+
+    with running(validator(app), max_workers=1) as server:
+        client = connect(server)
+        client.send(get("/big"))
+        assert in_app.wait(READ_TIMEOUT)
+        client.send(get("/next"))
+        server.request_shutdown()
+        release.set()
+        loop = next(thread for thread in threading.enumerate() if thread.name == LOOP_THREAD)
+        loop.join(0.5)   # the server may close before the client reads: that is the point
+        try:
+            status, headers, body = client.response()
+        except ConnectionResetError:
+            pytest.fail("the response in flight was destroyed by a reset")
+        assert status == 200 and headers["connection"] == "close" and body == BIG_BODY
 
 
 # -- lanes: probes and password work have threads of their own ----------------------------------
