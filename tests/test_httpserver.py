@@ -727,6 +727,16 @@ def test_running_out_of_file_descriptors_does_not_spin_the_event_loop(connect, c
             sock.close()
 
 
+def test_a_refusal_of_a_head_request_has_no_body(server, connect):
+    # RFC 9110 §9.3.2: the server MUST NOT send content in response to HEAD; the server's
+    # own refusals (here a 413, decided from the head alone) too, not only the app's answers.
+    client = connect(server)
+    client.send(b"HEAD / HTTP/1.1\r\n" + H + b"Content-Length: 99999999\r\n\r\n")
+    status, headers, _ = client.response(head_request=True)
+    assert status == 413 and headers["connection"] == "close"
+    assert client.is_closed(), "a body followed the head"
+
+
 # -- the server's own errors carry the application's security headers ----------------------
 
 @pytest.mark.parametrize("raw, status", [
