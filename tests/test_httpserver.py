@@ -737,6 +737,19 @@ def test_a_refusal_of_a_head_request_has_no_body(server, connect):
     assert client.is_closed(), "a body followed the head"
 
 
+def test_an_on_reject_hook_that_raises_does_not_stop_the_server(connect):
+    # on_reject runs in the event loop thread: an exception there (a log that cannot be
+    # written) ended serve_forever(), and with it every connection and the listener.
+    def on_reject(**fields):
+        raise OSError("the log cannot be written")
+
+    with running(validator(echo_app), on_reject=on_reject) as server:
+        client = connect(server)
+        client.send(b"GARBAGE\r\n\r\n")
+        assert client.response()[0] == 400
+        assert_served_normally(server, connect)
+
+
 # -- the server's own errors carry the application's security headers ----------------------
 
 @pytest.mark.parametrize("raw, status", [
