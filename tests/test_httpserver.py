@@ -12,6 +12,8 @@ from events and polling, never from a sleep, so that a loaded machine slows test
 import contextlib
 import json
 import os
+import queue
+import resource
 import select
 import signal
 import socket
@@ -659,6 +661,93 @@ def test_graceful_shutdown_finishes_in_flight_requests(connect):
         assert slow.is_closed()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(server.server_address, timeout=1)
+
+
+class _LateHandBack(queue.SimpleQueue):
+    """The server's queue of connections that workers give back, with a worker's put() made
+    0.3 s late: that widens the moment between the worker's last look at the server's state
+    (under the lock) and its put(), which the scheduler may stretch at any time."""
+
+    def put(self, item, block=True, timeout=None):
+        if threading.current_thread().name.startswith("http-"):
+            time.sleep(0.3)
+        super().put(item, block, timeout)
+
+
+def test_shutdown_closes_a_connection_a_worker_gives_back_late(connect):
+    in_app, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        in_app.set()
+        release.wait(READ_TIMEOUT)
+        return echo_app(environ, start_response)
+
+    server = httpserver.HTTPServer(validator(app), port=0)
+    server._returned = _LateHandBack()
+    loop = threading.Thread(target=server.serve_forever, name=LOOP_THREAD)
+    loop.start()
+    client = connect(server)
+    client.send(get("/in-flight"))
+    assert in_app.wait(READ_TIMEOUT)
+    server.request_shutdown()
+    release.set()
+    status, headers, _ = client.response()
+    assert status == 200 and headers["connection"] == "close"
+    loop.join(READ_TIMEOUT)
+    assert not loop.is_alive()
+    # The worker counted itself done before it gave the connection back, and the loop,
+    # seeing nothing busy, returned: the connection is left open in nobody's hands.
+    assert wait_until_readable(client, within=1.0), "the connection was never closed"
+    assert client.is_closed()
+
+
+def test_running_out_of_file_descriptors_does_not_spin_the_event_loop(connect, caplog):
+    with running(validator(echo_app)) as server:
+        assert_served_normally(server, connect)
+        waiting = [socket.socket() for _ in range(3)]   # their descriptors exist before the limit
+        lowest_free = os.dup(0)                         # every number below this one is taken
+        os.close(lowest_free)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))   # accept(): EMFILE
+            for sock in waiting:
+                sock.connect(server.server_address)   # the listener stays readable
+            cpu, wall = time.process_time(), time.monotonic()
+            time.sleep(0.5)   # what the loop does meanwhile is what is measured
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        failures = [record for record in caplog.records if record.getMessage() == "accept() failed"]
+        assert len(failures) <= 10, f"{len(failures)} failed accept() in 0.5 s: the loop spins"
+        assert cpu < wall / 3, f"{cpu:.2f} s of CPU in {wall:.2f} s while out of descriptors"
+        for sock in waiting:   # and once descriptors are free again, the clients are served
+            sock.settimeout(READ_TIMEOUT)
+            sock.sendall(get())
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            sock.close()
+
+
+def test_a_refusal_of_a_head_request_has_no_body(server, connect):
+    # RFC 9110 §9.3.2: the server MUST NOT send content in response to HEAD; the server's
+    # own refusals (here a 413, decided from the head alone) too, not only the app's answers.
+    client = connect(server)
+    client.send(b"HEAD / HTTP/1.1\r\n" + H + b"Content-Length: 99999999\r\n\r\n")
+    status, headers, _ = client.response(head_request=True)
+    assert status == 413 and headers["connection"] == "close"
+    assert client.is_closed(), "a body followed the head"
+
+
+def test_an_on_reject_hook_that_raises_does_not_stop_the_server(connect):
+    # on_reject runs in the event loop thread: an exception there (a log that cannot be
+    # written) ended serve_forever(), and with it every connection and the listener.
+    def on_reject(**fields):
+        raise OSError("the log cannot be written")
+
+    with running(validator(echo_app), on_reject=on_reject) as server:
+        client = connect(server)
+        client.send(b"GARBAGE\r\n\r\n")
+        assert client.response()[0] == 400
+        assert_served_normally(server, connect)
 
 
 # -- the server's own errors carry the application's security headers ----------------------
