@@ -44,6 +44,8 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 9110 §5.6.2's toke
 _FIELD_VALUE = r"[\t\x20-\x7e\x80-\xff]*"                      # §5.5: no CR, LF, NUL or DEL
 # §3: exactly one SP between the parts; the target is visible ASCII without "#" (no fragments).
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21\x22\x24-\x7e]+) (HTTP/[0-9]\.[0-9])")
+# A LF without its CR, or a CR without its LF (lookbehind sees bytes before search()'s start).
+_BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 # The start of a request line still arriving: a method's token characters, then a space.
 _METHOD_SO_FAR = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: |\Z)")
 _FIELD_LINE = re.compile(rf"({_TOKEN}):({_FIELD_VALUE})")     # §5.1: no space before the colon
@@ -100,19 +102,15 @@ class RequestHead(NamedTuple):
 
 # ---- requests ---------------------------------------------------------------------------------
 
-def head_is_ready(buffer, limits=DEFAULT_LIMITS) -> bool:
-    """True when buffer holds a whole request head, or one that can never become valid:
-    either way take_head() has an answer (a RequestHead, or the ProtocolError to send)."""
-    try:
-        return _find_head_end(buffer, limits) is not None
-    except ProtocolError:
-        return True
-
-
-def take_head(buffer, limits=DEFAULT_LIMITS) -> RequestHead | None:
+def take_head(buffer, limits=DEFAULT_LIMITS, checked=0) -> RequestHead | None:
     """Remove the request head from the front of buffer and parse it; None while incomplete.
-    Raises ProtocolError for a head that breaks the rules or the limits, as soon as it shows."""
-    end = _find_head_end(buffer, limits)
+    Raises ProtocolError for a head that breaks the rules or the limits, as soon as it shows.
+
+    checked: how many bytes at the front of buffer an earlier call found incomplete but
+    valid so far (len(buffer) after it returned None). They are not scanned again, so a head
+    that arrives a few bytes at a time costs time in proportion to its length, not its square.
+    """
+    end = _find_head_end(buffer, limits, checked)
     if end is None:
         return None
     head = bytes(buffer[:end])
@@ -244,19 +242,21 @@ class ChunkedDecoder:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _find_head_end(buffer, limits) -> int | None:
+def _find_head_end(buffer, limits, checked) -> int | None:
     """Where the CRLF CRLF ending the head is; None while it has not arrived (or ProtocolError)."""
     while buffer.startswith(b"\r\n"):  # §2.2: ignore empty lines before a request
         del buffer[:2]
-    end = buffer.find(b"\r\n\r\n")
+        checked = 0  # the bytes moved: look at all of them
+    end = buffer.find(b"\r\n\r\n", max(0, checked - 3))  # it may begin in the checked bytes
     if end < 0:
-        _check_incomplete_head(buffer, limits)
+        _check_incomplete_head(buffer, limits, checked)
         return None
     return end
 
 
-def _check_incomplete_head(buffer, limits) -> None:
-    """Fail at once on a head that can never become valid, rather than wait for the timeout."""
+def _check_incomplete_head(buffer, limits, checked) -> None:
+    """Fail at once on a head that can never become valid, rather than wait for the timeout.
+    Only the bytes after `checked` are new; the rest passed these checks before."""
     line_end = buffer.find(b"\r\n")
     if line_end > limits.request_line_bytes or (
             line_end < 0 and len(buffer) > limits.request_line_bytes):
@@ -265,17 +265,16 @@ def _check_incomplete_head(buffer, limits) -> None:
         raise ProtocolError(431, f"the request head is over {limits.header_bytes} bytes")
     # §2.2: a bare LF or CR is an error. Without this check an LF-only client would wait for
     # a CRLF CRLF that never comes. A CR at the very end may be half of a CRLF still in transit.
-    crlf_count = buffer.count(b"\r\n")
-    if (buffer.count(b"\n") != crlf_count
-            or buffer.count(b"\r") - buffer.endswith(b"\r") != crlf_count):
+    bare = _BARE_CR_OR_LF.search(buffer, max(0, checked - 1))  # a CR may have ended the checked part
+    if bare is not None and bare.start() != len(buffer) - 1:
         raise ProtocolError(400, "lines must end in CRLF, not a bare LF or CR")
     # The request line can be judged as soon as it is whole: an HTTP/0.9 "GET /" has no
     # version and would otherwise wait for a blank line that never comes. Before that, the
     # method must be a token: a TLS ClientHello (first byte 0x16) sent to this plain port
     # is refused at its first byte, not after the head timeout.
-    if line_end >= 0:
+    if line_end >= 0 and line_end + 2 > checked:  # the request line is whole, and was not before
         _parse_request_line(buffer[:line_end].decode("latin-1"))
-    elif _METHOD_SO_FAR.match(buffer) is None:
+    if line_end < 0 and _METHOD_SO_FAR.match(buffer) is None:
         raise ProtocolError(400, "malformed request line")
 
 

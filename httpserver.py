@@ -48,12 +48,11 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import http11
 import http11_responses
 import httpworkers
-from httpworkers import ClientGone
+from httpworkers import ClientGone, Lane, LaneQueue
 
 HEADER_TIMEOUT_SECONDS = 10.0          # whole request head must arrive within this -> 408
 BODY_GRACE_SECONDS = 5.0               # a body (or a response) may start this slowly ...
@@ -67,6 +66,7 @@ LINGER_SECONDS = 2.0                   # drain the client's leftovers this long 
 LISTEN_BACKLOG = 1024                  # connections the kernel queues while the server is full
 SWEEP_SECONDS = 0.1                    # how often the event loop looks for expired deadlines
 ACCEPTS_PER_WAKE = 64                  # new connections taken per loop turn, before reading others
+ACCEPT_PAUSE_SECONDS = 0.1             # no accept() this long after one failed (no descriptors)
 LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the client
 DEFAULT_LANE = "default"
 
@@ -76,16 +76,6 @@ SENDING = "sending"    # the client to take the rest of a response (the outbox)
 CLOSING = "closing"    # the client to finish, after our last response, before close()
 
 _log = logging.getLogger("httpserver")
-
-
-@dataclass(frozen=True)
-class Lane:
-    """A group of worker threads with a queue of its own. max_waiting: requests that may wait
-    for one of its threads (None: no limit but max_connections); one more gets a 503."""
-
-    name: str
-    threads: int
-    max_waiting: int | None = None
 
 
 class HTTPServer:
@@ -136,11 +126,15 @@ class HTTPServer:
         self._selector.register(self._wake_read, selectors.EVENT_READ)
         self._accepting = True
         self._next_sweep = 0.0                # when _turn() next looks for expired deadlines
+        self._accept_again_at = 0.0           # after accept() failed: not before this time
         self._lane_for = lane_for
-        self._lanes = {lane.name: _LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
+        self._lanes = {lane.name: LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
         self._workers = [threading.Thread(target=self._work, args=(lane,), name=f"http-{name}-{number}")
                          for name, lane in self._lanes.items() for number in range(lane.lane.threads)]
         self._returned = queue.SimpleQueue()  # connections workers give back to the loop
+        # Only the loop reads, so one receive buffer serves every connection.
+        self._chunk = bytearray(httpworkers.RECV_BYTES)
+        self._chunk_view = memoryview(self._chunk)
         self._lock = threading.Condition()    # guards the fields below
         self._waiting = {}                    # socket -> Connection: in the selector
         self._open = 0                        # every open client connection
@@ -174,12 +168,12 @@ class HTTPServer:
 
     def _turn(self) -> None:
         """One turn of the loop: handle what the network and the workers have for us."""
-        for key, events in self._selector.select(SWEEP_SECONDS):
+        for key, _ in self._selector.select(SWEEP_SECONDS):
             if key.fileobj is self._listener:
                 self._accept_waiting_clients()
             elif key.fileobj == self._wake_read:
                 os.read(self._wake_read, 4096)  # the bytes of request_shutdown() and of workers
-            elif events & selectors.EVENT_WRITE:
+            elif key.data.state == SENDING:  # watched for EVENT_WRITE; the others for reading
                 self._send_ready(key.data)
             else:
                 self._read_ready(key.data)
@@ -202,8 +196,10 @@ class HTTPServer:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, ConnectionAbortedError):  # none left, or the client gave up
                 return
-            except OSError:  # out of file descriptors: back off rather than spin
-                _log.exception("accept() failed")
+            except OSError as error:  # out of file descriptors: back off rather than spin
+                _log.warning("accept() failed, pausing for %s s: %s", ACCEPT_PAUSE_SECONDS, error)
+                self._selector.unregister(self._listener)
+                self._accepting, self._accept_again_at = False, time.monotonic() + ACCEPT_PAUSE_SECONDS
                 return
             # Without this, a response written in two pieces waits for the client's delayed
             # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to hundreds.
@@ -221,7 +217,7 @@ class HTTPServer:
             self._watch(conn, selectors.EVENT_READ)
 
     def _resume_accepting(self) -> None:
-        if not self._accepting:
+        if not self._accepting and time.monotonic() >= self._accept_again_at:
             with self._lock:
                 full = self._open >= self.max_connections
             if not full:
@@ -231,7 +227,7 @@ class HTTPServer:
     def _read_ready(self, conn) -> None:
         """Bytes arrived: take them, and see whether they complete a request."""
         try:
-            count = conn.sock.recv_into(conn.chunk)
+            count = conn.sock.recv_into(self._chunk)
         except BlockingIOError:
             return
         except OSError:
@@ -242,7 +238,7 @@ class HTTPServer:
             return
         if conn.state == CLOSING:  # a goodbye: what the client still sends is dropped
             return
-        conn.buffer += conn.view[:count]
+        conn.buffer += self._chunk_view[:count]
         if conn.head is not None:  # a body: the minimum rate gives it more time
             conn.moved += count
             conn.deadline = self._rate_deadline(conn, self.body_timeout)
@@ -255,15 +251,16 @@ class HTTPServer:
         broken one is refused, and an unfinished one waits for more bytes."""
         try:
             if conn.head is None:
-                conn.head = http11.take_head(conn.buffer, self.limits)
+                conn.head = http11.take_head(conn.buffer, self.limits, conn.checked)
                 if conn.head is None:
+                    conn.checked = len(conn.buffer)  # not to be looked at again: see take_head
                     return
+                conn.checked = 0
                 conn.decoder = http11.body_decoder(conn.head, self.limits)
                 self._start_body(conn)
             body = conn.decoder.decode(conn.buffer)
         except http11.ProtocolError as error:
-            path = error.path or (conn.head.path if conn.head is not None else None)
-            self._refuse(conn, error.status, error.detail, path)
+            self._refuse(conn, error, conn.head)
             return
         if body is not None:
             head, conn.head, conn.decoder = conn.head, None, None
@@ -289,8 +286,12 @@ class HTTPServer:
 
     def _dispatch(self, conn, head, body) -> None:
         """Queue a complete request for a worker of its lane, or refuse it if the lane is full."""
-        name = (self._lane_for(head.method, head.path) if self._lane_for else None) or DEFAULT_LANE
-        lane = self._lanes[name]
+        try:
+            name = (self._lane_for(head.method, head.path) if self._lane_for else None) or DEFAULT_LANE
+            lane = self._lanes[name]
+        except Exception:  # a broken lane_for (or an unknown lane): the default lane serves it
+            _log.exception("lane_for failed for %s %s", head.method, head.path)
+            lane = self._lanes[DEFAULT_LANE]
         with self._lock:
             full = lane.lane.max_waiting is not None and lane.waiting >= lane.lane.max_waiting
             if not full:
@@ -299,7 +300,7 @@ class HTTPServer:
                 del self._waiting[conn.sock]
                 self._selector.unregister(conn.sock)
         if full:
-            self._refuse(conn, 503, "the server is busy; try again shortly", head.path,
+            self._refuse(conn, http11.ProtocolError(503, "the server is busy; try again shortly"), head,
                          retry_after=LANE_FULL_RETRY_AFTER_SECONDS)
             return
         lane.queue.put((conn, head, body))
@@ -350,20 +351,25 @@ class HTTPServer:
         """A deadline passed: a started request gets a 408; anything else is just closed."""
         if conn.state == READING and conn.started and (conn.head is not None or conn.buffer.strip(b"\r\n")):
             what = "request body" if conn.head is not None else "request head"
-            self._refuse(conn, 408, f"the {what} did not arrive in time",
-                         conn.head.path if conn.head is not None else None)
+            self._refuse(conn, http11.ProtocolError(408, f"the {what} did not arrive in time"), conn.head)
             return
         self._unwatch(conn)
         self._close(conn.sock)
 
-    def _refuse(self, conn, status, detail, path=None, *, retry_after=None) -> None:
-        """Answer a request the server refuses itself, then close: on_reject hears of it first."""
+    def _refuse(self, conn, error, head=None, *, retry_after=None) -> None:
+        """Answer a request the server refuses itself (a ProtocolError; head, once it is known),
+        then close. on_reject hears of it first."""
         request_id = os.urandom(16).hex()
         if self.on_reject is not None:
-            self.on_reject(status=status, detail=detail, client=conn.environ["REMOTE_ADDR"],
-                           request_id=request_id)
-        refusal = http11_responses.problem_response(status, detail, request_id=request_id, path=path,
-                                                    retry_after=retry_after)
+            try:  # a broken hook must not stop the loop, which serves every client
+                self.on_reject(status=error.status, detail=error.detail,
+                               client=conn.environ["REMOTE_ADDR"], request_id=request_id)
+            except Exception:
+                _log.exception("on_reject failed")
+        refusal = http11_responses.problem_response(
+            error.status, error.detail, request_id=request_id, retry_after=retry_after,
+            path=error.path or (head.path if head is not None else None),
+            with_body=head is None or head.method != "HEAD")  # RFC 9110 §9.3.2
         self._unwatch(conn)
         conn.head = conn.decoder = None
         conn.then_close = True
@@ -381,9 +387,6 @@ class HTTPServer:
         in the kernel makes TCP send a reset, which can destroy a response the client has not
         read yet (say a 413 while it still sends its body). So: send our FIN first, read and
         drop what the client still sends (for LINGER_SECONDS at most), then close."""
-        if self._shutdown_requested:  # nobody waits for a goodbye now
-            self._close(conn.sock)
-            return
         _shutdown_quietly(conn.sock, socket.SHUT_WR)
         conn.state, conn.deadline = CLOSING, time.monotonic() + LINGER_SECONDS
         self._watch(conn, selectors.EVENT_READ)
@@ -408,8 +411,8 @@ class HTTPServer:
         while time.monotonic() < deadline:
             for conn in list(self._waiting.values()):
                 # A request whose body is arriving is in flight: it is read, run and answered.
-                # A connection that waits for a request, or is closing, is closed now.
-                if conn.state == CLOSING or (conn.state == READING and conn.head is None):
+                # A connection that waits for a request is closed now; a closing one lingers.
+                if conn.state == READING and conn.head is None:
                     self._unwatch(conn)
                     self._close(conn.sock)
             with self._lock:
@@ -469,9 +472,10 @@ class HTTPServer:
                 self._waiting[conn.sock] = conn
                 self._selector.register(conn.sock, selectors.EVENT_READ, conn)
                 return
-        # Anything else is the loop's: an outbox to send, pipelined bytes, or a goodbye.
-        conn.then_close = not keep
-        self._returned.put(conn)
+            # Anything else is the loop's: an outbox to send, pipelined bytes, or a goodbye.
+            # Put in the lock, so that _drain() never sees this connection nowhere.
+            conn.then_close = not keep
+            self._returned.put(conn)
         self._wake()
 
     def _close(self, sock) -> None:
@@ -484,13 +488,6 @@ class HTTPServer:
             os.write(self._wake_write, b"\0")
         except OSError:  # the pipe is full (the loop is awake anyway) or closed (stopped)
             pass
-
-
-class _LaneQueue:
-    """A lane's queue of complete requests, and how many of them wait for a thread."""
-
-    def __init__(self, lane):
-        self.lane, self.queue, self.waiting = lane, queue.SimpleQueue(), 0
 
 
 def _shutdown_quietly(sock, how) -> None:

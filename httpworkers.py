@@ -1,4 +1,5 @@
-"""The worker side of httpserver.py: one whole request through the WSGI application (PEP 3333).
+"""The worker side of httpserver.py: lanes of worker threads, and one whole request through
+the WSGI application (PEP 3333).
 
 The event loop in httpserver.py reads a request, head and body, and hands a worker thread
 only a complete one: ``respond(app, conn, head, body)`` builds the ``environ``, runs the app,
@@ -6,10 +7,11 @@ and gives the framed response (http11_responses.ResponseFramer) to ``conn.delive
 
 A worker never waits on a slow client. Reading was the loop's job; writing is done without
 blocking: ``deliver()`` sends what the kernel takes at once and keeps the rest in the
-connection's *outbox*, which the event loop sends once the worker has moved on. Only an app
-that streams more than OUTBOX_BYTES to a client that reads nothing makes its worker wait,
-and then at most SEND_TIMEOUT_SECONDS. Without this, a client that reads one byte a second
-(a "slow read" attack) would hold a worker for as long as it liked.
+connection's *outbox*, which the event loop sends once the worker has moved on. Only a
+response of more than OUTBOX_BYTES (whole or streamed) to a client that reads nothing makes
+its worker wait: at most SEND_TIMEOUT_SECONDS each time the outbox fills up. Without this,
+a client that reads one byte a second (a "slow read" attack) would hold a worker for as long
+as it liked.
 
 The request ``POST /v1/orders?dry_run=1`` (``Host: shop.example``, an 11-byte JSON body)
 becomes an ``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders",
@@ -19,6 +21,8 @@ HTTP_HOST="shop.example", wsgi.input=the 11 bytes.
 import io
 import logging
 import os
+import queue
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import http11_responses
@@ -30,18 +34,34 @@ SEND_TIMEOUT_SECONDS = 30.0            # past OUTBOX_BYTES, a worker waits this 
 _log = logging.getLogger("httpserver")
 
 
+@dataclass(frozen=True)
+class Lane:
+    """A group of worker threads with a queue of its own. max_waiting: requests that may wait
+    for one of its threads (None: no limit but max_connections); one more gets a 503."""
+
+    name: str
+    threads: int
+    max_waiting: int | None = None
+
+
+class LaneQueue:
+    """A lane's queue of complete requests, and how many of them wait for a thread."""
+
+    def __init__(self, lane):
+        self.lane, self.queue, self.waiting = lane, queue.SimpleQueue(), 0
+
+
 class Connection:
     """A client socket, the bytes read from it and not yet parsed (``buffer``), the bytes
     of responses not yet sent (``outbox``), and where the event loop is with it."""
 
-    __slots__ = ("sock", "environ", "buffer", "chunk", "view", "outbox", "state", "deadline",
-                 "started", "head", "decoder", "since", "moved", "then_close")
+    __slots__ = ("sock", "environ", "buffer", "checked", "outbox", "state", "deadline", "started",
+                 "head", "decoder", "since", "moved", "then_close")
 
     def __init__(self, sock, environ):
         self.sock, self.environ = sock, environ
         self.buffer, self.outbox = bytearray(), bytearray()
-        self.chunk = bytearray(RECV_BYTES)
-        self.view = memoryview(self.chunk)
+        self.checked = 0        # bytes of buffer that http11.take_head has looked at already
         self.state = ""         # what the event loop waits for (httpserver's READING, ...)
         self.deadline = 0.0     # monotonic time by which that must have happened
         self.started = False    # has a request begun (408 if it stalls), or is it idle?

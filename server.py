@@ -37,7 +37,8 @@ import passwords
 import routes
 import seed
 import validation
-from httpserver import HTTPServer, Lane
+from httpserver import HTTPServer
+from httpworkers import Lane
 from middleware import build_middleware
 from observe import JSONLogger, route_standard_logging
 from web import Application

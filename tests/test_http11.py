@@ -4,6 +4,8 @@ BAD_REQUESTS is the table of requests the server must refuse, each with the stat
 problem detail it gets. Here every row goes through the parser alone; test_httpserver.py
 sends the same rows over a real socket and checks that the answer ends the connection.
 """
+import time
+
 import pytest
 
 import http11
@@ -175,7 +177,6 @@ def test_an_unfinished_head_that_can_never_be_valid_is_refused_at_once(partial, 
     with pytest.raises(ProtocolError) as refused:
         http11.take_head(bytearray(partial))
     assert (refused.value.status, refused.value.detail) == (status, detail)
-    assert http11.head_is_ready(bytearray(partial))   # a worker must answer it now
 
 
 @pytest.mark.parametrize("partial", [
@@ -184,7 +185,40 @@ def test_an_unfinished_head_that_can_never_be_valid_is_refused_at_once(partial, 
 ])
 def test_an_unfinished_head_that_may_still_be_valid_waits_for_more(partial):
     assert http11.take_head(bytearray(partial)) is None
-    assert not http11.head_is_ready(bytearray(partial))
+
+
+def outcome_fed_in_pieces(raw, piece_bytes, skip_checked=True):
+    """take_head as the server calls it: again after each piece, skipping what it checked
+    (or, with skip_checked=False, looking at the whole buffer every time)."""
+    buffer, checked = bytearray(), 0
+    for start in range(0, len(raw), piece_bytes):
+        buffer += raw[start:start + piece_bytes]
+        try:
+            head = http11.take_head(buffer, http11.DEFAULT_LIMITS, checked)
+        except ProtocolError as error:
+            return ("refused", error.status, error.detail, start)
+        if head is not None:
+            return ("head", head, bytes(buffer))
+        checked = len(buffer) if skip_checked else 0
+    return ("waiting",)
+
+
+@pytest.mark.parametrize("raw", [row[1] for row in BAD_REQUESTS] + [
+    get(), b"\r\n\r\n" + get("/after-empty-lines"), get("/x", b"X-A: 1\r\n" * 50),
+    b"GET /\r\n", b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", b"GET / HTTP/1.1\r\rHost: a\r\n\r\n",
+])
+@pytest.mark.parametrize("piece_bytes", [1, 2, 3, 7])
+def test_skipping_the_checked_bytes_changes_no_answer(raw, piece_bytes):
+    # The same head and leftovers, or the same refusal at the same piece, as a full rescan.
+    assert outcome_fed_in_pieces(raw, piece_bytes) == outcome_fed_in_pieces(raw, piece_bytes, skip_checked=False)
+
+
+def test_a_head_fed_in_pieces_is_scanned_once():
+    """Each piece is looked at once: 64 KiB in 16-byte pieces, not the square of that."""
+    raw = b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"v" * 60_000 + b"\r\n"
+    started = time.process_time()
+    assert outcome_fed_in_pieces(raw, 16) == ("waiting",)
+    assert time.process_time() - started < 0.1   # a rescan of the whole buffer each time: 40x that
 
 
 @pytest.mark.parametrize("raw, limits, status, detail", [

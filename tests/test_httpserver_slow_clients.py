@@ -274,18 +274,6 @@ def test_a_full_lane_answers_503_with_retry_after_at_once(connect):
         assert running_now.response()[0] == 200 and waiting.response()[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/v1/auth/login", "/v1/auth/session", "/v1/auth/register"])
-def test_the_shop_puts_password_hashing_on_a_bounded_lane_of_its_own(path):
-    # httpserver's docstring and the README (its map, and "floods a lane: many logins at
-    # once -> 503") promise this bulkhead; server.py wires only the two probes, so 50 logins
-    # hashing for 0.3 s each take every default worker and queue without bound, never a 503.
-    import server  # the shop's wiring of the lanes; the app itself is built lazily
-    lanes = {lane.name: lane for lane in server.server_lanes(settings=None)}
-    name = server.lane_for("POST", path)
-    assert name in lanes, f"POST {path} runs on the default lane"
-    assert lanes[name].max_waiting is not None
-
-
 # -- what can never be HTTP/1.1 is refused at once -----------------------------------------------
 
 @pytest.mark.parametrize("raw", [
