@@ -48,11 +48,16 @@ from web import Application
 # PostgreSQL work is mostly waiting on the network, which threads overlap well.
 SQLITE_THREADS = 2
 POSTGRESQL_THREADS = 16
-# The server's lanes (httpserver.py's bulkheads). Each probe has a thread of its own, so that
+# The server's lanes (httpserver.py's bulkheads). Each probe has threads of its own, so that
 # it never waits behind application work, nor behind the other probe: a /ready that waits
 # for a sick database must not delay /health, or the orchestrator restarts a healthy process.
+# Two each: one can run while the other waits for the network or the database (with one,
+# /health under load answered 6 % fewer requests than on the shared workers before).
 PROBE_LANES = {"/health": "liveness", "/ready": "readiness"}
-PROBES_WAITING = 8  # an orchestrator probes every few seconds; more than this is a flood
+PROBE_THREADS = 2
+# A probe costs microseconds (/health) or one database round trip (/ready): a long queue of
+# them drains fast. More waiting than this is a flood, not an orchestrator, and gets a 503.
+PROBES_WAITING = 128
 # The routes that run PBKDF2 (0.3 s of CPU each) get PASSWORD_HASH_THREADS threads of their
 # own, so that a burst of logins cannot take every worker; as many again may wait for them
 # (the same bound as passwords.HashingGate's), and the next one gets a 503 at once.
@@ -195,7 +200,7 @@ def serve(settings, database, *, host, port):
 def server_lanes(settings):
     """The lanes of threads beside the default one (see PROBE_LANES and PASSWORDS_LANE)."""
     hashers = settings.password_hash_threads
-    return [*(Lane(name, threads=1, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()),
+    return [*(Lane(name, threads=PROBE_THREADS, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()),
             Lane(PASSWORDS_LANE, threads=hashers, max_waiting=hashers)]
 
 

@@ -494,4 +494,4 @@ def test_each_request_runs_in_its_lane(method, path, lane):
 def test_the_password_lane_has_a_thread_per_hash_and_as_many_waiting(settings):
     lanes = {lane.name: lane for lane in server.server_lanes(dataclasses.replace(settings, password_hash_threads=3))}
     assert (lanes["passwords"].threads, lanes["passwords"].max_waiting) == (3, 3)
-    assert (lanes["liveness"].threads, lanes["readiness"].threads) == (1, 1)
+    assert (lanes["liveness"].threads, lanes["readiness"].threads) == (2, 2)
