@@ -57,12 +57,12 @@ CORS_MAX_AGE_SECONDS = 2 * 3600
 VARY_ORIGIN = ("Vary", "Origin")
 
 
-def build_middleware(logger, *, cors_origins=(), router=None):
-    """The middleware list, outermost first.
+def build_middleware(logger, router, *, cors_origins=()):
+    """The middleware list for the app of `router`, outermost first.
 
-    `cors_origins` (settings.cors_origins) adds the `cors` layer, which reads the methods
-    of each path from `router` to answer preflights. Without origins there is no CORS layer
-    at all, so a request pays nothing for it.
+    `cors_origins` (settings.cors_origins) adds the `cors` layer, which answers preflights
+    with the methods `router` has for the path. Without origins there is no CORS layer at
+    all, so a request pays nothing for it.
     """
     layers = [request_id, access_log(logger), security_headers]
     if cors_origins:
@@ -134,9 +134,9 @@ def cors(origins, router):
     as any answer but a 2xx does. An origin not on the list, `Origin: null` included, gets
     no CORS headers, preflight or not: its browser then keeps the answer from the script.
 
-    Every response says `Vary: Origin`, with or without an Origin in the request (Fetch,
-    "CORS protocol and HTTP caches"): it differs by origin, so a shared cache must not hand one origin's answer, or
-    the answer without CORS headers, to another.
+    Every response says `Vary: Origin`, with or without an Origin in the request (the Fetch
+    standard, "CORS protocol and HTTP caches"): answers differ by origin, so a shared cache
+    must not hand the answer made for one origin, or for none, to another.
     """
     allowed_origins = frozenset(origins)
 
@@ -211,6 +211,7 @@ def authenticate(request, call_next):
 
 
 def _allow_origin(origin):
+    """The headers that let a script on `origin` read the answer, credentials included."""
     return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), VARY_ORIGIN]
 
 

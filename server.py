@@ -70,7 +70,7 @@ def create_app(settings=None, *, database=None, logger=None):
     logger = logger or JSONLogger(enabled=settings.access_log)
     services = Services(settings=settings, database=database, logger=logger)
     router = build_router()
-    middleware = build_middleware(logger, cors_origins=settings.cors_origins, router=router)
+    middleware = build_middleware(logger, router, cors_origins=settings.cors_origins)
     return Application(router, middleware, services)
 
 

@@ -21,9 +21,10 @@ Cookies and sites. A port does not make another site: the page on 127.0.0.1:<pag
 same-site with the API on 127.0.0.1:<api port>, so the session cookie (SameSite=Lax) is
 stored from a cross-origin answer and sent back. The same page loaded as localhost:<page port>
 is another site, and Chromium refuses the cookie, although CORS lets the script read every
-answer. Across sites a browser client uses a bearer token; the session cookie needs the page
-and the API on one site (in development: the same host name for both, 127.0.0.1 or localhost).
-A session-cookie write is refused from any other origin, allowed or not: that is the CSRF
+answer; calling the API as localhost:<api port> makes it one site again. Across sites a
+browser client uses a bearer token; the session cookie needs the page and the API on one
+site (in development: the same host name for both, 127.0.0.1 or localhost). A
+session-cookie write is refused from any other origin, allowed or not: that is the CSRF
 check of middleware.py (a cross-origin request cannot use the session cookie), which CORS
 does not relax.
 
@@ -127,6 +128,15 @@ def test_an_allowed_origin_of_another_site_reads_answers_but_gets_no_cookie(chro
     assert outcome["session_login"]["status"] == 200         # the answer is readable...
     assert outcome["session_read"]["status"] == 401          # ...but Chromium kept no SameSite=Lax cookie from it
     assert (outcome["token_write"]["status"], outcome["token_write"]["location"]) == (201, "/v1/api-keys/1")
+
+
+def test_localhost_pages_use_the_cookie_with_the_api_on_localhost(chromium, pages, live_server, users, tmp_path):
+    # The README's advice: the same host name for the page and the API, whatever the ports.
+    users.create(EMAIL)
+    api_on_localhost = live_server.replace("127.0.0.1", "localhost")
+    outcome = run_page(chromium, pages.allowed, "localhost", api_on_localhost, "localhost", tmp_path)
+    assert outcome["session_login"]["status"] == 200
+    assert (outcome["session_read"]["status"], json.loads(outcome["session_read"]["body"])["email"]) == (200, EMAIL)
 
 
 def test_an_origin_not_on_the_list_is_blocked_by_the_browser(chromium, pages, live_server, users, logger, log_stream,

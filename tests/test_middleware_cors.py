@@ -43,7 +43,7 @@ def tiny(logger):
     """The tiny application behind the real middleware list, with two allowed origins."""
     router = build_router()
     origins = (ALLOWED_ORIGIN, OTHER_ALLOWED_ORIGIN)
-    return Application(router, middleware.build_middleware(logger, cors_origins=origins, router=router))
+    return Application(router, middleware.build_middleware(logger, router, cors_origins=origins))
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_an_options_request_that_is_not_a_preflight_gets_the_plain_answer_and_co
 # -- without CORS_ORIGINS ----------------------------------------------------------------------
 
 def test_without_origins_there_is_no_cors_layer_and_no_cors_header(logger):
-    layers = middleware.build_middleware(logger, router=build_router())
+    layers = middleware.build_middleware(logger, build_router())
     assert not any(layer.__name__ == "apply_cors" for layer in layers)
     without_cors = Application(build_router(), layers)
     for method, headers in [("GET", {"Origin": ALLOWED_ORIGIN}), ("OPTIONS", preflight("POST"))]:
