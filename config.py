@@ -66,7 +66,7 @@ DEFAULT_SESSION_IDLE_SECONDS = 30 * 60
 MIN_SESSION_SECONDS = 120
 MAX_SESSION_TTL_SECONDS = 90 * DAY_SECONDS
 MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
-# An origin as a browser sends it in the Origin header (RFC 6454 §6.1): scheme, host and a
+# An origin as a browser sends it in the Origin header (RFC 6454 §6.2 and §7): scheme, host and a
 # port only when it is not the scheme's default, all lowercase, nothing after. A host is a
 # name (internationalised names arrive as xn-- punycode) or an IPv6 literal in brackets.
 ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?")
