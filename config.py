@@ -25,9 +25,11 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SESSION_TTL_SECONDS` | `604800` (7 days) | a browser session ends this long after login, however busy |
 | `SESSION_IDLE_SECONDS` | `1800` (30 min) | ... or once unused this long; at most `SESSION_TTL_SECONDS` |
 | `TEST_CLOCK_OFFSET_SECONDS` | unset | `APP_ENV=test` only: a clock tests move (`settings.clock.advance`) |
+| `CORS_ORIGINS` | empty: no CORS | comma-separated origins whose pages may call the API (`https://shop.example`) |
 """
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -66,6 +68,11 @@ DEFAULT_SESSION_IDLE_SECONDS = 30 * 60
 MIN_SESSION_SECONDS = 120
 MAX_SESSION_TTL_SECONDS = 90 * DAY_SECONDS
 MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
+# An origin as a browser sends it in the Origin header (RFC 6454 §6.2 and §7): scheme, host and a
+# port only when it is not the scheme's default, all lowercase, nothing after. A host is a
+# name (internationalised names arrive as xn-- punycode) or an IPv6 literal in brackets.
+ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 class ConfigError(Exception):
@@ -89,6 +96,7 @@ class Settings:
     refresh_family_max_seconds: int
     session_ttl_seconds: int
     session_idle_seconds: int
+    cors_origins: tuple  # exact origins (str) whose pages may call the API; empty: no CORS at all
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -135,6 +143,7 @@ def load_settings(environ=None):
         refresh_family_max_seconds=_int(environ, "REFRESH_FAMILY_MAX_SECONDS", DEFAULT_REFRESH_FAMILY_MAX_SECONDS,
                                         low=MIN_REFRESH_FAMILY_MAX_SECONDS, high=MAX_REFRESH_FAMILY_MAX_SECONDS),
         **_session_lifetimes(environ),
+        cors_origins=_cors_origins(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -164,6 +173,50 @@ def _session_lifetimes(environ):
     idle = _int(environ, "SESSION_IDLE_SECONDS", min(DEFAULT_SESSION_IDLE_SECONDS, ttl),
                 low=MIN_SESSION_SECONDS, high=ttl)
     return {"session_ttl_seconds": ttl, "session_idle_seconds": idle}
+
+
+def _cors_origins(environ):
+    """CORS_ORIGINS as a tuple of exact origins, in the order given, each once.
+
+    Refused, with the reason: `null` (the origin of sandboxed frames, local files and some
+    redirects, which any page can arrange to send: allowing it allows everyone), `*` or any
+    wildcard (never together with credentials, and a pattern is a classic way to allow
+    `https://shop.example.attacker.net`), and anything a browser would never send as an
+    Origin, which would silently match nothing: a path or trailing slash, capitals, a
+    default port.
+    """
+    origins = []
+    for origin in (part.strip() for part in environ.get("CORS_ORIGINS", "").split(",")):
+        if origin:
+            problem = _origin_problem(origin)
+            if problem is not None:
+                raise ConfigError(f"CORS_ORIGINS: {origin!r} {problem}")
+            origins.append(origin)
+    return tuple(dict.fromkeys(origins))
+
+
+def _origin_problem(origin):
+    """Why `origin` cannot be in CORS_ORIGINS, or None when it is an exact origin.
+
+    >>> _origin_problem("http://localhost:5173") is None
+    True
+    >>> _origin_problem("https://shop.example:443")
+    'names the default port: browsers send it without :443'
+    """
+    if origin == "null":
+        return "is never allowed: sandboxed frames and local files send Origin: null, and any page can be one"
+    if "*" in origin:
+        return "is a wildcard: list each origin exactly (credentials are never allowed with *)"
+    match = ORIGIN.fullmatch(origin)
+    if match is None:
+        return ("is not an origin as browsers send it: scheme://host[:port] (http or https), lowercase,"
+                " with no path, not even a trailing /")
+    port = match["port"]
+    if port is not None and port == DEFAULT_PORTS[match["scheme"]]:
+        return f"names the default port: browsers send it without :{port}"
+    if port is not None and not 1 <= int(port) <= 65535:
+        return "has a port outside 1-65535"
+    return None
 
 
 def _clock(environ, app_env):

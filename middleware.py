@@ -3,13 +3,16 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    request_id -> access_log -> security_headers -> problems -> authenticate -> the handler
+    request_id -> access_log -> security_headers -> cors -> problems -> authenticate -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the request id must exist before anything logs, the access log must
 see the final status (so it sits outside the layer that turns errors into problems), the
 security headers go on every response, error responses included, and authentication sits
-inside `problems`, so its 401 and 403 are rendered like every other error.
+inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
+outside `problems` too, so that a page on an allowed origin can read a 401, 404 or 503 as
+well as a 200, and it answers a preflight itself, before authentication: browsers send
+preflights without credentials. With no CORS_ORIGINS the `cors` layer is left out.
 """
 
 import os
@@ -24,17 +27,48 @@ import db
 import passwords
 import signing
 from challenge import unauthorized
-from web import SECURITY_HEADERS, Forbidden, HTTPError, InternalServerError, ServiceUnavailable, problem_response
+from web import (
+    SECURITY_HEADERS,
+    Forbidden,
+    HTTPError,
+    InternalServerError,
+    Response,
+    ServiceUnavailable,
+    problem_response,
+)
 
 # A client-sent X-Request-ID is kept only if it is short and plain: it goes into logs,
 # and a value with newlines or quotes could forge log lines.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# CORS: what a page on an allowed origin may send, and which response headers its script may
+# read beyond the always-readable ones (Content-Type, Cache-Control, ...: the Fetch standard's
+# CORS-safelisted response-header names).
+CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-CSRF-Token,"
+                        " X-API-Key, X-Request-ID")
+CORS_EXPOSED_HEADERS = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy,"
+                        " Idempotent-Replayed")
+# How long a browser may reuse a preflight's answer before asking again. Two hours is the
+# most Chromium honours (Firefox would keep it 24 h): a page then pays the extra round trip
+# once per URL every two hours, and a route or header list changed by a deploy reaches
+# browsers within two hours. Removing an origin from CORS_ORIGINS takes effect at once for
+# reading answers: every actual response is checked anew.
+CORS_MAX_AGE_SECONDS = 2 * 3600
+VARY_ORIGIN = ("Vary", "Origin")
 
-def build_middleware(logger):
-    """The middleware list, outermost first."""
-    return [request_id, access_log(logger), security_headers, problems(logger), authenticate]
+
+def build_middleware(logger, router, *, cors_origins=()):
+    """The middleware list for the app of `router`, outermost first.
+
+    `cors_origins` (settings.cors_origins) adds the `cors` layer, which answers preflights
+    with the methods `router` has for the path. Without origins there is no CORS layer at
+    all, so a request pays nothing for it.
+    """
+    layers = [request_id, access_log(logger), security_headers]
+    if cors_origins:
+        layers.append(cors(cors_origins, router))
+    return [*layers, problems(logger), authenticate]
 
 
 def request_id(request, call_next):
@@ -75,6 +109,54 @@ def security_headers(request, call_next):
         # Responses may carry private data: no cache keeps them unless a handler says so.
         response.headers.append(("Cache-Control", "no-store"))
     return response
+
+
+def cors(origins, router):
+    """Let scripts on `origins`, and only those, call the API and read its answers, cookies
+    and Authorization included: the CORS protocol of the Fetch standard.
+
+    A browser sends `Origin: https://shop.example` with a script's cross-origin request, and
+    hands the answer to the script only when it names that origin:
+
+        Access-Control-Allow-Origin: https://shop.example    (the origin itself: never `*`,
+        Access-Control-Allow-Credentials: true                which browsers refuse with credentials)
+        Access-Control-Expose-Headers: Location, ETag, ...
+
+    Before a request a plain HTML form could not send (a JSON body, an Authorization
+    header, a PATCH), the browser asks first, with a preflight:
+
+        OPTIONS /v1/orders                        204 No Content
+        Origin: https://shop.example         ->   Access-Control-Allow-Methods: GET, HEAD, OPTIONS, POST
+        Access-Control-Request-Method: POST       Access-Control-Allow-Headers: Authorization, ...
+                                                  Access-Control-Max-Age: 7200
+
+    A preflight is answered here, before authentication and the handler. One for a path
+    that does not exist goes on inwards and gets its 404 problem, which fails the preflight
+    as any answer but a 2xx does. An origin not on the list, `Origin: null` included, gets
+    no CORS headers, preflight or not: its browser then keeps the answer from the script.
+
+    Every response says `Vary: Origin`, with or without an Origin in the request (the Fetch
+    standard, "CORS protocol and HTTP caches"): answers differ by origin, so a shared cache
+    must not hand the answer made for one origin, or for none, to another.
+    """
+    allowed_origins = frozenset(origins)
+
+    def apply_cors(request, call_next):
+        origin = request.header("Origin")
+        if origin not in allowed_origins:
+            response = call_next(request)
+            response.headers.append(VARY_ORIGIN)
+            return response
+        if request.method == "OPTIONS" and request.header("Access-Control-Request-Method") is not None:
+            allowed_methods = router.allowed(request.path)
+            if allowed_methods is not None:
+                return _preflight_answer(origin, allowed_methods)
+        response = call_next(request)
+        response.headers.extend(_allow_origin(origin))
+        response.headers.append(("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS))
+        return response
+
+    return apply_cors
 
 
 def problems(logger):
@@ -135,6 +217,24 @@ def authenticate(request, call_next):
         if csrf_problem is not None:
             raise Forbidden(csrf_problem)
     return call_next(request)
+
+
+def _allow_origin(origin):
+    """The headers that let a script on `origin` read the answer, credentials included."""
+    return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), VARY_ORIGIN]
+
+
+def _preflight_answer(origin, allowed_methods):
+    """204 to a preflight: this path's real methods, the request headers we read, and how long
+    the browser may remember it. The browser checks its request against these lists."""
+    methods = ", ".join(allowed_methods)
+    return Response(b"", 204, [
+        *_allow_origin(origin),
+        ("Access-Control-Allow-Methods", methods),
+        ("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS),
+        ("Access-Control-Max-Age", str(CORS_MAX_AGE_SECONDS)),
+        ("Allow", methods),  # what any OPTIONS answer says (RFC 9110 §9.3.7)
+    ])
 
 
 def _identify(request):

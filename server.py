@@ -10,7 +10,7 @@
 How a request travels, and where each step lives (the README draws the same map):
 
     socket -> httpserver.py (connections, workers; http11.py reads HTTP/1.1 into a WSGI environ)
-           -> web.Application (Request) -> middleware.py (request id, log, headers, problems, auth)
+           -> web.Application (Request) -> middleware.py (request id, log, headers, CORS, problems, auth)
            -> routes.py (which handler) -> api_*.py (HTTP in, plain values out)
            -> accounts.py, orders.py, idempotency.py (business rules, no HTTP objects)
            -> sql_*.py (one function per query) -> db.py (SQLite or PostgreSQL)
@@ -82,7 +82,9 @@ def create_app(settings=None, *, database=None, logger=None):
     database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     logger = logger or JSONLogger(enabled=settings.access_log)
     services = Services(settings=settings, database=database, logger=logger)
-    return Application(routes.build_router(), build_middleware(logger), services)
+    router = routes.build_router()
+    middleware = build_middleware(logger, router, cors_origins=settings.cors_origins)
+    return Application(router, middleware, services)
 
 
 def __getattr__(name):

@@ -31,6 +31,8 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 # A database and a secret of the bench's own, so a run leaves var/ as it was.
 export DATABASE_URL="sqlite:///$work/bench.db" SECRET_KEY="bench-secret-key-that-is-at-least-32-bytes-long"
+# CORS on, as for a browser front end: without CORS_ORIGINS its middleware is not even there.
+export CORS_ORIGINS="https://shop.example"
 "$PYTHON" server.py seed --items 10000 >/dev/null
 # ${array[@]+"${array[@]}"}: an empty array expands to nothing, also under set -u on bash
 # before 4.4 (macOS), where "${array[@]}" of an empty array is an error.

@@ -35,6 +35,7 @@ case $ENGINE in
   *) echo "usage: $0 sqlite|postgresql" >&2; exit 2 ;;
 esac
 export SECRET_KEY="bench-secret-key-that-is-at-least-32-bytes-long" PBKDF2_ITERATIONS=1000
+export CORS_ORIGINS="https://shop.example"  # CORS on, as in bench.sh
 "$PYTHON" server.py seed --items 10000 >/dev/null
 "$PYTHON" - <<'PY'
 import os, db

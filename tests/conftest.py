@@ -66,7 +66,8 @@ POLL_SECONDS = 0.05  # between two looks at something another process or thread 
 SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "HOST", "PORT", "THREADS",
                       "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "PBKDF2_ITERATIONS", "PASSWORD_HASH_THREADS",
                       "SESSION_COOKIE_SECURE", "SESSION_TTL_SECONDS", "SESSION_IDLE_SECONDS", "REFRESH_REUSE_SECONDS",
-                      "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "REDIS_URL", "GUNICORN_CMD_ARGS")
+                      "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "CORS_ORIGINS", "REDIS_URL",
+                      "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 

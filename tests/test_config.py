@@ -332,3 +332,57 @@ def test_no_copy_of_production_settings_can_carry_a_test_clock():
     testing = settings_with(APP_ENV="test", TEST_CLOCK_OFFSET_SECONDS="0")
     with pytest.raises(ConfigError, match="a test clock cannot run with APP_ENV=production"):
         dataclasses.replace(testing, app_env="production")
+
+
+# -- CORS_ORIGINS ---------------------------------------------------------------------------
+
+def test_cors_origins_default_to_none():
+    assert settings_with().cors_origins == ()
+    assert settings_with(CORS_ORIGINS="").cors_origins == ()
+    assert settings_with(CORS_ORIGINS=" , ").cors_origins == ()
+
+
+def test_cors_origins_are_read_in_order_each_once():
+    settings = settings_with(CORS_ORIGINS=" https://shop.example, http://localhost:5173,,https://shop.example")
+    assert settings.cors_origins == ("https://shop.example", "http://localhost:5173")
+
+
+@pytest.mark.parametrize("origin", [
+    "https://shop.example",
+    "http://localhost:5173",
+    "http://127.0.0.1:8080",
+    "https://[::1]:8443",
+    "https://xn--bcher-kva.example",   # an internationalised name, as browsers send it
+    "https://shop.example:65535",
+])
+def test_cors_origins_accept_origins_as_browsers_send_them(origin):
+    assert settings_with(CORS_ORIGINS=origin).cors_origins == (origin,)
+
+
+NOT_AN_ORIGIN = ("is not an origin as browsers send it: scheme://host[:port] (http or https), lowercase,"
+                 " with no path, not even a trailing /")
+
+
+@pytest.mark.parametrize("origin, reason", [
+    ("null", "is never allowed: sandboxed frames and local files send Origin: null, and any page can be one"),
+    ("*", "is a wildcard: list each origin exactly (credentials are never allowed with *)"),
+    ("https://*.shop.example", "is a wildcard: list each origin exactly (credentials are never allowed with *)"),
+    ("https://shop.example/", NOT_AN_ORIGIN),
+    ("https://shop.example/app", NOT_AN_ORIGIN),
+    ("https://shop.example?x=1", NOT_AN_ORIGIN),
+    ("https://shop.example#top", NOT_AN_ORIGIN),
+    ("https://user@shop.example", NOT_AN_ORIGIN),
+    ("HTTPS://shop.example", NOT_AN_ORIGIN),
+    ("https://Shop.example", NOT_AN_ORIGIN),
+    ("ftp://shop.example", NOT_AN_ORIGIN),
+    ("shop.example", NOT_AN_ORIGIN),
+    ("https://", NOT_AN_ORIGIN),
+    ("https://shop.example:0", NOT_AN_ORIGIN),
+    ("https://shop.example:080", NOT_AN_ORIGIN),
+    ("https://shop example", NOT_AN_ORIGIN),
+    ("https://shop.example:443", "names the default port: browsers send it without :443"),
+    ("http://shop.example:80", "names the default port: browsers send it without :80"),
+    ("https://shop.example:65536", "has a port outside 1-65535"),
+])
+def test_cors_origins_refuse_what_no_browser_sends_or_everyone_could(origin, reason):
+    assert refusal(CORS_ORIGINS=f"https://fine.example,{origin}") == f"CORS_ORIGINS: {origin!r} {reason}"

@@ -3,9 +3,10 @@
     request_id -> access_log -> security_headers -> problems -> authenticate -> the handler
 
 The tiny application of test_web.py (its `build_router`, called with its `call`) behind
-`middleware.build_middleware(logger)` shows what a client really receives: problem
+`middleware.build_middleware(logger, router)` shows what a client really receives: problem
 documents (RFC 9457), request ids, security headers, Cache-Control, and one access-log
-line per request. Authentication, which needs accounts, is tested in test_api_auth.py.
+line per request. Authentication, which needs accounts, is tested in test_api_auth.py;
+the CORS layer, there only with CORS_ORIGINS, in test_middleware_cors.py.
 """
 
 import http.client
@@ -38,7 +39,8 @@ SECURITY_HEADERS = {
 @pytest.fixture
 def app(logger):
     """The Application behind the real middleware list, logging into a StringIO."""
-    return Application(build_router(), middleware.build_middleware(logger))
+    router = build_router()
+    return Application(router, middleware.build_middleware(logger, router))
 
 
 def read_log(logger, log_stream):

@@ -2,10 +2,11 @@
 
 The README shows each curl command in a ```sh block and what it prints in the ```http block
 after it. This test runs the walkthrough's set-up block as the README shows it (`seed`,
-`create-admin`, then `python server.py` on a free port), runs each step in order, and checks
-the status line, the headers shown, and the body where the README shows it whole. Steps
-that only set shell variables (TOKEN=$(curl ...)) have no output block; the variables they
-set are kept for the steps after them, as they would be in the reader's terminal.
+`create-admin`, then `python server.py` on a free port, with the settings its line gives,
+such as CORS_ORIGINS), runs each step in order, and checks the status line, the headers
+shown, and the body where the README shows it whole. Steps that only set shell variables
+(TOKEN=$(curl ...)) have no output block; the variables they set are kept for the steps
+after them, as they would be in the reader's terminal.
 
 The steps are a walkthrough, so they depend on each other: a step that uses $TOKEN needs
 the step that set it to have run first. A failing step names itself (its number, section
@@ -42,6 +43,7 @@ VARIABLE_USE = re.compile(r"\$([A-Z_]+)")
 HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags=re.M | re.S)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 OUTSIDE_PATHS = re.compile(r"\.\./shared|/work/|shared/bench")
+SERVER_LINE = re.compile(r"((?:[A-Z_]+=\S+ )*)python server\.py")  # `NAME=value ... python server.py`
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,14 @@ def walkthrough_steps():
 
 
 def setup_commands():
-    """The walkthrough's set-up block: every line before the final `python server.py`."""
+    """The walkthrough's set-up block: (every line before the final `python server.py`, the
+    settings that line starts the server with, as {name: value})."""
     for _, language, text in readme_blocks():
         lines = text.strip().splitlines()
         if language == "sh" and lines[0] == "python server.py seed":
-            assert lines[-1] == "python server.py"
-            return lines[:-1]
+            server_line = SERVER_LINE.fullmatch(lines[-1])
+            assert server_line, f"the set-up block ends with {lines[-1]!r}, not `python server.py`"
+            return lines[:-1], dict(setting.split("=", 1) for setting in server_line.group(1).split())
     raise AssertionError("the README has no walkthrough set-up block")
 
 
@@ -157,12 +161,13 @@ def readme_server(tmp_path_factory):
     )
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    for command in setup_commands():
+    commands, server_settings = setup_commands()
+    for command in commands:
         # check=False: the assertion below says which command failed, and what it printed.
         done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=False,
                               cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
-    server = Program([sys.executable, "server.py"], environment, directory / "server")
+    server = Program([sys.executable, "server.py"], dict(environment, **server_settings), directory / "server")
     try:
         assert server.wait_for_url().url == f"http://127.0.0.1:{port}", server.stderr()
         yield server.url, directory
