@@ -47,4 +47,12 @@ def ready(request):
             f"migrations not applied: {versions}; run: python server.py migrate",
             extra={"checks": {"database": "ok", "migrations": f"{len(pending)} pending"}},
         )
-    return {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+    checks = {"database": "ok", "migrations": "ok"}
+    redis_link = request.services.redis
+    if redis_link is not None:
+        # Requests are still served without Redis (from memory and the database), but the
+        # limits and the cache are no longer shared: not ready, so that someone looks.
+        if not redis_link.ping():
+            raise ServiceUnavailable("redis is not answering", extra={"checks": {**checks, "redis": "unavailable"}})
+        checks["redis"] = "ok"
+    return {"status": "ready", "checks": checks}

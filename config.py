@@ -26,6 +26,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SESSION_IDLE_SECONDS` | `1800` (30 min) | ... or once unused this long; at most `SESSION_TTL_SECONDS` |
 | `TEST_CLOCK_OFFSET_SECONDS` | unset | `APP_ENV=test` only: a clock tests move (`settings.clock.advance`) |
 | `CORS_ORIGINS` | empty: no CORS | comma-separated origins whose pages may call the API (`https://shop.example`) |
+| `REDIS_URL` | unset: memory | `redis://host:6379/0`: rate limits and the cache shared by every process |
+| `REDIS_PREFIX` | `shop:` | the start of every Redis key, so that one Redis can serve several shops |
 """
 
 import os
@@ -75,6 +77,11 @@ ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+DEFAULT_REDIS_PREFIX = "shop:"
+REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 class ConfigError(Exception):
     """The environment describes a configuration the shop refuses to run with."""
 
@@ -97,6 +104,8 @@ class Settings:
     session_ttl_seconds: int
     session_idle_seconds: int
     cors_origins: tuple  # exact origins (str) whose pages may call the API; empty: no CORS at all
+    redis_url: str | None  # None: rate limits and the cache stay in each process's memory
+    redis_prefix: str
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -144,6 +153,8 @@ def load_settings(environ=None):
                                         low=MIN_REFRESH_FAMILY_MAX_SECONDS, high=MAX_REFRESH_FAMILY_MAX_SECONDS),
         **_session_lifetimes(environ),
         cors_origins=_cors_origins(environ),
+        redis_url=_redis_url(environ),
+        redis_prefix=_redis_prefix(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -173,6 +184,21 @@ def _session_lifetimes(environ):
     idle = _int(environ, "SESSION_IDLE_SECONDS", min(DEFAULT_SESSION_IDLE_SECONDS, ttl),
                 low=MIN_SESSION_SECONDS, high=ttl)
     return {"session_ttl_seconds": ttl, "session_idle_seconds": idle}
+
+
+def _redis_url(environ):
+    """REDIS_URL, checked for a scheme redis-py understands; None when unset or empty."""
+    url = environ.get("REDIS_URL") or None
+    if url is not None and not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(f"REDIS_URL must start with one of {', '.join(REDIS_SCHEMES)}")
+    return url
+
+
+def _redis_prefix(environ):
+    prefix = environ.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
+    if REDIS_PREFIX.fullmatch(prefix) is None:
+        raise ConfigError("REDIS_PREFIX must be 1 to 64 letters, digits or . _ : -")
+    return prefix
 
 
 def _cors_origins(environ):

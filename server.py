@@ -41,6 +41,7 @@ from httpserver import HTTPServer
 from httpworkers import Lane
 from middleware import build_middleware
 from observe import JSONLogger, route_standard_logging
+from redisconn import RedisLink
 from web import Application
 
 # Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
@@ -73,6 +74,7 @@ class Services:
     logger: JSONLogger
     # Each user's role and token epoch, remembered for a second: one per process (accounts.py).
     user_states: accounts.UserStates = field(default_factory=accounts.UserStates)
+    redis: RedisLink | None = None  # when REDIS_URL is set: shared rate limits and cache
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -81,7 +83,10 @@ def create_app(settings=None, *, database=None, logger=None):
     passwords.set_hash_threads(settings.password_hash_threads)  # once, for every PBKDF2 run of the process
     database = database or db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     logger = logger or JSONLogger(enabled=settings.access_log)
-    services = Services(settings=settings, database=database, logger=logger)
+    redis_link = None
+    if settings.redis_url:  # the link connects on first use, like the database
+        redis_link = RedisLink(settings.redis_url, prefix=settings.redis_prefix, logger=logger)
+    services = Services(settings=settings, database=database, logger=logger, redis=redis_link)
     router = routes.build_router()
     middleware = build_middleware(logger, router, cors_origins=settings.cors_origins)
     return Application(router, middleware, services)

@@ -50,6 +50,7 @@ import web
 from observe import JSONLogger
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_SECRET_KEY = "test-secret-key-that-is-at-least-32-bytes-long"
 TEST_PASSWORD = "tea for two on a quiet afternoon"
 TEST_ITERATIONS = 1_000  # PBKDF2 rounds in tests: fast; production uses 600,000
@@ -67,7 +68,7 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "PBKDF2_ITERATIONS", "PASSWORD_HASH_THREADS",
                       "SESSION_COOKIE_SECURE", "SESSION_TTL_SECONDS", "SESSION_IDLE_SECONDS", "REFRESH_REUSE_SECONDS",
                       "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "CORS_ORIGINS", "REDIS_URL",
-                      "GUNICORN_CMD_ARGS")
+                      "REDIS_PREFIX", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -115,6 +116,42 @@ def database_url(request, engine, tmp_path):
             schemas.give_back(schema)
         else:
             _drop_schema(schema)
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+def require_redis():
+    """A redis-py client of REDIS_TEST_URL; skip when Redis does not answer (fail under CI)."""
+    redis = pytest.importorskip("redis") if not IN_CI else __import__("redis")
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        message = f"Redis is not reachable at {REDIS_TEST_URL}: {error}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true requires it)")
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own on the test Redis; every key under it is deleted after."""
+    client = require_redis()
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request):
+    """Run a test with memory only, and with Redis: the settings' REDIS_URL and REDIS_PREFIX."""
+    if request.param == "memory":
+        return {}
+    return {"REDIS_URL": REDIS_TEST_URL, "REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
 """/health and /ready, on both engines, in-process and over a socket."""
 
+import dataclasses
+
 import pytest
+from conftest import REDIS_TEST_URL, client_for, free_port
 
 import db
 import migrate
+import server
 
 
 def test_health_is_exactly_the_documented_body(client):
@@ -67,3 +71,22 @@ def test_a_database_never_migrated_has_every_migration_pending(database_url):
         assert migrate.pending_migrations(database) == []
     finally:
         database.close()
+
+
+def test_ready_checks_redis_when_it_is_configured(settings, database, logger, redis_prefix):
+    redis_settings = dataclasses.replace(settings, redis_url=REDIS_TEST_URL, redis_prefix=redis_prefix)
+    with client_for(server.create_app(redis_settings, database=database, logger=logger), "live") as client:
+        response = client.get("/ready")
+    assert response.status == 200
+    assert response.json()["checks"] == {"database": "ok", "migrations": "ok", "redis": "ok"}
+
+
+def test_ready_is_a_503_naming_redis_when_it_does_not_answer(settings, database, logger):
+    silent = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app = server.create_app(silent, database=database, logger=logger)
+    with client_for(app, "live") as client:
+        response = client.get("/ready")
+        assert response.status == 503 and response.header("Retry-After") == "5"
+        assert response.json()["detail"] == "redis is not answering"
+        assert response.json()["checks"] == {"database": "ok", "migrations": "ok", "redis": "unavailable"}
+        assert client.get("/v1/items").status == 200   # still serving, from the database

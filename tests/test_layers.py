@@ -45,6 +45,7 @@ OTHER_MODULES = {
     "db": "database",
     "migrate": "database",    # the schema and its numbered migrations
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
+    "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
     "observe": "operations",  # logs
     "seed": "operations",     # demo data
 }
