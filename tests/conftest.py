@@ -74,16 +74,21 @@ Checker = namedtuple("Checker", "client database admin customer")
 
 # -- engines and databases -----------------------------------------------------------------
 
+def unavailable(message):
+    """A tool or service a test needs is missing: skip with a one-line reason on a student's
+    machine, but fail under CI=true, where everything the suite needs must be there."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true requires it)")
+    pytest.skip(message)
+
+
 def postgres_admin():
     """A psycopg connection for creating and dropping test schemas; skip or fail when absent."""
     psycopg = pytest.importorskip("psycopg") if not IN_CI else __import__("psycopg")
     try:
         return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        message = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true requires it)")
-        pytest.skip(message)
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}")
 
 
 def postgres_url_for_schema(schema):
@@ -127,10 +132,7 @@ def require_redis():
     try:
         client.ping()
     except redis.RedisError as error:
-        message = f"Redis is not reachable at {REDIS_TEST_URL}: {error}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true requires it)")
-        pytest.skip(message)
+        unavailable(f"Redis is not reachable at {REDIS_TEST_URL}: {error}")
     return client
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import IN_CI, TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY
+from conftest import TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, unavailable
 
 import config
 
@@ -67,10 +67,7 @@ Pages = namedtuple("Pages", "allowed other")  # two PageServers
 def chromium():
     path = shutil.which("chromium")
     if path is None:
-        message = "Chromium is not installed (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it")
-        pytest.skip(message)
+        unavailable("Chromium is not installed (apt-get install chromium)")
     return path
 
 

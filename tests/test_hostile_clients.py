@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import IN_CI, PROJECT_DIR, free_port, server_env
+from conftest import PROJECT_DIR, free_port, server_env, unavailable
 
 from httpserver import HEADER_TIMEOUT_SECONDS
 
@@ -84,10 +84,7 @@ def test_slowhttptest_slow_body_head_and_read_leave_the_service_available(shop, 
     """slowhttptest's three slow modes at once, against one server: each reports every
     second whether its own probe (a plain GET of its URL) was answered in time."""
     if shutil.which("slowhttptest") is None:
-        message = "slowhttptest is not installed (apt-get install slowhttptest)"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it")
-        pytest.skip(message)
+        unavailable("slowhttptest is not installed (apt-get install slowhttptest)")
     common = ["-c", str(ATTACKERS), "-r", str(ATTACKERS), "-l", str(SLOWHTTPTEST_SECONDS),
               "-p", str(SLOWHTTPTEST_PROBE_SECONDS), "-g"]
     modes = {
@@ -105,15 +102,15 @@ def test_slowhttptest_slow_body_head_and_read_leave_the_service_available(shop, 
     for run in runs.values():
         assert run.wait(timeout=SLOWHTTPTEST_SECONDS + TOOL_MARGIN_SECONDS) == 0
 
-    unavailable = {}
+    seconds_down = {}
     for mode in runs:
         with open(tmp_path / f"{mode}.csv", newline="") as report:
             seconds = list(csv.DictReader(report))
         assert len(seconds) >= SLOWHTTPTEST_SECONDS // 2, f"{mode}: slowhttptest reported too few seconds"
         if down := [int(row["Seconds"]) for row in seconds if int(row["Service Available"]) == 0]:
-            unavailable[mode] = down
+            seconds_down[mode] = down
     # The three ran together: one mode that takes the server down shows in all three reports.
-    assert unavailable == {}, f"seconds without service, by report: {unavailable}"
+    assert seconds_down == {}, f"seconds without service, by report: {seconds_down}"
 
 
 # -- helpers -------------------------------------------------------------------------------
