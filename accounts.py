@@ -14,6 +14,8 @@ The life of a login, as the tables see it:
     (after 90 days)          no token of the family is valid: log in again
 
 A browser session ends 7 days after login, or after 30 minutes unused (config.py's settings).
+With Redis, its lookup is cached (session_user), and every change that ends a session or its
+role invalidates that cache after the COMMIT: every process refuses it at once.
 
 An access token is not stored, yet some events must end it at once. Each user has a token
 epoch, which every access token carries (the "ep" claim); a password change and a logout
@@ -108,7 +110,7 @@ def verify_current_password(database, user_id, password):
 
 
 def change_profile(database, user_states, user_id, *, email=None, new_password=None, iterations,
-                   keep_session_id=None):
+                   keep_session_id=None, session_cache=None):
     """Change the email, the password or both, in one transaction. Raises EmailTaken.
 
     A new password ends every access token (the caller's too), every refresh token and
@@ -129,9 +131,10 @@ def change_profile(database, user_states, user_id, *, email=None, new_password=N
         raise EmailTaken(email) from None
     if new_hash is not None:
         user_states.forget(user_id)  # its token epoch has moved on
+        _sessions_changed(session_cache)
 
 
-def set_role(database, user_states, user_id, role):
+def set_role(database, user_states, user_id, role, *, session_cache=None):
     """Change a user's role; None when there is no such user. Raises LastAdmin.
 
     The count and the change happen in one write transaction, so two admins demoting each
@@ -147,6 +150,7 @@ def set_role(database, user_states, user_id, role):
             raise LastAdmin()
         changed = sql_users.set_role(connection, user_id, role, db.utc_now())
     user_states.forget(user_id)
+    _sessions_changed(session_cache)  # a cached session holds the role it was read with
     return changed
 
 
@@ -210,7 +214,7 @@ def revoke_refresh_token(database, refresh_token):
             sql_credentials.revoke_refresh_family(connection, token["family_id"], now)
 
 
-def log_out_everywhere(database, user_states, user_id):
+def log_out_everywhere(database, user_states, user_id, *, session_cache=None):
     """End every access token, refresh token and session of the user, on every device.
     API keys stay: they are not logins, and each is revoked on its own (revoke_api_key)."""
     now = db.utc_now()
@@ -219,6 +223,7 @@ def log_out_everywhere(database, user_states, user_id):
         sql_credentials.revoke_user_refresh_tokens(connection, user_id, now)
         sql_credentials.revoke_user_sessions(connection, user_id, now)
     user_states.forget(user_id)
+    _sessions_changed(session_cache)
 
 
 def token_user(database, user_states, keys, token):
@@ -297,28 +302,42 @@ def start_session(database, settings, user):
     return session_id
 
 
-def session_user(database, settings, session_id):
+def session_user(database, settings, session_id, session_cache=None):
     """The user {id, role} of a live session, or None: unknown, revoked, past its absolute
     expiry (SESSION_TTL_SECONDS after login), or idle (unused for SESSION_IDLE_SECONDS).
 
     Each use pushes the idle deadline back. Its time is written at most once a minute, as an
     API key's is, so a session idles out between one minute early and on time.
+
+    With `session_cache` (cache.py, on Redis), cache-aside: the session as last read, keyed
+    by its hash (never the id, a credential), answers alone while no write is due. It is saved
+    under the generation looked up before the read: a revocation meanwhile leaves it unseen.
     """
     now = settings.clock()
+    session_hash = auth.hash_token(session_id)
+    generation = None
+    if session_cache is not None:
+        generation, cached = session_cache.lookup(session_hash)
+        if _answers_alone(cached, now):
+            return {"id": cached["id"], "role": cached["role"]}
     with database.connection() as connection:
-        session = sql_credentials.get_session_user(connection, auth.hash_token(session_id), _rfc3339(now),
+        session = sql_credentials.get_session_user(connection, session_hash, _rfc3339(now),
                                                    _rfc3339(now - settings.session_idle_seconds))
     if session is None:
         return None
     if session["last_used_at"] < _rfc3339(now - SESSION_TOUCH_SECONDS):
         with database.transaction() as connection:
             sql_credentials.touch_session(connection, session["session_row_id"], _rfc3339(now))
+        session["last_used_at"] = _rfc3339(now)
+    if session_cache is not None:
+        session_cache.save(session_hash, generation, session)
     return {"id": session["id"], "role": session["role"]}
 
 
-def end_session(database, session_id):
+def end_session(database, session_id, *, session_cache=None):
     with database.transaction() as connection:
         sql_credentials.revoke_session(connection, auth.hash_token(session_id), db.utc_now())
+    _sessions_changed(session_cache)
 
 
 # -- API keys ----------------------------------------------------------------------------
@@ -373,6 +392,21 @@ def api_key_user(database, key):
         with database.transaction() as connection:
             sql_credentials.touch_api_key(connection, owner["id"], db.utc_now())
     return {"id": owner["user_id"], "role": owner["role"]}
+
+
+def _answers_alone(cached, now):
+    """May a cached session answer alone? While its expiry is ahead and its last use was written
+    under SESSION_TOUCH_SECONDS ago: no touch is due, nor is it idle (config.MIN_SESSION_SECONDS).
+    (cache.decode_session has checked every field's type.)"""
+    return (cached is not None and cached["expires_at"] > _rfc3339(now)
+            and cached["last_used_at"] > _rfc3339(now - SESSION_TOUCH_SECONDS))
+
+
+def _sessions_changed(session_cache):
+    """After a COMMIT that ends sessions or changes their role: every cached session is read
+    again (one generation for all: the cache cannot find a user's sessions; these are rare)."""
+    if session_cache is not None:
+        session_cache.invalidate()
 
 
 def _upgrade_password_hash(database, user_id, password, iterations):

@@ -65,7 +65,9 @@ def logout(request):
 def logout_all(request):
     """POST /v1/auth/logout-all: log the caller out everywhere. Every access token, refresh
     token and session of the account stops working on its next request; API keys stay."""
-    accounts.log_out_everywhere(request.services.database, request.services.user_states, request.user["id"])
+    services = request.services
+    accounts.log_out_everywhere(services.database, services.user_states, request.user["id"],
+                                session_cache=services.session_cache)
     # A browser that asked through its session cookie holds a dead one now: clear it.
     headers = cookies.clear_session_cookies(request) if request.user["via"] == "session" else None
     return Response(status=204, headers=headers)
@@ -91,7 +93,7 @@ def end_session(request):
     session_id = request.user.get("session_id")
     if session_id is None:
         raise unauthorized("this request is not authenticated by a session cookie")
-    accounts.end_session(request.services.database, session_id)
+    accounts.end_session(request.services.database, session_id, session_cache=request.services.session_cache)
     return Response(status=204, headers=cookies.clear_session_cookies(request))
 
 

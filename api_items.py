@@ -11,25 +11,36 @@
     $ curl -i http://127.0.0.1:8000/v1/items/17
     HTTP/1.1 200 OK
     ETag: "item-17-v1"
+    X-Cache: MISS
 
 A handler reads and checks the request, calls the SQL functions inside a connection or a
 transaction, and returns the value to send. It builds no SQL and decides what None means.
+
+The two reads go through the catalogue's cache (cache.py, cache-aside): the answer as
+sent is kept, and `X-Cache` says whether this one came from there (HIT) or from the
+database (MISS). Every caller gets the same answer, an admin included (archived items are
+hidden from everyone), so one shared entry per item and per page is right; nothing that
+depends on who asks may ever go through it. Each write below, and each order that moves
+stock (orders.py), calls `invalidate()` after its COMMIT, so no one reads old data after it.
 """
 
 import re
 
+import cache
 import db
 import pagination
 import sql_items
 from validation import Field, validate
 from web import (
     IF_MATCH_ANY,
+    JSON_TYPE,
     BadRequest,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
     Response,
     if_match,
+    json_body,
     query_whole_number,
 )
 
@@ -60,27 +71,41 @@ def list_items(request):
         query, sortable=sql_items.SORTABLE_COLUMNS, default_sort="id",
         filters=filters, keys=services.settings.secret_keys,
     )
-    with services.database.connection() as connection:
-        rows = sql_items.list_items(
-            connection, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after,
-            **filters,
+
+    def read_page():
+        with services.database.connection() as connection:
+            rows = sql_items.list_items(
+                connection, sort=page.sort, limit=page.limit + 1, offset=page.offset, after=page.after,
+                **filters,
+            )
+        body, link_header = pagination.envelope(
+            [public_item(row) for row in rows], page, path=request.path,
+            query_params=_filters_as_query(filters), keys=services.settings.secret_keys,
         )
-    body, link_header = pagination.envelope(
-        [public_item(row) for row in rows], page, path=request.path,
-        query_params=_filters_as_query(filters), keys=services.settings.secret_keys,
-    )
-    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
+        return cache.CachedResponse(json_body(body), (("Link", link_header),) if link_header else ())
+
+    # The key is the query as sent: the page depends on nothing else (the query string is
+    # checked and bounded above). `?limit=2&sort=id` and `?sort=id&limit=2` get an entry each.
+    return _through_cache(request, "page:" + request.environ.get("QUERY_STRING", ""), read_page)
 
 
 def get_item(request):
     """GET /v1/items/{id}: one item, with an ETag for conditional requests."""
     item_id = request.path_params["id"]
-    with request.services.database.connection() as connection:
-        item = sql_items.get_item(connection, item_id)
-    if item is None:
+
+    def read_item():
+        with request.services.database.connection() as connection:
+            item = sql_items.get_item(connection, item_id)
+        if item is None:
+            return None  # answered with a 404, never stored: the item may be added next
+        return cache.CachedResponse(json_body(public_item(item)), (("ETag", item_etag(item)),))
+
+    response = _through_cache(request, f"item:{item_id}", read_item)
+    if response is None:
         raise NotFound(f"item {item_id} does not exist")
     # no-cache: a cache may keep the item but must revalidate it (If-None-Match) each time.
-    return Response.json(public_item(item), headers=[("ETag", item_etag(item)), ("Cache-Control", "no-cache")])
+    response.headers.append(("Cache-Control", "no-cache"))
+    return response
 
 
 def create_item(request):
@@ -88,6 +113,7 @@ def create_item(request):
     fields = validate(request.json(), ITEM_FIELDS)
     with request.services.database.transaction() as connection:
         item = sql_items.insert_item(connection, fields, db.utc_now())
+    _catalogue_changed(request)
     headers = [("Location", f"/v1/items/{item['id']}"), ("ETag", item_etag(item))]
     return Response.json(public_item(item), status=201, headers=headers)
 
@@ -107,6 +133,7 @@ def update_item(request):
         item = sql_items.update_item(connection, item_id, expected_version, changes, db.utc_now())
         if item is None:
             _raise_missing_or_changed(connection, item_id)
+    _catalogue_changed(request)
     return Response.json(public_item(item), headers=[("ETag", item_etag(item))])
 
 
@@ -120,6 +147,7 @@ def delete_item(request):
     with request.services.database.transaction() as connection:
         if not sql_items.archive_item(connection, item_id, db.utc_now(), expected_version):
             _raise_missing_or_changed(connection, item_id)
+    _catalogue_changed(request)
     return Response(status=204)
 
 
@@ -133,6 +161,33 @@ def public_item(row):
 def item_etag(item):
     """A strong validator that changes with every update (the version column)."""
     return f'"item-{item["id"]}-v{item["version"]}"'
+
+
+def _through_cache(request, key, read):
+    """The answer for `key`: from the catalogue's cache, or from read() (the database) on a
+    miss, then kept for the next reader. None when read() found nothing (never kept).
+
+    With CACHE=off there is no cache: read() every time, and no X-Cache header.
+    """
+    catalogue = request.services.catalogue_cache
+    if catalogue is None:
+        answer, x_cache = read(), None
+    else:
+        answer, hit = catalogue.fetch(key, read)
+        x_cache = "HIT" if hit else "MISS"
+    if answer is None:
+        return None
+    headers = [("Content-Type", JSON_TYPE), *answer.headers]
+    if x_cache is not None:
+        headers.append(("X-Cache", x_cache))
+    return Response(answer.body, 200, headers)
+
+
+def _catalogue_changed(request):
+    """After a COMMIT that changed items: no cached answer from before it is served again."""
+    catalogue = request.services.catalogue_cache
+    if catalogue is not None:
+        catalogue.invalidate()
 
 
 def _raise_missing_or_changed(connection, item_id):

@@ -59,8 +59,9 @@ def create_order(request):
     database = request.services.database
     user_id = request.user["id"]
     key = request.header("Idempotency-Key")
+    catalogue_cache = request.services.catalogue_cache
     if key is None:
-        return created_response(_place(database, user_id, lines))
+        return created_response(_place(database, user_id, lines, catalogue_cache=catalogue_cache))
     if not idempotency.valid_key(key):
         raise BadRequest(
             f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_CHARS} visible ASCII characters"
@@ -85,7 +86,7 @@ def create_order(request):
         return idempotency.save(connection, claim, created_response(order))
 
     try:
-        order = _place(database, user_id, lines, before_commit=remember_response)
+        order = _place(database, user_id, lines, before_commit=remember_response, catalogue_cache=catalogue_cache)
     except orders.LostClaim:
         raise Conflict(
             "this request outlived its hold on the Idempotency-Key; retry it",
@@ -173,9 +174,10 @@ def created_response(order):
     return Response.json(public_order(order), status=201, headers=headers)
 
 
-def _place(database, user_id, lines, before_commit=None):
+def _place(database, user_id, lines, before_commit=None, catalogue_cache=None):
     try:
-        return orders.place_order(database, user_id, lines, before_commit=before_commit)
+        return orders.place_order(database, user_id, lines, before_commit=before_commit,
+                                  catalogue_cache=catalogue_cache)
     except orders.UnknownItems as refused:
         unknown = set(refused.item_ids)
         raise UnprocessableContent(
@@ -199,6 +201,7 @@ def _change_status(request, order_id, to_status, *, user_id, only_from=None, exp
         order = orders.change_status(
             request.services.database, order_id, to_status,
             user_id=user_id, only_from=only_from, expected_status=expected_status,
+            catalogue_cache=request.services.catalogue_cache,
         )
     except orders.StatusChanged as changed:
         raise PreconditionFailed(

@@ -49,6 +49,7 @@ def update_me(request):
             services.database, services.user_states, user_id,
             email=changes.get("email"), new_password=changes.get("password"),
             iterations=services.settings.pbkdf2_iterations, keep_session_id=request.user.get("session_id"),
+            session_cache=services.session_cache,
         )
     except accounts.InvalidCredentials:
         raise Forbidden("the current password is wrong") from None
@@ -78,7 +79,8 @@ def update_user(request):
     user_id = request.path_params["id"]
     services = request.services
     try:
-        user = accounts.set_role(services.database, services.user_states, user_id, changes["role"])
+        user = accounts.set_role(services.database, services.user_states, user_id, changes["role"],
+                                 session_cache=services.session_cache)
     except accounts.LastAdmin:
         raise Conflict("the shop needs at least one admin") from None
     if user is None:

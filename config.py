@@ -28,6 +28,9 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `CORS_ORIGINS` | empty: no CORS | comma-separated origins whose pages may call the API (`https://shop.example`) |
 | `REDIS_URL` | unset: memory | `redis://host:6379/0`: rate limits and the cache shared by every process |
 | `REDIS_PREFIX` | `shop:` | the start of every Redis key, so that one Redis can serve several shops |
+| `CACHE` | `on` | `off` (or 0/false/no): no cache; every read goes to the database |
+| `CACHE_TTL_SECONDS` | `30` | the longest a cached answer is kept (a change through the API ends it at once) |
+| `CACHE_MAX_ENTRIES` | `10000` | answers each process keeps in memory at most (without `REDIS_URL`) |
 """
 
 import os
@@ -77,6 +80,15 @@ ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
+# The cache (cache.py). A change through the API reaches every cached answer at once; the
+# TTL bounds what it cannot see: writes made around the API (seed, SQL by hand).
+DEFAULT_CACHE_TTL_SECONDS = 30
+MAX_CACHE_TTL_SECONDS = DAY_SECONDS
+# A page of 20 items is about 5 KB: 10,000 answers fill about 50 MB at most (cache.py also
+# bounds the bytes, for pages of long descriptions).
+DEFAULT_CACHE_MAX_ENTRIES = 10_000
+MAX_CACHE_MAX_ENTRIES = 1_000_000
+
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -106,6 +118,9 @@ class Settings:
     cors_origins: tuple  # exact origins (str) whose pages may call the API; empty: no CORS at all
     redis_url: str | None  # None: rate limits and the cache stay in each process's memory
     redis_prefix: str
+    cache: bool  # False: CACHE=off, every read goes to the database
+    cache_ttl_seconds: int
+    cache_max_entries: int  # per process, in memory (without Redis)
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -155,6 +170,11 @@ def load_settings(environ=None):
         cors_origins=_cors_origins(environ),
         redis_url=_redis_url(environ),
         redis_prefix=_redis_prefix(environ),
+        cache=_bool(environ, "CACHE", True),
+        cache_ttl_seconds=_int(environ, "CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS,
+                               low=1, high=MAX_CACHE_TTL_SECONDS),
+        cache_max_entries=_int(environ, "CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES,
+                               low=1, high=MAX_CACHE_MAX_ENTRIES),
         clock=_clock(environ, app_env),
     )
 

@@ -262,7 +262,7 @@ def _identify(request):
         return dict(user, via="api_key")
     session_id = cookies.read_session_cookie(request)
     if session_id is not None:
-        user = accounts.session_user(services.database, services.settings, session_id)
+        user = accounts.session_user(services.database, services.settings, session_id, services.session_cache)
         if user is not None:
             return dict(user, via="session", session_id=session_id)
     return None

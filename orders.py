@@ -21,6 +21,9 @@ The state machine (ALLOWED_TRANSITIONS); anything else is refused with InvalidTr
        +---------------+--> cancelled    (the stock comes back, in the same transaction)
 
 The owner may cancel while the order is pending; an admin may move it along any arrow.
+
+Both move stock, which the catalogue shows: after the COMMIT, each calls the catalogue
+cache's `invalidate()` (cache.py), so no cached page or item shows the stock from before.
 """
 
 import db
@@ -80,9 +83,10 @@ class LostClaim(Exception):
     """`before_commit` refused (the idempotency key is no longer this request's): rolled back."""
 
 
-def place_order(database, user_id, lines, *, before_commit=None):
+def place_order(database, user_id, lines, *, before_commit=None, catalogue_cache=None):
     """Place an order for `lines` ([{item_id, quantity}], each item once); return the order
-    with its lines.
+    with its lines. `catalogue_cache` (a cache.Cache, when there is one) is invalidated
+    after the COMMIT: the stock it shows has changed.
 
     Raises UnknownItems, OutOfStock or TotalTooLarge, and then nothing was written.
     `before_commit`, when given, is called as before_commit(connection, order) inside the
@@ -114,6 +118,8 @@ def place_order(database, user_id, lines, *, before_commit=None):
         order["lines"] = priced_lines
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
+    if catalogue_cache is not None:
+        catalogue_cache.invalidate()
     return order
 
 
@@ -146,9 +152,11 @@ def attach_lines(connection, orders):
         by_id[order_id]["lines"].append(line)
 
 
-def change_status(database, order_id, to_status, *, user_id=None, only_from=None, expected_status=None):
+def change_status(database, order_id, to_status, *, user_id=None, only_from=None, expected_status=None,
+                  catalogue_cache=None):
     """Move an order to `to_status`; return it, or None if there is no such order (for
-    `user_id`, when given). A cancelled order's stock goes back, in the same transaction.
+    `user_id`, when given). A cancelled order's stock goes back, in the same transaction,
+    and `catalogue_cache` (when given) is invalidated after its COMMIT.
 
     Raises StatusChanged when `expected_status` is given and the order is no longer in it
     (the client decided on a status that has changed since), and InvalidTransition when the
@@ -177,4 +185,6 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
         if to_status == "cancelled":
             for line in changed["lines"]:  # in item id order, like place_order's locks
                 sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)
+    if to_status == "cancelled" and catalogue_cache is not None:
+        catalogue_cache.invalidate()
     return changed

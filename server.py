@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import accounts
+import cache
 import config
 import db
 import migrate
@@ -75,6 +76,9 @@ class Services:
     # Each user's role and token epoch, remembered for a second: one per process (accounts.py).
     user_states: accounts.UserStates = field(default_factory=accounts.UserStates)
     redis: RedisLink | None = None  # when REDIS_URL is set: shared rate limits and cache
+    # cache.py: the catalogue's answers (None with CACHE=off), and browser sessions (with Redis only).
+    catalogue_cache: cache.Cache | None = None
+    session_cache: cache.Cache | None = None
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -86,7 +90,9 @@ def create_app(settings=None, *, database=None, logger=None):
     redis_link = None
     if settings.redis_url:  # the link connects on first use, like the database
         redis_link = RedisLink(settings.redis_url, prefix=settings.redis_prefix, logger=logger)
-    services = Services(settings=settings, database=database, logger=logger, redis=redis_link)
+    catalogue_cache, session_cache = cache.build_caches(settings, redis_link)
+    services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
+                        catalogue_cache=catalogue_cache, session_cache=session_cache)
     router = routes.build_router()
     middleware = build_middleware(logger, router, cors_origins=settings.cors_origins)
     return Application(router, middleware, services)

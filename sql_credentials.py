@@ -69,10 +69,11 @@ def insert_session(connection, *, user_id, session_hash, now, expires_at):
 
 
 def get_session_user(connection, session_hash, now, idle_since):
-    """The user (id, role) of a live session, with the session's id and last use; or None for
-    an unknown or revoked one, one past its absolute expiry, or one unused since `idle_since`."""
+    """The user (id, role) of a live session, with the session's id, last use and expiry; or
+    None for an unknown or revoked one, one past its absolute expiry, or one unused since
+    `idle_since`."""
     return connection.fetch_one(
-        "SELECT users.id, users.role, sessions.id AS session_row_id, sessions.last_used_at"
+        "SELECT users.id, users.role, sessions.id AS session_row_id, sessions.last_used_at, sessions.expires_at"
         " FROM sessions JOIN users ON users.id = sessions.user_id"
         " WHERE sessions.session_hash = :session_hash AND sessions.revoked_at IS NULL"
         " AND sessions.expires_at > :now AND sessions.last_used_at > :idle_since",

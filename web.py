@@ -327,7 +327,7 @@ class Response:
 
     @classmethod
     def json(cls, payload, status=200, headers=None):
-        body = _compact_json(payload).encode()
+        body = json_body(payload)
         response_headers = [("Content-Type", JSON_TYPE)]
         if headers:
             response_headers.extend(headers)
@@ -339,6 +339,15 @@ class Response:
             if header_name.lower() == lowered:
                 return value
         return None
+
+
+def json_body(payload):
+    """`payload` as the compact UTF-8 JSON every response body is.
+
+    >>> json_body({"name": "Thé", "price_cents": 450})
+    b'{"name":"Th\\xc3\\xa9","price_cents":450}'
+    """
+    return _compact_json(payload).encode()
 
 
 def problem_body(status, detail, *, instance=None, request_id=None, errors=None, extra=None):

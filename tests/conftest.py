@@ -68,7 +68,7 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "PBKDF2_ITERATIONS", "PASSWORD_HASH_THREADS",
                       "SESSION_COOKIE_SECURE", "SESSION_TTL_SECONDS", "SESSION_IDLE_SECONDS", "REFRESH_REUSE_SECONDS",
                       "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "CORS_ORIGINS", "REDIS_URL",
-                      "REDIS_PREFIX", "GUNICORN_CMD_ARGS")
+                      "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -154,6 +154,18 @@ def backend(request):
     if request.param == "memory":
         return {}
     return {"REDIS_URL": REDIS_TEST_URL, "REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+
+
+def settings_with(settings, **environment):
+    """Test settings for the database of `settings`, with more of the environment set:
+    settings_with(settings, CACHE="off"), settings_with(settings, **backend)."""
+    return config.load_settings({
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        **environment,
+    })
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ OTHER_MODULES = {
     "migrate": "database",    # the schema and its numbered migrations
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
     "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
+    "cache": "database",      # answers kept in front of the database, in memory or on Redis
     "observe": "operations",  # logs
     "seed": "operations",     # demo data
 }
