@@ -28,8 +28,11 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `CORS_ORIGINS` | empty: no CORS | comma-separated origins whose pages may call the API (`https://shop.example`) |
 | `REDIS_URL` | unset: memory | `redis://host:6379/0`: rate limits and the cache shared by every process |
 | `REDIS_PREFIX` | `shop:` | the start of every Redis key, so that one Redis can serve several shops |
+| `RATE_LIMITS` | `ratelimit.DEFAULT_RATE_LIMITS` | `NAME=QUOTA/SECONDS` per policy, e.g. `auth=10/60`; `off`: none |
+| `TRUSTED_PROXIES` | empty: the peer is the client | addresses or CIDRs of proxies whose X-Forwarded-For is believed |
 """
 
+import ipaddress
 import os
 import re
 import secrets
@@ -42,6 +45,7 @@ from pathlib import Path
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
 # starts from the default of its hashing gate, and keeps to its ceiling.
 from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
+from ratelimit import parse_rate_limits
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
@@ -80,6 +84,7 @@ DEFAULT_PORTS = {"http": "80", "https": "443"}
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
 
 
 class ConfigError(Exception):
@@ -106,6 +111,8 @@ class Settings:
     cors_origins: tuple  # exact origins (str) whose pages may call the API; empty: no CORS at all
     redis_url: str | None  # None: rate limits and the cache stay in each process's memory
     redis_prefix: str
+    rate_limits: dict | None  # {policy name: ratelimit.Policy}; None: RATE_LIMITS=off
+    trusted_proxies: tuple  # ipaddress networks whose X-Forwarded-For is believed; empty: none
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -155,6 +162,8 @@ def load_settings(environ=None):
         cors_origins=_cors_origins(environ),
         redis_url=_redis_url(environ),
         redis_prefix=_redis_prefix(environ),
+        rate_limits=_rate_limits(environ),
+        trusted_proxies=_trusted_proxies(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -199,6 +208,32 @@ def _redis_prefix(environ):
     if REDIS_PREFIX.fullmatch(prefix) is None:
         raise ConfigError("REDIS_PREFIX must be 1 to 64 letters, digits or . _ : -")
     return prefix
+
+
+def _rate_limits(environ):
+    try:
+        return parse_rate_limits(environ.get("RATE_LIMITS", ""))
+    except ValueError as error:
+        raise ConfigError(f"RATE_LIMITS: {error}") from None
+
+
+def _trusted_proxies(environ):
+    """TRUSTED_PROXIES as a tuple of networks: "10.0.0.5" is 10.0.0.5/32, "10.0.0.0/8" a range.
+
+    A CIDR with host bits set (10.0.0.5/8) is refused rather than widened: it is a typo for
+    either the address or the range, and guessing the range would trust millions of hosts.
+    """
+    networks = []
+    for entry in (part.strip() for part in environ.get("TRUSTED_PROXIES", "").split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError:
+                raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an address or a CIDR range such as 10.0.0.0/8"
+                                  ) from None
+    if len(networks) > MAX_TRUSTED_PROXIES:
+        raise ConfigError(f"TRUSTED_PROXIES may list at most {MAX_TRUSTED_PROXIES} addresses or ranges")
+    return tuple(networks)
 
 
 def _cors_origins(environ):

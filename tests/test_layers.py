@@ -47,6 +47,7 @@ OTHER_MODULES = {
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
     "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
     "observe": "operations",  # logs
+    "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
 }
 # SQL text: a statement's opening words, in the capitals every SQL string here uses.
