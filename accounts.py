@@ -377,7 +377,8 @@ def revoke_api_key(database, user_id, key_id):
 
 
 def api_key_user(database, key):
-    """The user {id, role} who owns a live API key, or None. Fails closed on any oddity."""
+    """The user {id, role, api_key_id} who owns a live API key, or None. Fails closed on any
+    oddity. The key's own id lets each key have a rate limit of its own (ratelimit.py)."""
     prefix = auth.api_key_prefix(key)
     if prefix is None:
         return None
@@ -391,7 +392,7 @@ def api_key_user(database, key):
     if last_used is None or last_used < db.utc_now(-API_KEY_TOUCH_SECONDS):
         with database.transaction() as connection:
             sql_credentials.touch_api_key(connection, owner["id"], db.utc_now())
-    return {"id": owner["user_id"], "role": owner["role"]}
+    return {"id": owner["user_id"], "role": owner["role"], "api_key_id": owner["id"]}
 
 
 def _answers_alone(cached, now):

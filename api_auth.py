@@ -149,10 +149,18 @@ def _new_credentials(document):
 
 
 def _check_login(request):
+    """The user whose email and password the body holds; 401 if they are wrong.
+
+    Each check spends a try from the account's budget of failed logins first (ratelimit.py:
+    5 in 15 minutes, whatever address they come from), and gives it back when the password
+    is right. Once the budget is spent the answer is a 429, before any hash is computed.
+    """
     body = validate(request.json(), CREDENTIALS)
     services = request.services
-    user = accounts.check_password(services.database, body["email"], body["password"],
-                                   iterations=services.settings.pbkdf2_iterations)
+    with services.rate_limiter.login_try(body["email"]) as attempt:
+        user = accounts.check_password(services.database, body["email"], body["password"],
+                                       iterations=services.settings.pbkdf2_iterations)
+        attempt.failed = user is None
     if user is None:
         raise unauthorized(BAD_LOGIN)
     return user

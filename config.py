@@ -31,8 +31,11 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `CACHE` | `on` | `off` (or 0/false/no): no cache; every read goes to the database |
 | `CACHE_TTL_SECONDS` | `30` | the longest a cached answer is kept (a change through the API ends it at once) |
 | `CACHE_MAX_ENTRIES` | `10000` | answers each process keeps in memory at most (without `REDIS_URL`) |
+| `RATE_LIMITS` | `ratelimit.DEFAULT_RATE_LIMITS` | `NAME=QUOTA/SECONDS` per policy, e.g. `auth=10/60`; `off`: none |
+| `TRUSTED_PROXIES` | empty: the peer is the client | addresses or CIDRs of proxies whose X-Forwarded-For is believed |
 """
 
+import ipaddress
 import os
 import re
 import secrets
@@ -45,6 +48,7 @@ from pathlib import Path
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
 # starts from the default of its hashing gate, and keeps to its ceiling.
 from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
+from ratelimit import parse_rate_limits
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
@@ -92,6 +96,7 @@ MAX_CACHE_MAX_ENTRIES = 1_000_000
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
 
 
 class ConfigError(Exception):
@@ -121,6 +126,8 @@ class Settings:
     cache: bool  # False: CACHE=off, every read goes to the database
     cache_ttl_seconds: int
     cache_max_entries: int  # per process, in memory (without Redis)
+    rate_limits: dict | None  # {policy name: ratelimit.Policy}; None: RATE_LIMITS=off
+    trusted_proxies: tuple  # ipaddress networks whose X-Forwarded-For is believed; empty: none
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -175,6 +182,8 @@ def load_settings(environ=None):
                                low=1, high=MAX_CACHE_TTL_SECONDS),
         cache_max_entries=_int(environ, "CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES,
                                low=1, high=MAX_CACHE_MAX_ENTRIES),
+        rate_limits=_rate_limits(environ),
+        trusted_proxies=_trusted_proxies(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -219,6 +228,32 @@ def _redis_prefix(environ):
     if REDIS_PREFIX.fullmatch(prefix) is None:
         raise ConfigError("REDIS_PREFIX must be 1 to 64 letters, digits or . _ : -")
     return prefix
+
+
+def _rate_limits(environ):
+    try:
+        return parse_rate_limits(environ.get("RATE_LIMITS", ""))
+    except ValueError as error:
+        raise ConfigError(f"RATE_LIMITS: {error}") from None
+
+
+def _trusted_proxies(environ):
+    """TRUSTED_PROXIES as a tuple of networks: "10.0.0.5" is 10.0.0.5/32, "10.0.0.0/8" a range.
+
+    A CIDR with host bits set (10.0.0.5/8) is refused rather than widened: it is a typo for
+    either the address or the range, and guessing the range would trust millions of hosts.
+    """
+    networks = []
+    for entry in (part.strip() for part in environ.get("TRUSTED_PROXIES", "").split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError:
+                raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an address or a CIDR range such as 10.0.0.0/8"
+                                  ) from None
+    if len(networks) > MAX_TRUSTED_PROXIES:
+        raise ConfigError(f"TRUSTED_PROXIES may list at most {MAX_TRUSTED_PROXIES} addresses or ranges")
+    return tuple(networks)
 
 
 def _cors_origins(environ):

@@ -3,16 +3,25 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    request_id -> access_log -> security_headers -> cors -> problems -> authenticate -> the handler
+    request_id -> access_log -> security_headers -> cors -> problems -> authenticate
+               -> rate_limit -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the request id must exist before anything logs, the access log must
 see the final status (so it sits outside the layer that turns errors into problems), the
 security headers go on every response, error responses included, and authentication sits
 inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
-outside `problems` too, so that a page on an allowed origin can read a 401, 404 or 503 as
-well as a 200, and it answers a preflight itself, before authentication: browsers send
+outside `problems` too, so that a page on an allowed origin can read a 401, 404, 429 or 503
+as well as a 200, and it answers a preflight itself, before authentication: browsers send
 preflights without credentials. With no CORS_ORIGINS the `cors` layer is left out.
+
+Rate limits come right after authentication, so that they know the caller (a user or an
+API key has a budget of its own), and before the handler does any work. The routes that
+check a password are public, and authenticating a request without credentials reads
+nothing, so a login refused with a 429 has cost neither a database read nor a hash. A
+request with credentials pays for their check first (an HMAC for a token, an indexed read
+for an API key or a session); a request whose credentials are wrong gets its 401 there and
+is not counted. With RATE_LIMITS=off the `rate_limit` layer is left out.
 """
 
 import os
@@ -25,6 +34,7 @@ import auth
 import cookies
 import db
 import passwords
+import ratelimit
 import signing
 from challenge import unauthorized
 from web import (
@@ -34,6 +44,7 @@ from web import (
     InternalServerError,
     Response,
     ServiceUnavailable,
+    TooManyRequests,
     problem_response,
 )
 
@@ -58,17 +69,21 @@ CORS_MAX_AGE_SECONDS = 2 * 3600
 VARY_ORIGIN = ("Vary", "Origin")
 
 
-def build_middleware(logger, router, *, cors_origins=()):
+def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trusted_proxies=()):
     """The middleware list for the app of `router`, outermost first.
 
     `cors_origins` (settings.cors_origins) adds the `cors` layer, which answers preflights
     with the methods `router` has for the path. Without origins there is no CORS layer at
-    all, so a request pays nothing for it.
+    all, so a request pays nothing for it. `rate_limiter` (a ratelimit.RateLimiter) adds
+    the `rate_limit` layer, which finds client addresses behind `trusted_proxies`.
     """
     layers = [request_id, access_log(logger), security_headers]
     if cors_origins:
         layers.append(cors(cors_origins, router))
-    return [*layers, problems(logger), authenticate]
+    layers += [problems(logger), authenticate]
+    if rate_limiter is not None:
+        layers.append(rate_limit(rate_limiter, trusted_proxies))
+    return layers
 
 
 def request_id(request, call_next):
@@ -217,6 +232,74 @@ def authenticate(request, call_next):
         if csrf_problem is not None:
             raise Forbidden(csrf_problem)
     return call_next(request)
+
+
+def rate_limit(limiter, trusted_proxies):
+    """Count the request against its caller's budget for its route's class; 429 when spent.
+
+    The class comes from the route table ("auth", "write", "default", or None for the
+    probes, which are never limited); a path without a route counts as "write" for an
+    unsafe method and "default" for the others. The "auth" class always counts per client
+    address, the others per user or API key when the request is authenticated. Every answer
+    of a counted request carries RateLimit-Policy and RateLimit, its errors included:
+
+        RateLimit-Policy: "default";q=300;w=60
+        RateLimit: "default";r=299;t=1
+
+    The login handler takes a try from the account's failed-login budget as well
+    (RateLimiter.login_try); when that is spent it raises ratelimit.QuotaExceeded, which
+    becomes a 429 here, like a spent budget of the route's class.
+    """
+
+    def limit(request, call_next):
+        route = request.route
+        if route is not None:
+            rate_class = route.rate_limit
+            if rate_class is None:
+                return call_next(request)
+        else:
+            rate_class = "default" if request.method in SAFE_METHODS else "write"
+        decision = limiter.take(rate_class, _caller(request, rate_class, trusted_proxies))
+        if not decision.allowed:
+            raise _quota_exceeded(decision)
+        fields = ratelimit.headers(decision)
+        try:
+            response = call_next(request)
+        except ratelimit.QuotaExceeded as exceeded:
+            raise _quota_exceeded(exceeded.decision) from None
+        except HTTPError as error:
+            error.headers = [*error.headers, *fields]
+            raise
+        response.headers.extend(fields)
+        return response
+
+    return limit
+
+
+def _quota_exceeded(decision):
+    """The 429 for a refused decision: Retry-After, the draft's fields, and its problem type."""
+    policy = decision.policy
+    if policy.name == ratelimit.LOGIN_FAILURES:
+        detail = (f"too many failed logins for this account (at most {policy.quota} in {policy.window_seconds} s);"
+                  " Retry-After says when to try again")
+    else:
+        detail = (f"the {policy.name} quota of {policy.quota} requests in {policy.window_seconds} s is spent;"
+                  " Retry-After says when to try again")
+    return TooManyRequests(detail, headers=[("Retry-After", str(decision.reset_seconds)), *ratelimit.headers(decision)],
+                           extra={"type": ratelimit.QUOTA_EXCEEDED_TYPE, "title": ratelimit.QUOTA_EXCEEDED_TITLE,
+                                  "violated-policies": [policy.name]})
+
+
+def _caller(request, rate_class, trusted_proxies):
+    """Whose budget a request spends: its API key's or its user's, else its address's."""
+    user = request.user
+    if user is not None and rate_class != "auth":
+        return f"key:{user['api_key_id']}" if user["via"] == "api_key" else f"user:{user['id']}"
+    environ = request.environ
+    peer = environ.get("REMOTE_ADDR", "")
+    if trusted_proxies:
+        peer = ratelimit.client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
+    return ratelimit.address_caller(peer)
 
 
 def _allow_origin(origin):

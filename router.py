@@ -25,14 +25,15 @@ IMPLEMENTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"
 class Route:
     """One method + path pattern, its handler and what the rest of the app needs to know."""
 
-    __slots__ = ("method", "pattern", "handler", "name", "access", "summary", "regex", "converters")
+    __slots__ = ("method", "pattern", "handler", "name", "access", "rate_limit", "summary", "regex", "converters")
 
-    def __init__(self, method, pattern, handler, *, name, access="public", summary=""):
+    def __init__(self, method, pattern, handler, *, name, access="public", rate_limit=None, summary=""):
         self.method = method
         self.pattern = pattern
         self.handler = handler
         self.name = name
         self.access = access  # "public", "user" or "admin": read by the auth middleware
+        self.rate_limit = rate_limit  # a class of the rate-limit middleware, or None: not limited
         self.summary = summary
         self.regex, self.converters = compile_pattern(pattern)
 

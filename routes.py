@@ -4,6 +4,11 @@ The router reads this table, and so does the authentication middleware (`access`
 "user" or "admin"); `summary` says in a few words what the endpoint does. One line per
 endpoint is the whole list of what the API offers and to whom.
 
+`limit` is the route's rate-limit class (ratelimit.py, RATE_LIMITS): "auth" for the routes
+that take a password or a refresh token, counted per client address and strictest;
+"write" and "default" for the others, counted per caller. The probes have none: an
+orchestrator refused its probe would take a healthy process for a dead one.
+
 `hashes` marks the routes that run PBKDF2 (a password checked or set: passwords.py), each a
 fifth of a second of a core. The server asks hashes_password(method, path) and runs those
 requests on a few threads of their own, so that a burst of logins never keeps the others,
@@ -18,35 +23,35 @@ import api_reports
 import api_users
 from router import Router
 
-#    method    path                          handler                   name              access    hashes summary
+#    method    path                          handler                   name              access    limit      hashes summary
 ROUTES = [
-    ("GET",    "/health",                    api_ops.health,           "health",         "public", False, "Liveness: the process is up"),
-    ("GET",    "/ready",                     api_ops.ready,            "ready",          "public", False, "Readiness: the database answers"),
-    ("POST",   "/v1/auth/register",          api_auth.register,        "register",       "public", True,  "Create an account"),
-    ("POST",   "/v1/auth/login",             api_auth.login,           "login",          "public", True,  "Get an access and a refresh token"),
-    ("POST",   "/v1/auth/refresh",           api_auth.refresh,         "refresh",        "public", False, "Rotate a refresh token"),
-    ("POST",   "/v1/auth/logout",            api_auth.logout,          "logout",         "public", False, "Revoke a refresh token"),
-    ("POST",   "/v1/auth/logout-all",        api_auth.logout_all,      "logout_all",     "user",   False, "Log out everywhere: every token and session"),
-    ("POST",   "/v1/auth/session",           api_auth.start_session,   "start_session",  "public", True,  "Log a browser in (cookie)"),
-    ("DELETE", "/v1/auth/session",           api_auth.end_session,     "end_session",    "user",   False, "Log a browser out"),
-    ("GET",    "/v1/users/me",               api_users.get_me,         "get_me",         "user",   False, "Your account"),
-    ("PATCH",  "/v1/users/me",               api_users.update_me,      "update_me",      "user",   True,  "Change your email or password"),
-    ("GET",    "/v1/users",                  api_users.list_users,     "list_users",     "admin",  False, "List accounts"),
-    ("PATCH",  "/v1/users/{id:int}",         api_users.update_user,    "update_user",    "admin",  False, "Change a role"),
-    ("POST",   "/v1/api-keys",               api_auth.create_api_key,  "create_api_key", "user",   False, "Create an API key (shown once)"),
-    ("GET",    "/v1/api-keys",               api_auth.list_api_keys,   "list_api_keys",  "user",   False, "List your API keys"),
-    ("DELETE", "/v1/api-keys/{id:int}",      api_auth.revoke_api_key,  "revoke_api_key", "user",   False, "Revoke an API key"),
-    ("GET",    "/v1/items",                  api_items.list_items,     "list_items",     "public", False, "List the catalogue"),
-    ("POST",   "/v1/items",                  api_items.create_item,    "create_item",    "admin",  False, "Add an item"),
-    ("GET",    "/v1/items/{id:int}",         api_items.get_item,       "get_item",       "public", False, "Read one item"),
-    ("PATCH",  "/v1/items/{id:int}",         api_items.update_item,    "update_item",    "admin",  False, "Change an item (If-Match)"),
-    ("DELETE", "/v1/items/{id:int}",         api_items.delete_item,    "delete_item",    "admin",  False, "Archive an item"),
-    ("POST",   "/v1/orders",                 api_orders.create_order,  "create_order",   "user",   False, "Place an order (Idempotency-Key)"),
-    ("GET",    "/v1/orders",                 api_orders.list_orders,   "list_orders",    "user",   False, "List your orders (an admin: all)"),
-    ("GET",    "/v1/orders/{id:int}",        api_orders.get_order,     "get_order",      "user",   False, "Read one order"),
-    ("PATCH",  "/v1/orders/{id:int}",        api_orders.update_order,  "update_order",   "admin",  False, "Move an order: paid, shipped, cancelled"),
-    ("POST",   "/v1/orders/{id:int}/cancel", api_orders.cancel_order,  "cancel_order",   "user",   False, "Cancel your pending order"),
-    ("GET",    "/v1/reports/sales",          api_reports.sales_report, "sales_report",   "admin",  False, "Sales per day or per item"),
+    ("GET",    "/health",                    api_ops.health,           "health",         "public", None,      False, "Liveness: the process is up"),
+    ("GET",    "/ready",                     api_ops.ready,            "ready",          "public", None,      False, "Readiness: the database answers"),
+    ("POST",   "/v1/auth/register",          api_auth.register,        "register",       "public", "auth",    True,  "Create an account"),
+    ("POST",   "/v1/auth/login",             api_auth.login,           "login",          "public", "auth",    True,  "Get an access and a refresh token"),
+    ("POST",   "/v1/auth/refresh",           api_auth.refresh,         "refresh",        "public", "auth",    False, "Rotate a refresh token"),
+    ("POST",   "/v1/auth/logout",            api_auth.logout,          "logout",         "public", "write",   False, "Revoke a refresh token"),
+    ("POST",   "/v1/auth/logout-all",        api_auth.logout_all,      "logout_all",     "user",   "write",   False, "Log out everywhere: every token and session"),
+    ("POST",   "/v1/auth/session",           api_auth.start_session,   "start_session",  "public", "auth",    True,  "Log a browser in (cookie)"),
+    ("DELETE", "/v1/auth/session",           api_auth.end_session,     "end_session",    "user",   "write",   False, "Log a browser out"),
+    ("GET",    "/v1/users/me",               api_users.get_me,         "get_me",         "user",   "default", False, "Your account"),
+    ("PATCH",  "/v1/users/me",               api_users.update_me,      "update_me",      "user",   "write",   True,  "Change your email or password"),
+    ("GET",    "/v1/users",                  api_users.list_users,     "list_users",     "admin",  "default", False, "List accounts"),
+    ("PATCH",  "/v1/users/{id:int}",         api_users.update_user,    "update_user",    "admin",  "write",   False, "Change a role"),
+    ("POST",   "/v1/api-keys",               api_auth.create_api_key,  "create_api_key", "user",   "write",   False, "Create an API key (shown once)"),
+    ("GET",    "/v1/api-keys",               api_auth.list_api_keys,   "list_api_keys",  "user",   "default", False, "List your API keys"),
+    ("DELETE", "/v1/api-keys/{id:int}",      api_auth.revoke_api_key,  "revoke_api_key", "user",   "write",   False, "Revoke an API key"),
+    ("GET",    "/v1/items",                  api_items.list_items,     "list_items",     "public", "default", False, "List the catalogue"),
+    ("POST",   "/v1/items",                  api_items.create_item,    "create_item",    "admin",  "write",   False, "Add an item"),
+    ("GET",    "/v1/items/{id:int}",         api_items.get_item,       "get_item",       "public", "default", False, "Read one item"),
+    ("PATCH",  "/v1/items/{id:int}",         api_items.update_item,    "update_item",    "admin",  "write",   False, "Change an item (If-Match)"),
+    ("DELETE", "/v1/items/{id:int}",         api_items.delete_item,    "delete_item",    "admin",  "write",   False, "Archive an item"),
+    ("POST",   "/v1/orders",                 api_orders.create_order,  "create_order",   "user",   "write",   False, "Place an order (Idempotency-Key)"),
+    ("GET",    "/v1/orders",                 api_orders.list_orders,   "list_orders",    "user",   "default", False, "List your orders (an admin: all)"),
+    ("GET",    "/v1/orders/{id:int}",        api_orders.get_order,     "get_order",      "user",   "default", False, "Read one order"),
+    ("PATCH",  "/v1/orders/{id:int}",        api_orders.update_order,  "update_order",   "admin",  "write",   False, "Move an order: paid, shipped, cancelled"),
+    ("POST",   "/v1/orders/{id:int}/cancel", api_orders.cancel_order,  "cancel_order",   "user",   "write",   False, "Cancel your pending order"),
+    ("GET",    "/v1/reports/sales",          api_reports.sales_report, "sales_report",   "admin",  "default", False, "Sales per day or per item"),
 ]
 # (method, path) of the routes marked `hashes`, for hashes_password.
 _HASHING_REQUESTS = frozenset((method, pattern) for method, pattern, *_, hashes, _ in ROUTES if hashes)
@@ -66,7 +71,7 @@ def hashes_password(method: str, path: str) -> bool:
 
 def build_router():
     router = Router()
-    for method, pattern, handler, name, access, _, summary in ROUTES:
-        router.add(method, pattern, handler, name=name, access=access, summary=summary)
+    for method, pattern, handler, name, access, limit, _, summary in ROUTES:
+        router.add(method, pattern, handler, name=name, access=access, rate_limit=limit, summary=summary)
     return router
 

@@ -10,7 +10,8 @@
 How a request travels, and where each step lives (the README draws the same map):
 
     socket -> httpserver.py (connections, workers; http11.py reads HTTP/1.1 into a WSGI environ)
-           -> web.Application (Request) -> middleware.py (request id, log, headers, CORS, problems, auth)
+           -> web.Application (Request) -> middleware.py (request id, log, headers, CORS, problems, auth,
+                                                         rate limits)
            -> routes.py (which handler) -> api_*.py (HTTP in, plain values out)
            -> accounts.py, orders.py, idempotency.py (business rules, no HTTP objects)
            -> sql_*.py (one function per query) -> db.py (SQLite or PostgreSQL)
@@ -35,6 +36,7 @@ import config
 import db
 import migrate
 import passwords
+import ratelimit
 import routes
 import seed
 import validation
@@ -79,6 +81,8 @@ class Services:
     # cache.py: the catalogue's answers (None with CACHE=off), and browser sessions (with Redis only).
     catalogue_cache: cache.Cache | None = None
     session_cache: cache.Cache | None = None
+    # The buckets of RATE_LIMITS; the login handler takes its account's tries from it.
+    rate_limiter: ratelimit.RateLimiter = field(default_factory=lambda: ratelimit.RateLimiter({}))
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -91,10 +95,15 @@ def create_app(settings=None, *, database=None, logger=None):
     if settings.redis_url:  # the link connects on first use, like the database
         redis_link = RedisLink(settings.redis_url, prefix=settings.redis_prefix, logger=logger)
     catalogue_cache, session_cache = cache.build_caches(settings, redis_link)
+    rate_limiter = ratelimit.RateLimiter(settings.rate_limits or {}, redis=redis_link, clock=settings.clock,
+                                         logger=logger, secret_key=settings.secret_key)
     services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
-                        catalogue_cache=catalogue_cache, session_cache=session_cache)
+                        catalogue_cache=catalogue_cache, session_cache=session_cache,
+                        rate_limiter=rate_limiter)
     router = routes.build_router()
-    middleware = build_middleware(logger, router, cors_origins=settings.cors_origins)
+    middleware = build_middleware(logger, router, cors_origins=settings.cors_origins,
+                                  rate_limiter=rate_limiter if settings.rate_limits is not None else None,
+                                  trusted_proxies=settings.trusted_proxies)
     return Application(router, middleware, services)
 
 

@@ -127,6 +127,13 @@ class UnprocessableContent(HTTPError):
         super().__init__(detail, errors=errors)
 
 
+class TooManyRequests(HTTPError):
+    """429 (RFC 6585 §4): the client has sent more than its quota; Retry-After says when to
+    come back (ratelimit.py and the rate-limit middleware fill in the rest)."""
+
+    status = 429
+
+
 class InternalServerError(HTTPError):
     status = 500
 

@@ -68,7 +68,8 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "ACCESS_LOG", "DATABASE_TIMEOUT_SECONDS", "PBKDF2_ITERATIONS", "PASSWORD_HASH_THREADS",
                       "SESSION_COOKIE_SECURE", "SESSION_TTL_SECONDS", "SESSION_IDLE_SECONDS", "REFRESH_REUSE_SECONDS",
                       "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "CORS_ORIGINS", "REDIS_URL",
-                      "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "GUNICORN_CMD_ARGS")
+                      "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "RATE_LIMITS",
+                      "TRUSTED_PROXIES", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -169,13 +170,19 @@ def settings_with(settings, **environment):
 
 
 @pytest.fixture
-def settings(database_url):
-    return config.load_settings({
+def settings(request, database_url):
+    """The test's settings: as shipped, rate limits included, but for the database, the key
+    and cheap hashing. A test that must send more than one client may (twenty refreshes at
+    once, a table of bad bodies to one login route) says so: @pytest.mark.no_rate_limits."""
+    environ = {
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
-    })
+    }
+    if request.node.get_closest_marker("no_rate_limits") is not None:
+        environ["RATE_LIMITS"] = "off"
+    return config.load_settings(environ)
 
 
 @pytest.fixture
@@ -449,6 +456,8 @@ def checker(tmp_path_factory):
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
         "ACCESS_LOG": "0",
+        # Shared by a whole module, whose tables of requests would add up to a rate limit.
+        "RATE_LIMITS": "off",
     })
     database = db.open_database(settings.database_url)
     migrate.migrate(database)

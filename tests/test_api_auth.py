@@ -231,6 +231,7 @@ def test_bad_registration_bodies_get_their_status_and_create_nothing(client, dat
     assert count_rows(database, "users") == 0
 
 
+@pytest.mark.no_rate_limits  # more bad bodies than the auth quota's 10 a minute
 @pytest.mark.parametrize("path", ["/v1/auth/login", "/v1/auth/session"])
 def test_logins_check_their_bodies_as_registration_does(client, users, path):
     users.create("ada@example.com")
@@ -361,7 +362,9 @@ TIMING_TOLERANCE = 0.75
 
 @pytest.fixture
 def realistic_client(settings, database, logger):
-    return WSGIClient(app_with(settings, database, logger, PBKDF2_ITERATIONS=str(REALISTIC_ITERATIONS)))
+    # No rate limits: timing dozens of wrong passwords is what the failed-login lock stops.
+    return WSGIClient(app_with(settings, database, logger, PBKDF2_ITERATIONS=str(REALISTIC_ITERATIONS),
+                               RATE_LIMITS="off"))
 
 
 def test_an_unknown_email_takes_as_long_as_a_wrong_password(realistic_client, database):
@@ -448,8 +451,9 @@ def test_a_login_skips_the_hash_upgrade_when_the_gate_is_full(upgrading_client, 
 @pytest.fixture
 def strict_app(settings, database, logger):
     """The app with no reuse interval (REFRESH_REUSE_SECONDS=0): a rotated token sent again,
-    however soon, is a replay. The interval itself is tested at the end of this file."""
-    return app_with(settings, database, logger, REFRESH_REUSE_SECONDS="0")
+    however soon, is a replay. The interval itself is tested at the end of this file. No
+    rate limits: its races send more refreshes at once than one address may."""
+    return app_with(settings, database, logger, REFRESH_REUSE_SECONDS="0", RATE_LIMITS="off")
 
 
 @pytest.fixture(params=["wsgi", "live"])
@@ -1282,6 +1286,7 @@ def test_a_repeat_after_a_key_rotation_falls_back_to_revoking(settings, database
     assert_unauthorized(refresh(after, successor), "the refresh token is not valid")
 
 
+@pytest.mark.no_rate_limits  # twenty refreshes at once, from one address
 def test_twenty_refreshes_racing_within_the_interval_all_get_the_one_successor(live_server, users, database):
     users.create("ada@example.com")
     tokens = tokens_for(LiveClient(live_server), "ada@example.com")

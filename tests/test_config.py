@@ -5,6 +5,7 @@ is redirected into the test's tmp_path, so the real var/ is never touched.
 """
 
 import dataclasses
+import ipaddress
 import os
 import stat
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 import config
 import passwords
+import ratelimit
 from config import ConfigError, load_settings
 
 SECRET_KEY = "a-secret-key-of-at-least-32-bytes-for-tests"
@@ -386,3 +388,50 @@ NOT_AN_ORIGIN = ("is not an origin as browsers send it: scheme://host[:port] (ht
 ])
 def test_cors_origins_refuse_what_no_browser_sends_or_everyone_could(origin, reason):
     assert refusal(CORS_ORIGINS=f"https://fine.example,{origin}") == f"CORS_ORIGINS: {origin!r} {reason}"
+
+
+# -- RATE_LIMITS and TRUSTED_PROXIES ----------------------------------------------------------
+
+def test_rate_limits_default_to_the_shipped_quotas_and_off_turns_them_off():
+    assert {name: (policy.quota, policy.window_seconds) for name, policy in settings_with().rate_limits.items()} == {
+        "auth": (10, 60), "write": (60, 60), "default": (300, 60), "login_failures": (5, 900)}
+    assert settings_with(RATE_LIMITS=" OFF ").rate_limits is None
+
+
+def test_rate_limits_replace_only_the_policies_they_name():
+    rate_limits = settings_with(RATE_LIMITS=" default=600/60 , login_failures=3/600,").rate_limits
+    assert rate_limits["default"] == ratelimit.Policy("default", 600, 60)
+    assert rate_limits["login_failures"] == ratelimit.Policy("login_failures", 3, 600)
+    assert rate_limits["auth"] == ratelimit.Policy("auth", 10, 60)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("reads=10/60", "'reads' is not a policy; the policies are auth, write, default, login_failures"),
+    ("auth=10", "'auth=10' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
+    ("auth:10/60", "'auth:10/60' is not a policy; the policies are auth, write, default, login_failures"),
+    ("auth=ten/60", "'auth=ten/60' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
+    ("auth=-1/60", "'auth=-1/60' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
+    ("auth=0/60", "'auth=0/60': the quota must be 1 to 1,000,000 a second"),
+    ("auth=2000001/2", "'auth=2000001/2': the quota must be 1 to 1,000,000 a second"),
+    ("auth=10/0", "'auth=10/0': the window must be 1 to 86400 seconds"),
+    ("auth=10/86401", "'auth=10/86401': the window must be 1 to 86400 seconds"),
+])
+def test_rate_limits_refuse_what_they_cannot_read(value, message):
+    assert refusal(RATE_LIMITS=value) == f"RATE_LIMITS: {message}"
+
+
+def test_trusted_proxies_are_addresses_and_ranges():
+    assert settings_with().trusted_proxies == ()
+    assert settings_with(TRUSTED_PROXIES=" 127.0.0.1, 10.0.0.0/8,,::1 ").trusted_proxies == (
+        ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize("value", ["10.0.0.5/8", "proxy.internal", "10.0.0.0/33", "*"])
+def test_trusted_proxies_refuse_what_is_not_an_address_or_a_range(value):
+    assert refusal(TRUSTED_PROXIES=value) == (
+        f"TRUSTED_PROXIES: {value!r} is not an address or a CIDR range such as 10.0.0.0/8")
+
+
+def test_trusted_proxies_are_bounded():
+    many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(config.MAX_TRUSTED_PROXIES + 1))
+    assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES may list at most 100 addresses or ranges"

@@ -93,8 +93,9 @@ def twins(tmp_path_factory):
     urls = [f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'shop.db'}", postgres_url_for_schema(schema)]
     apps, databases = [], []
     for url in urls:
+        # No rate limits: hundreds of generated requests from one caller are the point here.
         app_settings = config.load_settings({"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET_KEY,
-                                             "PBKDF2_ITERATIONS": str(TEST_ITERATIONS)})
+                                             "PBKDF2_ITERATIONS": str(TEST_ITERATIONS), "RATE_LIMITS": "off"})
         database = db.open_database(url)
         migrate.migrate(database)
         seed.seed_items(database, CATALOGUE_SIZE)

@@ -14,6 +14,11 @@ GET /health and GET /v1/items/1, and asserts on what honest clients felt:
 - slowhttptest, an independent tool (the Debian package): its slow-body, slow-head and
   slow-read attacks at once, and its own probe reporting the service available every second.
 
+The server runs with RATE_LIMITS=off: the probes ask 20 times a second from one address,
+above the default quota, and these attacks are about what the server withstands by
+itself (the hashing gate, the lanes, the selector). tests/test_ratelimit.py floods logins
+with the rate limits on.
+
 The limits hold for every probe, not a percentile: the issue asks for "throughout", and a
 server whose probes wait behind attackers misses by seconds, not by a few milliseconds (a
 probe measured on this kind of 2-core machine while every core hashed passwords took 45 ms
@@ -50,7 +55,7 @@ TOOL_MARGIN_SECONDS = 30          # the tool's set-up, last answers and fd settl
 @pytest.fixture
 def shop(engine, database_url, start_program):
     """`python server.py seed`, then `python server.py` on a free port: the Program."""
-    env = server_env(database_url, PBKDF2_ITERATIONS=PRODUCTION_ITERATIONS)
+    env = server_env(database_url, PBKDF2_ITERATIONS=PRODUCTION_ITERATIONS, RATE_LIMITS="off")
     seeded = subprocess.run([sys.executable, "server.py", "seed"], cwd=PROJECT_DIR, env=env, capture_output=True,
                             text=True, timeout=60, check=False)  # the assertion says what went wrong
     assert seeded.returncode == 0, seeded.stderr

@@ -48,6 +48,7 @@ OTHER_MODULES = {
     "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
     "cache": "database",      # answers kept in front of the database, in memory or on Redis
     "observe": "operations",  # logs
+    "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
 }
 # SQL text: a statement's opening words, in the capitals every SQL string here uses.

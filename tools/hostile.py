@@ -25,7 +25,10 @@ login-flood  --connections clients log in to one account with a wrong password
 
 A server that holds up answers every slow connection 408 (RFC 9110 §15.5.9) and closes it
 without tying up a worker, answers every login 401 (or 503 with Retry-After when its
-password-hashing queue is full), and keeps answering the probes within milliseconds.
+password-hashing queue is full, or 429 once a rate limit is spent), and keeps answering the
+probes within milliseconds. The probes ask 20 times a second from one address, above the
+shop's default rate limit: attack a server started with RATE_LIMITS=off to see the server
+alone (the shop's rate limits are tested by tests/test_ratelimit.py).
 
 A slow attack lasts --duration seconds at most, and ends sooner once every slow connection
 has ended (a slow connection that ends is not replaced). A login flood lasts --duration.
