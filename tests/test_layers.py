@@ -27,7 +27,7 @@ TOOLKIT = frozenset({"web", "router", "http11", "http11_responses", "httpserver"
 SECRETS = frozenset({"auth", "passwords", "signing"})
 # The services that exist and the ones the roadmap adds next: named now so that a new
 # module with one of these names is held to the rules on its first commit.
-SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "mailer", "webhooks", "exports", "events"})
+SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "worker", "mailer", "webhooks", "exports", "events"})
 SQL_MAY_IMPORT = frozenset({"db", "sql_paging", "config"})
 # Beside the handlers, the modules that know HTTP: what they raise and read are HTTP things.
 HTTP_HELPERS = frozenset({"pagination", "validation", "cookies", "challenge"})
@@ -46,6 +46,7 @@ OTHER_MODULES = {
     "migrate": "database",    # the schema and its numbered migrations
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
     "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
+    "pgnotify": "database",   # PostgreSQL LISTEN on a connection of its own: wakes the job workers
     "observe": "operations",  # logs
     "seed": "operations",     # demo data
 }
