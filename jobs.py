@@ -32,6 +32,7 @@ import db
 import sql_jobs
 
 STATUSES = ("queued", "running", "done", "dead")
+NOTIFY_CHANNEL = sql_jobs.CHANNEL  # PostgreSQL: a worker LISTENs here to hear of new jobs
 DEFAULT_MAX_ATTEMPTS = 10
 MAX_ATTEMPTS = 100
 MAX_PAYLOAD_CHARS = 65_536

@@ -24,6 +24,7 @@ The owner may cancel while the order is pending; an admin may move it along any 
 """
 
 import db
+import mailer
 import sql_orders
 
 MAX_LINES = 50
@@ -111,6 +112,7 @@ def place_order(database, user_id, lines, *, before_commit=None):
             raise TotalTooLarge(total_cents)
         order = sql_orders.insert_order(connection, user_id, total_cents, now)
         sql_orders.insert_lines(connection, order["id"], priced_lines)
+        mailer.enqueue_order_email(connection, order["id"], "created")  # committed with the order, or not at all
         order["lines"] = priced_lines
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
@@ -174,6 +176,7 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
                 raise StatusChanged(order_id, current["status"])
             raise InvalidTransition(order_id, current["status"], to_status)
         attach_lines(connection, [changed])
+        mailer.enqueue_order_email(connection, order_id, to_status)
         if to_status == "cancelled":
             for line in changed["lines"]:  # in item id order, like place_order's locks
                 sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)

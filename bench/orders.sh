@@ -36,6 +36,7 @@ case $ENGINE in
 esac
 export SECRET_KEY="bench-secret-key-that-is-at-least-32-bytes-long" PBKDF2_ITERATIONS=1000
 export CORS_ORIGINS="https://shop.example"  # CORS on, as in bench.sh
+export MAIL_OUTBOX_DIR="$work/outbox"  # each order's email, written by the in-process job worker
 "$PYTHON" server.py seed --items 10000 >/dev/null
 "$PYTHON" - <<'PY'
 import os, db

@@ -159,12 +159,13 @@ def backend(request):
 
 
 @pytest.fixture
-def settings(database_url):
+def settings(database_url, tmp_path):
     return config.load_settings({
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        "MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),  # never the project's var/outbox
     })
 
 
@@ -567,6 +568,95 @@ def responses_at_once(base_url, requests):
     return responses
 
 
+# -- job workers ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def running_worker(database, settings, *, threads=1, **options):
+    """A worker.Worker running in this process until the block ends; yields it."""
+    from worker import Worker
+
+    worker = Worker(database, settings, JSONLogger(stream=io.StringIO()), threads=threads, **options)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        assert worker.join(30), "the worker did not stop"
+
+
+def wait_for_jobs(database, condition, timeout_seconds=10, **params):
+    """Poll until `SELECT count(*) FROM jobs WHERE <condition>` is at least 1... or, with
+    `count`, that many; returns the count. Fails after `timeout_seconds`."""
+    wanted = params.pop("count", 1)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        with database.connection() as connection:
+            found = connection.fetch_value(f"SELECT count(*) FROM jobs WHERE {condition}", params)
+        if found >= wanted:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{found} jobs, not {wanted}, are {condition} {params} after {timeout_seconds} s")
+        time.sleep(POLL_SECONDS / 5)
+
+
+# -- a real SMTP server ----------------------------------------------------------------------
+
+class SMTPRecorder:
+    """An aiosmtpd handler that keeps every message it accepts (`messages`: email.message
+    objects, `envelopes`: their senders and recipients). `hold()` makes the next message wait
+    in DATA until `release()`; `held` is set once it waits, and a held message is refused with
+    421, as if the connection had dropped before the server took it."""
+
+    def __init__(self):
+        self.messages, self.envelopes = [], []
+        self.held, self._release, self._holding = threading.Event(), threading.Event(), False
+        self.received = threading.Condition()
+
+    def hold(self):
+        self._holding = True
+
+    def release(self):
+        self._release.set()
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        import email
+        import email.policy
+
+        if self._holding:
+            self._holding = False
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._release.wait, 30)
+            return "421 closing: the message was not taken"
+        with self.received:
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.received.notify_all()
+        return "250 OK"
+
+    def wait_for(self, count, timeout=10):
+        """Wait until `count` messages have arrived; the messages."""
+        with self.received:
+            assert self.received.wait_for(lambda: len(self.messages) >= count, timeout), self.messages
+            return list(self.messages)
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: yields (SMTP_URL, SMTPRecorder)."""
+    controller_module = pytest.importorskip("aiosmtpd.controller") if not IN_CI else __import__(
+        "aiosmtpd.controller").controller
+    recorder = SMTPRecorder()
+    port = free_port()
+    controller = controller_module.Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}", recorder
+    finally:
+        recorder.release()
+        controller.stop()
+
+
 # -- the database, read and written directly ------------------------------------------------
 
 def count_rows(database, table):
@@ -692,9 +782,13 @@ def pbkdf2_calls(monkeypatch):
 # -- programs in another process ------------------------------------------------------------
 
 def server_env(database_url, **overrides):
-    """os.environ without the shop's settings, plus the test ones; an override of None removes."""
+    """os.environ without the shop's settings, plus the test ones; an override of None removes.
+
+    WORKER=off unless a test asks for the in-process job worker: an email it sent would land
+    in the project's own var/outbox (tests that want one name a MAIL_OUTBOX_DIR of their own).
+    """
     env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
-    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test")
+    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test", WORKER="off")
     env.update(overrides)
     return {name: value for name, value in env.items() if value is not None}
 

@@ -155,9 +155,10 @@ def readme_server(tmp_path_factory):
     # The reader's folder has var/ (the server made it); the cookie jar goes there.
     (directory / "var").mkdir()
     port = free_port()
+    # The server runs in the project folder; its emails go to the reader's var/outbox/.
     environment = dict(
         os.environ, DATABASE_URL=f"sqlite:///{directory}/shop.db", SECRET_KEY=TEST_SECRET_KEY,
-        PORT=str(port), APP_ENV="development",
+        PORT=str(port), APP_ENV="development", MAIL_OUTBOX_DIR=str(directory / "var" / "outbox"),
     )
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
