@@ -8,6 +8,11 @@ shown, and the body where the README shows it whole. Steps that only set shell v
 (TOKEN=$(curl ...)) have no output block; the variables they set are kept for the steps
 after them, as they would be in the reader's terminal.
 
+A few steps look at files the server wrote instead (`ls var/outbox/`, `cat var/outbox/...`:
+the emails a background job wrote), with a ```text block after them: their output must be
+those lines, but for a `Date:` header, once the job has run (they are tried again for a few
+seconds, since the worker runs after the response).
+
 The steps are a walkthrough, so they depend on each other: a step that uses $TOKEN needs
 the step that set it to have run first. A failing step names itself (its number, section
 and command) and the variables it used, with the steps that set them; run alone
@@ -24,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +50,10 @@ HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 OUTSIDE_PATHS = re.compile(r"\.\./shared|/work/|shared/bench")
 SERVER_LINE = re.compile(r"((?:[A-Z_]+=\S+ )*)python server\.py")  # `NAME=value ... python server.py`
+FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")  # steps that show files, with a ```text block after
+# How long a file step waits for the background job that writes its file.
+JOB_WAIT_SECONDS = 10
+VOLATILE_LINES = re.compile(r"^Date: ")
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class Step:
     number: int
     section: str
     command: str
-    expected: str | None  # the ```http block shown after it; None for an assignment
+    expected: str | None  # the ```http (or ```text) block shown after it; None for an assignment
     sets: tuple
     uses: tuple
 
@@ -78,13 +88,14 @@ def walkthrough_steps():
     blocks = readme_blocks()
     steps = []
     for index, (section, language, text) in enumerate(blocks):
-        if language != "sh" or not (text.startswith("curl ") or ASSIGNMENT.match(text)):
+        if language != "sh" or not (text.startswith(("curl ", *FILE_COMMANDS)) or ASSIGNMENT.match(text)):
             continue
         command = text.strip()
         expected = None
-        if command.startswith("curl "):
+        if command.startswith(("curl ", *FILE_COMMANDS)):
+            shows = "http" if command.startswith("curl ") else "text"
             follows = blocks[index + 1] if index + 1 < len(blocks) else ("", "", "")
-            assert follows[1] == "http", f"no ```http block shows what this prints: {command}"
+            assert follows[1] == shows, f"no ```{shows} block shows what this prints: {command}"
             expected = follows[2]
         sets = tuple(dict.fromkeys(ASSIGNMENT.findall(command)))
         uses = tuple(name for name in dict.fromkeys(VARIABLE_USE.findall(command)) if name not in sets)
@@ -189,6 +200,9 @@ def test_readme_command(readme_server, step):
     if unset:
         pytest.fail(f"{step.describe()}\nneeds {needs(step, unset)}, which did not run or failed: "
                     f"the walkthrough's steps run in order (run the whole file)", pytrace=False)
+    if step.command.startswith(FILE_COMMANDS):
+        check_file_step(step, directory)
+        return
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
     script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
     finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
@@ -214,6 +228,21 @@ def test_readme_command(readme_server, step):
             assert got_link == shown_link, context
     if expected_body and "..." not in expected_body:
         assert without_volatile(json.loads(actual_body)) == without_volatile(json.loads(expected_body)), context
+
+
+def check_file_step(step, directory):
+    """Run `ls`/`cat` in the reader's folder until it prints the README's lines (a `Date:`
+    header aside), or JOB_WAIT_SECONDS have passed: a background job writes these files."""
+    expected = [line for line in step.expected.strip().splitlines() if not VOLATILE_LINES.match(line)]
+    deadline = time.monotonic() + JOB_WAIT_SECONDS
+    while True:
+        finished = subprocess.run(["bash", "-c", step.command], capture_output=True, text=True, cwd=directory,
+                                  timeout=STEP_TIMEOUT_SECONDS, check=False)
+        printed = [line.rstrip() for line in finished.stdout.strip().splitlines() if not VOLATILE_LINES.match(line)]
+        if printed == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert printed == expected, f"{step.describe()}\nprinted:\n{finished.stdout}{finished.stderr}"
 
 
 def setter_of(name, step):
