@@ -22,6 +22,7 @@ lease expires and another worker runs it again. That is why every handler is ide
 """
 
 import os
+import queue
 import random
 import secrets
 import socket
@@ -81,8 +82,7 @@ class Worker:
         self._stopping = threading.Event()
         self._in_hand = {}  # job id -> Job, claimed and not yet reported
         self._in_hand_lock = threading.Lock()
-        self._handed_over = []  # jobs claimed for the job threads, taken under _handed_over_ready
-        self._handed_over_ready = threading.Condition()
+        self._handed_over = queue.SimpleQueue()  # claimed jobs for the job threads; None: stop
         self._dispatcher = None
         self._job_threads = []
         self._listener = None
@@ -138,9 +138,8 @@ class Worker:
             jobs.remove_local_wakeup(self._wakeup)
             if self._listener is not None:
                 self._listener.stop()
-            with self._handed_over_ready:
-                self._handed_over.extend([None] * self.threads)  # each job thread stops at its None
-                self._handed_over_ready.notify_all()
+            for _ in range(self.threads):
+                self._handed_over.put(None)  # each job thread stops at its None
 
     def _dispatch_round(self):
         """One round: the bookkeeping that is due, a claim, then a wait until woken (a job
@@ -178,9 +177,8 @@ class Worker:
             return None
         with self._in_hand_lock:
             self._in_hand.update((job.id, job) for job in claimed)
-        with self._handed_over_ready:
-            self._handed_over.extend(claimed)
-            self._handed_over_ready.notify(len(claimed))
+        for job in claimed:
+            self._handed_over.put(job)
         return claimed
 
     def _drain(self):
@@ -210,13 +208,7 @@ class Worker:
     # -- the job threads ---------------------------------------------------------------------
 
     def _run_jobs(self):
-        while True:
-            with self._handed_over_ready:
-                while not self._handed_over:
-                    self._handed_over_ready.wait()
-                job = self._handed_over.pop(0)
-            if job is None:
-                return
+        while (job := self._handed_over.get()) is not None:
             try:
                 self._run(job)
             finally:

@@ -5,11 +5,14 @@ order rolls back."""
 import dataclasses
 import email
 import email.policy
+import shutil
 import smtplib
+import ssl
+import subprocess
 from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import count_rows, json_headers, running_worker, wait_for_jobs
+from conftest import SMTPRecorder, count_rows, free_port, json_headers, running_worker, unavailable, wait_for_jobs
 
 import jobs
 import mailer
@@ -184,3 +187,39 @@ def test_an_order_placed_over_http_reaches_the_smtp_server(client, alice, databa
     assert message["Subject"] == f"Your order {order_id} is placed"
     assert received.envelopes[0][1] == ["user1@example.com"]
     assert not settings.mail_outbox_dir.exists()
+
+
+def test_with_a_user_name_the_client_starts_tls_checks_the_certificate_and_then_logs_in(tmp_path):
+    """A server that accepts a login only over TLS (as a real submission port does)."""
+    if shutil.which("openssl") is None:
+        unavailable("openssl is needed to make the test server's certificate")
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((session.ssl is not None, auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"p@ss:word")
+
+    recorder, port = SMTPRecorder(), free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, tls_context=server_context,
+                            require_starttls=True, authenticator=authenticator, auth_required=True)
+    controller.start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        # The password is percent-encoded in the URL, as any URL's user information is.
+        mailer.send_smtp(build(), f"smtp://mailer:p%40ss%3Aword@127.0.0.1:{port}", ssl_context=trusting)
+        [message] = recorder.wait_for(1)
+        with pytest.raises(ssl.SSLCertVerificationError):  # a certificate nobody vouches for: refused
+            mailer.send_smtp(build(), f"smtp://mailer:p%40ss%3Aword@127.0.0.1:{port}")
+    finally:
+        controller.stop()
+    assert logins == [(True, b"mailer", b"p@ss:word")]  # one login, after STARTTLS; none in clear
+    assert message["Subject"] == "Your order 2 is paid"
