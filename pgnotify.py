@@ -18,8 +18,11 @@ link, and reconnection backs off from 0.5 s to RECONNECT_MAX_SECONDS.
 
 import threading
 
-import psycopg
-from psycopg import sql
+try:  # Optional, as in db.py: only a worker on PostgreSQL creates a Listener.
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - exercised on a machine without the package
+    pass
 
 CONNECT_TIMEOUT_SECONDS = 5
 WAIT_SECONDS = 0.5  # a wait for notifications ends this often to look at the stop flag
@@ -37,6 +40,7 @@ class Listener:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen_forever, name="pg-listener", daemon=True)
         self.connected = threading.Event()  # set while LISTEN is in effect (tests wait for it)
+        self.backend_pid = None  # the server process of the listening session, for tests
 
     def start(self):
         self._thread.start()
@@ -63,6 +67,7 @@ class Listener:
     def _listen(self):
         with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self.backend_pid = conn.info.backend_pid
             self.connected.set()
             self.on_notify()  # anything sent while we were not listening
             while not self._stopping.is_set():

@@ -10,7 +10,15 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, http_request, json_headers, running_worker, server_env, wait_for_jobs
+from conftest import (
+    free_port,
+    http_request,
+    json_headers,
+    postgres_admin,
+    running_worker,
+    server_env,
+    wait_for_jobs,
+)
 
 import jobs
 import mailer
@@ -69,6 +77,29 @@ def test_on_postgresql_a_notify_from_another_process_wakes_an_idle_worker(databa
             sql_jobs.notify_workers(connection)
         wait_for_jobs(database, "status = 'done'", timeout_seconds=5)
         assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_the_listener_reconnects_after_its_connection_is_cut(database, settings, monkeypatch):
+    import pgnotify  # needs psycopg, like every PostgreSQL test
+
+    monkeypatch.setattr(pgnotify, "RECONNECT_FIRST_SECONDS", 0.05)
+    with running_worker(database, dataclasses.replace(settings, worker_poll_seconds=60)) as worker:
+        listener = worker._listener
+        assert listener.connected.wait(5)
+        cut_pid = listener.backend_pid
+        with postgres_admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [cut_pid])
+        deadline = time.monotonic() + 5
+        while not (listener.connected.is_set() and listener.backend_pid != cut_pid):
+            assert time.monotonic() < deadline, "the listener did not reconnect"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        with database.transaction() as connection:  # as another process would: NOTIFY only
+            now = jobs.db.utc_now()
+            sql_jobs.insert_job(connection, "noop", "{}", 3, now, None, now)
+            sql_jobs.notify_workers(connection)
+        wait_for_jobs(database, "status = 'done'", timeout_seconds=2)
 
 
 def test_a_failing_job_is_retried_until_it_succeeds(database, settings):
