@@ -248,7 +248,8 @@ class Worker:
                                now=self.clock())
         except db.DatabaseUnavailable:
             status = "failed, not recorded"
-        self.logger.warning("job failed", job_id=job.id, kind=job.kind, attempt=job.attempts, outcome=status,
+        self.logger.warning("job failed", job_id=job.id, kind=job.kind, attempt=job.attempts,
+                            outcome=status or "lease lost",
                             error=text[:jobs.MAX_ERROR_CHARS],
                             at=[f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" for frame in where],
                             duration_ms=round((time.perf_counter() - started) * 1000, 2))
