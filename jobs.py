@@ -92,6 +92,7 @@ def claim(database, worker_id, limit, *, lease_seconds, now=None):
     """Claim up to `limit` due jobs for `worker_id`, oldest first; a list of `Job`s."""
     now = now or datetime.now(UTC)
     with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
         rows = sql_jobs.claim_jobs(
             connection, worker_id, limit, db.utc_text(now), db.utc_text(now + timedelta(seconds=lease_seconds))
         )
@@ -103,6 +104,7 @@ def renew(database, worker_id, *, lease_seconds, now=None):
     """Extend the lease of every job `worker_id` runs; how many it holds."""
     now = now or datetime.now(UTC)
     with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
         return sql_jobs.renew_leases(
             connection, worker_id, db.utc_text(now + timedelta(seconds=lease_seconds)), db.utc_text(now)
         )
@@ -113,6 +115,7 @@ def complete(database, job, *, now=None):
     the job was requeued or taken again): then this outcome is not recorded."""
     now = now or datetime.now(UTC)
     with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
         return sql_jobs.finish_job(connection, job.id, job.attempts, db.utc_text(now))
 
 
@@ -125,6 +128,7 @@ def fail(database, job, error, *, backoff_base_seconds, backoff_cap_seconds, jit
     now = now or datetime.now(UTC)
     error = error[:MAX_ERROR_CHARS]
     with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
         if job.attempts >= job.max_attempts:
             buried = sql_jobs.bury_job(connection, job.id, job.attempts, error, db.utc_text(now))
             return "dead" if buried else None
@@ -154,6 +158,7 @@ def requeue_expired(database, *, now=None):
     Returns [{"id", "status"}] of the jobs it moved."""
     now = now or datetime.now(UTC)
     with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
         moved = sql_jobs.requeue_expired(connection, LEASE_EXPIRED_ERROR, db.utc_text(now))
         if any(row["status"] == "queued" for row in moved):
             sql_jobs.notify_workers(connection)

@@ -263,3 +263,15 @@ def test_finished_jobs_are_deleted_after_the_retention_in_batches(database, monk
     with database.connection() as connection:
         left = connection.fetch_all("SELECT id, status FROM jobs ORDER BY id")
     assert left == [{"id": recent, "status": "done"}, {"id": waiting, "status": "queued"}]
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_only_a_workers_bookkeeping_skips_the_wait_for_the_disk(database):
+    """synchronous_commit = off for claims and outcomes (a lost one only runs a job again),
+    for that transaction alone: an enqueue, like every other transaction, still waits."""
+    with database.transaction() as connection:
+        jobs.sql_jobs.commit_without_waiting_for_the_disk(connection)
+        assert connection.fetch_value("SHOW synchronous_commit") == "off"
+    with database.transaction() as connection:
+        jobs.enqueue(connection, "noop", {})
+        assert connection.fetch_value("SHOW synchronous_commit") == "on"
