@@ -25,6 +25,7 @@ that failed together, because a mail server was down, do not all come back toget
 import json
 import random
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -91,8 +92,7 @@ def enqueue(connection, kind, payload, *, unique_key=None, max_attempts=DEFAULT_
 def claim(database, worker_id, limit, *, lease_seconds, now=None):
     """Claim up to `limit` due jobs for `worker_id`, oldest first; a list of `Job`s."""
     now = now or datetime.now(UTC)
-    with database.transaction() as connection:
-        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
+    with _bookkeeping(database) as connection:
         rows = sql_jobs.claim_jobs(
             connection, worker_id, limit, db.utc_text(now), db.utc_text(now + timedelta(seconds=lease_seconds))
         )
@@ -103,8 +103,7 @@ def claim(database, worker_id, limit, *, lease_seconds, now=None):
 def renew(database, worker_id, *, lease_seconds, now=None):
     """Extend the lease of every job `worker_id` runs; how many it holds."""
     now = now or datetime.now(UTC)
-    with database.transaction() as connection:
-        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
+    with _bookkeeping(database) as connection:
         return sql_jobs.renew_leases(
             connection, worker_id, db.utc_text(now + timedelta(seconds=lease_seconds)), db.utc_text(now)
         )
@@ -114,8 +113,7 @@ def complete(database, job, *, now=None):
     """The job succeeded. False when its claim was no longer current (the lease expired and
     the job was requeued or taken again): then this outcome is not recorded."""
     now = now or datetime.now(UTC)
-    with database.transaction() as connection:
-        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
+    with _bookkeeping(database) as connection:
         return sql_jobs.finish_job(connection, job.id, job.attempts, db.utc_text(now))
 
 
@@ -127,8 +125,7 @@ def fail(database, job, error, *, backoff_base_seconds, backoff_cap_seconds, jit
     """
     now = now or datetime.now(UTC)
     error = error[:MAX_ERROR_CHARS]
-    with database.transaction() as connection:
-        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
+    with _bookkeeping(database) as connection:
         if job.attempts >= job.max_attempts:
             buried = sql_jobs.bury_job(connection, job.id, job.attempts, error, db.utc_text(now))
             return "dead" if buried else None
@@ -157,8 +154,7 @@ def requeue_expired(database, *, now=None):
     """Put back every running job whose lease has expired, or bury it after its last attempt.
     Returns [{"id", "status"}] of the jobs it moved."""
     now = now or datetime.now(UTC)
-    with database.transaction() as connection:
-        sql_jobs.commit_without_waiting_for_the_disk(connection)  # a worker's bookkeeping
+    with _bookkeeping(database) as connection:
         moved = sql_jobs.requeue_expired(connection, LEASE_EXPIRED_ERROR, db.utc_text(now))
         if any(row["status"] == "queued" for row in moved):
             sql_jobs.notify_workers(connection)
@@ -238,6 +234,15 @@ def wake_local_workers():
         events = list(_local_wakeups)
     for event in events:
         event.set()
+
+
+@contextmanager
+def _bookkeeping(database):
+    """A transaction for a worker's own bookkeeping (claims, leases, outcomes): on PostgreSQL
+    its COMMIT does not wait for the disk; see sql_jobs.commit_without_waiting_for_the_disk."""
+    with database.transaction() as connection:
+        sql_jobs.commit_without_waiting_for_the_disk(connection)
+        yield connection
 
 
 def _job(row):

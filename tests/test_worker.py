@@ -223,7 +223,6 @@ def test_sigterm_lets_the_job_in_hand_finish_then_exits_0(seeded, users, databas
 
 # -- python server.py: one worker thread in the web server's process -----------------------------------
 
-@pytest.mark.parametrize("engine", ["sqlite"])
 @pytest.mark.parametrize("worker_setting, emails", [(None, 1), ("off", 0)])
 def test_the_web_server_runs_its_own_worker_unless_told_not_to(seeded, users, database_url, start_program, tmp_path,
                                                               worker_setting, emails):

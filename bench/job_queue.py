@@ -1,6 +1,6 @@
 """The job queue measured: enqueue-to-start latency and no-op jobs per second.
 
-    python bench/jobs.py sqlite            (or postgresql, with PostgreSQL on 127.0.0.1:5432)
+    python bench/job_queue.py sqlite            (or postgresql, with PostgreSQL on 127.0.0.1:5432)
 
 For 1 and 4 worker threads, in a `python server.py worker` process of its own (as under
 gunicorn) and, on SQLite, in this process too (as in `python server.py`, woken directly):
