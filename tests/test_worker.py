@@ -173,7 +173,13 @@ def test_two_worker_processes_run_each_of_1000_jobs_exactly_once(database, datab
     assert len(rows) == JOB_COUNT
     assert {(row["status"], row["attempts"]) for row in rows} == {("done", 1)}  # each claimed once, and done
     processes = {row["locked_by"].split(":")[1] for row in rows}
-    assert processes == {str(worker.process.pid) for worker in workers}  # both took part
+    pids = {str(worker.process.pid) for worker in workers}
+    if database.engine == "postgresql":
+        assert processes == pids  # both took part, side by side (SKIP LOCKED)
+    else:
+        # SQLite has one writer, and its busy handler is not fair: a process that keeps
+        # finding the lock free may run every job while the other sleeps in its retry.
+        assert processes <= pids
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
