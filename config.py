@@ -33,6 +33,16 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `CACHE_MAX_ENTRIES` | `10000` | answers each process keeps in memory at most (without `REDIS_URL`) |
 | `RATE_LIMITS` | `ratelimit.DEFAULT_RATE_LIMITS` | `NAME=QUOTA/SECONDS` per policy, e.g. `auth=10/60`; `off`: none |
 | `TRUSTED_PROXIES` | empty: the peer is the client | addresses or CIDRs of proxies whose X-Forwarded-For is believed |
+| `WORKER` | `1` | `0` (or off): `python server.py` runs no job worker thread of its own |
+| `WORKER_THREADS` | `4` | jobs run at once by `python server.py worker` |
+| `WORKER_POLL_SECONDS` | `1` | how often an idle worker looks for due jobs nobody woke it for |
+| `JOB_LEASE_SECONDS` | `30` | a running job's lease, renewed while it runs; a dead worker's jobs return after it |
+| `JOB_BACKOFF_BASE_SECONDS` | `5` | after failed attempt n a job waits a random time up to base * 2^(n-1) |
+| `JOB_BACKOFF_CAP_SECONDS` | `3600` | ... and never longer than this |
+| `JOB_RETENTION_SECONDS` | `604800` (7 days) | finished jobs (done or dead) are deleted this long after they finished |
+| `SMTP_URL` | unset: emails become files | `smtp://host:25`; `smtp://user:password@host:587` (STARTTLS, login) |
+| `MAIL_FROM` | `shop@localhost` | the sender of the shop's emails |
+| `MAIL_OUTBOX_DIR` | `var/outbox` | where emails are written as .eml files when SMTP_URL is unset |
 """
 
 import ipaddress
@@ -42,7 +52,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.headerregistry import Address
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # PBKDF2_ITERATIONS is held to passwords' ceiling: above it, passwords.py would refuse to
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
@@ -92,6 +104,19 @@ MAX_CACHE_TTL_SECONDS = DAY_SECONDS
 # bounds the bytes, for pages of long descriptions).
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
 MAX_CACHE_MAX_ENTRIES = 1_000_000
+# The background job queue (jobs.py, worker.py). Threads of a `python server.py worker`: each
+# job mostly waits on the network (SMTP), so a few threads overlap well.
+DEFAULT_WORKER_THREADS = 4
+MAX_WORKER_THREADS = 64
+DEFAULT_WORKER_POLL_SECONDS = 1.0
+DEFAULT_JOB_LEASE_SECONDS = 30
+# Backoff after a failure: a random wait of up to base * 2^(attempt - 1), at most the cap.
+DEFAULT_JOB_BACKOFF_BASE_SECONDS = 5.0
+DEFAULT_JOB_BACKOFF_CAP_SECONDS = 3600.0
+DEFAULT_JOB_RETENTION_SECONDS = 7 * DAY_SECONDS
+DEFAULT_MAIL_FROM = "shop@localhost"
+DEFAULT_OUTBOX_DIR = VAR_DIR / "outbox"
+SMTP_SCHEMES = ("smtp", "smtps")
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
@@ -128,6 +153,16 @@ class Settings:
     cache_max_entries: int  # per process, in memory (without Redis)
     rate_limits: dict | None  # {policy name: ratelimit.Policy}; None: RATE_LIMITS=off
     trusted_proxies: tuple  # ipaddress networks whose X-Forwarded-For is believed; empty: none
+    worker_in_process: bool  # `python server.py` runs one worker thread (WORKER)
+    worker_threads: int  # threads of `python server.py worker`
+    worker_poll_seconds: float
+    job_lease_seconds: int
+    job_backoff_base_seconds: float
+    job_backoff_cap_seconds: float
+    job_retention_seconds: int
+    smtp_url: str | None  # None: emails are written as files into mail_outbox_dir
+    mail_from: str
+    mail_outbox_dir: Path
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -184,6 +219,8 @@ def load_settings(environ=None):
                                low=1, high=MAX_CACHE_MAX_ENTRIES),
         rate_limits=_rate_limits(environ),
         trusted_proxies=_trusted_proxies(environ),
+        **_job_settings(environ),
+        **_mail_settings(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -213,6 +250,67 @@ def _session_lifetimes(environ):
     idle = _int(environ, "SESSION_IDLE_SECONDS", min(DEFAULT_SESSION_IDLE_SECONDS, ttl),
                 low=MIN_SESSION_SECONDS, high=ttl)
     return {"session_ttl_seconds": ttl, "session_idle_seconds": idle}
+
+
+def _job_settings(environ):
+    """The queue's and the workers' settings (jobs.py, worker.py)."""
+    base = _float(environ, "JOB_BACKOFF_BASE_SECONDS", DEFAULT_JOB_BACKOFF_BASE_SECONDS, low=0.01, high=3600)
+    default_cap = max(DEFAULT_JOB_BACKOFF_CAP_SECONDS, base)
+    return {
+        "worker_in_process": _bool(environ, "WORKER", True),
+        "worker_threads": _int(environ, "WORKER_THREADS", DEFAULT_WORKER_THREADS, low=1, high=MAX_WORKER_THREADS),
+        "worker_poll_seconds": _float(environ, "WORKER_POLL_SECONDS", DEFAULT_WORKER_POLL_SECONDS, low=0.05, high=60),
+        # At least 2 s: the lease is renewed every third of it, and a renewal is a write that
+        # may wait up to DATABASE_TIMEOUT_SECONDS; a lease of a few seconds suits only tests.
+        "job_lease_seconds": _int(environ, "JOB_LEASE_SECONDS", DEFAULT_JOB_LEASE_SECONDS, low=2, high=3600),
+        "job_backoff_base_seconds": base,
+        # A cap below the base would make every wait the cap: a mistake, not a choice.
+        "job_backoff_cap_seconds": _float(environ, "JOB_BACKOFF_CAP_SECONDS", default_cap,
+                                          low=base, high=7 * DAY_SECONDS),
+        "job_retention_seconds": _int(environ, "JOB_RETENTION_SECONDS", DEFAULT_JOB_RETENTION_SECONDS,
+                                      low=60, high=365 * DAY_SECONDS),
+    }
+
+
+def _mail_settings(environ):
+    outbox = environ.get("MAIL_OUTBOX_DIR") or ""
+    return {
+        "smtp_url": _smtp_url(environ),
+        "mail_from": _mail_from(environ),
+        "mail_outbox_dir": Path(outbox) if outbox else DEFAULT_OUTBOX_DIR,
+    }
+
+
+def _smtp_url(environ):
+    """SMTP_URL, checked: smtp:// or smtps://, a host, and a password never sent in clear
+    (smtp:// with a user name means STARTTLS before the login, see mailer.py)."""
+    url = environ.get("SMTP_URL") or None
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("SMTP_URL must look like smtp://host:25 or smtp://user:password@host:587") from None
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigError("SMTP_URL must look like smtp://host:25 or smtp://user:password@host:587")
+    if port == 0:
+        raise ConfigError("SMTP_URL has port 0")
+    if (parts.username is None) != (parts.password is None):
+        raise ConfigError("SMTP_URL must give both a user name and a password, or neither")
+    return url
+
+
+def _mail_from(environ):
+    """MAIL_FROM as a bare address: a header value must never carry a line break."""
+    sender = environ.get("MAIL_FROM") or DEFAULT_MAIL_FROM
+    try:
+        address = Address(addr_spec=sender)
+    except (ValueError, IndexError):
+        address = None
+    if address is None or not address.domain or address.addr_spec != sender:
+        raise ConfigError("MAIL_FROM must be a plain email address, such as shop@example.com")
+    return sender
 
 
 def _redis_url(environ):
@@ -361,6 +459,19 @@ def _bool(environ, name, default):
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _float(environ, name, default, *, low, high):
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if not low <= value <= high:  # also refuses nan, which compares false with everything
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}")
+    return value
 
 
 def _int(environ, name, default, *, low, high):

@@ -113,9 +113,9 @@ def to_psycopg_placeholders(sql):
 class Connection:
     """What SQL functions receive: run one statement, get dict rows back."""
 
-    __slots__ = ("engine", "for_update", "_raw", "_translate")
+    __slots__ = ("engine", "for_update", "_raw", "_translate", "_after_commit")
 
-    def __init__(self, engine, raw_connection, translate):
+    def __init__(self, engine, raw_connection, translate, *, in_transaction=False):
         self.engine = engine
         # Appended to a SELECT whose rows the transaction will change or rely on. PostgreSQL
         # (READ COMMITTED) must lock them with FOR UPDATE, or another transaction may change
@@ -124,6 +124,27 @@ class Connection:
         self.for_update = " FOR UPDATE" if engine == "postgresql" else ""
         self._raw = raw_connection
         self._translate = translate
+        # Callbacks for after a successful COMMIT; None outside a transaction (autocommit).
+        self._after_commit = [] if in_transaction else None
+
+    def after_commit(self, callback):
+        """Call `callback()` once this transaction has committed, and never if it rolls back;
+        at once when there is no transaction (each statement committed on its own).
+
+        Only for telling this process something that must not be seen before the COMMIT: a
+        worker woken earlier would look for a job it cannot see yet (jobs.enqueue).
+        """
+        if self._after_commit is None:
+            callback()
+        else:
+            self._after_commit.append(callback)
+
+    def run_after_commit(self):
+        """Run the callbacks `after_commit` collected (the database's `transaction()` calls
+        this after COMMIT)."""
+        callbacks, self._after_commit = self._after_commit or [], None
+        for callback in callbacks:
+            callback()
 
     def execute(self, sql, params=None):
         """Run one statement; return the driver's cursor (for rowcount).
@@ -209,14 +230,16 @@ class SQLiteDatabase:
             # first and writes later can fail with SQLITE_BUSY at the write, when another
             # process got there in between, and that error cannot be waited out.
             _run(raw, "BEGIN IMMEDIATE")
+            connection = Connection("sqlite", raw, _same_sql, in_transaction=True)
             try:
-                yield Connection("sqlite", raw, _same_sql)
+                yield connection
                 _run(raw, "COMMIT")
             except BaseException:
                 raw.rollback()
                 raise
         finally:
             self._write_lock.release()
+        connection.run_after_commit()
 
     def close(self):
         with self._all_connections_lock:
@@ -324,9 +347,11 @@ class PostgresDatabase:
         with self._pooled(timeout_seconds or self.timeout_seconds) as raw:
             try:
                 with raw.transaction():
-                    yield Connection("postgresql", raw, to_psycopg_placeholders)
+                    connection = Connection("postgresql", raw, to_psycopg_placeholders, in_transaction=True)
+                    yield connection
             except psycopg.OperationalError as error:
                 raise DatabaseUnavailable(str(error)) from error
+        connection.run_after_commit()
 
     def close(self):
         self._pool.close()

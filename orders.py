@@ -27,6 +27,7 @@ cache's `invalidate()` (cache.py), so no cached page or item shows the stock fro
 """
 
 import db
+import mailer
 import sql_orders
 
 MAX_LINES = 50
@@ -115,6 +116,7 @@ def place_order(database, user_id, lines, *, before_commit=None, catalogue_cache
             raise TotalTooLarge(total_cents)
         order = sql_orders.insert_order(connection, user_id, total_cents, now)
         sql_orders.insert_lines(connection, order["id"], priced_lines)
+        mailer.enqueue_order_email(connection, order["id"], "created")  # committed with the order, or not at all
         order["lines"] = priced_lines
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
@@ -182,6 +184,7 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
                 raise StatusChanged(order_id, current["status"])
             raise InvalidTransition(order_id, current["status"], to_status)
         attach_lines(connection, [changed])
+        mailer.enqueue_order_email(connection, order_id, to_status)
         if to_status == "cancelled":
             for line in changed["lines"]:  # in item id order, like place_order's locks
                 sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)

@@ -5,7 +5,8 @@
     python server.py migrate            apply schema.sql and migrations/ and exit
     python server.py seed --items 30    add demo items to the catalogue
     python server.py create-admin EMAIL an admin account; the password comes from a prompt or stdin
-    gunicorn server:app                 the same app under a production server
+    python server.py worker             run background jobs (WORKER_THREADS threads) until stopped
+    gunicorn server:app                 the same app under a production server (jobs: a worker beside it)
 
 How a request travels, and where each step lives (the README draws the same map):
 
@@ -18,7 +19,10 @@ How a request travels, and where each step lives (the README draws the same map)
 
 Configuration comes from the environment (config.py). `python server.py` applies pending
 migrations itself unless APP_ENV=production, where `python server.py migrate` is a
-deliberate deployment step.
+deliberate deployment step. `python server.py` also runs one job worker thread (worker.py),
+so that emails go out with nothing else started; WORKER=off leaves the jobs to a separate
+`python server.py worker`, the only way under gunicorn (create_app never starts a worker:
+every gunicorn process, and every test, would get one).
 """
 
 import argparse
@@ -46,6 +50,8 @@ from middleware import build_middleware
 from observe import JSONLogger, route_standard_logging
 from redisconn import RedisLink
 from web import Application
+from worker import SHUTDOWN_DEADLINE_SECONDS as JOBS_SHUTDOWN_DEADLINE_SECONDS
+from worker import Worker
 
 # Worker threads when THREADS is not set. SQLite work is CPU under the GIL, so more threads
 # only queue for it and stretch the slowest requests (docs/performance.md has the figures).
@@ -66,6 +72,9 @@ PROBES_WAITING = 128
 # own, so that a burst of logins cannot take every worker; as many again may wait for them
 # (the same bound as passwords.HashingGate's), and the next one gets a 503 at once.
 PASSWORDS_LANE = "passwords"
+# Job threads beside the web server in `python server.py` (WORKER=off: none): one is enough
+# for a shop's emails, and leaves the CPU to the requests.
+IN_PROCESS_WORKER_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,8 @@ def main(argv=None):
             print(f"applied migrations: {applied or 'none, the schema is up to date'}")
         elif arguments.command == "create-admin":
             return create_admin(settings, database, arguments.email)
+        elif arguments.command == "worker":
+            return run_worker(settings, database)
         elif arguments.command == "seed":
             migrate.migrate(database)
             total = seed.seed_items(database, arguments.items)
@@ -198,24 +209,62 @@ def serve(settings, database, *, host, port):
         return 1
     bound_host, bound_port = server.server_address[:2]
     url = f"http://{bound_host}:{bound_port}"
+    worker = None
+    if settings.worker_in_process:
+        worker = Worker(database, settings, logger, threads=IN_PROCESS_WORKER_THREADS)
+        worker.start()
 
     def stop(signal_number, frame):
-        # Only set a flag here: serve_forever() notices it, stops accepting, and lets
-        # requests in flight finish (httpserver.SHUTDOWN_DEADLINE_SECONDS at most).
+        # Only set flags here: serve_forever() notices its flag, stops accepting, and lets
+        # requests in flight finish (httpserver.SHUTDOWN_DEADLINE_SECONDS at most); the
+        # worker claims nothing more and lets its job finish, in the same time.
         server.request_shutdown()
+        if worker is not None:
+            worker.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logger.info("started", url=url, database=database.engine, threads=threads)
+    logger.info("started", url=url, database=database.engine, threads=threads,
+                job_worker=worker.worker_id if worker else None)
     print(f"Serving the shop on {url}  (Ctrl-C stops)\nTry: curl {url}/v1/items?limit=3", file=sys.stderr, flush=True)
     server.serve_forever()
-    logger.info("stopped", drained=server.drained)
+    # The worker's deadline started with the signal too; the join's own bound is a backstop.
+    worker_drained = worker is None or (worker.join(JOBS_SHUTDOWN_DEADLINE_SECONDS + 5) and worker.drained)
+    logger.info("stopped", drained=server.drained and worker_drained)
     logger.flush()
-    if not server.drained:
-        # A request still stuck in the app after the deadline: its worker thread would keep
-        # the interpreter from exiting. The database is closed by main(); leave now.
+    if not (server.drained and worker_drained):
+        # A request (or a job) still stuck after the deadline: its thread would keep the
+        # interpreter from exiting. The database is closed by main(); leave now.
         database.close()
         os._exit(0)
+    return 0
+
+
+def run_worker(settings, database):
+    """`python server.py worker`: run jobs until SIGTERM or SIGINT, then let the jobs in hand
+    finish (worker.SHUTDOWN_DEADLINE_SECONDS at most) and return 0."""
+    if settings.app_env != "production":
+        migrate.migrate(database)
+    logger = JSONLogger(enabled=settings.access_log)
+    route_standard_logging(logger)
+    worker = Worker(database, settings, logger, threads=settings.worker_threads)
+
+    def stop(signal_number, frame):
+        worker.request_stop()  # sets flags only; the dispatcher does the rest
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.start()
+    logger.info("worker started", worker=worker.worker_id, database=database.engine, threads=worker.threads)
+    print(f"Running jobs with {worker.threads} threads on {database.engine}  (Ctrl-C stops)", file=sys.stderr,
+          flush=True)
+    while not worker.join(timeout=1.0):  # a bounded join, so that signals are handled promptly
+        pass
+    logger.info("worker stopped", worker=worker.worker_id, drained=worker.drained)
+    logger.flush()
+    if not worker.drained:
+        database.close()
+        os._exit(0)  # a job thread still running must not keep the process alive
     return 0
 
 
@@ -243,6 +292,7 @@ def _parse_arguments(argv):
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP (the default)")
     commands.add_parser("migrate", help="apply pending schema migrations")
+    commands.add_parser("worker", help="run background jobs until stopped (WORKER_THREADS threads)")
     admin_parser = commands.add_parser("create-admin", help="create an admin account")
     admin_parser.add_argument("email")
     seed_parser = commands.add_parser("seed", help="add demo items")

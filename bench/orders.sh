@@ -37,6 +37,7 @@ esac
 export SECRET_KEY="bench-secret-key-that-is-at-least-32-bytes-long" PBKDF2_ITERATIONS=1000
 export CORS_ORIGINS="https://shop.example"  # CORS on, as in bench.sh
 export RATE_LIMITS="default=1000000/1,write=1000000/1,auth=1000000/1"  # at work, never refusing, as in bench.sh
+export MAIL_OUTBOX_DIR="$work/outbox"  # each order's email, written by the in-process job worker
 "$PYTHON" server.py seed --items 10000 >/dev/null
 "$PYTHON" - <<'PY'
 import os, db

@@ -69,7 +69,9 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "SESSION_COOKIE_SECURE", "SESSION_TTL_SECONDS", "SESSION_IDLE_SECONDS", "REFRESH_REUSE_SECONDS",
                       "REFRESH_FAMILY_MAX_SECONDS", "TEST_CLOCK_OFFSET_SECONDS", "CORS_ORIGINS", "REDIS_URL",
                       "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "RATE_LIMITS",
-                      "TRUSTED_PROXIES", "GUNICORN_CMD_ARGS")
+                      "TRUSTED_PROXIES", "WORKER", "WORKER_THREADS", "WORKER_POLL_SECONDS", "JOB_LEASE_SECONDS",
+                      "JOB_BACKOFF_BASE_SECONDS", "JOB_BACKOFF_CAP_SECONDS", "JOB_RETENTION_SECONDS", "SMTP_URL",
+                      "MAIL_FROM", "MAIL_OUTBOX_DIR", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -165,12 +167,13 @@ def settings_with(settings, **environment):
         "DATABASE_URL": settings.database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        "MAIL_OUTBOX_DIR": str(settings.mail_outbox_dir),
         **environment,
     })
 
 
 @pytest.fixture
-def settings(request, database_url):
+def settings(request, database_url, tmp_path):
     """The test's settings: as shipped, rate limits included, but for the database, the key
     and cheap hashing. A test that must send more than one client may (twenty refreshes at
     once, a table of bad bodies to one login route) says so: @pytest.mark.no_rate_limits."""
@@ -179,6 +182,7 @@ def settings(request, database_url):
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
+        "MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),  # never the project's var/outbox
     }
     if request.node.get_closest_marker("no_rate_limits") is not None:
         environ["RATE_LIMITS"] = "off"
@@ -586,6 +590,95 @@ def responses_at_once(base_url, requests):
     return responses
 
 
+# -- job workers ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def running_worker(database, settings, *, threads=1, **options):
+    """A worker.Worker running in this process until the block ends; yields it."""
+    from worker import Worker
+
+    worker = Worker(database, settings, JSONLogger(stream=io.StringIO()), threads=threads, **options)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        assert worker.join(30), "the worker did not stop"
+
+
+def wait_for_jobs(database, condition, timeout_seconds=10, **params):
+    """Poll until `SELECT count(*) FROM jobs WHERE <condition>` is at least 1... or, with
+    `count`, that many; returns the count. Fails after `timeout_seconds`."""
+    wanted = params.pop("count", 1)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        with database.connection() as connection:
+            found = connection.fetch_value(f"SELECT count(*) FROM jobs WHERE {condition}", params)
+        if found >= wanted:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{found} jobs, not {wanted}, are {condition} {params} after {timeout_seconds} s")
+        time.sleep(POLL_SECONDS / 5)
+
+
+# -- a real SMTP server ----------------------------------------------------------------------
+
+class SMTPRecorder:
+    """An aiosmtpd handler that keeps every message it accepts (`messages`: email.message
+    objects, `envelopes`: their senders and recipients). `hold()` makes the next message wait
+    in DATA until `release()`; `held` is set once it waits, and a held message is refused with
+    421, as if the connection had dropped before the server took it."""
+
+    def __init__(self):
+        self.messages, self.envelopes = [], []
+        self.held, self._release, self._holding = threading.Event(), threading.Event(), False
+        self.received = threading.Condition()
+
+    def hold(self):
+        self._holding = True
+
+    def release(self):
+        self._release.set()
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        import email
+        import email.policy
+
+        if self._holding:
+            self._holding = False
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._release.wait, 30)
+            return "421 closing: the message was not taken"
+        with self.received:
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.received.notify_all()
+        return "250 OK"
+
+    def wait_for(self, count, timeout=10):
+        """Wait until `count` messages have arrived; the messages."""
+        with self.received:
+            assert self.received.wait_for(lambda: len(self.messages) >= count, timeout), self.messages
+            return list(self.messages)
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: yields (SMTP_URL, SMTPRecorder)."""
+    controller_module = pytest.importorskip("aiosmtpd.controller") if not IN_CI else __import__(
+        "aiosmtpd.controller").controller
+    recorder = SMTPRecorder()
+    port = free_port()
+    controller = controller_module.Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}", recorder
+    finally:
+        recorder.release()
+        controller.stop()
+
+
 # -- the database, read and written directly ------------------------------------------------
 
 def count_rows(database, table):
@@ -711,9 +804,13 @@ def pbkdf2_calls(monkeypatch):
 # -- programs in another process ------------------------------------------------------------
 
 def server_env(database_url, **overrides):
-    """os.environ without the shop's settings, plus the test ones; an override of None removes."""
+    """os.environ without the shop's settings, plus the test ones; an override of None removes.
+
+    WORKER=off unless a test asks for the in-process job worker: an email it sent would land
+    in the project's own var/outbox (tests that want one name a MAIL_OUTBOX_DIR of their own).
+    """
     env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
-    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test")
+    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, APP_ENV="test", WORKER="off")
     env.update(overrides)
     return {name: value for name, value in env.items() if value is not None}
 

@@ -435,3 +435,54 @@ def test_trusted_proxies_refuse_what_is_not_an_address_or_a_range(value):
 def test_trusted_proxies_are_bounded():
     many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(config.MAX_TRUSTED_PROXIES + 1))
     assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES may list at most 100 addresses or ranges"
+
+# -- the job queue and its emails ---------------------------------------------------------------
+
+def test_job_and_mail_defaults():
+    settings = settings_with()
+    assert settings.worker_in_process is True
+    assert (settings.worker_threads, settings.worker_poll_seconds, settings.job_lease_seconds) == (4, 1.0, 30)
+    assert (settings.job_backoff_base_seconds, settings.job_backoff_cap_seconds) == (5.0, 3600.0)
+    assert settings.job_retention_seconds == 7 * 24 * 3600
+    assert (settings.smtp_url, settings.mail_from) == (None, "shop@localhost")
+    assert settings.mail_outbox_dir == config.PROJECT_DIR / "var" / "outbox"
+
+
+def test_job_and_mail_values_from_the_environment(tmp_path):
+    settings = settings_with(WORKER="off", WORKER_THREADS="8", WORKER_POLL_SECONDS="0.1", JOB_LEASE_SECONDS="2",
+                             JOB_BACKOFF_BASE_SECONDS="0.5", JOB_BACKOFF_CAP_SECONDS="10", JOB_RETENTION_SECONDS="60",
+                             SMTP_URL="smtp://mailer:secret@mail.example:587", MAIL_FROM="orders@shop.example",
+                             MAIL_OUTBOX_DIR=str(tmp_path))
+    assert settings.worker_in_process is False
+    assert (settings.worker_threads, settings.worker_poll_seconds, settings.job_lease_seconds) == (8, 0.1, 2)
+    assert (settings.job_backoff_base_seconds, settings.job_backoff_cap_seconds) == (0.5, 10.0)
+    assert settings.job_retention_seconds == 60
+    assert settings.smtp_url == "smtp://mailer:secret@mail.example:587"
+    assert (settings.mail_from, settings.mail_outbox_dir) == ("orders@shop.example", tmp_path)
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"WORKER_THREADS": "0"}, "WORKER_THREADS must be between 1 and 64"),
+    ({"WORKER_POLL_SECONDS": "0.01"}, "WORKER_POLL_SECONDS must be between 0.05 and 60"),
+    ({"WORKER_POLL_SECONDS": "nan"}, "WORKER_POLL_SECONDS must be between 0.05 and 60"),
+    ({"WORKER_POLL_SECONDS": "soon"}, "WORKER_POLL_SECONDS must be a number of seconds"),
+    ({"JOB_LEASE_SECONDS": "1"}, "JOB_LEASE_SECONDS must be between 2 and 3600"),
+    ({"JOB_BACKOFF_BASE_SECONDS": "10", "JOB_BACKOFF_CAP_SECONDS": "5"},
+     "JOB_BACKOFF_CAP_SECONDS must be between 10 and 604800"),
+    ({"JOB_RETENTION_SECONDS": "59"}, "JOB_RETENTION_SECONDS must be between 60 and 31536000"),
+    ({"SMTP_URL": "http://mail.example"}, "SMTP_URL must look like smtp://host:25 or smtp://user:password@host:587"),
+    ({"SMTP_URL": "smtp://"}, "SMTP_URL must look like smtp://host:25 or smtp://user:password@host:587"),
+    ({"SMTP_URL": "smtp://mail.example:99999"}, "SMTP_URL must look like smtp://host:25 or smtp://user:password@host:587"),
+    ({"SMTP_URL": "smtp://mailer@mail.example"}, "SMTP_URL must give both a user name and a password, or neither"),
+    ({"MAIL_FROM": "shop"}, "MAIL_FROM must be a plain email address, such as shop@example.com"),
+    ({"MAIL_FROM": "Shop <shop@example.com>"}, "MAIL_FROM must be a plain email address, such as shop@example.com"),
+    ({"MAIL_FROM": "shop@example.com\r\nBcc: everyone@example.com"},
+     "MAIL_FROM must be a plain email address, such as shop@example.com"),
+])
+def test_job_and_mail_settings_are_checked(environ, message):
+    assert refusal(**environ) == message
+
+
+def test_the_default_cap_is_never_below_the_base():
+    assert settings_with(JOB_BACKOFF_BASE_SECONDS="3600").job_backoff_cap_seconds == 3600.0
+    assert settings_with(JOB_BACKOFF_BASE_SECONDS="3599").job_backoff_cap_seconds == 3600.0

@@ -27,7 +27,7 @@ TOOLKIT = frozenset({"web", "router", "http11", "http11_responses", "httpserver"
 SECRETS = frozenset({"auth", "passwords", "signing"})
 # The services that exist and the ones the roadmap adds next: named now so that a new
 # module with one of these names is held to the rules on its first commit.
-SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "mailer", "webhooks", "exports", "events"})
+SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "worker", "mailer", "webhooks", "exports", "events"})
 SQL_MAY_IMPORT = frozenset({"db", "sql_paging", "config"})
 # Beside the handlers, the modules that know HTTP: what they raise and read are HTTP things.
 HTTP_HELPERS = frozenset({"pagination", "validation", "cookies", "challenge"})
@@ -47,6 +47,7 @@ OTHER_MODULES = {
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
     "redisconn": "database",  # the other store, optional: Redis, with a fallback when it is down
     "cache": "database",      # answers kept in front of the database, in memory or on Redis
+    "pgnotify": "database",   # PostgreSQL LISTEN on a connection of its own: wakes the job workers
     "observe": "operations",  # logs
     "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data

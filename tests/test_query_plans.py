@@ -23,6 +23,7 @@ import seed
 import sql_credentials
 import sql_idempotency
 import sql_items
+import sql_jobs
 import sql_orders
 import sql_reports
 import sql_users
@@ -81,6 +82,10 @@ class RecordingConnection:
     def fetch_all(self, sql, params=None):
         self.last = (sql, params)
         return self.connection.fetch_all(sql, params)
+
+    def fetch_value(self, sql, params=None):
+        self.last = (sql, params)
+        return self.connection.fetch_value(sql, params)
 
 
 # -- the catalogue ---------------------------------------------------------------------------
@@ -358,3 +363,86 @@ def test_the_token_epoch_queries_use_the_primary_key(database, users, query_name
     else:
         assert "Seq Scan" not in plan.text, plan.text
     assert any(index in plan.text for index in indexes), plan.text
+
+
+# -- the job queue: claims, leases, the admin's lists, retention --------------------------------
+
+JOB_NOW, JOB_LATER = "2026-01-15T00:00:00.000000Z", "2026-01-15T00:00:30.000000Z"
+NEWEST_JOBS_FIRST = parse_sort("-id", sql_jobs.SORTABLE_COLUMNS)
+JOB_KEY = ("jobs_pkey", "INTEGER PRIMARY KEY")
+JOB_QUERIES = {
+    # name: (run the query, the indexes that may serve it, must the index also give the order?)
+    "claim the due jobs, oldest first": (
+        lambda c: sql_jobs.claim_jobs(c, "worker-a", 5, JOB_NOW, JOB_LATER), ("jobs_status_run_at_id",), True),
+    "renew a worker's leases": (
+        lambda c: sql_jobs.renew_leases(c, "worker-a", JOB_LATER, JOB_NOW), ("jobs_status_id",), False),
+    "put back the jobs whose lease expired": (
+        lambda c: sql_jobs.requeue_expired(c, "expired", JOB_NOW), ("jobs_status_id",), False),
+    "finish a claim": (lambda c: sql_jobs.finish_job(c, 7, 1, JOB_NOW), JOB_KEY, False),
+    "reschedule a claim": (lambda c: sql_jobs.reschedule_job(c, 7, 1, JOB_LATER, "error", JOB_NOW), JOB_KEY, False),
+    "bury a claim": (lambda c: sql_jobs.bury_job(c, 7, 1, "error", JOB_NOW), JOB_KEY, False),
+    "retry a dead job": (lambda c: sql_jobs.retry_dead_job(c, 7, JOB_NOW), JOB_KEY, False),
+    "one job": (lambda c: sql_jobs.get_job(c, 7), JOB_KEY, False),
+    "the job of a unique key": (
+        lambda c: sql_jobs.job_id_by_unique_key(c, "email.order:7:created"),
+        ("jobs_unique_key_unique", "sqlite_autoindex_jobs_1"), False),
+    "every job, newest first (admin)": (
+        lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21), JOB_KEY, True),
+    "the jobs with a status (admin)": (
+        lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, status="dead"), ("jobs_status_id",), True),
+    "the jobs with a status after a cursor (admin)": (
+        lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, status="done", after=(150,)),
+        ("jobs_status_id",), True),
+    "the jobs of a kind (admin)": (
+        lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, kind="email.order"), ("jobs_kind_id",), True),
+    "the jobs of a kind with a status (admin)": (
+        lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, kind="email.order", status="dead"),
+        ("jobs_kind_id", "jobs_status_id"), True),
+    "delete a batch of finished jobs": (
+        lambda c: sql_jobs.delete_finished(c, JOB_NOW, 1000), ("jobs_finished_at",), False),
+}
+
+
+@pytest.fixture
+def queue(database):
+    """200 jobs of two kinds in every status, written directly."""
+    with database.transaction() as connection:
+        for number in range(200):
+            status = STATUSES_OF_JOBS[number % 4]
+            finished = status in ("done", "dead")
+            connection.execute(
+                "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at, locked_until, locked_by,"
+                " unique_key, created_at, updated_at, finished_at)"
+                " VALUES (:kind, '{}', :status, 1, 3, :at, :locked_until, :locked_by, :unique_key, :at, :at,"
+                " :finished)",
+                {"kind": ("email.order", "noop")[number % 2], "status": status, "at": JANUARY[0],
+                 "locked_until": JOB_LATER if status == "running" else None,
+                 "locked_by": "worker-a" if status == "running" else None,
+                 "unique_key": f"key-{number}", "finished": JANUARY[0] if finished else None},
+            )
+    return database
+
+
+STATUSES_OF_JOBS = ("queued", "running", "done", "dead")
+
+
+@pytest.mark.parametrize("query_name", list(JOB_QUERIES))
+def test_every_job_query_uses_an_index(queue, query_name):
+    run_query, indexes, ordered = JOB_QUERIES[query_name]
+    plan = query_plan(queue, run_query, ordered=ordered)
+    text = plan.text
+    if plan.engine == "sqlite":
+        # SQLite's table is the B-tree of its key: with no condition, "SCAN jobs" walks it in id
+        # order, and LIMIT stops the walk (the catalogue's default page does the same).
+        walks_the_key = plan.text == "SCAN jobs" and "WHERE" not in plan.sql and "ORDER BY id" in plan.sql
+        assert walks_the_key or not [
+            step for step in plan.lines if step.split(" ")[:2] == ["SCAN", "jobs"] and "USING" not in step], text
+        if ordered:
+            assert "TEMP B-TREE" not in text, text
+        if walks_the_key:
+            return
+    else:
+        assert "Seq Scan" not in text, text
+        if ordered:
+            assert "Sort" not in text, text
+    assert any(index in text for index in indexes), text

@@ -9,6 +9,11 @@ shown, and the body where the README shows it whole. Steps that only set shell v
 after them, as they would be in the reader's terminal. A step that is a loop
 (`for ...; do curl -i ...; done`) shows its last answer, and that is the one checked.
 
+A few steps look at files the server wrote instead (`ls var/outbox/`, `cat var/outbox/...`:
+the emails a background job wrote), with a ```text block after them: their output must be
+those lines, but for a `Date:` header, once the job has run (they are tried again for a few
+seconds, since the worker runs after the response).
+
 The steps are a walkthrough, so they depend on each other: a step that uses $TOKEN needs
 the step that set it to have run first. A failing step names itself (its number, section
 and command) and the variables it used, with the steps that set them; run alone
@@ -25,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +52,13 @@ HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 OUTSIDE_PATHS = re.compile(r"\.\./shared|/work/|shared/bench")
 SERVER_LINE = re.compile(r"((?:[A-Z_]+=\S+ )*)python server\.py")  # `NAME=value ... python server.py`
-STEP_STARTS = ("curl ", "for ")  # a command, or a loop of them
+HTTP_STEP_STARTS = ("curl ", "for ")  # a command, or a loop of them
 LAST_ANSWER = re.compile(r"HTTP/1\.1 [0-9]{3}(?!.*HTTP/1\.1 [0-9]{3})", flags=re.S)
+FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")  # steps that show files, with a ```text block after
+STEP_STARTS = HTTP_STEP_STARTS + FILE_COMMANDS
+# How long a file step waits for the background job that writes its file.
+JOB_WAIT_SECONDS = 10
+VOLATILE_LINES = re.compile(r"^Date: ")
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class Step:
     number: int
     section: str
     command: str
-    expected: str | None  # the ```http block shown after it; None for an assignment
+    expected: str | None  # the ```http (or ```text) block shown after it; None for an assignment
     sets: tuple
     uses: tuple
 
@@ -87,8 +98,9 @@ def walkthrough_steps():
         command = text.strip()
         expected = None
         if command.startswith(STEP_STARTS):
+            shows = "http" if command.startswith(HTTP_STEP_STARTS) else "text"
             follows = blocks[index + 1] if index + 1 < len(blocks) else ("", "", "")
-            assert follows[1] == "http", f"no ```http block shows what this prints: {command}"
+            assert follows[1] == shows, f"no ```{shows} block shows what this prints: {command}"
             expected = follows[2]
         sets = tuple(dict.fromkeys(ASSIGNMENT.findall(command)))
         uses = tuple(name for name in dict.fromkeys(VARIABLE_USE.findall(command)) if name not in sets)
@@ -159,9 +171,10 @@ def readme_server(tmp_path_factory):
     # The reader's folder has var/ (the server made it); the cookie jar goes there.
     (directory / "var").mkdir()
     port = free_port()
+    # The server runs in the project folder; its emails go to the reader's var/outbox/.
     environment = dict(
         os.environ, DATABASE_URL=f"sqlite:///{directory}/shop.db", SECRET_KEY=TEST_SECRET_KEY,
-        PORT=str(port), APP_ENV="development",
+        PORT=str(port), APP_ENV="development", MAIL_OUTBOX_DIR=str(directory / "var" / "outbox"),
     )
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
@@ -192,6 +205,9 @@ def test_readme_command(readme_server, step):
     if unset:
         pytest.fail(f"{step.describe()}\nneeds {needs(step, unset)}, which did not run or failed: "
                     f"the walkthrough's steps run in order (run the whole file)", pytrace=False)
+    if step.command.startswith(FILE_COMMANDS):
+        check_file_step(step, directory)
+        return
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
     script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
     finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
@@ -221,6 +237,21 @@ def test_readme_command(readme_server, step):
             assert got_link == shown_link, context
     if expected_body and "..." not in expected_body:
         assert without_volatile(json.loads(actual_body)) == without_volatile(json.loads(expected_body)), context
+
+
+def check_file_step(step, directory):
+    """Run `ls`/`cat` in the reader's folder until it prints the README's lines (a `Date:`
+    header aside), or JOB_WAIT_SECONDS have passed: a background job writes these files."""
+    expected = [line for line in step.expected.strip().splitlines() if not VOLATILE_LINES.match(line)]
+    deadline = time.monotonic() + JOB_WAIT_SECONDS
+    while True:
+        finished = subprocess.run(["bash", "-c", step.command], capture_output=True, text=True, cwd=directory,
+                                  timeout=STEP_TIMEOUT_SECONDS, check=False)
+        printed = [line.rstrip() for line in finished.stdout.strip().splitlines() if not VOLATILE_LINES.match(line)]
+        if printed == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert printed == expected, f"{step.describe()}\nprinted:\n{finished.stdout}{finished.stderr}"
 
 
 def setter_of(name, step):

@@ -8,9 +8,12 @@ exactly for the marked routes. A route added to the table without a request here
 test, so the proof cannot quietly become partial.
 """
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from conftest import TEST_PASSWORD, start_session
 
+import jobs
 import routes
 
 OTHER_PASSWORD = "a kettle sings by the window at dawn"
@@ -42,6 +45,7 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     customer = users.headers(alice)
     bob = users.create("bob@example.com")
     call = WatchedCalls(wsgi_client, pbkdf2_calls)
+    job_id = dead_job(seeded)  # first, while it is the only job in the queue
     credentials = {"email": "alice@example.com", "password": TEST_PASSWORD}
 
     call("GET", "/health", 200)
@@ -80,12 +84,25 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     call("PATCH", "/v1/orders/{id:int}", 200, path=f"/v1/orders/{other_order}", headers=admin,
          json={"status": "paid"})
     call("GET", "/v1/reports/sales", 200, headers=admin)
+
+    call("GET", "/v1/jobs", 200, headers=admin)
+    call("GET", "/v1/jobs/{id:int}", 200, path=f"/v1/jobs/{job_id}", headers=admin)
+    call("POST", "/v1/jobs/{id:int}/retry", 200, path=f"/v1/jobs/{job_id}/retry", headers=admin)
     # Last: it ends every token of the account, the customer's headers included.
     call("POST", "/v1/auth/logout-all", 204, headers=customer)
 
     assert set(call.ran) == every_route(), "a route of the table has no request in this test"
     wrong = {route: ran for route, (path, ran) in call.ran.items() if ran != routes.hashes_password(route[0], path)}
     assert not wrong, f"ran PBKDF2 (True) or not (False), against its mark in routes.ROUTES: {wrong}"
+
+
+def dead_job(database):
+    """A job that failed its only attempt, for the retry route; its id."""
+    with database.transaction() as connection:
+        job_id = jobs.enqueue(connection, "noop", {}, max_attempts=1)
+    [job] = jobs.claim(database, "worker", 1, lease_seconds=30, now=datetime.now(UTC) + timedelta(seconds=1))
+    jobs.fail(database, job, "failed on purpose", backoff_base_seconds=1, backoff_cap_seconds=1)
+    return job_id
 
 
 def test_every_marked_route_has_a_fixed_path():

@@ -1,0 +1,76 @@
+"""Handlers for the job queue as an admin sees it: what ran, what failed, and a second chance.
+
+    $ curl 'localhost:8000/v1/jobs?status=dead' -H "Authorization: Bearer $ADMIN_TOKEN"
+    {"data": [{"id": 12, "kind": "email.order", "payload": {"order_id": 4, "event": "paid"},
+               "status": "dead", "attempts": 10, "max_attempts": 10,
+               "last_error": "SMTPConnectError: ...", ...}],
+     "pagination": {...}, "links": {...}}
+
+    $ curl -X POST localhost:8000/v1/jobs/12/retry -H "Authorization: Bearer $ADMIN_TOKEN"
+    {"id": 12, "status": "queued", "attempts": 0, ...}
+
+Lists page like every other list (pagination.py), newest first by default.
+"""
+
+import re
+
+import jobs
+import pagination
+import sql_jobs
+from web import BadRequest, Conflict, NotFound, Response
+
+LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "kind"})
+# Kinds are names such as "email.order"; anything else cannot match a job, so it is a 400.
+KIND = re.compile(r"[a-z][a-z0-9_.]{0,99}")
+
+
+def list_jobs(request):
+    """GET /v1/jobs (admin): jobs newest first, filtered by `status` and `kind`."""
+    query = request.query
+    pagination.reject_unknown_parameters(query, LIST_PARAMETERS)
+    filters = _job_filters(request)
+    keys = request.services.settings.secret_keys
+    page = pagination.parse_page(query, sortable=sql_jobs.SORTABLE_COLUMNS, default_sort="-id", filters=filters,
+                                 keys=keys)
+    found = jobs.list_jobs(request.services.database, sort=page.sort, limit=page.limit + 1, offset=page.offset,
+                           after=page.after, **filters)
+    body, link_header = pagination.envelope(found, page, path=request.path, query_params=filters, keys=keys)
+    return Response.json(body, headers=[("Link", link_header)] if link_header else None)
+
+
+def get_job(request):
+    """GET /v1/jobs/{id} (admin): one job, its payload, attempts and last error."""
+    job_id = request.path_params["id"]
+    job = jobs.get_job(request.services.database, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def retry_job(request):
+    """POST /v1/jobs/{id}/retry (admin): queue a dead job again with all its attempts; 409
+    for a job that is not dead (it is still waiting or running, or it succeeded)."""
+    job_id = request.path_params["id"]
+    try:
+        job = jobs.retry(request.services.database, job_id)
+    except jobs.NotDead as refused:
+        raise Conflict(f"job {job_id} is {refused.status}; only a dead job can be retried",
+                       extra={"current_status": refused.status}) from None
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def _job_filters(request):
+    filters = {}
+    status = request.query_value("status")
+    if status is not None:
+        if status not in jobs.STATUSES:
+            raise BadRequest(f"'status' must be one of: {', '.join(jobs.STATUSES)}")
+        filters["status"] = status
+    kind = request.query_value("kind")
+    if kind is not None:
+        if KIND.fullmatch(kind) is None:
+            raise BadRequest("'kind' must be a job kind, such as email.order")
+        filters["kind"] = kind
+    return filters
