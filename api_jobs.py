@@ -17,6 +17,7 @@ import re
 import jobs
 import pagination
 import sql_jobs
+from validation import query_choice
 from web import BadRequest, Conflict, NotFound, Response
 
 LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "kind"})
@@ -63,10 +64,8 @@ def retry_job(request):
 
 def _job_filters(request):
     filters = {}
-    status = request.query_value("status")
+    status = query_choice(request, "status", jobs.STATUSES)
     if status is not None:
-        if status not in jobs.STATUSES:
-            raise BadRequest(f"'status' must be one of: {', '.join(jobs.STATUSES)}")
         filters["status"] = status
     kind = request.query_value("kind")
     if kind is not None:

@@ -23,7 +23,7 @@ import idempotency
 import orders
 import pagination
 import sql_orders
-from validation import Field, parse_date, parse_date_time, validate
+from validation import Field, parse_date, parse_date_time, query_choice, validate
 from web import (
     IF_MATCH_ANY,
     BadRequest,
@@ -261,10 +261,8 @@ def _owner_filter(request):
 
 def _order_filters(request):
     filters = {}
-    status = request.query_value("status")
+    status = query_choice(request, "status", orders.STATUSES)
     if status is not None:
-        if status not in orders.STATUSES:
-            raise BadRequest(f"'status' must be one of: {', '.join(orders.STATUSES)}")
         filters["status"] = status
     for name in ("created_from", "created_to"):
         text = request.query_value(name)

@@ -29,7 +29,7 @@ Dates and times in query strings are read here too, by RFC 3339 (§5.6) and noth
 import datetime as dt
 import re
 
-from web import UnprocessableContent
+from web import BadRequest, UnprocessableContent
 
 # Deliberately simple (RFC 5321 is far larger): one @, no spaces, a dot in the domain.
 # The real check of an address is a message that arrives.
@@ -148,6 +148,15 @@ def validate(document, fields, *, partial=False):
     if errors:
         raise UnprocessableContent(errors)
     return clean
+
+
+def query_choice(request, name, allowed):
+    """The value of query parameter `name` when it is one of `allowed`; None when absent.
+    Anything else is a 400 that lists the choices (a filter, like a sort key, is allow-listed)."""
+    value = request.query_value(name)
+    if value is not None and value not in allowed:
+        raise BadRequest(f"'{name}' must be one of: {', '.join(allowed)}")
+    return value
 
 
 def parse_date(text):

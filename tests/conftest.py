@@ -173,6 +173,23 @@ def settings_with(settings, **environment):
 
 
 @pytest.fixture
+def make_app(settings, database, logger):
+    """make_app(**environment): an app on the test's database with these settings and no rate
+    limits; apps made with the same REDIS_PREFIX share one cache, like processes of one gunicorn."""
+    apps = []
+
+    def make(**environment):
+        apps.append(server.create_app(settings_with(settings, RATE_LIMITS="off", **environment),
+                                      database=database, logger=logger))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        if app.services.redis is not None:
+            app.services.redis.close()
+
+
+@pytest.fixture
 def settings(request, database_url, tmp_path):
     """The test's settings: as shipped, rate limits included, but for the database, the key
     and cheap hashing. A test that must send more than one client may (twenty refreshes at

@@ -20,33 +20,13 @@ from conftest import (
     move,
     place,
     require_redis,
-    settings_with,
 )
 
-import server
 import sql_items
 
 WAIT_SECONDS = 10  # a test's bound on waiting for other threads; never reached when it passes
 # Rate limits are another feature's: a burst of reads from one address must not meet them here.
-NO_LIMITS = {"RATE_LIMITS": "off"}
 PAGE = "/v1/items?limit=5&sort=-price_cents"
-
-
-@pytest.fixture
-def make_app(settings, database, logger):
-    """make_app(**environment): an app on the test's database with these settings; apps made
-    with the same REDIS_PREFIX share one cache, like processes of one gunicorn."""
-    apps = []
-
-    def make(**environment):
-        apps.append(server.create_app(settings_with(settings, **NO_LIMITS, **environment), database=database,
-                                      logger=logger))
-        return apps[-1]
-
-    yield make
-    for app in apps:
-        if app.services.redis is not None:
-            app.services.redis.close()
 
 
 @pytest.fixture

@@ -13,31 +13,13 @@ from conftest import (
     WSGIClient,
     free_port,
     json_headers,
-    settings_with,
     start_session,
 )
 
-import server
 import sql_credentials
 
 # Rate limits are another feature's: these tests log in and read more than a client would.
-NO_LIMITS = {"RATE_LIMITS": "off"}
 NEW_PASSWORD = "a brand new password for a brand new day"
-
-
-@pytest.fixture
-def make_app(settings, database, logger):
-    apps = []
-
-    def make(**environment):
-        apps.append(server.create_app(settings_with(settings, **NO_LIMITS, **environment), database=database,
-                                      logger=logger))
-        return apps[-1]
-
-    yield make
-    for app in apps:
-        if app.services.redis is not None:
-            app.services.redis.close()
 
 
 @pytest.fixture
