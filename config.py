@@ -43,6 +43,11 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SMTP_URL` | unset: emails become files | `smtp://host:25`; `smtp://user:password@host:587` (STARTTLS, login) |
 | `MAIL_FROM` | `shop@localhost` | the sender of the shop's emails |
 | `MAIL_OUTBOX_DIR` | `var/outbox` | where emails are written as .eml files when SMTP_URL is unset |
+| `MAX_EVENT_STREAMS` | `200` | live order event streams a process holds open (each a thread); then a 503 |
+| `EVENT_STREAMS_PER_USER` | `5` | ... and per user, in a process; then a 429 |
+| `EVENT_HEARTBEAT_SECONDS` | `15` | an idle stream sends a comment this often, so proxies keep it open |
+| `EVENT_POLL_SECONDS` | `1` | how often streams look for events nobody woke them for (SQLite, another process) |
+| `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
 """
 
 import ipaddress
@@ -59,6 +64,7 @@ from urllib.parse import urlsplit
 # PBKDF2_ITERATIONS is held to passwords' ceiling: above it, passwords.py would refuse to
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
 # starts from the default of its hashing gate, and keeps to its ceiling.
+from origins import origin_problem
 from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
 from ratelimit import parse_rate_limits
 
@@ -89,11 +95,6 @@ DEFAULT_SESSION_IDLE_SECONDS = 30 * 60
 MIN_SESSION_SECONDS = 120
 MAX_SESSION_TTL_SECONDS = 90 * DAY_SECONDS
 MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
-# An origin as a browser sends it in the Origin header (RFC 6454 §6.2 and §7): scheme, host and a
-# port only when it is not the scheme's default, all lowercase, nothing after. A host is a
-# name (internationalised names arrive as xn-- punycode) or an IPv6 literal in brackets.
-ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?")
-DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 # The cache (cache.py). A change through the API reaches every cached answer at once; the
@@ -117,6 +118,8 @@ DEFAULT_JOB_RETENTION_SECONDS = 7 * DAY_SECONDS
 DEFAULT_MAIL_FROM = "shop@localhost"
 DEFAULT_OUTBOX_DIR = VAR_DIR / "outbox"
 SMTP_SCHEMES = ("smtp", "smtps")
+# Live order events (events.py): each open stream holds a thread of its own lane.
+DEFAULT_MAX_EVENT_STREAMS, DEFAULT_EVENT_STREAMS_PER_USER, DEFAULT_EVENT_HEARTBEAT_SECONDS = 200, 5, 15.0
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
@@ -163,6 +166,11 @@ class Settings:
     smtp_url: str | None  # None: emails are written as files into mail_outbox_dir
     mail_from: str
     mail_outbox_dir: Path
+    max_event_streams: int  # per process, and event_streams_per_user per user (events.py)
+    event_streams_per_user: int
+    event_heartbeat_seconds: float
+    event_poll_seconds: float
+    event_retention_seconds: int
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -221,6 +229,7 @@ def load_settings(environ=None):
         trusted_proxies=_trusted_proxies(environ),
         **_job_settings(environ),
         **_mail_settings(environ),
+        **_event_settings(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -278,6 +287,19 @@ def _mail_settings(environ):
         "smtp_url": _smtp_url(environ),
         "mail_from": _mail_from(environ),
         "mail_outbox_dir": Path(outbox) if outbox else DEFAULT_OUTBOX_DIR,
+    }
+
+
+def _event_settings(environ):
+    """The live order events' settings (events.py, api_events.py)."""
+    return {
+        "max_event_streams": _int(environ, "MAX_EVENT_STREAMS", DEFAULT_MAX_EVENT_STREAMS, low=1, high=10_000),
+        "event_streams_per_user": _int(environ, "EVENT_STREAMS_PER_USER", DEFAULT_EVENT_STREAMS_PER_USER,
+                                       low=1, high=1000),
+        "event_heartbeat_seconds": _float(environ, "EVENT_HEARTBEAT_SECONDS", DEFAULT_EVENT_HEARTBEAT_SECONDS,
+                                          low=0.05, high=300),
+        "event_poll_seconds": _float(environ, "EVENT_POLL_SECONDS", 1.0, low=0.05, high=300),
+        "event_retention_seconds": _int(environ, "EVENT_RETENTION_SECONDS", DAY_SECONDS, low=60, high=30 * DAY_SECONDS),
     }
 
 
@@ -367,35 +389,11 @@ def _cors_origins(environ):
     origins = []
     for origin in (part.strip() for part in environ.get("CORS_ORIGINS", "").split(",")):
         if origin:
-            problem = _origin_problem(origin)
+            problem = origin_problem(origin)
             if problem is not None:
                 raise ConfigError(f"CORS_ORIGINS: {origin!r} {problem}")
             origins.append(origin)
     return tuple(dict.fromkeys(origins))
-
-
-def _origin_problem(origin):
-    """Why `origin` cannot be in CORS_ORIGINS, or None when it is an exact origin.
-
-    >>> _origin_problem("http://localhost:5173") is None
-    True
-    >>> _origin_problem("https://shop.example:443")
-    'names the default port: browsers send it without :443'
-    """
-    if origin == "null":
-        return "is never allowed: sandboxed frames and local files send Origin: null, and any page can be one"
-    if "*" in origin:
-        return "is a wildcard: list each origin exactly (credentials are never allowed with *)"
-    match = ORIGIN.fullmatch(origin)
-    if match is None:
-        return ("is not an origin as browsers send it: scheme://host[:port] (http or https), lowercase,"
-                " with no path, not even a trailing /")
-    port = match["port"]
-    if port is not None and port == DEFAULT_PORTS[match["scheme"]]:
-        return f"names the default port: browsers send it without :{port}"
-    if port is not None and not 1 <= int(port) <= 65535:
-        return "has a port outside 1-65535"
-    return None
 
 
 def _clock(environ, app_env):

@@ -8,10 +8,11 @@ and gives the framed response (http11_responses.ResponseFramer) to ``conn.delive
 A worker never waits on a slow client. Reading was the loop's job; writing is done without
 blocking: ``deliver()`` sends what the kernel takes at once and keeps the rest in the
 connection's *outbox*, which the event loop sends once the worker has moved on. Only a
-response of more than OUTBOX_BYTES (whole or streamed) to a client that reads nothing makes
-its worker wait: at most SEND_TIMEOUT_SECONDS each time the outbox fills up. Without this,
-a client that reads one byte a second (a "slow read" attack) would hold a worker for as long
-as it liked.
+response of more than OUTBOX_BYTES to a client that reads nothing makes its worker wait: at
+most SEND_TIMEOUT_SECONDS each time the outbox fills up. Without this, a client that reads
+one byte a second (a "slow read" attack) would hold a worker for as long as it liked. A
+streamed body (an iterable that is not a list) is the exception: each piece goes out before
+the app makes the next (PEP 3333), so its worker waits whenever the kernel is full.
 
 The request ``POST /v1/orders?dry_run=1`` (``Host: shop.example``, an 11-byte JSON body)
 becomes an ``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders",
@@ -186,6 +187,12 @@ class _Response:
             return
         for data in result:
             self.write(data)
+            # PEP 3333: a block the app yields must reach the client before the next one is
+            # asked for (or keep moving meanwhile). The loop cannot send while this worker owns
+            # the connection, so what the kernel did not take at once is sent here, waiting on
+            # the client: a live event must not sit in the outbox until the next one comes.
+            if self.conn.outbox:
+                self.conn.send_outbox_blocking()
         if out := self._head(0) + self.framer.end():
             self.conn.deliver(out)
 

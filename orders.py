@@ -24,9 +24,11 @@ The owner may cancel while the order is pending; an admin may move it along any 
 
 Both move stock, which the catalogue shows: after the COMMIT, each calls the catalogue
 cache's `invalidate()` (cache.py), so no cached page or item shows the stock from before.
+Both also record an order event in their transaction (events.py), which live streams send.
 """
 
 import db
+import events
 import mailer
 import sql_orders
 
@@ -120,6 +122,7 @@ def place_order(database, user_id, lines, *, before_commit=None, catalogue_cache
         order["lines"] = priced_lines
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
+        events.record(connection, order, "order.created")  # last: see sql_events.lock_event_ids
     if catalogue_cache is not None:
         catalogue_cache.invalidate()
     return order
@@ -188,6 +191,7 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
         if to_status == "cancelled":
             for line in changed["lines"]:  # in item id order, like place_order's locks
                 sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)
+        events.record(connection, changed, events.EVENT_TYPES[to_status])  # last, like place_order's
     if to_status == "cancelled" and catalogue_cache is not None:
         catalogue_cache.invalidate()
     return changed

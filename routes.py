@@ -16,6 +16,7 @@ requests on a few threads of their own, so that a burst of logins never keeps th
 """
 
 import api_auth
+import api_events
 import api_items
 import api_jobs
 import api_ops
@@ -49,6 +50,7 @@ ROUTES = [
     ("DELETE", "/v1/items/{id:int}",         api_items.delete_item,    "delete_item",    "admin",  "write",   False, "Archive an item"),
     ("POST",   "/v1/orders",                 api_orders.create_order,  "create_order",   "user",   "write",   False, "Place an order (Idempotency-Key)"),
     ("GET",    "/v1/orders",                 api_orders.list_orders,   "list_orders",    "user",   "default", False, "List your orders (an admin: all)"),
+    ("GET",    "/v1/orders/events",          api_events.stream_order_events, "order_events", "user", "default", False, "Live order events (server-sent events)"),
     ("GET",    "/v1/orders/{id:int}",        api_orders.get_order,     "get_order",      "user",   "default", False, "Read one order"),
     ("PATCH",  "/v1/orders/{id:int}",        api_orders.update_order,  "update_order",   "admin",  "write",   False, "Move an order: paid, shipped, cancelled"),
     ("POST",   "/v1/orders/{id:int}/cancel", api_orders.cancel_order,  "cancel_order",   "user",   "write",   False, "Cancel your pending order"),

@@ -38,6 +38,7 @@ import accounts
 import cache
 import config
 import db
+import events
 import migrate
 import passwords
 import ratelimit
@@ -72,6 +73,13 @@ PROBES_WAITING = 128
 # own, so that a burst of logins cannot take every worker; as many again may wait for them
 # (the same bound as passwords.HashingGate's), and the next one gets a 503 at once.
 PASSWORDS_LANE = "passwords"
+# Live order event streams (GET /v1/orders/events) hold a thread for as long as they are open:
+# they get MAX_EVENT_STREAMS threads of their own, so that they never take the default lane's
+# few. A few more answer the streams the process refuses (events.py counts them: 503, 429) at
+# once, and a few requests may wait for those.
+EVENTS_LANE = "events"
+EVENT_STREAM_PATH = "/v1/orders/events"
+EVENTS_SPARE_THREADS = 4
 # Job threads beside the web server in `python server.py` (WORKER=off: none): one is enough
 # for a shop's emails, and leaves the CPU to the requests.
 IN_PROCESS_WORKER_THREADS = 1
@@ -92,6 +100,8 @@ class Services:
     session_cache: cache.Cache | None = None
     # The buckets of RATE_LIMITS; the login handler takes its account's tries from it.
     rate_limiter: ratelimit.RateLimiter = field(default_factory=lambda: ratelimit.RateLimiter({}))
+    # The live order events of this process (events.py): GET /v1/orders/events subscribes to it.
+    order_events: events.Broadcaster | None = None
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -108,7 +118,8 @@ def create_app(settings=None, *, database=None, logger=None):
                                          logger=logger, secret_key=settings.secret_key)
     services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
                         catalogue_cache=catalogue_cache, session_cache=session_cache,
-                        rate_limiter=rate_limiter)
+                        rate_limiter=rate_limiter,
+                        order_events=events.Broadcaster(database, settings, logger, redis=redis_link))
     router = routes.build_router()
     middleware = build_middleware(logger, router, cors_origins=settings.cors_origins,
                                   rate_limiter=rate_limiter if settings.rate_limits is not None else None,
@@ -219,6 +230,7 @@ def serve(settings, database, *, host, port):
         # requests in flight finish (httpserver.SHUTDOWN_DEADLINE_SECONDS at most); the
         # worker claims nothing more and lets its job finish, in the same time.
         server.request_shutdown()
+        application.services.order_events.request_close()  # streams end now, not at the deadline
         if worker is not None:
             worker.request_stop()
 
@@ -269,19 +281,24 @@ def run_worker(settings, database):
 
 
 def server_lanes(settings):
-    """The lanes of threads beside the default one (see PROBE_LANES and PASSWORDS_LANE)."""
+    """The lanes of threads beside the default one (see PROBE_LANES, PASSWORDS_LANE, EVENTS_LANE)."""
     hashers = settings.password_hash_threads
     return [*(Lane(name, threads=PROBE_THREADS, max_waiting=PROBES_WAITING) for name in PROBE_LANES.values()),
-            Lane(PASSWORDS_LANE, threads=hashers, max_waiting=hashers)]
+            Lane(PASSWORDS_LANE, threads=hashers, max_waiting=hashers),
+            Lane(EVENTS_LANE, threads=settings.max_event_streams + EVENTS_SPARE_THREADS,
+                 max_waiting=EVENTS_SPARE_THREADS)]
 
 
 def lane_for(method, path):
-    """The lane of a request: a probe's own, the password lane, or None for the default lane.
+    """The lane of a request: a probe's own, the password or the event-stream lane, or None
+    for the default lane.
     path is as sent, still percent-encoded; the route table knows it decoded."""
     if "%" in path:
         path = unquote(path)
     if path in PROBE_LANES:
         return PROBE_LANES[path]
+    if path == EVENT_STREAM_PATH and method in ("GET", "HEAD"):
+        return EVENTS_LANE
     return PASSWORDS_LANE if routes.hashes_password(method, path) else None
 
 

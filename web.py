@@ -323,7 +323,7 @@ def parse_json(body):
 # -- response --------------------------------------------------------------------------
 
 class Response:
-    """Status, headers (a list of (name, value) pairs) and body bytes."""
+    """Status, headers (a list of (name, value) pairs) and body: bytes, or an iterable of bytes to stream."""
 
     __slots__ = ("status", "headers", "body")
 
@@ -454,13 +454,13 @@ class Application:
         headers = response.headers
         if response.status in (204, 304):
             body = b""
-        else:
+        elif isinstance(body, bytes):  # else a stream: the server frames it (chunked, or close)
             headers.append(("Content-Length", str(len(body))))
         start_response(STATUS_LINES[response.status], headers)
         # HEAD: the same headers as GET, Content-Length included, and no body (RFC 9110 §9.3.2).
         if request.method == "HEAD" or not body:
             return []
-        return [body]
+        return [body] if isinstance(body, bytes) else body
 
     def dispatch(self, request):
         """Route the request, call its handler, and apply conditional GET."""

@@ -38,6 +38,7 @@ OTHER_MODULES = {
     "routes": "wiring",       # the route table
     "middleware": "wiring",   # cross-cutting concerns in one ordered list
     "config": "wiring",       # the environment, read once
+    "origins": "wiring",      # the check of CORS_ORIGINS, for config
     "cookies": "handlers",    # the cookie policy that handlers and middleware share
     "challenge": "handlers",  # the 401 and its WWW-Authenticate challenge, for both as well
     "pagination": "handlers",  # the HTTP side of lists
