@@ -21,6 +21,7 @@ from conftest import insert_orders
 import accounts
 import seed
 import sql_credentials
+import sql_events
 import sql_idempotency
 import sql_items
 import sql_jobs
@@ -441,6 +442,54 @@ def test_every_job_query_uses_an_index(queue, query_name):
             assert "TEMP B-TREE" not in text, text
         if walks_the_key:
             return
+    else:
+        assert "Seq Scan" not in text, text
+        if ordered:
+            assert "Sort" not in text, text
+    assert any(index in text for index in indexes), text
+
+
+# -- live order events: the broadcaster's reads, a stream's backlog, retention -------------------
+
+EVENT_KEY = ("order_events_pkey", "INTEGER PRIMARY KEY")
+EVENT_QUERIES = {
+    # name: (run the query, the indexes that may serve it, must the index also give the order?)
+    "every event after an id (the broadcaster, an admin's backlog)": (
+        lambda c: sql_events.events_after(c, 150, 500), EVENT_KEY, True),
+    "every event between two ids (an admin's backlog)": (
+        lambda c: sql_events.events_after(c, 150, 500, up_to=250), EVENT_KEY, True),
+    "a user's events between two ids (a user's backlog)": (
+        lambda c: sql_events.events_after(c, 150, 500, user_id=3, up_to=250), ("order_events_user_id_id",), True),
+    # SQLite takes max(id) from the last entry of the table's own B-tree (its key): "SEARCH
+    # order_events", with no index named; PostgreSQL from the end of the primary key.
+    "the newest event's id": (
+        lambda c: sql_events.latest_event_id(c), ("order_events_pkey", "SEARCH order_events"), False),
+    "delete a batch of old events": (
+        lambda c: sql_events.delete_events_before(c, "2026-01-15T00:03:00.000000Z", 1000),
+        ("order_events_created_at",), False),
+}
+
+
+@pytest.fixture
+def order_events(database):
+    """300 events of five users, a second apart, written directly."""
+    with database.transaction() as connection:
+        for number in range(300):
+            sql_events.insert_event(connection, number, number % 5, "order.paid", "{}",
+                                    f"2026-01-15T00:{number // 60:02d}:{number % 60:02d}.000000Z")
+    return database
+
+
+@pytest.mark.parametrize("query_name", list(EVENT_QUERIES))
+def test_every_event_query_uses_an_index(order_events, query_name):
+    run_query, indexes, ordered = EVENT_QUERIES[query_name]
+    plan = query_plan(order_events, run_query, ordered=ordered)
+    text = plan.text
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines
+                    if step.split(" ")[:2] == ["SCAN", "order_events"] and "USING" not in step], text
+        if ordered:
+            assert "TEMP B-TREE" not in text, text
     else:
         assert "Seq Scan" not in text, text
         if ordered:

@@ -83,6 +83,8 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     other_order = wsgi_client.post("/v1/orders", json=one_teapot, headers=customer).json()["id"]
     call("PATCH", "/v1/orders/{id:int}", 200, path=f"/v1/orders/{other_order}", headers=admin,
          json={"status": "paid"})
+    # A stream never ends, and this client reads bodies whole: a bad Last-Event-ID is answered at once.
+    call("GET", "/v1/orders/events", 400, headers={**customer, "Last-Event-ID": "not-an-id"})
     call("GET", "/v1/reports/sales", 200, headers=admin)
 
     call("GET", "/v1/jobs", 200, headers=admin)
