@@ -463,7 +463,7 @@ EVENT_QUERIES = {
     # SQLite takes max(id) from the last entry of the table's own B-tree (its key): "SEARCH
     # order_events", with no index named; PostgreSQL from the end of the primary key.
     "the newest event's id": (
-        lambda c: sql_events.latest_event_id(c), ("order_events_pkey", "SEARCH order_events"), False),
+        sql_events.latest_event_id, ("order_events_pkey", "SEARCH order_events"), False),
     "delete a batch of old events": (
         lambda c: sql_events.delete_events_before(c, "2026-01-15T00:03:00.000000Z", 1000),
         ("order_events_created_at",), False),
