@@ -9,6 +9,9 @@ shown, and the body where the README shows it whole. Steps that only set shell v
 after them, as they would be in the reader's terminal. A step that is a loop
 (`for ...; do curl -i ...; done`) shows its last answer, and that is the one checked.
 
+A stream of server-sent events (`curl -N --max-time 2`, which exits 28 when its time is up)
+is checked event by event, the times in its data aside.
+
 A few steps look at files the server wrote instead (`ls var/outbox/`, `cat var/outbox/...`:
 the emails a background job wrote), with a ```text block after them: their output must be
 those lines, but for a `Date:` header, once the job has run (they are tried again for a few
@@ -235,7 +238,9 @@ def test_readme_command(readme_server, step):
         assert re.findall(r'rel="(\w+)"', got_link) == re.findall(r'rel="(\w+)"', shown_link), context
         if "..." not in shown_link:
             assert got_link == shown_link, context
-    if expected_body and "..." not in expected_body:
+    if ("content-type", "text/event-stream") in actual_pairs:
+        assert event_blocks(actual_body) == event_blocks(expected_body), context
+    elif expected_body and "..." not in expected_body:
         assert without_volatile(json.loads(actual_body)) == without_volatile(json.loads(expected_body)), context
 
 
@@ -275,6 +280,18 @@ def parse_http(text):
     lines = head.strip().split("\n")
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
     return lines[0].strip(), headers, body.strip()
+
+
+def event_blocks(text):
+    """A text/event-stream body as a list of its events and fields, each `data` compared as
+    JSON without its volatile fields; comments (heartbeats) left out."""
+    blocks = []
+    for block in text.replace("\r\n", "\n").strip().split("\n\n"):
+        fields = [line.partition(": ") for line in block.split("\n") if line and not line.startswith(":")]
+        if fields:
+            blocks.append([(name, without_volatile(json.loads(value)) if name == "data" else value)
+                           for name, _, value in fields])
+    return blocks
 
 
 def without_volatile(document):
