@@ -23,7 +23,8 @@ Who sees what: a user their own orders' events, an admin everyone's (events.py f
 The response is streamed: no Content-Length, so HTTP/1.1 frames it in chunks, and each
 event goes out as it is written (httpworkers.py). `X-Accel-Buffering: no` asks nginx not to
 hold it back in a buffer. A stream holds a thread of its own lane (server.py), never one of
-the few that serve every other request.
+the few that serve every other request. The access log writes its line when the stream
+starts: its `duration_ms` is the time to the first byte, not the stream's life.
 """
 
 import re

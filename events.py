@@ -160,8 +160,6 @@ class Broadcaster:
         self.request_close()
         for thread in self._threads:
             thread.join(timeout)
-        if self._listener is not None:
-            self._listener.stop()
 
     def _start(self):
         with self._start_lock:
@@ -201,6 +199,8 @@ class Broadcaster:
             streams, self._streams = self._streams, set()
         for stream in streams:
             stream.end()
+        if self._listener is not None:
+            self._listener.stop()
 
     def _read_new_events(self):
         while True:

@@ -10,9 +10,9 @@ blocking: ``deliver()`` sends what the kernel takes at once and keeps the rest i
 connection's *outbox*, which the event loop sends once the worker has moved on. Only a
 response of more than OUTBOX_BYTES to a client that reads nothing makes its worker wait: at
 most SEND_TIMEOUT_SECONDS each time the outbox fills up. Without this, a client that reads
-one byte a second (a "slow read" attack) would hold a worker for as long as it liked. A
-streamed body (an iterable that is not a list) is the exception: each piece goes out before
-the app makes the next (PEP 3333), so its worker waits whenever the kernel is full.
+one byte a second (a "slow read" attack) would hold a worker for as long as it liked. An
+event stream (text/event-stream) is the exception: each event goes out before the app waits
+for the next one, so its worker (which the stream holds anyway) waits for its client.
 
 The request ``POST /v1/orders?dry_run=1`` (``Host: shop.example``, an 11-byte JSON body)
 becomes an ``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders",
@@ -31,6 +31,7 @@ import http11_responses
 RECV_BYTES = 64 * 1024                 # one recv() at most
 OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for the event loop
 SEND_TIMEOUT_SECONDS = 30.0            # past OUTBOX_BYTES, a worker waits this long at most
+EVENT_STREAM_TYPE = "text/event-stream"  # server-sent events: see _Response.send
 
 _log = logging.getLogger("httpserver")
 
@@ -156,6 +157,7 @@ class _Response:
 
     def __init__(self, conn, head, shutting_down):
         self.conn, self.shutting_down = conn, shutting_down
+        self.event_stream = False  # text/event-stream (server-sent events): each piece sent whole
         self.framer = http11_responses.ResponseFramer(head.method, head.version, head.keep_alive)
 
     def start_response(self, status, headers, exc_info=None):
@@ -169,6 +171,8 @@ class _Response:
         elif self.framer.status is not None:
             raise RuntimeError("start_response() called twice without exc_info")
         self.framer.start(status, headers)
+        self.event_stream = any(name.lower() == "content-type" and value.lower().startswith(EVENT_STREAM_TYPE)
+                                for name, value in headers)
         return self.write
 
     def write(self, data):
@@ -187,11 +191,10 @@ class _Response:
             return
         for data in result:
             self.write(data)
-            # PEP 3333: a block the app yields must reach the client before the next one is
-            # asked for (or keep moving meanwhile). The loop cannot send while this worker owns
-            # the connection, so what the kernel did not take at once is sent here, waiting on
-            # the client: a live event must not sit in the outbox until the next one comes.
-            if self.conn.outbox:
+            # An event stream's next piece may be seconds away: what the kernel did not take of
+            # this one is sent now, waiting on the client, rather than left in the outbox
+            # until then (PEP 3333: a block must be sent before the next one is asked for).
+            if self.event_stream and self.conn.outbox:
                 self.conn.send_outbox_blocking()
         if out := self._head(0) + self.framer.end():
             self.conn.deliver(out)

@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN on a connection of its own: a worker hears of a new job at once.
+"""PostgreSQL LISTEN on a connection of its own: a worker hears of a new job at once (and the
+order events' broadcaster of a new event, events.py).
 
     enqueuing transaction:   INSERT INTO jobs ...; NOTIFY shop_jobs; COMMIT
     this listener:           LISTEN shop_jobs  ->  notification  ->  on_notify()  (wake the worker)
@@ -58,7 +59,8 @@ class Listener:
                 pause = RECONNECT_FIRST_SECONDS
             except psycopg.Error as error:
                 # Never the URL: it may hold a password.
-                self.logger.warning("job listener disconnected", error=type(error).__name__, retry_in_seconds=pause)
+                self.logger.warning("listener disconnected", channel=self.channel, error=type(error).__name__,
+                                    retry_in_seconds=pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, RECONNECT_MAX_SECONDS)
             finally:

@@ -290,3 +290,27 @@ def test_http_09_and_tls_are_a_400_at_once_not_a_408_later(connect, raw):
         assert headers["x-content-type-options"] == "nosniff"
         assert client.is_closed()
         assert time.monotonic() - started < httpserver.HEADER_TIMEOUT_SECONDS / 3
+
+
+def test_each_piece_of_an_event_stream_goes_out_before_the_next_is_made(connect):
+    """A piece bigger than the kernel's buffers, then a wait for the next one (a live event
+    stream between events): the client must get the whole first piece during the wait, not
+    when the next piece comes (PEP 3333; httpworkers._Response.send)."""
+    next_piece = threading.Event()
+
+    def event_stream_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        yield BIG_BODY
+        next_piece.wait(10)
+        yield b"last"
+
+    with running(validator(event_stream_app), max_workers=1, send_buffer_bytes=BUFFER_BYTES) as server:
+        client = connect(server)
+        client.send(get("/events"))
+        status_line = client.file.readline()
+        while client.file.readline() != b"\r\n":  # the head
+            pass
+        size = int(client.file.readline(), 16)
+        first = client.file.read(size)  # READ_TIMEOUT: fails if the rest waits for the next piece
+        next_piece.set()
+        assert status_line.startswith(b"HTTP/1.1 200") and first == BIG_BODY
