@@ -8,9 +8,12 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import (
+    POLL_SECONDS,
+    count_rows,
     free_port,
     http_request,
     json_headers,
@@ -20,9 +23,11 @@ from conftest import (
     wait_for_jobs,
 )
 
+import db
 import jobs
 import mailer
 import orders
+import sql_events
 import sql_jobs
 
 SHORT_LEASE = {"JOB_LEASE_SECONDS": "2", "WORKER_POLL_SECONDS": "0.1"}
@@ -249,3 +254,18 @@ def test_the_web_server_runs_its_own_worker_unless_told_not_to(seeded, users, da
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
     assert job_row(seeded, 1)["kind"] == mailer.ORDER_EMAIL
+
+
+def test_a_worker_deletes_order_events_older_than_their_retention_when_it_starts(settings, database):
+    now = datetime.now(UTC)
+    with database.transaction() as connection:
+        for age_seconds in (2 * 86_400, 60):
+            created_at = db.utc_text(now - timedelta(seconds=age_seconds))
+            sql_events.insert_event(connection, 7, 1, "order.paid", "{}", created_at)
+    with running_worker(database, settings):  # purging is due at once, then every PURGE_INTERVAL_SECONDS
+        deadline = time.monotonic() + 10
+        while count_rows(database, "order_events") != 1 and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+    with database.connection() as connection:
+        [kept] = sql_events.events_after(connection, 0, 10)
+    assert kept["created_at"] > db.utc_text(now - timedelta(hours=1))  # the old one went, the new one stayed
