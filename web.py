@@ -163,7 +163,7 @@ class Request:
     """One HTTP request, read from a WSGI environ. Parsing happens only when asked for."""
 
     __slots__ = ("environ", "method", "path", "path_params", "route", "route_error", "request_id",
-                 "user", "services", "_query")
+                 "client", "user", "services", "_query")
 
     def __init__(self, environ):
         self.environ = environ
@@ -178,6 +178,7 @@ class Request:
         self.route = None
         self.route_error = None  # the 404, 405 or 501 to raise when no route matched
         self.request_id = None
+        self.client = environ.get("REMOTE_ADDR", "")  # the peer; behind trusted proxies, see middleware
         self.user = None
         self.services = None  # what handlers need (database, settings), set by Application
         self._query = None
