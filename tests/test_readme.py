@@ -175,6 +175,7 @@ def readme_server(tmp_path_factory):
     environment = dict(
         os.environ, DATABASE_URL=f"sqlite:///{directory}/shop.db", SECRET_KEY=TEST_SECRET_KEY,
         PORT=str(port), APP_ENV="development", MAIL_OUTBOX_DIR=str(directory / "var" / "outbox"),
+        EXPORT_DIR=str(directory / "var" / "exports"),
     )
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
