@@ -45,8 +45,9 @@ def order_lines(connection, start, end, *, batch_size):
 
     Every status is included: an admin's spreadsheet filters on the `status` column. The
     index orders_created_at_id finds the range in order, and each order's lines come by
-    order_items' primary key (order_id, item_id), already in item order: no sort step, so
-    the first rows arrive before the last are read. `item_name` is the name when ordered.
+    order_items' primary key (order_id, item_id): nothing waits for the whole range to be
+    sorted, so the first rows arrive before the last are read (PostgreSQL may sort each
+    order's few lines by item: an Incremental Sort). `item_name` is the name when ordered.
     """
     return connection.stream(
         "SELECT orders.id AS order_id, orders.created_at, orders.status, orders.user_id, orders.total_cents,"
