@@ -98,8 +98,7 @@ def describe(job, export):
     and, once it is written, where to download it."""
     if job["kind"] != ORDERS_EXPORT or export is None:
         return job
-    described = dict(job, export={"rows": export["row_count"], "bytes": export["byte_count"],
-                                  "file_name": download_name(job["payload"])})
+    described = dict(job, export={"rows": export["row_count"], "bytes": export["byte_count"]})
     described["links"] = {"download": f"/v1/exports/{job['id']}"} if export["finished_at"] else {}
     return described
 
