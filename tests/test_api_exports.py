@@ -11,6 +11,7 @@ import io
 import pytest
 from conftest import assert_problem, bodies_that_are_not_json, insert_orders, make_item, running_worker, wait_for_jobs
 
+import api_exports
 import exports
 import jobs
 
@@ -203,3 +204,28 @@ def test_the_sales_report_keeps_its_400s_for_the_same_rules(checker):
     assert_problem(response, 400, "'from' is after 'to'")
     response = checker.client.get("/v1/reports/sales?to=nope", headers=checker.admin)
     assert_problem(response, 400, f"'to' {DAY_RULE}")
+
+
+def test_a_file_larger_than_the_servers_outbox_arrives_whole(client, admin, database, settings):
+    """3 MB, three times what a worker may leave for the event loop (httpworkers.OUTBOX_BYTES):
+    sent a chunk at a time, and exactly the bytes on disk, in process and over a socket."""
+    _, job = export_and_wait(client, admin, database, settings, {})
+    path = settings.export_dir / f"export-{job['id']}-1.csv"
+    path.write_bytes(path.read_bytes() + b"".join(f"{number},{'x' * 90}\r\n".encode() for number in range(32_000)))
+    download = client.get(job["links"]["download"], headers=admin)
+    assert download.status == 200
+    assert download.body == path.read_bytes() and len(download.body) > 3_000_000
+    assert int(download.header("Content-Length")) == len(download.body)
+
+
+def test_the_file_is_read_a_chunk_at_a_time_and_never_past_its_length(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"a" * (2 * api_exports.CHUNK_BYTES + 10))
+    with open(path, "rb") as opened:
+        body = api_exports.FileBody(opened)
+        path.write_bytes(b"a" * (3 * api_exports.CHUNK_BYTES))  # (a file is never changed in place; if it were)
+        chunks = list(body)
+        body.close()
+        assert opened.closed
+    assert len(body) == 2 * api_exports.CHUNK_BYTES + 10
+    assert [len(chunk) for chunk in chunks] == [api_exports.CHUNK_BYTES, api_exports.CHUNK_BYTES, 10]

@@ -12,7 +12,7 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import count_rows, make_item
+from conftest import POLL_SECONDS, count_rows, make_item, running_worker
 
 import exports
 import jobs
@@ -275,3 +275,19 @@ def test_a_large_export_never_holds_its_rows_in_memory(seeded, users, settings, 
     assert peak < size / 2, (peak, size)
     with open(exported_file(settings, job), newline="", encoding="utf-8") as exported:
         assert sum(1 for _ in csv.reader(exported)) == 10_001
+
+
+def test_a_worker_deletes_the_files_of_the_exports_it_purges(database, users, settings):
+    """The wiring: a worker's housekeeping purges old jobs, then sweeps their files (at its start)."""
+    job_id = request_export(database, users.admin()["id"])["id"]
+    job = run_export_job(database, settings)
+    assert jobs.complete(database, job)
+    with database.transaction() as connection:  # finished long before the retention period
+        connection.execute("UPDATE jobs SET finished_at = '2020-01-01T00:00:00.000000Z' WHERE id = :id", {"id": job_id})
+    assert os.listdir(settings.export_dir) == [f"export-{job_id}-1.csv"]
+    with running_worker(database, settings):
+        deadline = time.monotonic() + 10
+        while os.listdir(settings.export_dir) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+    assert os.listdir(settings.export_dir) == []
+    assert count_rows(database, "exports") == 0
