@@ -21,6 +21,7 @@ what counts as a sale, is in sql_reports.py.
 
 import datetime as dt
 
+import db
 import exports
 import pagination
 import sql_reports
@@ -56,7 +57,8 @@ def sales_report(request):
         field, message = errors[0]["field"], errors[0]["message"]
         raise BadRequest(f"'{field}' {message}" if field else message)
     # The range as stored text: from the first day's midnight to the midnight after the last.
-    start, end = exports.day_range_text(first_day, last_day)
+    start = db.utc_text(dt.datetime.combine(first_day, dt.time(), dt.UTC))
+    end = db.utc_text(dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), dt.UTC))
     with request.services.database.connection() as connection:
         if group_by == "day":
             rows = sql_reports.sales_by_day(connection, start, end)

@@ -59,7 +59,7 @@ MAX_EXPORTS_IN_PROGRESS = 5  # queued or running at once, shop-wide: each may sc
 FETCH_BATCH_ROWS = 1000  # rows fetched from the database at a time
 # Cells a spreadsheet would read as a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-CONTENT_TYPE = "text/csv; charset=utf-8"  # RFC 4180 §3 registers text/csv, RFC 7111 its charset
+CONTENT_TYPE = "text/csv; charset=utf-8"  # RFC 4180 §3: the media type, and its charset parameter
 FILE_NAME = re.compile(r"export-(?P<job_id>[0-9]{1,18})-[0-9]{1,3}\.csv")
 TEMPORARY_NAME = re.compile(r"export-[0-9]{1,18}-[0-9]{1,3}\.csv\.[A-Za-z0-9_]+\.tmp")
 # A file no record names yet, or a temporary one, is left alone this long: its attempt may
@@ -161,7 +161,7 @@ def write_csv(path, header, rows, *, max_rows, deadline):
     Raises ExportTooLarge after `max_rows` rows or past `deadline` (time.monotonic()); then,
     as after any error, the temporary file is removed and `path` is left as it was.
     """
-    # mkstemp: a new file only this process can read (0600), in the same directory, so
+    # mkstemp: a new file only the shop's user can read (0600), in the same directory, so
     # that os.replace is a rename within one file system: atomic.
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     row_count = 0
