@@ -7,6 +7,8 @@ and one deleted with its job. The file's own rules are in tests/test_exports.py.
 import csv
 import datetime as dt
 import io
+import os
+import threading
 
 import pytest
 from conftest import assert_problem, bodies_that_are_not_json, insert_orders, make_item, running_worker, wait_for_jobs
@@ -14,6 +16,7 @@ from conftest import assert_problem, bodies_that_are_not_json, insert_orders, ma
 import api_exports
 import exports
 import jobs
+import sql_exports
 
 EXPORT = "/v1/reports/orders-export"
 INJECTIONS = ['=HYPERLINK("http://evil.example","click")', "+1+1", "-2+3", "@SUM(A1:A2)", "\t=1+1", "\r=1+1"]
@@ -229,3 +232,34 @@ def test_the_file_is_read_a_chunk_at_a_time_and_never_past_its_length(tmp_path):
         assert opened.closed
     assert len(body) == 2 * api_exports.CHUNK_BYTES + 10
     assert [len(chunk) for chunk in chunks] == [api_exports.CHUNK_BYTES, api_exports.CHUNK_BYTES, 10]
+
+
+def test_while_the_file_is_being_written_nothing_is_served(client, admin, database, settings, users, monkeypatch):
+    """The job holds after its first row: the download is a 409 ("running"), and the export
+    directory holds only the temporary file. Released, the job ends and the file is served."""
+    insert_orders(database, [(users.create()["id"], "2026-01-10T10:00:00.000000Z", "paid", [(1, 1, 500), (2, 1, 700)])])
+    first_row_written, release = threading.Event(), threading.Event()
+    real_order_lines = sql_exports.order_lines
+
+    def held_order_lines(*args, **kwargs):
+        for number, row in enumerate(real_order_lines(*args, **kwargs)):
+            if number == 1:  # the first row is in the file (or its buffer): hold the second
+                first_row_written.set()
+                assert release.wait(10)
+            yield row
+
+    monkeypatch.setattr(sql_exports, "order_lines", held_order_lines)
+    job_id = client.post(EXPORT, json={"from": "2026-01-01", "to": "2026-01-31"}, headers=admin).json()["id"]
+    with running_worker(database, settings):
+        try:
+            assert first_row_written.wait(10)
+            assert_problem(client.get(f"/v1/exports/{job_id}", headers=admin), 409,
+                           f"export {job_id} is not ready: its job is running")
+            [temporary] = os.listdir(settings.export_dir)
+            assert temporary.startswith(f"export-{job_id}-1.csv.") and temporary.endswith(".tmp")
+        finally:
+            release.set()
+        wait_for_jobs(database, "status = 'done' AND id = :id", id=job_id)
+    download = client.get(f"/v1/exports/{job_id}", headers=admin)
+    assert download.status == 200 and download.body.count(b"\r\n") == 3
+    assert os.listdir(settings.export_dir) == [f"export-{job_id}-1.csv"]
