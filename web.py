@@ -324,7 +324,7 @@ def parse_json(body):
 # -- response --------------------------------------------------------------------------
 
 class Response:
-    """Status, headers (a list of (name, value) pairs) and body bytes."""
+    """Status, headers (a list of (name, value) pairs) and body bytes (or a file: api_exports.FileBody)."""
 
     __slots__ = ("status", "headers", "body")
 
@@ -451,8 +451,7 @@ class Application:
             except HTTPError as error:
                 request.route_error = error
         response = self._handle(request)
-        body = response.body
-        headers = response.headers
+        body, headers = response.body, response.headers
         if response.status in (204, 304):
             body = b""
         else:
@@ -460,8 +459,9 @@ class Application:
         start_response(STATUS_LINES[response.status], headers)
         # HEAD: the same headers as GET, Content-Length included, and no body (RFC 9110 §9.3.2).
         if request.method == "HEAD" or not body:
+            getattr(body, "close", lambda: None)()  # a file not sent (api_exports.FileBody) is closed now
             return []
-        return [body]
+        return [body] if isinstance(body, bytes) else body  # a file: the server sends it in chunks, then closes it
 
     def dispatch(self, request):
         """Route the request, call its handler, and apply conditional GET."""
