@@ -8,7 +8,7 @@ One dispatcher thread does the bookkeeping; N job threads run handlers:
     dispatcher   claim up to (free threads) jobs in one statement -> hand them to the job threads
                  renew the leases of the jobs in hand every third of JOB_LEASE_SECONDS
                  put back jobs whose lease expired (another worker died), purge old finished jobs
-                 and old order events (events.py)
+                 (and the export files they leave: exports.sweep), and old order events (events.py)
                  sleep until woken: a job was enqueued, a thread came free, or the poll interval
     job thread   run the handler of the job's kind -> complete, or fail (backoff, or dead)
 
@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 import db
 import events
+import exports
 import jobs
 import mailer
 
@@ -64,6 +65,7 @@ def run_noop(context, job):
 HANDLERS = {
     "noop": run_noop,
     mailer.ORDER_EMAIL: mailer.send_order_email,
+    exports.ORDERS_EXPORT: exports.write_orders_export,
 }
 
 
@@ -153,6 +155,8 @@ class Worker:
         if self._due("purge", PURGE_INTERVAL_SECONDS):
             self._housekeeping(jobs.purge_finished, self.database,
                                retention_seconds=self.settings.job_retention_seconds, now=self.clock())
+            # Then the files of the exports purged with their jobs (and of superseded attempts).
+            self._housekeeping(exports.sweep, self.database, self.settings.export_dir)
             self._housekeeping(events.purge_old, self.database,
                                retention_seconds=self.settings.event_retention_seconds, now=self.clock())
         free = self.threads - self.in_hand()
