@@ -61,7 +61,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # read beyond the always-readable ones (Content-Type, Cache-Control, ...: the Fetch standard's
 # CORS-safelisted response-header names).
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-CSRF-Token,"
-                        " X-API-Key, X-Request-ID")
+                        " X-API-Key, X-Request-ID, Last-Event-ID")  # Last-Event-ID: an EventSource resuming
 CORS_EXPOSED_HEADERS = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy,"
                         " Idempotent-Replayed")
 # How long a browser may reuse a preflight's answer before asking again. Two hours is the

@@ -22,7 +22,7 @@ OTHER_ALLOWED_ORIGIN = "http://localhost:5173"
 CORS_ORIGINS = f"{ALLOWED_ORIGIN},{OTHER_ALLOWED_ORIGIN}"
 EXPOSED = "Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed"
 ALLOWED_HEADERS = ("Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-CSRF-Token,"
-                   " X-API-Key, X-Request-ID")
+                   " X-API-Key, X-Request-ID, Last-Event-ID")
 # Origins that must get no CORS headers: each differs from an allowed one in one way.
 NOT_ALLOWED_ORIGINS = [
     "https://evil.example",
