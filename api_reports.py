@@ -15,11 +15,19 @@ import datetime as dt
 import db
 import pagination
 import sql_reports
-from validation import parse_date
+from schemas import describe
+from validation import Query, parse_date, query_names
 from web import BadRequest
 
-REPORT_PARAMETERS = frozenset({"from", "to", "group_by", "limit"})
 GROUPINGS = ("day", "item")
+GROUP_BY = Query("group_by", "choice", choices=GROUPINGS, default="day")
+REPORT_QUERY = [
+    Query("from", "date", description="the first day (UTC); default: 29 days before `to`"),
+    Query("to", "date", description="the last day (UTC); default: today"),
+    GROUP_BY,
+    pagination.LIMIT,  # the number of items, with group_by=item only
+]
+REPORT_PARAMETERS = query_names(REPORT_QUERY)
 DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
@@ -27,15 +35,12 @@ MAX_DAYS = 366
 FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
 
 
+@describe(response="SalesReport", query=REPORT_QUERY)
 def sales_report(request):
     """GET /v1/reports/sales?from=&to=&group_by=day|item[&limit=] (admin)."""
     query = request.query
     pagination.reject_unknown_parameters(query, REPORT_PARAMETERS)
-    group_by = request.query_value("group_by")
-    if group_by is None:
-        group_by = "day"
-    if group_by not in GROUPINGS:
-        raise BadRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}")
+    group_by = GROUP_BY.read(query)
     if group_by != "item" and "limit" in query:
         raise BadRequest("'limit' applies to group_by=item only")
     limit = pagination.parse_limit(query)

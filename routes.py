@@ -16,6 +16,7 @@ requests on a few threads of their own, so that a burst of logins never keeps th
 """
 
 import api_auth
+import api_docs
 import api_items
 import api_jobs
 import api_ops
@@ -28,6 +29,10 @@ from router import Router
 ROUTES = [
     ("GET",    "/health",                    api_ops.health,           "health",         "public", None,      False, "Liveness: the process is up"),
     ("GET",    "/ready",                     api_ops.ready,            "ready",          "public", None,      False, "Readiness: the database answers"),
+    ("GET",    "/openapi.json",              api_docs.openapi_document, "openapi",       "public", "default", False, "This API as an OpenAPI 3.1 document"),
+    ("GET",    "/docs",                      api_docs.docs_page,       "docs",           "public", "default", False, "A page to read and try this API"),
+    ("GET",    "/docs.js",                   api_docs.docs_script,     "docs_script",    "public", "default", False, "The docs page's script"),
+    ("GET",    "/docs.css",                  api_docs.docs_style,      "docs_style",     "public", "default", False, "The docs page's style"),
     ("POST",   "/v1/auth/register",          api_auth.register,        "register",       "public", "auth",    True,  "Create an account"),
     ("POST",   "/v1/auth/login",             api_auth.login,           "login",          "public", "auth",    True,  "Get an access and a refresh token"),
     ("POST",   "/v1/auth/refresh",           api_auth.refresh,         "refresh",        "public", "auth",    False, "Rotate a refresh token"),

@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import accounts
+import api_ops
 import cache
 import config
 import db
 import migrate
+import openapi
 import passwords
 import ratelimit
 import routes
@@ -92,6 +94,8 @@ class Services:
     session_cache: cache.Cache | None = None
     # The buckets of RATE_LIMITS; the login handler takes its account's tries from it.
     rate_limiter: ratelimit.RateLimiter = field(default_factory=lambda: ratelimit.RateLimiter({}))
+    # The OpenAPI document of the routes (openapi.py), built on its first request.
+    api_document: openapi.Document | None = None
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -106,10 +110,11 @@ def create_app(settings=None, *, database=None, logger=None):
     catalogue_cache, session_cache = cache.build_caches(settings, redis_link)
     rate_limiter = ratelimit.RateLimiter(settings.rate_limits or {}, redis=redis_link, clock=settings.clock,
                                          logger=logger, secret_key=settings.secret_key)
+    router = routes.build_router()
     services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
                         catalogue_cache=catalogue_cache, session_cache=session_cache,
-                        rate_limiter=rate_limiter)
-    router = routes.build_router()
+                        rate_limiter=rate_limiter,
+                        api_document=openapi.Document(router.routes, version=api_ops.VERSION))
     middleware = build_middleware(logger, router, cors_origins=settings.cors_origins,
                                   rate_limiter=rate_limiter if settings.rate_limits is not None else None,
                                   trusted_proxies=settings.trusted_proxies)
