@@ -7,9 +7,10 @@
     Cache-Control: no-cache
 
 The document is openapi.py's, built from the route table on its first request. The page is
-ours, three small files in static/ (no CDN, no framework): docs.html loads docs.css and
-docs.js from this server, and the script fetches /openapi.json and draws the operations,
-grouped by tag, each with its parameters, its schemas and a "try it" form.
+ours, four small files in static/docs/ (no CDN, no framework): index.html loads the style,
+the script and the icon from /docs/<file> on this server, and the script fetches
+/openapi.json and draws the operations, grouped by tag, each with its parameters, its
+schemas and a "try it" form.
 
 The page keeps a strict Content-Security-Policy of its own: everything the API sends says
 `default-src 'none'` (middleware.security_headers), which would block the page's own script
@@ -22,16 +23,20 @@ inline, so an injected <script> or onclick= would still not run:
 from pathlib import Path
 
 from schemas import describe
-from web import Response
+from web import NotFound, Response
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+DOCS_DIR = Path(__file__).resolve().parent / "static" / "docs"
 DOCS_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self';"
                " base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-# The three files are read once, at import: they change only with a release.
-DOCS_FILES = {
-    name: (STATIC_DIR / name).read_bytes() for name in ("docs.html", "docs.js", "docs.css")
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
-TEXT = {"type": "string"}
+# The files, read once at import (they change only with a release), by name: a request
+# can name only one of these, never a path on the disk.
+DOCS_FILES = {path.name: path.read_bytes() for path in sorted(DOCS_DIR.iterdir()) if path.suffix in CONTENT_TYPES}
 
 
 @describe(response={"type": "object", "description": "an OpenAPI 3.1 document"}, response_headers=("ETag",))
@@ -40,25 +45,22 @@ def openapi_document(request):
     return request.services.api_document.response(request)
 
 
-@describe(response=TEXT, media_type="text/html")
+@describe(response={"type": "string"}, media_type="text/html")
 def docs_page(request):
     """GET /docs: the operations grouped by tag, their schemas, and a form to try each."""
-    return _static(request, "docs.html", "text/html; charset=utf-8")
+    return _docs_file("index.html")
 
 
-@describe(response=TEXT, media_type="text/javascript")
-def docs_script(request):
-    """GET /docs.js: the script of the docs page."""
-    return _static(request, "docs.js", "text/javascript; charset=utf-8")
+@describe(response={"type": "string"}, media_type=("text/javascript", "text/css", "image/svg+xml"), errors=(404,))
+def docs_file(request):
+    """GET /docs/{file}: the page's script, style and icon (script.js, style.css, icon.svg)."""
+    name = request.path_params["file"]
+    if name not in DOCS_FILES or name == "index.html":
+        raise NotFound(f"no file {name} in the docs")
+    return _docs_file(name)
 
 
-@describe(response=TEXT, media_type="text/css")
-def docs_style(request):
-    """GET /docs.css: the style of the docs page."""
-    return _static(request, "docs.css", "text/css; charset=utf-8")
-
-
-def _static(request, name, content_type):
-    headers = [("Content-Type", content_type), ("Content-Security-Policy", DOCS_POLICY),
-               ("Cache-Control", "no-cache")]
+def _docs_file(name):
+    content_type = CONTENT_TYPES[Path(name).suffix]
+    headers = [("Content-Type", content_type), ("Content-Security-Policy", DOCS_POLICY), ("Cache-Control", "no-cache")]
     return Response(DOCS_FILES[name], 200, headers)

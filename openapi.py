@@ -232,7 +232,9 @@ def _parameters(route, operation):
 def _responses(route, operation):
     success = {"description": REASON_PHRASES[operation.status]}
     if operation.response is not None:
-        success["content"] = {operation.media_type: {"schema": _response_schema(operation.response)}}
+        media_types = operation.media_type if isinstance(operation.media_type, tuple) else (operation.media_type,)
+        schema = _response_schema(operation.response)
+        success["content"] = {media_type: {"schema": schema} for media_type in media_types}
     headers = {name: {"description": RESPONSE_HEADERS[name][1], "schema": RESPONSE_HEADERS[name][0]}
                for name in operation.response_headers}
     if route.rate_limit is not None:

@@ -90,7 +90,7 @@ class Operation:
     headers: tuple = ()       # request header names, from REQUEST_HEADERS
     errors: tuple = ()        # statuses of its own: 404, 409, 412, 428, ...
     response_headers: tuple = ()  # names from RESPONSE_HEADERS sent with the success
-    media_type: str = "application/json"  # of the success body
+    media_type: object = "application/json"  # of the success body; a tuple when it varies
 
 
 def describe(*, response=None, status=200, body=(), partial=False, query=(), headers=(), errors=(),

@@ -235,7 +235,8 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("migrate.py", "import db\nimport sql_items\n",
      "migrate.py:2: imports sql_items; migrate imports nothing of the shop but db and config"),
     ("pagination.py", "import middleware\n",
-     "pagination.py:1: imports middleware; pagination, validation, cookies and challenge never import"),
+     "pagination.py:1: imports middleware; pagination, validation, cookies, challenge, schemas and openapi"
+     " never import"),
     ("routes.py", "import server\n",
      "routes.py:1: imports server; nothing imports server"),
     ("api_items.py", "import middleware\n",
