@@ -92,10 +92,12 @@ ERROR_MEANINGS = {
     429: "over the rate limit: Retry-After says when to try again",
     503: "not ready, or too busy for now: try again later",
 }
-RATE_LIMIT_HEADERS = {
+# Sent with every answer of a rate-limited route, errors included: declared once, referred to.
+HEADERS = {
     "RateLimit-Policy": {"description": "the route's budget (IETF httpapi draft)", "schema": {"type": "string"}},
     "RateLimit": {"description": "what is left of it, and when it is whole again", "schema": {"type": "string"}},
 }
+RATE_LIMIT_HEADERS = {name: {"$ref": f"#/components/headers/{name}"} for name in HEADERS}
 
 
 def build_document(routes, *, version):
@@ -126,6 +128,7 @@ def build_document(routes, *, version):
         "paths": paths,
         "components": {
             "schemas": {**COMPONENTS, "Problem": PROBLEM},
+            "headers": HEADERS,
             "securitySchemes": SECURITY_SCHEMES,
         },
     }
