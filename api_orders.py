@@ -45,8 +45,8 @@ STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
 STATUS_FILTER = Query("status", "choice", choices=orders.STATUSES)
 # Read by _timestamp: a date (midnight UTC) or an RFC 3339 date-time with an offset.
 TIME_FILTERS = [
-    Query("created_from", "date-time", description="a date (2026-11-28) or an RFC 3339 time with an offset"),
-    Query("created_to", "date-time", description="a date (2026-11-28) or an RFC 3339 time with an offset"),
+    Query("created_from", "date or date-time", description="a date (midnight UTC) or an RFC 3339 time with an offset"),
+    Query("created_to", "date or date-time", description="a date (midnight UTC) or an RFC 3339 time with an offset"),
 ]
 LIST_QUERY = [*pagination.page_parameters(sql_orders.SORTABLE_COLUMNS, "-created_at"), STATUS_FILTER, *TIME_FILTERS]
 LIST_PARAMETERS = query_names(LIST_QUERY)

@@ -240,8 +240,9 @@ class Query:
 
     Kinds: "integer" (a whole number from `minimum` to `maximum`), "choice" (one of
     `choices`), "boolean" (true or false), "string" (`min_length` to `max_length`
-    characters, and matching `pattern` when given), "date" and "date-time" (read as text
-    here; the handler parses them, and the document gives their RFC 3339 format).
+    characters, and matching `pattern` when given), "date", "date-time" and "date or
+    date-time" (read as text here; the handler parses them, and the document gives their
+    RFC 3339 formats).
     `read` gives the value (None or `default` when absent) or raises a 400 naming the
     parameter; `json_schema` describes the same rule to the OpenAPI document.
     """
@@ -293,6 +294,8 @@ class Query:
             schema = {"type": "string", "enum": ["true", "false"]}
         elif self.kind in ("date", "date-time"):
             schema = {"type": "string", "format": self.kind}
+        elif self.kind == "date or date-time":
+            schema = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
         else:
             schema = {"type": "string", "minLength": self.min_length}
             if self.max_length is not None:

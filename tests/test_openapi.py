@@ -239,7 +239,7 @@ def bad_query_values(schema):
         yield "too long", "x" * (schema["maxLength"] + 1)
     if "pattern" in schema:
         yield "off the pattern", "!"
-    if "format" in schema:
+    if "format" in schema or "anyOf" in schema:
         yield "not a date", "yesterday"
 
 
