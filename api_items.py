@@ -57,7 +57,7 @@ FILTERS = [
     Query("in_stock", "boolean", description="only items in stock (true) or sold out (false)"),
     Query("min_price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS, unit="cents"),
     Query("max_price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS, unit="cents"),
-    Query("q", "string", max_length=MAX_SEARCH_CHARS, description="a part of the name"),
+    Query("q", "string", max_length=MAX_SEARCH_CHARS, description="a part of the name", example="tea"),
 ]
 LIST_QUERY = pagination.page_parameters(sql_items.SORTABLE_COLUMNS, "id") + FILTERS
 LIST_PARAMETERS = query_names(LIST_QUERY)

@@ -110,6 +110,10 @@ async function send(path, method, inputs, bodyInput, answer) {
   const apiKey = document.getElementById("api-key").value.trim();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   if (apiKey) headers["X-API-Key"] = apiKey;
+  // Logged in with a session cookie (POST /v1/auth/session on this origin)? Its CSRF token
+  // is in a cookie scripts may read, and unsafe methods must echo it in X-CSRF-Token.
+  const csrf = csrfToken();
+  if (csrf && !["GET", "HEAD"].includes(method.toUpperCase())) headers["X-CSRF-Token"] = csrf;
   const request = { method: method.toUpperCase(), headers };
   if (bodyInput) {
     headers["Content-Type"] = "application/json";
@@ -126,6 +130,14 @@ async function send(path, method, inputs, bodyInput, answer) {
   } catch (error) {
     answer.textContent = `The request failed: ${error.message}`;
   }
+}
+
+function csrfToken() {
+  for (const pair of document.cookie.split("; ")) {
+    const [name, value] = pair.split("=");
+    if (name === "csrf_token" || name === "__Host-csrf_token") return value;
+  }
+  return null;
 }
 
 function schemaBlock(api, schema) {
