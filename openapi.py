@@ -145,9 +145,6 @@ class Document:
         self._body = None
         self._etag = None
 
-    def as_dict(self):
-        return json.loads(self._built()[0])
-
     def response(self, request):
         """200 with the document, or 304 when If-None-Match names its ETag."""
         body, etag = self._built()
@@ -253,6 +250,7 @@ def _responses(route, operation):
 
 
 def _error_statuses(route, operation):
+    """The client errors a route can answer, from what it reads; `default` covers 5xx."""
     statuses = {401, *operation.errors}  # bad credentials are a 401 on every route
     if route.access != "public":
         statuses.add(403)
@@ -262,7 +260,7 @@ def _error_statuses(route, operation):
         statuses.update((413, 415, 422))
     if route.rate_limit is not None:
         statuses.add(429)
-    if operation.headers and "Idempotency-Key" in operation.headers:
+    if "Idempotency-Key" in operation.headers:
         statuses.add(422)  # the key was used with another body
     return statuses
 
