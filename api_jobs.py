@@ -13,6 +13,7 @@ Lists page like every other list (pagination.py), newest first by default.
 """
 
 
+import exports
 import jobs
 import pagination
 import sql_jobs
@@ -47,12 +48,14 @@ def list_jobs(request):
 
 @describe(response="Job", errors=(404,))
 def get_job(request):
-    """GET /v1/jobs/{id} (admin): one job, its payload, attempts and last error."""
+    """GET /v1/jobs/{id} (admin): one job, its payload, attempts and last error; for a CSV
+    export, what the file holds and, once written, `links.download`."""
     job_id = request.path_params["id"]
-    job = jobs.get_job(request.services.database, job_id)
+    database = request.services.database
+    job = jobs.get_job(database, job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
-    return job
+    return exports.describe_job(database, job)  # an export's job links to its file when done
 
 
 @describe(response="Job", errors=(404, 409))

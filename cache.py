@@ -46,10 +46,11 @@ Two stores:
 Browser sessions use the same machinery on Redis only (accounts.session_user): a logout
 handled by one process must reach every other, which a memory of their own cannot.
 
-Values are stored as bytes. The catalogue stores what it sends, encoded once (a response's
-few headers as one JSON line, then its body), so a hit re-encodes nothing; a session is a
-small JSON object, checked field by field when it is read back. Never pickle: unpickling
-runs code, and Redis is shared.
+Redis stores bytes. The catalogue stores what it sends, encoded once (a response's few
+headers as one JSON line, then its body), so a hit re-encodes nothing; a session is a small
+JSON object, checked field by field when it is read back. Never pickle: unpickling runs
+code, and Redis is shared. The memory store keeps the CachedResponse itself: it never leaves
+the process, so there is nothing to encode, and a hit decodes nothing either.
 """
 
 import json
@@ -102,6 +103,16 @@ def decode_response(raw):
     if not newline or not isinstance(headers, list) or not all(_is_header(pair) for pair in headers):
         return None
     return CachedResponse(body, tuple((name, value) for name, value in headers))
+
+
+def response_size(response):
+    """The bytes a CachedResponse holds, body and header text: what MemoryStore counts."""
+    return len(response.body) + sum(len(name) + len(value) for name, value in response.headers)
+
+
+def unchanged(value):
+    """The memory store's encode and decode: a value kept in the process stays as it is."""
+    return value
 
 
 def encode_session(session):
@@ -159,7 +170,7 @@ class Cache:
     def save(self, key, generation, value):
         """Store `value` under the generation that `lookup` gave *before* it was read."""
         raw = self.encode(value)
-        if generation is not None and len(raw) <= MAX_VALUE_BYTES:
+        if generation is not None and self.store.size(raw) <= MAX_VALUE_BYTES:
             self.store.save(key, generation, raw, self.ttl_seconds)
 
     def fetch(self, key, load):
@@ -214,10 +225,11 @@ class _Flight:
 
 
 class MemoryStore:
-    """Entries in this process's memory: an LRU bounded in count and bytes, each with a TTL."""
+    """Entries in this process's memory: an LRU bounded in count and bytes, each with a TTL.
+    `size(value)` tells the bytes a value holds: len() for bytes, response_size for responses."""
 
-    def __init__(self, max_entries, *, max_bytes=MAX_MEMORY_BYTES, clock=time.monotonic):
-        self.max_entries, self.max_bytes, self.clock = max_entries, max_bytes, clock
+    def __init__(self, max_entries, *, max_bytes=MAX_MEMORY_BYTES, clock=time.monotonic, size=len):
+        self.max_entries, self.max_bytes, self.clock, self.size = max_entries, max_bytes, clock, size
         self._entries = OrderedDict()  # key -> (value, expires at), the least recently used first
         self._bytes = 0
         self._generation = 0
@@ -241,7 +253,7 @@ class MemoryStore:
             if key in self._entries:
                 self._drop(key)
             self._entries[key] = (value, self.clock() + ttl_seconds)
-            self._bytes += len(value)
+            self._bytes += self.size(value)
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
@@ -253,7 +265,7 @@ class MemoryStore:
 
     def _drop(self, key):
         value, _ = self._entries.pop(key)
-        self._bytes -= len(value)
+        self._bytes -= self.size(value)
 
 
 class RedisStore:
@@ -262,6 +274,8 @@ class RedisStore:
         shop:cache:catalogue:generation     the counter: 8210433562417 (INCR on each change)
         shop:cache:catalogue:item:7         b'8210433562417\\n[["ETag",...]]\\n{"id":7,...}'  EX 30
     """
+
+    size = staticmethod(len)  # values on Redis are bytes
 
     def __init__(self, link, namespace):
         self.link = link  # a redisconn.RedisLink: bounded waits, and a fallback when Redis fails
@@ -333,9 +347,9 @@ def build_caches(settings, redis_link):
     # A follower waits as long as its leader may: two waits on the database at most.
     wait_seconds = 2 * settings.database_timeout_seconds
     if redis_link is None:
-        store = MemoryStore(settings.cache_max_entries)
-        return Cache(store, ttl_seconds=settings.cache_ttl_seconds, encode=encode_response,
-                     decode=decode_response, wait_seconds=wait_seconds), None
+        store = MemoryStore(settings.cache_max_entries, size=response_size)
+        return Cache(store, ttl_seconds=settings.cache_ttl_seconds, encode=unchanged,
+                     decode=unchanged, wait_seconds=wait_seconds), None
     catalogue = Cache(RedisStore(redis_link, "catalogue"), ttl_seconds=settings.cache_ttl_seconds,
                       encode=encode_response, decode=decode_response, wait_seconds=wait_seconds)
     sessions = Cache(RedisStore(redis_link, "sessions"), ttl_seconds=settings.cache_ttl_seconds,

@@ -26,8 +26,16 @@ from web import Unauthorized
 WWW_AUTHENTICATE = 'Bearer realm="shop"'
 
 
+class CredentialsRefused(Unauthorized):
+    """The 401 for credentials that were sent and refused (the ones with an error code):
+    the rate limits count these per address (middleware.guard_credentials)."""
+
+
 def unauthorized(detail, error_code=None):
     """A 401 (web.Unauthorized) with this detail and the Bearer challenge; `error_code`
-    ("invalid_request" or "invalid_token") names why presented credentials were refused."""
-    challenge = WWW_AUTHENTICATE if error_code is None else f'{WWW_AUTHENTICATE}, error="{error_code}"'
-    return Unauthorized(detail, headers=[("WWW-Authenticate", challenge)])
+    ("invalid_request" or "invalid_token") names why presented credentials were refused,
+    and makes it a CredentialsRefused."""
+    if error_code is None:
+        return Unauthorized(detail, headers=[("WWW-Authenticate", WWW_AUTHENTICATE)])
+    challenge = f'{WWW_AUTHENTICATE}, error="{error_code}"'
+    return CredentialsRefused(detail, headers=[("WWW-Authenticate", challenge)])

@@ -43,6 +43,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SMTP_URL` | unset: emails become files | `smtp://host:25`; `smtp://user:password@host:587` (STARTTLS, login) |
 | `MAIL_FROM` | `shop@localhost` | the sender of the shop's emails |
 | `MAIL_OUTBOX_DIR` | `var/outbox` | where emails are written as .eml files when SMTP_URL is unset |
+| `EXPORT_DIR` | `var/exports` | where CSV exports are written; shared by workers and web processes (a volume) |
+| `EXPORT_MAX_ROWS` | `1000000` | rows (order lines) an export may hold; a larger one fails: ask for fewer days |
 """
 
 import ipaddress
@@ -114,6 +116,10 @@ DEFAULT_JOB_LEASE_SECONDS = 30
 DEFAULT_JOB_BACKOFF_BASE_SECONDS = 5.0
 DEFAULT_JOB_BACKOFF_CAP_SECONDS = 3600.0
 DEFAULT_JOB_RETENTION_SECONDS = 7 * DAY_SECONDS
+# A CSV line of an order is under 400 bytes (an item name is at most 200 characters): the
+# default bounds a file near 400 MB, written in a few minutes (exports.py bounds the time).
+DEFAULT_EXPORT_DIR = VAR_DIR / "exports"
+DEFAULT_EXPORT_MAX_ROWS = 1_000_000
 DEFAULT_MAIL_FROM = "shop@localhost"
 DEFAULT_OUTBOX_DIR = VAR_DIR / "outbox"
 SMTP_SCHEMES = ("smtp", "smtps")
@@ -160,6 +166,8 @@ class Settings:
     job_backoff_base_seconds: float
     job_backoff_cap_seconds: float
     job_retention_seconds: int
+    export_dir: Path  # CSV exports: written by workers, served by the web processes
+    export_max_rows: int
     smtp_url: str | None  # None: emails are written as files into mail_outbox_dir
     mail_from: str
     mail_outbox_dir: Path
@@ -253,7 +261,7 @@ def _session_lifetimes(environ):
 
 
 def _job_settings(environ):
-    """The queue's and the workers' settings (jobs.py, worker.py)."""
+    """The queue's and the workers' settings (jobs.py, worker.py), and the CSV exports' (exports.py)."""
     base = _float(environ, "JOB_BACKOFF_BASE_SECONDS", DEFAULT_JOB_BACKOFF_BASE_SECONDS, low=0.01, high=3600)
     default_cap = max(DEFAULT_JOB_BACKOFF_CAP_SECONDS, base)
     return {
@@ -269,6 +277,8 @@ def _job_settings(environ):
                                           low=base, high=7 * DAY_SECONDS),
         "job_retention_seconds": _int(environ, "JOB_RETENTION_SECONDS", DEFAULT_JOB_RETENTION_SECONDS,
                                       low=60, high=365 * DAY_SECONDS),
+        "export_dir": Path(environ.get("EXPORT_DIR") or DEFAULT_EXPORT_DIR),
+        "export_max_rows": _int(environ, "EXPORT_MAX_ROWS", DEFAULT_EXPORT_MAX_ROWS, low=1, high=100_000_000),
     }
 
 

@@ -26,6 +26,7 @@ pooled connection or for an answer, ends by then (see `PostgresDatabase` and `Wa
 
 import functools
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -180,6 +181,23 @@ class Connection:
         """The first column of the first row, or None."""
         row = self.fetch_one(sql, params)
         return None if row is None else next(iter(row.values()))
+
+    def stream(self, sql, params, *, batch_size):
+        """Yield the rows of a SELECT one at a time, as dicts, fetched `batch_size` at a time:
+        a result of any size, and never the whole of it in memory (exports.py).
+
+        PostgreSQL: psycopg's ordinary cursor receives the whole result before the first row,
+        so this declares a server-side cursor (DECLARE ... CURSOR, then FETCH FORWARD n per
+        batch), which lives in a transaction: one opened here (a savepoint inside the
+        caller's). SQLite computes rows as they are asked for. Either way the rows are one
+        snapshot, as of the statement's start. Closing the generator early ends it cleanly.
+        """
+        if self.engine == "postgresql":
+            with self._raw.transaction(), self._raw.cursor(name=f"stream_{secrets.token_hex(6)}") as cursor:
+                cursor.execute(self._translate(sql), params)
+                yield from _in_batches(cursor, batch_size)
+        else:
+            yield from _in_batches(self.execute(sql, params), batch_size)
 
     def execute_many(self, sql, params_list):
         try:
@@ -440,6 +458,12 @@ def _run(raw, sql):
         raw.execute(sql)
     except sqlite3.Error as error:
         _reraise_translated(error)
+
+
+def _in_batches(cursor, batch_size):
+    while rows := cursor.fetchmany(batch_size):
+        for row in rows:
+            yield _as_dict(cursor, row)
 
 
 def _as_dict(cursor, row):

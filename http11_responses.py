@@ -39,6 +39,8 @@ _DIGITS = re.compile(r"[0-9]+")
 # Framing and connection management are the server's job, never the app's (PEP 3333).
 _HOP_BY_HOP = {"keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
 _SERVER_OWNED = {"date", "server"}
+_SPECIAL_FIELDS = _HOP_BY_HOP | _SERVER_OWNED | {"content-length", "connection"}
+_FIELD_LINES = re.compile(rf"(?:{_TOKEN}: {_FIELD_VALUE}\r\n)*")  # whole field lines, none or more
 
 
 class ResponseFramer:
@@ -146,23 +148,35 @@ def _render_fields(headers) -> tuple[str, int | None, bool]:
     for name, value in headers:
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"header names and values must be str: {name!r}: {value!r}")
-        # A CR or LF in a value would let the app's input forge headers: response splitting.
-        if _NAME.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
-            raise ValueError(f"invalid header field {name!r}: {value!r}")
         lowered = name.lower()
-        if lowered == "content-length":
-            if content_length is not None or _DIGITS.fullmatch(value) is None:
-                raise ValueError(f"invalid Content-Length from the application: {value!r}")
-            content_length = int(value)
-        elif lowered == "connection":
-            close = close or "close" in value.lower()
-            continue
-        elif lowered in _HOP_BY_HOP:
-            raise ValueError(f"hop-by-hop header {name!r} is the server's job (PEP 3333)")
-        elif lowered in _SERVER_OWNED:
-            continue
+        if lowered in _SPECIAL_FIELDS:  # rare: most responses have none of them
+            _check_field(name, value)
+            if lowered == "content-length":
+                if content_length is not None or _DIGITS.fullmatch(value) is None:
+                    raise ValueError(f"invalid Content-Length from the application: {value!r}")
+                content_length = int(value)
+            elif lowered == "connection":
+                close = close or "close" in value.lower()
+                continue
+            elif lowered in _HOP_BY_HOP:
+                raise ValueError(f"hop-by-hop header {name!r} is the server's job (PEP 3333)")
+            else:  # Date and Server: the server writes its own
+                continue
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines), content_length, close
+    block = "".join(lines)
+    # A CR or LF in a value would let the app's input forge headers: response splitting.
+    # One regular expression checks every line at once (two per field cost more than the
+    # rest of this function); a line break smuggled inside a name or value would still
+    # make a well-formed line of its own, so the lines are counted too: one per field.
+    if _FIELD_LINES.fullmatch(block) is None or block.count("\n") != len(lines):
+        for name, value in headers:  # the error path: find the field to name it
+            _check_field(name, value)
+    return block, content_length, close
+
+
+def _check_field(name, value) -> None:
+    if _NAME.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+        raise ValueError(f"invalid header field {name!r}: {value!r}")
 
 
 _date_cache = (0, "")

@@ -3,11 +3,13 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    request_id -> access_log -> security_headers -> cors -> problems -> authenticate
-               -> rate_limit -> the handler
+    client_address -> request_id -> access_log -> security_headers -> cors -> problems
+                   -> guard_credentials -> authenticate -> rate_limit -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
-The order matters: the request id must exist before anything logs, the access log must
+The order matters: the client's address is found first (behind TRUSTED_PROXIES, the
+address the last trusted proxy saw; without them `client_address` is left out, and the
+socket's peer is the client), the request id must exist before anything logs, the access log must
 see the final status (so it sits outside the layer that turns errors into problems), the
 security headers go on every response, error responses included, and authentication sits
 inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
@@ -20,8 +22,10 @@ API key has a budget of its own), and before the handler does any work. The rout
 check a password are public, and authenticating a request without credentials reads
 nothing, so a login refused with a 429 has cost neither a database read nor a hash. A
 request with credentials pays for their check first (an HMAC for a token, an indexed read
-for an API key or a session); a request whose credentials are wrong gets its 401 there and
-is not counted. With RATE_LIMITS=off the `rate_limit` layer is left out.
+for an API key or a session). A request whose token or API key is refused gets its 401
+there, and `guard_credentials`, just outside, counts it against its address (the
+bad_credentials policy): made-up API keys, each a database read, cannot be sent without
+limit. With RATE_LIMITS=off both layers are left out.
 """
 
 import os
@@ -36,7 +40,7 @@ import db
 import passwords
 import ratelimit
 import signing
-from challenge import unauthorized
+from challenge import CredentialsRefused, unauthorized
 from web import (
     SECURITY_HEADERS,
     Forbidden,
@@ -72,18 +76,38 @@ VARY_ORIGIN = ("Vary", "Origin")
 def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trusted_proxies=()):
     """The middleware list for the app of `router`, outermost first.
 
-    `cors_origins` (settings.cors_origins) adds the `cors` layer, which answers preflights
-    with the methods `router` has for the path. Without origins there is no CORS layer at
-    all, so a request pays nothing for it. `rate_limiter` (a ratelimit.RateLimiter) adds
-    the `rate_limit` layer, which finds client addresses behind `trusted_proxies`.
+    `trusted_proxies` (ipaddress networks) adds the `client_address` layer. `cors_origins`
+    (settings.cors_origins) adds the `cors` layer, which answers preflights with the
+    methods `router` has for the path. Without origins there is no CORS layer at all, so a
+    request pays nothing for it. `rate_limiter` (a ratelimit.RateLimiter) adds the
+    `guard_credentials` and `rate_limit` layers.
     """
-    layers = [request_id, access_log(logger), security_headers]
+    layers = [client_address(trusted_proxies)] if trusted_proxies else []
+    layers += [request_id, access_log(logger), security_headers]
     if cors_origins:
         layers.append(cors(cors_origins, router))
-    layers += [problems(logger), authenticate]
+    layers.append(problems(logger))
     if rate_limiter is not None:
-        layers.append(rate_limit(rate_limiter, trusted_proxies))
+        layers.append(guard_credentials(rate_limiter))
+    layers.append(authenticate)
+    if rate_limiter is not None:
+        layers.append(rate_limit(rate_limiter))
     return layers
+
+
+def client_address(trusted_proxies):
+    """Behind reverse proxies, the socket's peer is the proxy: the client is the address the
+    last trusted proxy saw, from X-Forwarded-For (ratelimit.client_address tells how it is
+    read, so that a client cannot pick its own address). The access log and the rate
+    limits read `request.client`."""
+
+    def find_client(request, call_next):
+        environ = request.environ
+        request.client = ratelimit.client_address(request.client, environ.get("HTTP_X_FORWARDED_FOR"),
+                                                  trusted_proxies)
+        return call_next(request)
+
+    return find_client
 
 
 def request_id(request, call_next):
@@ -110,7 +134,7 @@ def access_log(logger):
             status=response.status,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             user_id=user["id"] if user else None,
-            client=request.environ.get("REMOTE_ADDR"),
+            client=request.client,
         )
         return response
 
@@ -240,7 +264,37 @@ def authenticate(request, call_next):
     return call_next(request)
 
 
-def rate_limit(limiter, trusted_proxies):
+def guard_credentials(limiter):
+    """Count refused tokens and API keys against their address; refuse an address that has
+    spent its budget for them before its credentials are checked (ratelimit.py tells why).
+
+        X-API-Key: made-up        401 ... 401 (30 of them in a minute, as shipped)
+                                  429 Retry-After: 2, and no database read until then
+
+    Only requests that carry an Authorization or X-API-Key header are concerned: a stale
+    session cookie is ignored, not refused, and its request is counted as anonymous.
+    """
+
+    def guard(request, call_next):
+        environ = request.environ
+        if "HTTP_AUTHORIZATION" not in environ and "HTTP_X_API_KEY" not in environ:
+            return call_next(request)
+        caller = ratelimit.address_caller(request.client)
+        standing = limiter.shut_out(caller)
+        if standing is not None:
+            raise _quota_exceeded(standing)
+        try:
+            return call_next(request)
+        except CredentialsRefused:
+            decision = limiter.credentials_failed(caller)
+            if decision is not None and not decision.allowed:
+                raise _quota_exceeded(decision) from None
+            raise
+
+    return guard
+
+
+def rate_limit(limiter):
     """Count the request against its caller's budget for its route's class; 429 when spent.
 
     The class comes from the route table ("auth", "write", "default", or None for the
@@ -265,7 +319,7 @@ def rate_limit(limiter, trusted_proxies):
                 return call_next(request)
         else:
             rate_class = "default" if request.method in SAFE_METHODS else "write"
-        decision = limiter.take(rate_class, _caller(request, rate_class, trusted_proxies))
+        decision = limiter.take(rate_class, _caller(request, rate_class))
         if not decision.allowed:
             raise _quota_exceeded(decision)
         fields = ratelimit.headers(decision)
@@ -288,6 +342,9 @@ def _quota_exceeded(decision):
     if policy.name == ratelimit.LOGIN_FAILURES:
         detail = (f"too many failed logins for this account (at most {policy.quota} in {policy.window_seconds} s);"
                   " Retry-After says when to try again")
+    elif policy.name == ratelimit.BAD_CREDENTIALS:
+        detail = (f"too many refused tokens or API keys from this address (at most {policy.quota} in"
+                  f" {policy.window_seconds} s); Retry-After says when to try again")
     else:
         detail = (f"the {policy.name} quota of {policy.quota} requests in {policy.window_seconds} s is spent;"
                   " Retry-After says when to try again")
@@ -296,16 +353,12 @@ def _quota_exceeded(decision):
                                   "violated-policies": [policy.name]})
 
 
-def _caller(request, rate_class, trusted_proxies):
+def _caller(request, rate_class):
     """Whose budget a request spends: its API key's or its user's, else its address's."""
     user = request.user
     if user is not None and rate_class != "auth":
         return f"key:{user['api_key_id']}" if user["via"] == "api_key" else f"user:{user['id']}"
-    environ = request.environ
-    peer = environ.get("REMOTE_ADDR", "")
-    if trusted_proxies:
-        peer = ratelimit.client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
-    return ratelimit.address_caller(peer)
+    return ratelimit.address_caller(request.client)
 
 
 def _allow_origin(origin):

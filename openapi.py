@@ -177,7 +177,7 @@ def _operation(route, operation):
         described["x-rate-limit-class"] = route.rate_limit
     if operation.body:
         schema = object_schema(operation.body, partial=operation.partial)
-        described["requestBody"] = {"required": True, "content": {
+        described["requestBody"] = {"required": operation.body_required, "content": {
             JSON_TYPE: {"schema": schema, "example": example_object(operation.body)}}}
     if not described["parameters"]:
         del described["parameters"]

@@ -8,6 +8,7 @@ quota per window. As shipped:
     write            60 per 60 s     caller             every other POST, PATCH and DELETE
     default          300 per 60 s    caller             everything else: GET, HEAD, OPTIONS
     login_failures   5 per 900 s     account (email)    wrong passwords, from whatever address
+    bad_credentials  30 per 60 s     client address     tokens and API keys that are refused
 
 The caller is the user, or the API key, when the request is authenticated; otherwise the
 client address (`client_address`: the socket's peer, or the last address a trusted proxy
@@ -62,10 +63,24 @@ bucket before the password is hashed (`login_try`), and gives it back when the p
 right. Five wrong passwords lock the account's password logins, whatever address they come
 from; the try that empties the bucket logs one warning ("login locked") naming the account
 by a keyed hash, never the email.
+
+Refused credentials per address
+-------------------------------
+Checking an API key reads the database, so a client sending made-up keys would make us
+read it on every request, with no budget of its own spent: the budgets of the route
+classes count it only once it is authenticated, and it never is. So a request whose token
+or API key is refused takes a try from its address's bad_credentials bucket
+(`credentials_failed`); the try that finds the bucket empty is a 429, and from then on
+this process refuses that address's requests that carry credentials before checking them
+(`shut_out`), until a try comes back. Other processes on the same Redis learn it the same
+way, at the cost of one more check each. A good credential from that address (a user
+behind the same NAT) waits too, at most Retry-After: the price of keeping the database out
+of a guesser's reach.
 """
 
 import contextlib
 import ipaddress
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -74,10 +89,11 @@ from typing import NamedTuple
 
 import signing
 
-DEFAULT_RATE_LIMITS = "auth=10/60,write=60/60,default=300/60,login_failures=5/900"
+DEFAULT_RATE_LIMITS = "auth=10/60,write=60/60,default=300/60,login_failures=5/900,bad_credentials=30/60"
 ROUTE_CLASSES = ("auth", "write", "default")
 LOGIN_FAILURES = "login_failures"
-POLICY_NAMES = (*ROUTE_CLASSES, LOGIN_FAILURES)
+BAD_CREDENTIALS = "bad_credentials"
+POLICY_NAMES = (*ROUTE_CLASSES, LOGIN_FAILURES, BAD_CREDENTIALS)
 MICROSECONDS = 1_000_000      # in a second: every time here is a whole number of them
 MAX_WINDOW_SECONDS = 86_400   # a day; longer windows belong to billing, not to rate limits
 # Buckets one process keeps in memory, about 260 bytes each (13 MB in all). A flood of new
@@ -91,6 +107,9 @@ IPV6_PREFIX_BITS = 64
 QUOTA_EXCEEDED_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 QUOTA_EXCEEDED_TITLE = "Quota Exceeded"  # the title of that type in IANA's registry
 ACCOUNT_PURPOSE = "login-failures"        # the MAC purpose of account keys (signing.mac)
+# Addresses one process refuses outright for refused credentials (`shut_out`), the oldest
+# dropped first: a dropped one is found out again at the cost of one more check.
+MAX_SHUT_OUT = 10_000
 
 # GCRA on one key, in one atomic step: Redis runs a script alone, so two processes cannot
 # both read the same debt and both take the last token. KEYS[1] is the bucket; the
@@ -247,6 +266,8 @@ class RateLimiter:
         self.secret_key = secret_key  # for account keys: the email never leaves the process
         self.memory = MemoryBuckets(max_buckets)
         self._script = redis.client.register_script(GCRA_SCRIPT) if redis is not None else None
+        self._shut_out = OrderedDict()  # caller -> until when (Unix seconds) it is refused outright
+        self._shut_out_lock = threading.Lock()
 
     def take(self, policy_name, caller):
         """Take one token from the caller's bucket of that policy; the Decision."""
@@ -287,6 +308,39 @@ class RateLimiter:
             elif decision.remaining == 0 and self.logger is not None:
                 # The failure that spent the last try: one line per lock, for the operator.
                 self.logger.warning("login locked", account=account, retry_after_seconds=decision.reset_seconds)
+
+    def shut_out(self, caller):
+        """The 429 Decision standing against `caller` (an address) for refused credentials,
+        or None: then its credentials may be checked."""
+        if BAD_CREDENTIALS not in self.policies:
+            return None
+        now = self.clock()
+        with self._shut_out_lock:
+            until = self._shut_out.get(caller)
+            if until is None:
+                return None
+            if now >= until:
+                del self._shut_out[caller]
+                return None
+        policy = self.policies[BAD_CREDENTIALS]
+        return Decision(False, policy, 0, max(1, math.ceil(until - now)))
+
+    def credentials_failed(self, caller):
+        """A token or API key from `caller` (an address) was refused: take a try from its
+        bad_credentials bucket. Returns the Decision; when it is a refusal, the caller is
+        shut out of credential checks in this process until a try comes back."""
+        if BAD_CREDENTIALS not in self.policies:
+            return None
+        decision = self.take(BAD_CREDENTIALS, caller)
+        if not decision.allowed:
+            with self._shut_out_lock:
+                self._shut_out[caller] = self.clock() + decision.reset_seconds
+                self._shut_out.move_to_end(caller)
+                if len(self._shut_out) > MAX_SHUT_OUT:
+                    self._shut_out.popitem(last=False)
+            if self.logger is not None:  # one line each time an address is shut out, for the operator
+                self.logger.warning("credentials shut out", client=caller, retry_after_seconds=decision.reset_seconds)
+        return decision
 
     def account_key(self, email):
         """The account an email names, as a keyed hash: the bucket's name on Redis and in

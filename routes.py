@@ -17,6 +17,7 @@ requests on a few threads of their own, so that a burst of logins never keeps th
 
 import api_auth
 import api_docs
+import api_exports
 import api_items
 import api_jobs
 import api_ops
@@ -57,9 +58,11 @@ ROUTES = [
     ("PATCH",  "/v1/orders/{id:int}",        api_orders.update_order,  "update_order",   "admin",  "write",   False, "Move an order: paid, shipped, cancelled"),
     ("POST",   "/v1/orders/{id:int}/cancel", api_orders.cancel_order,  "cancel_order",   "user",   "write",   False, "Cancel your pending order"),
     ("GET",    "/v1/reports/sales",          api_reports.sales_report, "sales_report",   "admin",  "default", False, "Sales per day or per item"),
+    ("POST",   "/v1/reports/orders-export",  api_reports.orders_export, "orders_export", "admin", "write",   False, "Export orders as CSV (a job)"),
     ("GET",    "/v1/jobs",                   api_jobs.list_jobs,       "list_jobs",      "admin",  "default", False, "List background jobs (status, kind)"),
     ("GET",    "/v1/jobs/{id:int}",          api_jobs.get_job,         "get_job",        "admin",  "default", False, "Read one background job"),
     ("POST",   "/v1/jobs/{id:int}/retry",    api_jobs.retry_job,       "retry_job",      "admin",  "write",   False, "Queue a dead job again"),
+    ("GET",    "/v1/exports/{id:int}",       api_exports.download_export, "download_export", "admin", "default", False, "Download a finished CSV export"),
 ]
 # (method, path) of the routes marked `hashes`, for hashes_password.
 _HASHING_REQUESTS = frozenset((method, pattern) for method, pattern, *_, hashes, _ in ROUTES if hashes)

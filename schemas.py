@@ -91,13 +91,14 @@ class Operation:
     errors: tuple = ()        # statuses of its own: 404, 409, 412, 428, ...
     response_headers: tuple = ()  # names from RESPONSE_HEADERS sent with the success
     media_type: object = "application/json"  # of the success body; a tuple when it varies
+    body_required: bool = True  # False: the body may be left out altogether
 
 
 def describe(*, response=None, status=200, body=(), partial=False, query=(), headers=(), errors=(),
-             response_headers=(), media_type="application/json"):
+             response_headers=(), media_type="application/json", body_required=True):
     """Attach an `Operation` to a handler, as its attribute `operation`; return the handler."""
     operation = Operation(response, status, tuple(body), partial, tuple(query), tuple(headers),
-                          tuple(errors), tuple(response_headers), media_type)
+                          tuple(errors), tuple(response_headers), media_type, body_required)
 
     def attach(handler):
         handler.operation = operation
@@ -123,5 +124,6 @@ RESPONSE_HEADERS = {
     "Location": ({"type": "string"}, "the new resource"),
     "Link": ({"type": "string"}, "RFC 8288 links to the first, previous and next pages"),
     "Set-Cookie": ({"type": "string"}, "the session cookie (HttpOnly) and the CSRF cookie"),
+    "Content-Disposition": ({"type": "string"}, "attachment, with the file's name"),
     "X-Cache": ({"enum": ["HIT", "MISS"]}, "whether the answer came from the catalogue's cache"),
 }

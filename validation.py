@@ -58,7 +58,9 @@ RFC3339_DATE_TIME = re.compile(
 
 
 class Field:
-    """One field of a JSON object: its name, kind ("string", "integer", "email", "list") and limits.
+    """One field of a JSON object: its name, kind ("string", "integer", "email", "date", "list") and limits.
+
+    A "date" is an RFC 3339 full-date (YYYY-MM-DD), cleaned into a datetime.date.
 
     A "list" holds `min_length` to `max_length` objects, each checked against `item_fields`.
     `description` and `example` only go into the OpenAPI document; an `example` must pass
@@ -102,6 +104,9 @@ class Field:
         # stops at it, so a CHECK on the length judges another string. JSON allows it.
         if "\x00" in value:
             return None, "must not contain the NUL character"
+        if self.kind == "date":
+            day = parse_date(value)
+            return (day, None) if day is not None else (None, "must be a day written YYYY-MM-DD")
         if self.kind == "email":
             email = value.strip().lower()
             if len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.fullmatch(email):
@@ -145,6 +150,8 @@ class Field:
         elif self.kind == "list":
             schema = {"type": "array", "minItems": self.min_length, "maxItems": self.max_length,
                       "items": object_schema(self.item_fields)}
+        elif self.kind == "date":
+            schema = {"type": "string", "format": "date"}
         elif self.kind == "email":
             schema = {"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS,
                       "pattern": "^" + EMAIL_PATTERN.pattern + "$"}
@@ -172,6 +179,8 @@ class Field:
             return [example_object(self.item_fields)] * self.min_length
         if self.kind == "email":
             return "ada@example.com"
+        if self.kind == "date":
+            return "2026-11-28"
         if self.choices is not None:
             return self.choices[0]
         return "x" * max(self.min_length, min(3, self.max_length or 3))

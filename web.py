@@ -163,7 +163,7 @@ class Request:
     """One HTTP request, read from a WSGI environ. Parsing happens only when asked for."""
 
     __slots__ = ("environ", "method", "path", "path_params", "route", "route_error", "request_id",
-                 "user", "services", "_query")
+                 "client", "user", "services", "_query")
 
     def __init__(self, environ):
         self.environ = environ
@@ -178,6 +178,7 @@ class Request:
         self.route = None
         self.route_error = None  # the 404, 405 or 501 to raise when no route matched
         self.request_id = None
+        self.client = environ.get("REMOTE_ADDR", "")  # the peer; behind trusted proxies, see middleware
         self.user = None
         self.services = None  # what handlers need (database, settings), set by Application
         self._query = None
@@ -323,7 +324,7 @@ def parse_json(body):
 # -- response --------------------------------------------------------------------------
 
 class Response:
-    """Status, headers (a list of (name, value) pairs) and body bytes."""
+    """Status, headers (a list of (name, value) pairs) and body bytes (or a file: api_exports.FileBody)."""
 
     __slots__ = ("status", "headers", "body")
 
@@ -450,8 +451,7 @@ class Application:
             except HTTPError as error:
                 request.route_error = error
         response = self._handle(request)
-        body = response.body
-        headers = response.headers
+        body, headers = response.body, response.headers
         if response.status in (204, 304):
             body = b""
         else:
@@ -459,8 +459,9 @@ class Application:
         start_response(STATUS_LINES[response.status], headers)
         # HEAD: the same headers as GET, Content-Length included, and no body (RFC 9110 §9.3.2).
         if request.method == "HEAD" or not body:
+            getattr(body, "close", lambda: None)()  # a file not sent (api_exports.FileBody) is closed now
             return []
-        return [body]
+        return [body] if isinstance(body, bytes) else body  # a file: the server sends it in chunks, then closes it
 
     def dispatch(self, request):
         """Route the request, call its handler, and apply conditional GET."""

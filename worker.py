@@ -8,6 +8,7 @@ One dispatcher thread does the bookkeeping; N job threads run handlers:
     dispatcher   claim up to (free threads) jobs in one statement -> hand them to the job threads
                  renew the leases of the jobs in hand every third of JOB_LEASE_SECONDS
                  put back jobs whose lease expired (another worker died), purge old finished jobs
+                 (and the export files they leave: exports.sweep)
                  sleep until woken: a job was enqueued, a thread came free, or the poll interval
     job thread   run the handler of the job's kind -> complete, or fail (backoff, or dead)
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import db
+import exports
 import jobs
 import mailer
 
@@ -62,6 +64,7 @@ def run_noop(context, job):
 HANDLERS = {
     "noop": run_noop,
     mailer.ORDER_EMAIL: mailer.send_order_email,
+    exports.ORDERS_EXPORT: exports.write_orders_export,
 }
 
 
@@ -151,6 +154,8 @@ class Worker:
         if self._due("purge", PURGE_INTERVAL_SECONDS):
             self._housekeeping(jobs.purge_finished, self.database,
                                retention_seconds=self.settings.job_retention_seconds, now=self.clock())
+            # Then the files of the exports purged with their jobs (and of superseded attempts).
+            self._housekeeping(exports.sweep, self.database, self.settings.export_dir)
         free = self.threads - self.in_hand()
         claimed = self._claim(free) if free > 0 else []
         if claimed is None:  # the database did not answer

@@ -71,7 +71,7 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "RATE_LIMITS",
                       "TRUSTED_PROXIES", "WORKER", "WORKER_THREADS", "WORKER_POLL_SECONDS", "JOB_LEASE_SECONDS",
                       "JOB_BACKOFF_BASE_SECONDS", "JOB_BACKOFF_CAP_SECONDS", "JOB_RETENTION_SECONDS", "SMTP_URL",
-                      "MAIL_FROM", "MAIL_OUTBOX_DIR", "GUNICORN_CMD_ARGS")
+                      "MAIL_FROM", "MAIL_OUTBOX_DIR", "EXPORT_DIR", "EXPORT_MAX_ROWS", "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -168,6 +168,7 @@ def settings_with(settings, **environment):
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
         "MAIL_OUTBOX_DIR": str(settings.mail_outbox_dir),
+        "EXPORT_DIR": str(settings.export_dir),
         **environment,
     })
 
@@ -200,6 +201,7 @@ def settings(request, database_url, tmp_path):
         "SECRET_KEY": TEST_SECRET_KEY,
         "PBKDF2_ITERATIONS": str(TEST_ITERATIONS),
         "MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),  # never the project's var/outbox
+        "EXPORT_DIR": str(tmp_path / "exports"),  # nor its var/exports
     }
     if request.node.get_closest_marker("no_rate_limits") is not None:
         environ["RATE_LIMITS"] = "off"

@@ -300,3 +300,17 @@ def test_a_request_after_a_change_never_waits_for_a_read_from_before_it():
     reader.join(WAIT_SECONDS)
     assert results == [(cache.CachedResponse(b"10 in stock"), False)]  # answered: it began first
     assert answers.fetch("item:7", pytest.fail) == (cache.CachedResponse(b"9 in stock"), True)
+
+
+def test_the_memory_catalogue_keeps_responses_as_they_are_and_counts_their_bytes(settings):
+    catalogue, _ = cache.build_caches(settings, None)
+    response = cache.CachedResponse(b'{"id":7}', (("ETag", '"item-7-v3"'),))
+    assert cache.response_size(response) == len(b'{"id":7}') + len("ETag") + len('"item-7-v3"')
+    generation, _ = catalogue.lookup("item:7")
+    catalogue.save("item:7", generation, response)
+    assert catalogue.lookup("item:7")[1] is response  # nothing encoded, nothing decoded
+    assert catalogue.store._bytes == cache.response_size(response)
+    small = cache.MemoryStore(100, max_bytes=30, size=cache.response_size)
+    for key in ("a", "b"):
+        small.save(key, 0, response, TTL_SECONDS)  # 23 bytes each: the second pushes the first out
+    assert (small.lookup("a")[1], small.lookup("b")[1]) == (None, response)

@@ -394,7 +394,8 @@ def test_cors_origins_refuse_what_no_browser_sends_or_everyone_could(origin, rea
 
 def test_rate_limits_default_to_the_shipped_quotas_and_off_turns_them_off():
     assert {name: (policy.quota, policy.window_seconds) for name, policy in settings_with().rate_limits.items()} == {
-        "auth": (10, 60), "write": (60, 60), "default": (300, 60), "login_failures": (5, 900)}
+        "auth": (10, 60), "write": (60, 60), "default": (300, 60), "login_failures": (5, 900),
+        "bad_credentials": (30, 60)}
     assert settings_with(RATE_LIMITS=" OFF ").rate_limits is None
 
 
@@ -405,10 +406,13 @@ def test_rate_limits_replace_only_the_policies_they_name():
     assert rate_limits["auth"] == ratelimit.Policy("auth", 10, 60)
 
 
+POLICIES = "the policies are auth, write, default, login_failures, bad_credentials"
+
+
 @pytest.mark.parametrize("value, message", [
-    ("reads=10/60", "'reads' is not a policy; the policies are auth, write, default, login_failures"),
+    ("reads=10/60", f"'reads' is not a policy; {POLICIES}"),
     ("auth=10", "'auth=10' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
-    ("auth:10/60", "'auth:10/60' is not a policy; the policies are auth, write, default, login_failures"),
+    ("auth:10/60", f"'auth:10/60' is not a policy; {POLICIES}"),
     ("auth=ten/60", "'auth=ten/60' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
     ("auth=-1/60", "'auth=-1/60' is not NAME=QUOTA/SECONDS, such as auth=10/60"),
     ("auth=0/60", "'auth=0/60': the quota must be 1 to 1,000,000 a second"),

@@ -77,6 +77,24 @@ def test_a_bad_status_or_field_from_the_app_is_refused(status, headers, error):
         http11_responses.ResponseFramer("GET", "HTTP/1.1", True).start(status, headers)
 
 
+# _render_fields checks all the lines with one expression and counts them: a line break
+# smuggled into a name or a value, alone or as CRLF, anywhere among good fields, is found.
+GOOD = [("Content-Type", "application/json"), ("X-Request-ID", "abc")]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("X-Injected", "a\r\nSet-Cookie: evil=1"), ("X-Injected", "a\nSet-Cookie: evil=1"), ("X-A", "a\r"),
+    ("X-A", "\r\n"), ("X-A", "a\x00b"), ("X-A", "a\x7fb"), ("X-A\r\nSet-Cookie", "evil=1"), ("X-A:", "b"),
+    ("X-A: b\r\nX-B", "c"), ("", "b"), ("X A", "b"), ("Date\r\nX-B", "c"),
+])
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_a_line_break_or_a_bad_character_anywhere_in_the_fields_is_refused_and_named(name, value, position):
+    headers = [*GOOD[:position], (name, value), *GOOD[position:]]
+    with pytest.raises(ValueError) as refused:
+        http11_responses.ResponseFramer("GET", "HTTP/1.1", True).start("200 OK", headers)
+    assert str(refused.value) == f"invalid header field {name!r}: {value!r}"
+
+
 def test_a_problem_response_is_the_applications_format_and_closes():
     raw = http11_responses.problem_response(400, "Content-Length must be a single decimal number",
                                   request_id="abc", path="/v1/caf%C3%A9")

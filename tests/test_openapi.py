@@ -157,6 +157,8 @@ def bad_values(schema):
             yield "too long", "x" * (schema["maxLength"] + 1)
         if schema.get("format") == "email":
             yield "not an email", "no-at-sign"
+        elif schema.get("format") == "date":
+            yield "not a date", "yesterday"
         elif "pattern" in schema and "enum" not in schema:
             yield "a NUL character", "a\x00b"
     elif schema.get("type") == "array":

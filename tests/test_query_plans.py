@@ -21,6 +21,7 @@ from conftest import insert_orders
 import accounts
 import seed
 import sql_credentials
+import sql_exports
 import sql_idempotency
 import sql_items
 import sql_jobs
@@ -86,6 +87,10 @@ class RecordingConnection:
     def fetch_value(self, sql, params=None):
         self.last = (sql, params)
         return self.connection.fetch_value(sql, params)
+
+    def stream(self, sql, params, *, batch_size):
+        self.last = (sql, params)
+        return self.connection.stream(sql, params, batch_size=batch_size)
 
 
 # -- the catalogue ---------------------------------------------------------------------------
@@ -227,6 +232,10 @@ ORDER_QUERIES = {
     "sales per item": (
         lambda c: sql_reports.sales_by_item(c, *JANUARY, 20),
         ("orders_status_created_at", "orders_created_at_id"), False),
+    # The CSV export streams its rows; test_the_export_needs_no_sort_of_the_whole_range checks the order.
+    "every line of the orders of a range, oldest first (CSV export)": (
+        lambda c: list(sql_exports.order_lines(c, *JANUARY, batch_size=100)),
+        ("orders_created_at_id",), False),
 }
 
 
@@ -256,6 +265,20 @@ def test_every_order_query_uses_an_index(planned, query_name):
         if ordered:
             assert "Sort" not in text, text
     assert any(index in text for index in indexes), text
+
+
+def test_the_export_needs_no_sort_of_the_whole_range(planned):
+    """The export's first rows reach the file before its last are read: the orders come in
+    order from orders_created_at_id, and nothing waits for the whole range to be sorted.
+    PostgreSQL may sort each order's few lines by item (an Incremental Sort whose presorted
+    key is the order's); SQLite reads them in item order from order_items' key."""
+    plan = query_plan(planned, lambda c: list(sql_exports.order_lines(c, *JANUARY, batch_size=100)), ordered=True)
+    if plan.engine == "sqlite":
+        assert "TEMP B-TREE" not in plan.text, plan.text
+    else:
+        sorts = [line for line in plan.lines if "Sort" in line and not line.startswith("Sort Key")]
+        assert sorts in ([], ["Incremental Sort"]), plan.text
+        assert not sorts or "Presorted Key: orders.created_at, orders.id" in plan.text, plan.text
 
 
 @pytest.mark.parametrize("query_name", [name for name in ORDER_QUERIES if "after a cursor" in name])
@@ -401,6 +424,31 @@ JOB_QUERIES = {
     "delete a batch of finished jobs": (
         lambda c: sql_jobs.delete_finished(c, JOB_NOW, 1000), ("jobs_finished_at",), False),
 }
+
+
+EXPORT_KEYS = ("exports_pkey", "sqlite_autoindex_exports_1")
+EXPORT_QUERIES = {
+    # name: (run the query, the indexes that may serve it): one export, or a few, by key.
+    "one export and its job": (lambda c: sql_exports.get_export(c, 7), EXPORT_KEYS),
+    "record an export's file": (
+        lambda c: sql_exports.finish_export(c, 7, 1, "export-7-1.csv", 10, 1000, JOB_NOW), EXPORT_KEYS),
+    "the records of the files a sweep found": (
+        lambda c: sql_exports.recorded_file_names(c, [3, 7, 12]), EXPORT_KEYS),
+    "the exports in progress": (
+        lambda c: sql_exports.exports_in_progress(c, "orders.export"), ("jobs_status_id", "jobs_kind_id")),
+}
+
+
+@pytest.mark.parametrize("query_name", list(EXPORT_QUERIES))
+def test_every_export_query_uses_an_index(queue, query_name):
+    run_query, indexes = EXPORT_QUERIES[query_name]
+    plan = query_plan(queue, run_query, ordered=False)
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines if step.split(" ")[:2] in (["SCAN", "jobs"], ["SCAN", "exports"])
+                    and "USING" not in step], plan.text
+    else:
+        assert "Seq Scan" not in plan.text, plan.text
+    assert any(index in plan.text for index in indexes), plan.text
 
 
 @pytest.fixture

@@ -286,6 +286,97 @@ def login_from(client, address, email, password):
                        headers={"X-Forwarded-For": address})
 
 
+# -- refused credentials, per address -------------------------------------------------------
+
+@pytest.fixture
+def api_key_lookups(monkeypatch):
+    """The API-key look-ups the app makes (each one a database read), counted."""
+    calls = []
+    real = accounts.api_key_user
+
+    def counted(database, key):
+        calls.append(key)
+        return real(database, key)
+
+    monkeypatch.setattr(accounts, "api_key_user", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "live"])
+def test_made_up_api_keys_spend_the_address_budget_then_cost_no_database_read(
+        make_app, users, api_key_lookups, kind, logger, log_stream):
+    app = make_app(RATE_LIMITS="bad_credentials=3/60", TRUSTED_PROXIES="127.0.0.1")
+    clock = app.services.rate_limiter.clock
+    ada = users.create()
+    made_up = {"X-API-Key": "sk_live_made_up_0123456789abcdef", "X-Forwarded-For": "203.0.113.7"}
+    with client_for(app, kind) as client:
+        key = client.post("/v1/api-keys", json={"name": "script"}, headers=users.headers(ada)).json()["key"]
+        del api_key_lookups[:]
+        guesses = [client.get("/v1/users/me", headers=made_up) for _ in range(10)]
+        lookups_while_refused = len(api_key_lookups)
+        # A good key from the same address waits too; another address does not.
+        same_address = client.get("/v1/users/me", headers={"X-API-Key": key, "X-Forwarded-For": "203.0.113.7"})
+        other_address = client.get("/v1/users/me", headers={"X-API-Key": key, "X-Forwarded-For": "203.0.113.8"})
+        # Requests without credentials are not concerned: the route's own budget counts them.
+        anonymous = client.get("/v1/items?limit=1", headers={"X-Forwarded-For": "203.0.113.7"})
+        clock.now += 20                          # one try back (3 per 60 s): the good key passes
+        later = client.get("/v1/users/me", headers={"X-API-Key": key, "X-Forwarded-For": "203.0.113.7"})
+    assert [guess.status for guess in guesses] == [401, 401, 401] + [429] * 7
+    assert guesses[0].header("WWW-Authenticate") == 'Bearer realm="shop", error="invalid_token"'
+    # Three refused keys, and the fourth found the budget spent: no read after that.
+    assert lookups_while_refused == 4
+    for refused in guesses[3:]:
+        problem = assert_quota_exceeded(refused, "bad_credentials", 3, 60, retry_after=20, path="/v1/users/me")
+        assert problem["detail"].startswith("too many refused tokens or API keys from this address (at most 3 in 60 s)")
+    assert same_address.status == 429 and same_address.header("Retry-After") == "20"
+    assert (other_address.status, anonymous.status, later.status) == (200, 200, 200)
+    records = log_records(logger, log_stream, "credentials shut out")
+    assert [(record["client"], record["retry_after_seconds"]) for record in records] == [("ip:203.0.113.7", 20)]
+
+
+@sqlite_only
+def test_forged_tokens_count_too_while_missing_credentials_and_stale_cookies_do_not(make_app, users):
+    app = make_app(RATE_LIMITS="bad_credentials=2/60")
+    with client_for(app, "wsgi") as client:
+        needs_login = [client.get("/v1/users/me").status for _ in range(5)]
+        stale_cookie = [client.get("/v1/items?limit=1", headers={"Cookie": "session=stale"}).status
+                        for _ in range(5)]
+        forged = [client.get("/v1/items?limit=1", headers={"Authorization": f"Bearer not.a.token{n}"}).status
+                  for n in range(3)]
+        not_bearer = client.get("/v1/items?limit=1", headers={"Authorization": "Basic YTpi"})
+    assert needs_login == [401] * 5 and stale_cookie == [200] * 5
+    assert forged == [401, 401, 429]
+    assert not_bearer.status == 429  # shut out: not even looked at
+
+
+@sqlite_only
+def test_rate_limits_off_leaves_refused_credentials_uncounted(make_app):
+    with client_for(make_app(RATE_LIMITS="off"), "wsgi") as client:
+        answers = [client.get("/v1/users/me", headers={"X-API-Key": "sk_made_up"}).status for _ in range(50)]
+    assert answers == [401] * 50
+
+
+def test_the_shut_out_list_is_bounded(limiter_for, monkeypatch):
+    monkeypatch.setattr(ratelimit, "MAX_SHUT_OUT", 5)
+    limiter = limiter_for("bad_credentials=1/60", Clock())
+    for n in range(20):
+        limiter.credentials_failed(f"ip:198.51.100.{n}")
+        limiter.credentials_failed(f"ip:198.51.100.{n}")      # the second is refused: shut out
+    assert len(limiter._shut_out) == 5
+    assert limiter.shut_out("ip:198.51.100.19") is not None   # the latest are kept
+    assert limiter.shut_out("ip:198.51.100.0") is None        # dropped: found out again, at one check's cost
+    assert limiter.credentials_failed("ip:198.51.100.0").allowed is False
+
+
+@sqlite_only
+@pytest.mark.parametrize("trusted, client", [("", "127.0.0.1"), ("127.0.0.1", "203.0.113.7")])
+def test_the_access_log_names_the_client_found_behind_trusted_proxies(make_app, logger, log_stream, trusted, client):
+    app = make_app(TRUSTED_PROXIES=trusted)
+    with client_for(app, "wsgi") as wsgi_client:
+        wsgi_client.get("/v1/items?limit=1", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.7"})
+    assert [record["client"] for record in log_records(logger, log_stream, "request")] == [client]
+
+
 def test_five_failed_logins_lock_the_account_whatever_address_they_come_from(
         make_app, users, logger, log_stream, pbkdf2_calls):
     app = make_app(TRUSTED_PROXIES="127.0.0.1")

@@ -9,6 +9,10 @@ shown, and the body where the README shows it whole. Steps that only set shell v
 after them, as they would be in the reader's terminal. A step that is a loop
 (`for ...; do curl -i ...; done`) shows its last answer, and that is the one checked.
 
+Steps that read what a background job did (`GET /v1/jobs/5`, `GET /v1/exports/5`) are tried
+again for a few seconds until their answer is the README's, since the worker runs after the
+response. A CSV body is compared row by row, its volatile columns (`created_at`) aside.
+
 A few steps look at files the server wrote instead (`ls var/outbox/`, `cat var/outbox/...`:
 the emails a background job wrote), with a ```text block after them: their output must be
 those lines, but for a `Date:` header, once the job has run (they are tried again for a few
@@ -23,6 +27,8 @@ The README's map and links are checked too: every module has a row, every file n
 exists, and no link or path leads outside the repository.
 """
 
+import csv
+import io
 import json
 import os
 import re
@@ -43,9 +49,11 @@ README_ORIGIN = "http://127.0.0.1:8000"
 STEP_TIMEOUT_SECONDS = 30
 # Values that differ on every run or machine: request ids, timestamps, signed cursors, the
 # days a report covers (the last 30 up to the day the test runs), and what is left of a rate
-# limit and when it comes back. These headers must be there, with any value.
-VOLATILE_HEADERS = {"x-request-id", "date", "link", "retry-after", "ratelimit"}
-VOLATILE_FIELDS = {"request_id", "created_at", "updated_at", "from", "to", "day"}
+# limit and when it comes back; a job's times and worker, and the name an export is saved
+# under (made of its days). These headers must be there, with any value.
+VOLATILE_HEADERS = {"x-request-id", "date", "link", "retry-after", "ratelimit", "content-disposition"}
+VOLATILE_FIELDS = {"request_id", "created_at", "updated_at", "from", "to", "day", "run_at", "started_at",
+                   "finished_at", "locked_by"}
 ASSIGNMENT = re.compile(r"^([A-Z_]+)=", flags=re.M)
 VARIABLE_USE = re.compile(r"\$([A-Z_]+)")
 HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags=re.M | re.S)
@@ -54,7 +62,9 @@ OUTSIDE_PATHS = re.compile(r"\.\./shared|/work/|shared/bench")
 SERVER_LINE = re.compile(r"((?:[A-Z_]+=\S+ )*)python server\.py")  # `NAME=value ... python server.py`
 HTTP_STEP_STARTS = ("curl ", "for ")  # a command, or a loop of them
 LAST_ANSWER = re.compile(r"HTTP/1\.1 [0-9]{3}(?!.*HTTP/1\.1 [0-9]{3})", flags=re.S)
-FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")  # steps that show files, with a ```text block after
+FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")
+# GET steps whose answer a background job changes: retried until it matches, like file steps.
+BACKGROUND_PATHS = ("/v1/jobs/", "/v1/exports/")  # steps that show files, with a ```text block after
 STEP_STARTS = HTTP_STEP_STARTS + FILE_COMMANDS
 # How long a file step waits for the background job that writes its file.
 JOB_WAIT_SECONDS = 10
@@ -175,6 +185,7 @@ def readme_server(tmp_path_factory):
     environment = dict(
         os.environ, DATABASE_URL=f"sqlite:///{directory}/shop.db", SECRET_KEY=TEST_SECRET_KEY,
         PORT=str(port), APP_ENV="development", MAIL_OUTBOX_DIR=str(directory / "var" / "outbox"),
+        EXPORT_DIR=str(directory / "var" / "exports"),
     )
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
@@ -208,6 +219,24 @@ def test_readme_command(readme_server, step):
     if step.command.startswith(FILE_COMMANDS):
         check_file_step(step, directory)
         return
+    deadline = time.monotonic() + JOB_WAIT_SECONDS
+    while True:
+        try:
+            run_http_step(step, state, base_url, directory)
+            return
+        except AssertionError:
+            if not reads_background_work(step) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def reads_background_work(step):
+    """Does this step GET something a background job changes (a job's status, an export)?"""
+    return not step.sets and " -X " not in step.command and any(path in step.command for path in BACKGROUND_PATHS)
+
+
+def run_http_step(step, state, base_url, directory):
+    """Run one curl step in the reader's shell and compare what it printed with the README."""
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
     script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
     finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
@@ -236,7 +265,10 @@ def test_readme_command(readme_server, step):
         if "..." not in shown_link:
             assert got_link == shown_link, context
     if expected_body and "..." not in expected_body:
-        assert without_volatile(json.loads(actual_body)) == without_volatile(json.loads(expected_body)), context
+        if dict(actual_pairs).get("content-type", "").startswith("text/csv"):
+            assert csv_without_volatile(actual_body) == csv_without_volatile(expected_body), context
+        else:
+            assert without_volatile(json.loads(actual_body)) == without_volatile(json.loads(expected_body)), context
 
 
 def check_file_step(step, directory):
@@ -275,6 +307,13 @@ def parse_http(text):
     lines = head.strip().split("\n")
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
     return lines[0].strip(), headers, body.strip()
+
+
+def csv_without_volatile(text):
+    """The rows of a CSV body, with the cells of volatile columns (by the header) blanked."""
+    rows = list(csv.reader(io.StringIO(text)))
+    volatile = [position for position, name in enumerate(rows[0] if rows else []) if name in VOLATILE_FIELDS]
+    return [[("" if position in volatile else cell) for position, cell in enumerate(row)] for row in rows]
 
 
 def without_volatile(document):

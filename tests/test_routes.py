@@ -87,6 +87,8 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     call("PATCH", "/v1/orders/{id:int}", 200, path=f"/v1/orders/{other_order}", headers=admin,
          json={"status": "paid"})
     call("GET", "/v1/reports/sales", 200, headers=admin)
+    export_id = call("POST", "/v1/reports/orders-export", 202, headers=admin).json()["id"]
+    call("GET", "/v1/exports/{id:int}", 409, path=f"/v1/exports/{export_id}", headers=admin)  # no worker: not ready
 
     call("GET", "/v1/jobs", 200, headers=admin)
     call("GET", "/v1/jobs/{id:int}", 200, path=f"/v1/jobs/{job_id}", headers=admin)
