@@ -15,16 +15,23 @@ import passwords
 import signing
 import sql_credentials
 from challenge import unauthorized
-from validation import Field, validate
+from schemas import describe, page_of
+from validation import Field, query_names, validate
 from web import Conflict, NotFound, Response, UnprocessableContent
 
-CREDENTIALS = [Field("email", "email"), Field("password", "string", max_length=passwords.MAX_PASSWORD_CHARS)]
+CREDENTIALS = [
+    Field("email", "email"),
+    Field("password", "string", max_length=passwords.MAX_PASSWORD_CHARS, example="a kettle sings at dawn",
+          description=f"to register: at least {passwords.MIN_PASSWORD_CHARS} characters, not a common password"),
+]
 REFRESH = [Field("refresh_token", "string", max_length=200)]
-API_KEY = [Field("name", "string", max_length=100)]
-API_KEY_LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
+API_KEY = [Field("name", "string", max_length=100, example="reporting script")]
+API_KEY_LIST_QUERY = pagination.page_parameters(sql_credentials.API_KEY_SORTABLE_COLUMNS, "id")
+API_KEY_LIST_PARAMETERS = query_names(API_KEY_LIST_QUERY)
 BAD_LOGIN = "the email or password is wrong"
 
 
+@describe(response="User", status=201, body=CREDENTIALS, errors=(409,))
 def register(request):
     """POST /v1/auth/register: a new account with the `user` role. 409 if the email is taken."""
     body = _new_credentials(request.json())
@@ -37,6 +44,7 @@ def register(request):
     return Response.json(user, status=201)
 
 
+@describe(response="Tokens", body=CREDENTIALS)
 def login(request):
     """POST /v1/auth/login: an access token and a refresh token."""
     user = _check_login(request)
@@ -44,6 +52,7 @@ def login(request):
     return accounts.issue_tokens(services.database, services.settings, user)
 
 
+@describe(response="Tokens", body=REFRESH)
 def refresh(request):
     """POST /v1/auth/refresh: trade a refresh token for a new pair; the old one is spent (sent
     again within REFRESH_REUSE_SECONDS, it gets the same new refresh token: accounts.py)."""
@@ -55,6 +64,7 @@ def refresh(request):
         raise unauthorized(str(error)) from None
 
 
+@describe(status=204, body=REFRESH)
 def logout(request):
     """POST /v1/auth/logout: revoke the refresh token and every token rotated from its login."""
     body = validate(request.json(), REFRESH)
@@ -62,6 +72,7 @@ def logout(request):
     return Response(status=204)
 
 
+@describe(status=204)
 def logout_all(request):
     """POST /v1/auth/logout-all: log the caller out everywhere. Every access token, refresh
     token and session of the account stops working on its next request; API keys stay."""
@@ -73,6 +84,7 @@ def logout_all(request):
     return Response(status=204, headers=headers)
 
 
+@describe(response="Session", body=CREDENTIALS, response_headers=("Set-Cookie",))
 def start_session(request):
     """POST /v1/auth/session: log a browser in with an HttpOnly session cookie.
 
@@ -88,6 +100,7 @@ def start_session(request):
                          headers=headers)
 
 
+@describe(status=204, response_headers=("Set-Cookie",))
 def end_session(request):
     """DELETE /v1/auth/session: log the browser out and clear its cookies."""
     session_id = request.user.get("session_id")
@@ -97,6 +110,7 @@ def end_session(request):
     return Response(status=204, headers=cookies.clear_session_cookies(request))
 
 
+@describe(response="NewApiKey", status=201, body=API_KEY, response_headers=("Location",))
 def create_api_key(request):
     """POST /v1/api-keys: a new key. Its secret is in this answer and never again."""
     body = validate(request.json(), API_KEY)
@@ -107,6 +121,7 @@ def create_api_key(request):
     return Response.json(dict(row, key=key), status=201, headers=[("Location", f"/v1/api-keys/{row['id']}")])
 
 
+@describe(response=page_of("ApiKey"), query=API_KEY_LIST_QUERY, response_headers=("Link",))
 def list_api_keys(request):
     """GET /v1/api-keys: the caller's live keys (name, prefix, created and last used),
     paginated like every list: limit with offset or cursor, sort by id or created_at."""
@@ -121,6 +136,7 @@ def list_api_keys(request):
     return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
+@describe(status=204, errors=(404,))
 def revoke_api_key(request):
     """DELETE /v1/api-keys/{id}: revoke one of the caller's keys; another user's key is a 404."""
     key_id = request.path_params["id"]

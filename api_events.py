@@ -31,6 +31,7 @@ import re
 
 import db
 import events
+from schemas import describe
 from web import BadRequest, Response, ServiceUnavailable, TooManyRequests
 
 EVENT_STREAM_TYPE = "text/event-stream"
@@ -43,6 +44,8 @@ STREAM_HEADERS = (("Content-Type", EVENT_STREAM_TYPE), ("Cache-Control", "no-sto
 BUSY_RETRY_AFTER_SECONDS = 5
 
 
+@describe(response={"type": "string", "description": "server-sent events: `id:`, `event:`, `data:` (JSON) lines"},
+          media_type=EVENT_STREAM_TYPE, headers=("Last-Event-ID",), errors=(400, 429))
 def stream_order_events(request):
     """GET /v1/orders/events: 200 and a stream of the caller's order events (an admin: all).
     400 for a Last-Event-ID that is not an event id; 429 when the caller has

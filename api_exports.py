@@ -18,12 +18,15 @@ opened: the bytes sent are exactly the bytes the job wrote.
 import os
 
 import exports
+from schemas import describe
 from web import Conflict, NotFound, Response
 
 CHUNK_BYTES = 64 * 1024  # read from the file, and handed to the server, at a time
 NOT_READY_RETRY_AFTER_SECONDS = 1
 
 
+@describe(response={"type": "string", "description": "RFC 4180 CSV, a header line first"},
+          media_type="text/csv", errors=(404, 409), response_headers=("Content-Disposition",))
 def download_export(request):
     """GET /v1/exports/{id} (admin): the CSV file, as an attachment."""
     export_id = request.path_params["id"]

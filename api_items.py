@@ -30,7 +30,8 @@ import cache
 import db
 import pagination
 import sql_items
-from validation import Field, validate
+from schemas import describe, page_of
+from validation import Field, Query, query_names, validate
 from web import (
     IF_MATCH_ANY,
     JSON_TYPE,
@@ -41,26 +42,31 @@ from web import (
     Response,
     if_match,
     json_body,
-    query_whole_number,
 )
 
-LIST_PARAMETERS = frozenset(
-    {"limit", "offset", "cursor", "sort", "in_stock", "min_price_cents", "max_price_cents", "q"}
-)
 MAX_SEARCH_CHARS = 100
 MAX_PRICE_CENTS = 10**12
 MAX_STOCK = 1_000_000_000
 ITEM_FIELDS = [
-    Field("name", "string", max_length=200),
+    Field("name", "string", max_length=200, example="Green tea"),
     Field("description", "string", required=False, min_length=0, max_length=5000, default=""),
-    Field("price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS),
-    Field("stock", "integer", minimum=0, maximum=MAX_STOCK),
+    Field("price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS, example=450),
+    Field("stock", "integer", minimum=0, maximum=MAX_STOCK, example=20),
 ]
+FILTERS = [
+    Query("in_stock", "boolean", description="only items in stock (true) or sold out (false)"),
+    Query("min_price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS, unit="cents"),
+    Query("max_price_cents", "integer", minimum=0, maximum=MAX_PRICE_CENTS, unit="cents"),
+    Query("q", "string", max_length=MAX_SEARCH_CHARS, description="a part of the name", example="tea"),
+]
+LIST_QUERY = pagination.page_parameters(sql_items.SORTABLE_COLUMNS, "id") + FILTERS
+LIST_PARAMETERS = query_names(LIST_QUERY)
 # If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak W/"..." tag never matches,
 # and neither does "item-08-v1", which is not the same string as the "item-8-v1" we sent.
 ITEM_ETAG = re.compile(r'"item-(?P<id>[1-9][0-9]{0,17})-v(?P<version>[1-9][0-9]{0,8})"')
 
 
+@describe(response=page_of("Item"), query=LIST_QUERY, response_headers=("Link", "X-Cache"))
 def list_items(request):
     """GET /v1/items: a page of the catalogue, filtered and sorted."""
     services = request.services
@@ -89,6 +95,7 @@ def list_items(request):
     return _through_cache(request, "page:" + request.environ.get("QUERY_STRING", ""), read_page)
 
 
+@describe(response="Item", errors=(404,), response_headers=("ETag", "X-Cache"))
 def get_item(request):
     """GET /v1/items/{id}: one item, with an ETag for conditional requests."""
     item_id = request.path_params["id"]
@@ -108,6 +115,7 @@ def get_item(request):
     return response
 
 
+@describe(response="Item", status=201, body=ITEM_FIELDS, response_headers=("Location", "ETag"))
 def create_item(request):
     """POST /v1/items (admin): 201, the item, its Location and ETag."""
     fields = validate(request.json(), ITEM_FIELDS)
@@ -118,6 +126,8 @@ def create_item(request):
     return Response.json(public_item(item), status=201, headers=headers)
 
 
+@describe(response="Item", body=ITEM_FIELDS, partial=True, headers=("If-Match (required)",),
+          errors=(404, 412, 428), response_headers=("ETag",))
 def update_item(request):
     """PATCH /v1/items/{id} (admin): change fields of the version named by If-Match.
 
@@ -137,6 +147,7 @@ def update_item(request):
     return Response.json(public_item(item), headers=[("ETag", item_etag(item))])
 
 
+@describe(status=204, headers=("If-Match",), errors=(404, 412))
 def delete_item(request):
     """DELETE /v1/items/{id} (admin): archive the item (204). If-Match, when sent, must match.
 
@@ -209,23 +220,14 @@ def _if_match_version(request, item_id, *, required):
 
 
 def _item_filters(request):
+    """The FILTERS the request sets, each read by its spec; `q` becomes `name_contains`."""
     filters = {}
-    in_stock = request.query_value("in_stock")
-    if in_stock is not None:
-        if in_stock not in ("true", "false"):
-            raise BadRequest("'in_stock' must be true or false")
-        filters["in_stock"] = in_stock == "true"
-    for name in ("min_price_cents", "max_price_cents"):
-        price_cents = query_whole_number(request.query, name, low=0, high=MAX_PRICE_CENTS, unit="cents")
-        if price_cents is not None:
-            filters[name] = price_cents
+    for spec in FILTERS:
+        value = spec.read(request.query)
+        if value is not None:
+            filters["name_contains" if spec.name == "q" else spec.name] = value
     if filters.get("min_price_cents", 0) > filters.get("max_price_cents", MAX_PRICE_CENTS):
         raise BadRequest("'min_price_cents' is greater than 'max_price_cents'")
-    q = request.query_value("q")
-    if q is not None:
-        if not 1 <= len(q) <= MAX_SEARCH_CHARS:
-            raise BadRequest(f"'q' must be 1 to {MAX_SEARCH_CHARS} characters")
-        filters["name_contains"] = q
     return filters
 
 

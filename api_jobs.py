@@ -12,20 +12,26 @@
 Lists page like every other list (pagination.py), newest first by default.
 """
 
-import re
 
 import exports
 import jobs
 import pagination
 import sql_jobs
-from validation import query_choice
-from web import BadRequest, Conflict, NotFound, Response
+from schemas import describe, page_of
+from validation import Query, query_names
+from web import Conflict, NotFound, Response
 
-LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "kind"})
-# Kinds are names such as "email.order"; anything else cannot match a job, so it is a 400.
-KIND = re.compile(r"[a-z][a-z0-9_.]{0,99}")
+FILTERS = [
+    Query("status", "choice", choices=jobs.STATUSES),
+    # Kinds are names such as "email.order"; anything else cannot match a job, so it is a 400.
+    Query("kind", "string", pattern=r"[a-z][a-z0-9_.]{0,99}", example="email.order",
+          message="'kind' must be a job kind, such as email.order"),
+]
+LIST_QUERY = pagination.page_parameters(sql_jobs.SORTABLE_COLUMNS, "-id") + FILTERS
+LIST_PARAMETERS = query_names(LIST_QUERY)
 
 
+@describe(response=page_of("Job"), query=LIST_QUERY, response_headers=("Link",))
 def list_jobs(request):
     """GET /v1/jobs (admin): jobs newest first, filtered by `status` and `kind`."""
     query = request.query
@@ -40,6 +46,7 @@ def list_jobs(request):
     return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
+@describe(response="Job", errors=(404,))
 def get_job(request):
     """GET /v1/jobs/{id} (admin): one job, its payload, attempts and last error; for a CSV
     export, what the file holds and, once written, `links.download`."""
@@ -51,6 +58,7 @@ def get_job(request):
     return exports.describe_job(database, job)  # an export's job links to its file when done
 
 
+@describe(response="Job", errors=(404, 409))
 def retry_job(request):
     """POST /v1/jobs/{id}/retry (admin): queue a dead job again with all its attempts; 409
     for a job that is not dead (it is still waiting or running, or it succeeded)."""
@@ -66,13 +74,10 @@ def retry_job(request):
 
 
 def _job_filters(request):
+    """The FILTERS the request sets, each read (and checked) by its spec."""
     filters = {}
-    status = query_choice(request, "status", jobs.STATUSES)
-    if status is not None:
-        filters["status"] = status
-    kind = request.query_value("kind")
-    if kind is not None:
-        if KIND.fullmatch(kind) is None:
-            raise BadRequest("'kind' must be a job kind, such as email.order")
-        filters["kind"] = kind
+    for spec in FILTERS:
+        value = spec.read(request.query)
+        if value is not None:
+            filters[spec.name] = value
     return filters

@@ -14,6 +14,7 @@ that does not answer at all gets a 503 within READY_TIMEOUT_SECONDS, not a probe
 
 import db
 import migrate
+from schemas import describe
 from web import ServiceUnavailable
 
 VERSION = "1.0.0"
@@ -24,11 +25,13 @@ READY_TIMEOUT_SECONDS = 3
 HEALTH_BODY = {"status": "healthy", "version": VERSION}
 
 
+@describe(response="Health")
 def health(request):
     """GET /health: always 200 while the process runs."""
     return HEALTH_BODY
 
 
+@describe(response="Ready", errors=(503,))
 def ready(request):
     """GET /ready: 200 when the database answers and has every migration, else a 503 problem
     whose `checks` say which part is not ready; within READY_TIMEOUT_SECONDS either way."""

@@ -23,7 +23,8 @@ import idempotency
 import orders
 import pagination
 import sql_orders
-from validation import Field, parse_date, parse_date_time, query_choice, validate
+from schemas import describe, page_of
+from validation import Field, Query, parse_date, parse_date_time, query_names, validate
 from web import (
     IF_MATCH_ANY,
     BadRequest,
@@ -41,13 +42,22 @@ LINE_FIELDS = [
 ]
 ORDER_FIELDS = [Field("lines", "list", max_length=orders.MAX_LINES, item_fields=LINE_FIELDS)]
 STATUS_CHANGE = [Field("status", "string", choices=orders.STATUSES)]
-LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort", "status", "created_from", "created_to"})
+STATUS_FILTER = Query("status", "choice", choices=orders.STATUSES)
+# Read by _timestamp: a date (midnight UTC) or an RFC 3339 date-time with an offset.
+TIME_FILTERS = [
+    Query("created_from", "date or date-time", description="a date (midnight UTC) or an RFC 3339 time with an offset"),
+    Query("created_to", "date or date-time", description="a date (midnight UTC) or an RFC 3339 time with an offset"),
+]
+LIST_QUERY = [*pagination.page_parameters(sql_orders.SORTABLE_COLUMNS, "-created_at"), STATUS_FILTER, *TIME_FILTERS]
+LIST_PARAMETERS = query_names(LIST_QUERY)
 # This request's key was taken over by a retry; retried again, it meets that one (a 409
 # while it runs, then its replay).
 LOST_KEY_RETRY_AFTER_SECONDS = 1
 ORDER_ETAG = re.compile(r'"order-(?P<id>[1-9][0-9]{0,17})-(?P<status>pending|paid|shipped|cancelled)"')
 
 
+@describe(response="Order", status=201, body=ORDER_FIELDS, headers=("Idempotency-Key",), errors=(409,),
+          response_headers=("Location", "ETag"))
 def create_order(request):
     """POST /v1/orders: 201 with the order and its Location, sent after the COMMIT.
 
@@ -101,6 +111,7 @@ def create_order(request):
     return created_response(order)
 
 
+@describe(response=page_of("Order"), query=LIST_QUERY, response_headers=("Link",))
 def list_orders(request):
     """GET /v1/orders: the caller's orders (an admin: everyone's), newest first, with lines."""
     query = request.query
@@ -123,6 +134,7 @@ def list_orders(request):
     return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
+@describe(response="Order", errors=(404,), response_headers=("ETag",))
 def get_order(request):
     """GET /v1/orders/{id}: one order with its lines; 404 when it is not the caller's."""
     order_id = request.path_params["id"]
@@ -134,6 +146,7 @@ def get_order(request):
     return Response.json(public_order(order), headers=headers)
 
 
+@describe(response="Order", errors=(404, 409), response_headers=("ETag",))
 def cancel_order(request):
     """POST /v1/orders/{id}/cancel: the owner cancels a pending order; its stock comes back.
 
@@ -143,6 +156,8 @@ def cancel_order(request):
     return _change_status(request, order_id, "cancelled", user_id=_owner_filter(request), only_from="pending")
 
 
+@describe(response="Order", body=STATUS_CHANGE, headers=("If-Match",), errors=(404, 409, 412),
+          response_headers=("ETag",))
 def update_order(request):
     """PATCH /v1/orders/{id} (admin): {"status": "paid" | "shipped" | "cancelled"}, along the
     state machine in orders.py; any other move is a 409.
@@ -261,13 +276,13 @@ def _owner_filter(request):
 
 def _order_filters(request):
     filters = {}
-    status = query_choice(request, "status", orders.STATUSES)
+    status = STATUS_FILTER.read(request.query)
     if status is not None:
         filters["status"] = status
-    for name in ("created_from", "created_to"):
-        text = request.query_value(name)
+    for spec in TIME_FILTERS:
+        text = spec.read(request.query)
         if text is not None:
-            filters[name] = _timestamp(name, text)
+            filters[spec.name] = _timestamp(spec.name, text)
     if "created_from" in filters and "created_to" in filters and filters["created_from"] > filters["created_to"]:
         raise BadRequest("'created_from' is after 'created_to'")
     return filters

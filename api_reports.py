@@ -25,30 +25,40 @@ import db
 import exports
 import pagination
 import sql_reports
-from validation import parse_date
+from schemas import describe
+from validation import Field, Query, parse_date, query_names
 from web import BadRequest, Response, TooManyRequests, UnprocessableContent
 
-REPORT_PARAMETERS = frozenset({"from", "to", "group_by", "limit"})
 GROUPINGS = ("day", "item")
+GROUP_BY = Query("group_by", "choice", choices=GROUPINGS, default="day")
+REPORT_QUERY = [
+    Query("from", "date", description="the first day (UTC); default: 29 days before `to`"),
+    Query("to", "date", description="the last day (UTC); default: today"),
+    GROUP_BY,
+    pagination.LIMIT,  # the number of items, with group_by=item only
+]
+REPORT_PARAMETERS = query_names(REPORT_QUERY)
 DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
 # Days a report may name: the range before them, and the day after them, must exist.
 FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
-EXPORT_FIELDS = ("from", "to")  # the export's body: both optional
+# The export's body, both optional; its days are checked by _day_range, as the report's are.
+EXPORT_BODY = [
+    Field("from", "date", required=False, description="the first day (UTC); default: 29 days before `to`"),
+    Field("to", "date", required=False, description="the last day (UTC); default: today"),
+]
+EXPORT_FIELDS = tuple(field.name for field in EXPORT_BODY)
 # With MAX_EXPORTS_IN_PROGRESS being made, come back in about the time a large one takes.
 EXPORTS_BUSY_RETRY_AFTER_SECONDS = 30
 
 
+@describe(response="SalesReport", query=REPORT_QUERY)
 def sales_report(request):
     """GET /v1/reports/sales?from=&to=&group_by=day|item[&limit=] (admin)."""
     query = request.query
     pagination.reject_unknown_parameters(query, REPORT_PARAMETERS)
-    group_by = request.query_value("group_by")
-    if group_by is None:
-        group_by = "day"
-    if group_by not in GROUPINGS:
-        raise BadRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}")
+    group_by = GROUP_BY.read(query)
     if group_by != "item" and "limit" in query:
         raise BadRequest("'limit' applies to group_by=item only")
     limit = pagination.parse_limit(query)
@@ -67,6 +77,7 @@ def sales_report(request):
     return {"from": first_day.isoformat(), "to": last_day.isoformat(), "group_by": group_by, "data": rows}
 
 
+@describe(response="Job", status=202, body=EXPORT_BODY, body_required=False, response_headers=("Location",))
 def orders_export(request):
     """POST /v1/reports/orders-export (admin): 202 with the export's job, and its Location.
 

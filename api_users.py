@@ -9,18 +9,24 @@ import auth
 import pagination
 import passwords
 import sql_users
-from validation import Field, validate
+from schemas import describe, page_of
+from validation import Field, query_names, validate
 from web import Conflict, Forbidden, NotFound, Response, UnprocessableContent
 
 PROFILE_CHANGES = [
     Field("email", "email", required=False),
-    Field("password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS),
-    Field("current_password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS),
+    Field("password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS,
+          example="a kettle sings at dawn",
+          description=f"the new one: at least {passwords.MIN_PASSWORD_CHARS} characters, not a common password"),
+    Field("current_password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS,
+          description="required to change email or password"),
 ]
 ROLE_CHANGE = [Field("role", "string", choices=auth.ROLES)]
-LIST_PARAMETERS = frozenset({"limit", "offset", "cursor", "sort"})
+LIST_QUERY = pagination.page_parameters(sql_users.SORTABLE_COLUMNS, "id")
+LIST_PARAMETERS = query_names(LIST_QUERY)
 
 
+@describe(response="User")
 def get_me(request):
     """GET /v1/users/me: the caller's own account (never the password hash)."""
     with request.services.database.connection() as connection:
@@ -30,6 +36,7 @@ def get_me(request):
     return user
 
 
+@describe(response="User", body=PROFILE_CHANGES, partial=True, errors=(409,))
 def update_me(request):
     """PATCH /v1/users/me: change email or password; either needs the current password.
 
@@ -58,6 +65,7 @@ def update_me(request):
     return get_me(request)
 
 
+@describe(response=page_of("User"), query=LIST_QUERY, response_headers=("Link",))
 def list_users(request):
     """GET /v1/users (admin): every account, paginated like the catalogue."""
     query = request.query
@@ -72,6 +80,7 @@ def list_users(request):
     return Response.json(body, headers=[("Link", link_header)] if link_header else None)
 
 
+@describe(response="User", body=ROLE_CHANGE, errors=(404, 409))
 def update_user(request):
     """PATCH /v1/users/{id} (admin): change a role. 409 if it would leave no admin.
     The user's next request, with any credential, has the new role."""

@@ -143,7 +143,13 @@ def access_log(logger):
 
 def security_headers(request, call_next):
     response = call_next(request)
-    response.headers.extend(SECURITY_HEADERS)
+    if response.header("Content-Security-Policy") is None:
+        response.headers.extend(SECURITY_HEADERS)
+    else:
+        # A page of ours (/docs: api_docs.py) brings a policy of its own, as strict as it can
+        # be while its script and style load from this origin. Two policies would both apply,
+        # and the API's `default-src 'none'` would block the page's own script.
+        response.headers.extend(header for header in SECURITY_HEADERS if header[0] != "Content-Security-Policy")
     if response.header("Cache-Control") is None:
         # Responses may carry private data: no cache keeps them unless a handler says so.
         response.headers.append(("Cache-Control", "no-store"))

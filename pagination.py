@@ -30,13 +30,21 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from signing import sign_value, unsign_value
-from web import BadRequest, query_value, query_whole_number
+from validation import Query
+from web import BadRequest, query_value
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_OFFSET = 100_000  # past this, keyset cursors are the way: an offset walks every skipped row
 MAX_SORT_KEYS = 3
 CURSOR_PURPOSE = "cursor"
+MAX_CURSOR_CHARS = 2000  # documented only: a longer cursor fails its signature check anyway
+LIMIT = Query("limit", "integer", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT,
+              description="rows per page")
+OFFSET = Query("offset", "integer", minimum=0, maximum=MAX_OFFSET,
+               description="rows to skip (offset paging; leave out to page by cursor)")
+CURSOR = Query("cursor", "string", max_length=MAX_CURSOR_CHARS,
+               description="`pagination.next_cursor` of the page before (keyset paging)")
 
 
 @dataclass(frozen=True)
@@ -58,17 +66,17 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
     `sortable` is the allow-list of column names; `filters` the already-checked filter
     values, which a cursor must match. Raises BadRequest (400) naming the bad parameter.
     """
-    limit = parse_limit(query)
+    limit = LIMIT.read(query)
     sort_text = query_value(query, "sort")
     if sort_text is None:
         sort_text = default_sort
     sort = parse_sort(sort_text, sortable)
     fingerprint = _fingerprint(filters)
-    cursor = query_value(query, "cursor")
+    cursor = query_value(query, "cursor")  # checked by its signature, not by CURSOR's length
     if cursor is not None and "offset" in query:
         raise BadRequest("use either 'offset' or 'cursor', not both")
     if cursor is None:
-        offset = query_whole_number(query, "offset", low=0, high=MAX_OFFSET)
+        offset = OFFSET.read(query)
         return Page(limit, offset, sort, None, None, sort_text, fingerprint)
     state = unsign_value(cursor, keys, purpose=CURSOR_PURPOSE)
     if (
@@ -84,7 +92,16 @@ def parse_page(query, *, sortable, default_sort, filters, keys):
 
 def parse_limit(query):
     """`limit` from a parsed query: DEFAULT_LIMIT when absent, 400 outside 1..MAX_LIMIT."""
-    return query_whole_number(query, "limit", low=1, high=MAX_LIMIT, default=DEFAULT_LIMIT)
+    return LIMIT.read(query)
+
+
+def page_parameters(sortable, default_sort):
+    """The query parameters of a list sorted by columns from `sortable`, as `Query` specs:
+    what parse_page reads, for the OpenAPI document and the allow-list of unknown parameters."""
+    column = "|".join(sorted(sortable))
+    sort = Query("sort", "string", pattern=f"-?({column})(,-?({column}))*", default=default_sort,
+                 description=f"comma-separated columns, `-` for descending; choose from {', '.join(sorted(sortable))}")
+    return [LIMIT, OFFSET, CURSOR, sort]
 
 
 def reject_unknown_parameters(query, allowed):

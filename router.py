@@ -65,6 +65,20 @@ def compile_pattern(pattern):
     return re.compile("".join(parts)), converters
 
 
+def path_parameters(pattern):
+    """The parameters of a pattern, in order, as (name, kind), kind "int" or "str".
+
+    >>> path_parameters("/v1/orders/{id:int}/cancel"), path_template("/v1/orders/{id:int}/cancel")
+    ([('id', 'int')], '/v1/orders/{id}/cancel')
+    """
+    return [(found.group(1), found.group(2) or "str") for found in _PLACEHOLDER.finditer(pattern)]
+
+
+def path_template(pattern):
+    """The pattern as an RFC 6570 / OpenAPI path template: the converters left out."""
+    return _PLACEHOLDER.sub(r"{\1}", pattern)
+
+
 class Router:
     """Find the route for a method and path: 404 for an unknown path, 405 for a method the
     path does not allow, 501 for a method outside IMPLEMENTED_METHODS (whatever the path).

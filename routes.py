@@ -16,6 +16,7 @@ requests on a few threads of their own, so that a burst of logins never keeps th
 """
 
 import api_auth
+import api_docs
 import api_events
 import api_exports
 import api_items
@@ -30,6 +31,9 @@ from router import Router
 ROUTES = [
     ("GET",    "/health",                    api_ops.health,           "health",         "public", None,      False, "Liveness: the process is up"),
     ("GET",    "/ready",                     api_ops.ready,            "ready",          "public", None,      False, "Readiness: the database answers"),
+    ("GET",    "/openapi.json",              api_docs.openapi_document, "openapi",       "public", "default", False, "This API as an OpenAPI 3.1 document"),
+    ("GET",    "/docs",                      api_docs.docs_page,       "docs",           "public", "default", False, "A page to read and try this API"),
+    ("GET",    "/docs/{file}",               api_docs.docs_file,       "docs_file",      "public", "default", False, "The docs page's script, style and icon"),
     ("POST",   "/v1/auth/register",          api_auth.register,        "register",       "public", "auth",    True,  "Create an account"),
     ("POST",   "/v1/auth/login",             api_auth.login,           "login",          "public", "auth",    True,  "Get an access and a refresh token"),
     ("POST",   "/v1/auth/refresh",           api_auth.refresh,         "refresh",        "public", "auth",    False, "Rotate a refresh token"),

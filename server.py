@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import accounts
+import api_ops
 import cache
 import config
 import db
 import events
 import migrate
+import openapi
 import passwords
 import ratelimit
 import routes
@@ -102,6 +104,8 @@ class Services:
     rate_limiter: ratelimit.RateLimiter = field(default_factory=lambda: ratelimit.RateLimiter({}))
     # The live order events of this process (events.py): GET /v1/orders/events subscribes to it.
     order_events: events.Broadcaster | None = None
+    # The OpenAPI document of the routes (openapi.py), built on its first request.
+    api_document: openapi.Document | None = None
 
 
 def create_app(settings=None, *, database=None, logger=None):
@@ -116,11 +120,12 @@ def create_app(settings=None, *, database=None, logger=None):
     catalogue_cache, session_cache = cache.build_caches(settings, redis_link)
     rate_limiter = ratelimit.RateLimiter(settings.rate_limits or {}, redis=redis_link, clock=settings.clock,
                                          logger=logger, secret_key=settings.secret_key)
+    router = routes.build_router()
     services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
                         catalogue_cache=catalogue_cache, session_cache=session_cache,
                         rate_limiter=rate_limiter,
-                        order_events=events.Broadcaster(database, settings, logger, redis=redis_link))
-    router = routes.build_router()
+                        order_events=events.Broadcaster(database, settings, logger, redis=redis_link),
+                        api_document=openapi.Document(router.routes, version=api_ops.VERSION))
     middleware = build_middleware(logger, router, cors_origins=settings.cors_origins,
                                   rate_limiter=rate_limiter if settings.rate_limits is not None else None,
                                   trusted_proxies=settings.trusted_proxies)

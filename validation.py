@@ -18,6 +18,18 @@ one 422 that names each bad field, so a client fixes all of them in one round tr
 Unknown fields are errors, not silently dropped: a client sending `role` or `id` learns at
 once that it cannot set them (mass assignment), instead of believing it did.
 
+The same `Field` lists are the request bodies of the OpenAPI document (openapi.py): each
+field describes itself as JSON Schema, so the document and the check cannot disagree:
+
+    >>> object_schema(ITEM)["properties"]["price_cents"]
+    {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'examples': [1]}
+
+Query parameters are declared the same way, as `Query` specs that read a request's value
+and describe themselves to the document:
+
+    >>> Query("in_stock", "boolean").json_schema()
+    {'type': 'string', 'enum': ['true', 'false']}
+
 Dates and times in query strings are read here too, by RFC 3339 (§5.6) and nothing looser:
 
     >>> parse_date("2026-11-28"), parse_date("2026-W48-6")
@@ -29,13 +41,15 @@ Dates and times in query strings are read here too, by RFC 3339 (§5.6) and noth
 import datetime as dt
 import re
 
-from web import BadRequest, UnprocessableContent
+from web import BadRequest, UnprocessableContent, query_value, query_whole_number
 
 # Deliberately simple (RFC 5321 is far larger): one @, no spaces, a dot in the domain.
 # The real check of an address is a message that arrives.
 EMAIL_PATTERN = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: the longest path a mail server accepts
 MAX_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript too) reads exactly
+# JSON Schema (ECMA-262 regex) for "no U+0000": the `check` below refuses it, so the schema does too.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
 # RFC 3339 §5.6: full-date, and date-time with a time offset (fractions up to microseconds).
 RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 RFC3339_DATE_TIME = re.compile(
@@ -44,13 +58,18 @@ RFC3339_DATE_TIME = re.compile(
 
 
 class Field:
-    """One field of a JSON object: its name, kind ("string", "integer", "email", "list") and limits.
+    """One field of a JSON object: its name, kind ("string", "integer", "email", "date", "list") and limits.
+
+    A "date" is an RFC 3339 full-date (YYYY-MM-DD), cleaned into a datetime.date.
 
     A "list" holds `min_length` to `max_length` objects, each checked against `item_fields`.
+    `description` and `example` only go into the OpenAPI document; an `example` must pass
+    `check` (tests/test_openapi.py sends every route's examples to the server).
     """
 
     def __init__(self, name, kind, *, required=True, min_length=1, max_length=None,
-                 minimum=None, maximum=MAX_INTEGER, choices=None, default=None, item_fields=None):
+                 minimum=None, maximum=MAX_INTEGER, choices=None, default=None, item_fields=None,
+                 description=None, example=None):
         self.name = name
         self.kind = kind
         self.required = required
@@ -61,6 +80,8 @@ class Field:
         self.choices = choices
         self.default = default
         self.item_fields = item_fields
+        self.description = description
+        self.example = example
         if kind == "list" and (max_length is None or item_fields is None):
             # Every count a client controls has a limit: a list without one is a bug here.
             raise ValueError(f"list field {name!r} needs max_length and item_fields")
@@ -83,6 +104,9 @@ class Field:
         # stops at it, so a CHECK on the length judges another string. JSON allows it.
         if "\x00" in value:
             return None, "must not contain the NUL character"
+        if self.kind == "date":
+            day = parse_date(value)
+            return (day, None) if day is not None else (None, "must be a day written YYYY-MM-DD")
         if self.kind == "email":
             email = value.strip().lower()
             if len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.fullmatch(email):
@@ -112,6 +136,76 @@ class Field:
                     path = f"{self.name}[{position}]" + (f".{error['field']}" if error["field"] else "")
                     errors.append({"field": path, "message": error["message"]})
         return (None, errors) if errors else (clean, [])
+
+
+    def json_schema(self):
+        """This field as JSON Schema (2020-12, the dialect of OpenAPI 3.1): what `check` accepts.
+
+        The schema is as strict as `check` where JSON Schema can say it; what it cannot say
+        (an email is stripped and lower-cased first) is at most looser, never stricter.
+        """
+        if self.kind == "integer":
+            low = self.minimum if self.minimum is not None else -MAX_INTEGER
+            schema = {"type": "integer", "minimum": low, "maximum": self.maximum}
+        elif self.kind == "list":
+            schema = {"type": "array", "minItems": self.min_length, "maxItems": self.max_length,
+                      "items": object_schema(self.item_fields)}
+        elif self.kind == "date":
+            schema = {"type": "string", "format": "date"}
+        elif self.kind == "email":
+            schema = {"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS,
+                      "pattern": "^" + EMAIL_PATTERN.pattern + "$"}
+        elif self.choices is not None:
+            schema = {"type": "string", "enum": list(self.choices)}
+        else:
+            schema = {"type": "string", "minLength": self.min_length}
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+            schema["pattern"] = NO_NUL_PATTERN
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.description:
+            schema["description"] = self.description
+        schema["examples"] = [self.example_value()]
+        return schema
+
+    def example_value(self):
+        """A value `check` accepts: the declared `example`, else one made from the limits."""
+        if self.example is not None:
+            return self.example
+        if self.kind == "integer":
+            return max(self.minimum or 0, 1)  # 1 suits ids and quantities, and any range from 0
+        if self.kind == "list":
+            return [example_object(self.item_fields)] * self.min_length
+        if self.kind == "email":
+            return "ada@example.com"
+        if self.kind == "date":
+            return "2026-11-28"
+        if self.choices is not None:
+            return self.choices[0]
+        return "x" * max(self.min_length, min(3, self.max_length or 3))
+
+
+def object_schema(fields, *, partial=False):
+    """The JSON Schema of a body that `validate(document, fields, partial=partial)` accepts:
+    every field typed and bounded, the required ones listed, and no other property
+    (validate refuses unknown fields). A partial body (PATCH) needs at least one field."""
+    schema = {
+        "type": "object",
+        "properties": {field.name: field.json_schema() for field in fields},
+        "additionalProperties": False,
+    }
+    required = [field.name for field in fields if field.required]
+    if partial:
+        schema["minProperties"] = 1
+    elif required:
+        schema["required"] = required
+    return schema
+
+
+def example_object(fields):
+    """A body `validate(document, fields)` accepts: every field's example."""
+    return {field.name: field.example_value() for field in fields}
 
 
 def validate(document, fields, *, partial=False):
@@ -150,13 +244,81 @@ def validate(document, fields, *, partial=False):
     return clean
 
 
-def query_choice(request, name, allowed):
-    """The value of query parameter `name` when it is one of `allowed`; None when absent.
-    Anything else is a 400 that lists the choices (a filter, like a sort key, is allow-listed)."""
-    value = request.query_value(name)
-    if value is not None and value not in allowed:
-        raise BadRequest(f"'{name}' must be one of: {', '.join(allowed)}")
-    return value
+class Query:
+    """One query parameter a handler reads: its name, kind and limits, and how it is documented.
+
+    Kinds: "integer" (a whole number from `minimum` to `maximum`), "choice" (one of
+    `choices`), "boolean" (true or false), "string" (`min_length` to `max_length`
+    characters, and matching `pattern` when given), "date", "date-time" and "date or
+    date-time" (read as text here; the handler parses them, and the document gives their
+    RFC 3339 formats).
+    `read` gives the value (None or `default` when absent) or raises a 400 naming the
+    parameter; `json_schema` describes the same rule to the OpenAPI document.
+    """
+
+    def __init__(self, name, kind, *, minimum=None, maximum=None, choices=None, min_length=1, max_length=None,
+                 pattern=None, default=None, unit=None, message=None, description=None, example=None):
+        self.name = name
+        self.kind = kind
+        self.minimum = minimum
+        self.maximum = maximum
+        self.choices = choices
+        self.min_length = min_length
+        self.max_length = max_length
+        self.pattern = re.compile(pattern) if pattern else None
+        self.default = default
+        self.unit = unit
+        self.message = message  # the 400's detail when a "string" fails its pattern
+        self.description = description
+        self.example = example
+
+    def read(self, query):
+        """The parameter's value from a parsed query (request.query); 400 when it breaks the rule."""
+        if self.kind == "integer":
+            return query_whole_number(query, self.name, low=self.minimum, high=self.maximum,
+                                      default=self.default, unit=self.unit)
+        text = query_value(query, self.name)
+        if text is None:
+            return self.default
+        if self.kind == "choice" and text not in self.choices:
+            raise BadRequest(f"'{self.name}' must be one of: {', '.join(self.choices)}")
+        if self.kind == "boolean":
+            if text not in ("true", "false"):
+                raise BadRequest(f"'{self.name}' must be true or false")
+            return text == "true"
+        if self.kind == "string":
+            if self.max_length is not None and not self.min_length <= len(text) <= self.max_length:
+                raise BadRequest(f"'{self.name}' must be {self.min_length} to {self.max_length} characters")
+            if self.pattern is not None and not self.pattern.fullmatch(text):
+                raise BadRequest(self.message or f"'{self.name}' is not valid")
+        return text
+
+    def json_schema(self):
+        """The parameter's value as JSON Schema: what `read` accepts (dates: their shape)."""
+        if self.kind == "integer":
+            schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        elif self.kind == "choice":
+            schema = {"type": "string", "enum": list(self.choices)}
+        elif self.kind == "boolean":
+            schema = {"type": "string", "enum": ["true", "false"]}
+        elif self.kind in ("date", "date-time"):
+            schema = {"type": "string", "format": self.kind}
+        elif self.kind == "date or date-time":
+            schema = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+        else:
+            schema = {"type": "string", "minLength": self.min_length}
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+            if self.pattern is not None:
+                schema["pattern"] = "^(?:" + self.pattern.pattern + ")$"
+        if self.default is not None:
+            schema["default"] = self.default
+        return schema
+
+
+def query_names(specs):
+    """The names of `specs`: the allow-list a handler gives pagination.reject_unknown_parameters."""
+    return frozenset(spec.name for spec in specs)
 
 
 def parse_date(text):

@@ -30,7 +30,7 @@ SECRETS = frozenset({"auth", "passwords", "signing"})
 SERVICES = frozenset({"accounts", "orders", "idempotency", "jobs", "worker", "mailer", "webhooks", "exports", "events"})
 SQL_MAY_IMPORT = frozenset({"db", "sql_paging", "config"})
 # Beside the handlers, the modules that know HTTP: what they raise and read are HTTP things.
-HTTP_HELPERS = frozenset({"pagination", "validation", "cookies", "challenge"})
+HTTP_HELPERS = frozenset({"pagination", "validation", "cookies", "challenge", "schemas", "openapi"})
 WIRING = frozenset({"server", "routes", "middleware"})
 # Modules that are neither a prefix group nor one of the sets above, each with its layer.
 OTHER_MODULES = {
@@ -43,6 +43,11 @@ OTHER_MODULES = {
     "challenge": "handlers",  # the 401 and its WWW-Authenticate challenge, for both as well
     "pagination": "handlers",  # the HTTP side of lists
     "validation": "handlers",  # field rules for bodies and query values
+    # What each handler answers, declared beside it (@describe), and the OpenAPI document made
+    # from the route table and those declarations. Both are read by handlers (api_docs serves
+    # the document), and neither may import the route table: server.py hands it the routes.
+    "schemas": "handlers",
+    "openapi": "handlers",
     "db": "database",
     "migrate": "database",    # the schema and its numbered migrations
     "deadlines": "database",  # the watchdog that ends a wait on a silent socket
@@ -158,7 +163,8 @@ def _rule_broken(importer, imported, modules):
     if importer.startswith("api_") and (imported in WIRING or imported.startswith("api_")):
         return "api_* never import middleware, routes, server or each other"
     if importer in HTTP_HELPERS and (imported in WIRING or imported.startswith("api_")):
-        return "pagination, validation, cookies and challenge never import middleware, routes, server or api_*"
+        return ("pagination, validation, cookies, challenge, schemas and openapi never import middleware, routes,"
+                " server or api_*")
     if importer in TOOLKIT and imported not in TOOLKIT and not is_stdlib:
         return ("the HTTP toolkit (web, router, http11*, httpserver, httpworkers, strictjson) imports only"
                 " the standard library and itself")
@@ -230,7 +236,8 @@ def test_a_clean_fabricated_project_breaks_no_rule(tmp_path):
     ("migrate.py", "import db\nimport sql_items\n",
      "migrate.py:2: imports sql_items; migrate imports nothing of the shop but db and config"),
     ("pagination.py", "import middleware\n",
-     "pagination.py:1: imports middleware; pagination, validation, cookies and challenge never import"),
+     "pagination.py:1: imports middleware; pagination, validation, cookies, challenge, schemas and openapi"
+     " never import"),
     ("routes.py", "import server\n",
      "routes.py:1: imports server; nothing imports server"),
     ("api_items.py", "import middleware\n",

@@ -68,6 +68,9 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     call("GET", "/v1/api-keys", 200, headers=customer)
     call("DELETE", "/v1/api-keys/{id:int}", 204, path=f"/v1/api-keys/{key_id}", headers=customer)
 
+    call("GET", "/openapi.json", 200)
+    call("GET", "/docs", 200)
+    call("GET", "/docs/{file}", 200, path="/docs/script.js")
     call("GET", "/v1/items", 200)
     call("POST", "/v1/items", 201, headers=admin, json={"name": "Teacup", "price_cents": 450, "stock": 3})
     call("GET", "/v1/items/{id:int}", 200, path="/v1/items/1")
