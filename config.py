@@ -43,6 +43,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `SMTP_URL` | unset: emails become files | `smtp://host:25`; `smtp://user:password@host:587` (STARTTLS, login) |
 | `MAIL_FROM` | `shop@localhost` | the sender of the shop's emails |
 | `MAIL_OUTBOX_DIR` | `var/outbox` | where emails are written as .eml files when SMTP_URL is unset |
+| `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
+| `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
 """
 
 import ipaddress
@@ -95,7 +97,6 @@ MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
 ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
-
 # The cache (cache.py). A change through the API reaches every cached answer at once; the
 # TTL bounds what it cannot see: writes made around the API (seed, SQL by hand).
 DEFAULT_CACHE_TTL_SECONDS = 30
@@ -117,7 +118,7 @@ DEFAULT_JOB_RETENTION_SECONDS = 7 * DAY_SECONDS
 DEFAULT_MAIL_FROM = "shop@localhost"
 DEFAULT_OUTBOX_DIR = VAR_DIR / "outbox"
 SMTP_SCHEMES = ("smtp", "smtps")
-
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0  # webhooks (outbound.py): a slower receiver is retried later
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -163,6 +164,8 @@ class Settings:
     smtp_url: str | None  # None: emails are written as files into mail_outbox_dir
     mail_from: str
     mail_outbox_dir: Path
+    webhook_timeout_seconds: float
+    webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -221,6 +224,7 @@ def load_settings(environ=None):
         trusted_proxies=_trusted_proxies(environ),
         **_job_settings(environ),
         **_mail_settings(environ),
+        **_webhook_settings(environ, app_env),
         clock=_clock(environ, app_env),
     )
 
@@ -279,6 +283,14 @@ def _mail_settings(environ):
         "mail_from": _mail_from(environ),
         "mail_outbox_dir": Path(outbox) if outbox else DEFAULT_OUTBOX_DIR,
     }
+
+
+def _webhook_settings(environ, app_env):
+    allow_private = _bool(environ, "WEBHOOK_ALLOW_PRIVATE", False)
+    if allow_private and app_env == "production":  # it opens the inside of the network (SSRF)
+        raise ConfigError("WEBHOOK_ALLOW_PRIVATE is for tests and development; it is refused with APP_ENV=production")
+    timeout = _float(environ, "WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS, low=0.1, high=30)
+    return {"webhook_timeout_seconds": timeout, "webhook_allow_private": allow_private}
 
 
 def _smtp_url(environ):

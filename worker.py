@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 import db
 import jobs
 import mailer
+import webhooks
 
 # The web server's deadline too (httpserver.py): the whole process stops within it.
 SHUTDOWN_DEADLINE_SECONDS = 30
@@ -62,6 +63,7 @@ def run_noop(context, job):
 HANDLERS = {
     "noop": run_noop,
     mailer.ORDER_EMAIL: mailer.send_order_email,
+    webhooks.DELIVER: webhooks.deliver,
 }
 
 
@@ -150,6 +152,8 @@ class Worker:
             self._housekeeping(jobs.requeue_expired, self.database, now=self.clock())
         if self._due("purge", PURGE_INTERVAL_SECONDS):
             self._housekeeping(jobs.purge_finished, self.database,
+                               retention_seconds=self.settings.job_retention_seconds, now=self.clock())
+            self._housekeeping(webhooks.purge_deliveries, self.database,
                                retention_seconds=self.settings.job_retention_seconds, now=self.clock())
         free = self.threads - self.in_hand()
         claimed = self._claim(free) if free > 0 else []

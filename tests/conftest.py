@@ -71,7 +71,8 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "REDIS_PREFIX", "CACHE", "CACHE_TTL_SECONDS", "CACHE_MAX_ENTRIES", "RATE_LIMITS",
                       "TRUSTED_PROXIES", "WORKER", "WORKER_THREADS", "WORKER_POLL_SECONDS", "JOB_LEASE_SECONDS",
                       "JOB_BACKOFF_BASE_SECONDS", "JOB_BACKOFF_CAP_SECONDS", "JOB_RETENTION_SECONDS", "SMTP_URL",
-                      "MAIL_FROM", "MAIL_OUTBOX_DIR", "GUNICORN_CMD_ARGS")
+                      "MAIL_FROM", "MAIL_OUTBOX_DIR", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
+                      "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
