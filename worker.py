@@ -8,6 +8,7 @@ One dispatcher thread does the bookkeeping; N job threads run handlers:
     dispatcher   claim up to (free threads) jobs in one statement -> hand them to the job threads
                  renew the leases of the jobs in hand every third of JOB_LEASE_SECONDS
                  put back jobs whose lease expired (another worker died), purge old finished jobs
+                 (and old webhook delivery attempts)
                  sleep until woken: a job was enqueued, a thread came free, or the poll interval
     job thread   run the handler of the job's kind -> complete, or fail (backoff, or dead)
 
