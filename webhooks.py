@@ -182,8 +182,7 @@ def deliver(context, job):
     try:
         answer = outbound.post(subscription["url"], body, headers, timeout=settings.webhook_timeout_seconds,
                                allow_private=settings.webhook_allow_private, max_response_bytes=MAX_RESPONSE_BYTES)
-        status_code = answer.status
-        error = _status_error(status_code)
+        status_code, error = _status_outcome(answer.status)
     except outbound.Refused as refused:
         error = f"refused: {refused}"
     except Exception as failure:  # OSError, ssl.SSLError, http.client.HTTPException: no answer
@@ -223,17 +222,19 @@ def purge_deliveries(database, *, retention_seconds, now=None):
     return deleted
 
 
-def _status_error(status_code):
-    """None for a 2xx; otherwise what the delivery log says about the answer.
+def _status_outcome(status):
+    """(the status to log, None) for a 2xx; otherwise with what the log says about it.
 
-    >>> _status_error(204) is None, _status_error(302), _status_error(503)
-    (True, 'HTTP 302: redirects are not followed', 'HTTP 503')
+    >>> _status_outcome(204), _status_outcome(302), _status_outcome(503), _status_outcome(799)
+    ((204, None), (302, 'HTTP 302: redirects are not followed'), (503, 'HTTP 503'), (None, 'HTTP 799: not a status'))
     """
-    if 200 <= status_code <= 299:
-        return None
-    if 300 <= status_code <= 399:
-        return f"HTTP {status_code}: redirects are not followed"
-    return f"HTTP {status_code}"
+    if not 100 <= status <= 599:  # http.client reads any three digits; RFC 9110 §15 defines these
+        return None, f"HTTP {status}: not a status"
+    if 200 <= status <= 299:
+        return status, None
+    if 300 <= status <= 399:
+        return status, f"HTTP {status}: redirects are not followed"
+    return status, f"HTTP {status}"
 
 
 def _event_types_text(event_types):

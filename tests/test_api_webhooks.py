@@ -31,7 +31,7 @@ def no_connection(monkeypatch):
 
 # -- subscriptions ---------------------------------------------------------------------------------
 
-def test_a_subscription_shows_its_secret_once(client, admin):
+def test_a_subscription_shows_its_secret_once(client, admin, logger, log_stream):
     response = create(client, admin)
     assert response.status == 201, response
     webhook = response.json()
@@ -47,6 +47,8 @@ def test_a_subscription_shows_its_secret_once(client, admin):
         assert b"secret" not in later.body and secret.encode() not in later.body
     assert client.get(f"/v1/webhooks/{webhook['id']}", headers=admin).json() == {
         name: value for name, value in webhook.items() if name != "secret"}
+    logger.flush()
+    assert "/v1/webhooks" in log_stream.getvalue() and secret not in log_stream.getvalue()  # the access log
 
 
 def test_two_subscriptions_have_different_secrets(client, admin):

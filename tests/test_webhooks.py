@@ -282,3 +282,68 @@ def test_old_deliveries_are_purged(seeded, users, settings, webhook_receiver):
         "finished_at": "2099-01-01T00:00:00.000000Z"})
     assert webhooks.purge_deliveries(seeded, retention_seconds=3600) == 1
     assert [row["message_id"] for row in deliveries(seeded, webhook["id"])] == ["msg_new"]
+
+
+# -- the README's receiver (tools/webhook_receiver.py) -------------------------------------------------
+
+def load_receiver_tool():
+    import importlib.util
+
+    from conftest import PROJECT_DIR
+
+    spec = importlib.util.spec_from_file_location("webhook_receiver", PROJECT_DIR / "tools" / "webhook_receiver.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def signed_delivery(secret, body=b'{"type":"order.paid"}', message_id="msg_1", timestamp=None):
+    import time
+
+    from signing import sign_webhook
+
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign_webhook(secret, message_id, timestamp, body)}, body
+
+
+def test_the_receiver_tool_accepts_a_genuine_delivery_and_refuses_the_rest():
+    import signing
+
+    verify = load_receiver_tool().verify
+    secret = signing.new_webhook_secret()
+    headers, body = signed_delivery(secret)
+    assert verify(secret, headers, body) is None
+    assert verify(secret, headers, body + b" ") == "no signature matches"
+    assert verify(signing.new_webhook_secret(), headers, body) == "no signature matches"
+    assert verify(secret, dict(headers, **{"webhook-id": "msg_2"}), body) == "no signature matches"
+    old_headers, _ = signed_delivery(secret, timestamp=int(headers["webhook-timestamp"]) - 301)
+    assert verify(secret, old_headers, body) == "the timestamp is more than 5 minutes away"
+    assert verify(secret, {}, body) == "missing webhook-id, webhook-timestamp or webhook-signature"
+    rotating = dict(headers, **{"webhook-signature": "v1,b2xk " + headers["webhook-signature"]})
+    assert verify(secret, rotating, body) is None
+
+
+def test_an_answer_that_is_not_an_http_status_is_a_failure(seeded, users, settings):
+    """http.client reads any three digits as a status; the log keeps only real ones."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 799 Odd\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    webhook, _ = subscribe(seeded, f"http://127.0.0.1:{listener.getsockname()[1]}/", ["order.created"])
+    user = users.create()
+    orders.place_order(seeded, user["id"], ONE_PEN)
+    [job] = [job for job in jobs.claim(seeded, "worker-a", 5, lease_seconds=30) if job.kind == webhooks.DELIVER]
+    with pytest.raises(webhooks.DeliveryFailed, match="HTTP 799: not a status"):
+        webhooks.deliver(JobContext(allowing_private(settings), seeded, None), job)
+    listener.close()
+    [attempt] = deliveries(seeded, webhook["id"])
+    assert (attempt["status_code"], attempt["error"]) == (None, "HTTP 799: not a status")
