@@ -103,6 +103,8 @@ def check_url(url):
         raise Refused(f"the URL must be 1 to {MAX_URL_CHARS} characters")
     if any(character.isspace() or ord(character) < 32 or ord(character) == 127 for character in url):
         raise Refused("the URL must not contain spaces or control characters")
+    if not url.isascii():  # it goes on a request line, which is ASCII (RFC 9112 §3)
+        raise Refused("the URL must be ASCII: percent-encode the path, write the host as xn--... (IDNA)")
     try:
         parts = urlsplit(url)
         port = parts.port

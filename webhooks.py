@@ -35,6 +35,7 @@ The secret never leaves `webhooks` but in the 201 that creates it and in the sig
 not in the job's payload (which admins read), not in errors, not in logs.
 """
 
+import http.client
 import json
 import secrets
 import time
@@ -185,7 +186,7 @@ def deliver(context, job):
         status_code, error = _status_outcome(answer.status)
     except outbound.Refused as refused:
         error = f"refused: {refused}"
-    except Exception as failure:  # OSError, ssl.SSLError, http.client.HTTPException: no answer
+    except (OSError, http.client.HTTPException) as failure:  # refused, timed out, TLS, a garbled answer
         error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
     record_delivery(context.database, {
         "webhook_id": webhook_id, "message_id": message_id, "event_type": event["type"], "attempt": job.attempts,

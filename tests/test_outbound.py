@@ -12,6 +12,7 @@ import pytest
 import outbound
 
 PUBLIC = "93.184.215.14"  # a public address; nothing here ever connects to it
+NOT_ASCII = "the URL must be ASCII: percent-encode the path, write the host as xn--... (IDNA)"
 UNSPECIFIED = "0.0.0.0"  # noqa: S104 - an address to refuse; nothing binds here
 
 
@@ -53,6 +54,8 @@ def fake_dns(monkeypatch, *answers):
     ("https://[::1/", "the URL is not valid (its host or port cannot be read)"),
     ("https://hooks.example/a b", "the URL must not contain spaces or control characters"),
     ("https://hooks.example/\r\nX-Injected: 1", "the URL must not contain spaces or control characters"),
+    ("https://hooks.example/caf\u00e9", NOT_ASCII),
+    ("https://b\u00fccher.example/", NOT_ASCII),
     ("", "the URL must be 1 to 2000 characters"),
     ("https://hooks.example/" + "a" * 2000, "the URL must be 1 to 2000 characters"),
 ])
