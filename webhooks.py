@@ -51,8 +51,9 @@ EVENT_TYPES = ("order.created", "order.paid", "order.shipped", "order.cancelled"
 DELIVER = "webhook.deliver"  # the job kind
 # Every order event reads every live subscription, so their number is kept small.
 MAX_WEBHOOKS = 20
-# Ten attempts: with the default backoff (base 5 s, cap 1 h) they span up to about 85 minutes,
-# time for a receiver that is down or being deployed to come back.
+# Ten attempts: with the default backoff (base 5 s, cap 1 h) the nine waits between them add
+# up to at most 5 + 10 + ... + 1280 = 2555 s, about 43 minutes (half that on average, being
+# random): time for a receiver that is down or being deployed to come back.
 DELIVERY_ATTEMPTS = 10
 MAX_RESPONSE_BYTES = 4096  # of a receiver's answer: only its status matters
 MAX_ERROR_CHARS = 500

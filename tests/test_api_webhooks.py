@@ -36,6 +36,7 @@ def test_a_subscription_shows_its_secret_once(client, admin, logger, log_stream)
     assert response.status == 201, response
     webhook = response.json()
     assert response.header("Location") == f"/v1/webhooks/{webhook['id']}"
+    assert response.header("Cache-Control") == "no-store"  # no cache keeps the secret
     assert set(webhook) == {"id", "url", "event_types", "created_at", "secret"}
     assert (webhook["url"], webhook["event_types"]) == (PUBLIC_URL, ["order.created", "order.paid"])
     secret = webhook["secret"]
