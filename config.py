@@ -50,6 +50,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EVENT_HEARTBEAT_SECONDS` | `15` | an idle stream sends a comment this often, so proxies keep it open |
 | `EVENT_POLL_SECONDS` | `1` | how often streams look for events nobody woke them for (SQLite, another process) |
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
+| `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
+| `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
 """
 
 import ipaddress
@@ -98,7 +100,6 @@ MIN_SESSION_SECONDS = 120
 MAX_SESSION_TTL_SECONDS = 90 * DAY_SECONDS
 MAX_TEST_CLOCK_OFFSET_SECONDS = 10 * 365 * DAY_SECONDS
 
-
 # The cache (cache.py). A change through the API reaches every cached answer at once; the
 # TTL bounds what it cannot see: writes made around the API (seed, SQL by hand).
 DEFAULT_CACHE_TTL_SECONDS = 30
@@ -127,6 +128,7 @@ SMTP_SCHEMES = ("smtp", "smtps")
 # Live order events (events.py): each open stream holds a thread of its own lane.
 DEFAULT_MAX_EVENT_STREAMS, DEFAULT_EVENT_STREAMS_PER_USER, DEFAULT_EVENT_HEARTBEAT_SECONDS = 200, 5, 15.0
 
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0  # webhooks (outbound.py): a slower receiver is retried later
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -179,6 +181,8 @@ class Settings:
     event_heartbeat_seconds: float
     event_poll_seconds: float
     event_retention_seconds: int
+    webhook_timeout_seconds: float
+    webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -238,6 +242,7 @@ def load_settings(environ=None):
         **_job_settings(environ),
         **_mail_settings(environ),
         **_event_settings(environ),
+        **_webhook_settings(environ, app_env),
         clock=_clock(environ, app_env),
     )
 
@@ -311,6 +316,12 @@ def _event_settings(environ):
         "event_poll_seconds": _float(environ, "EVENT_POLL_SECONDS", 1.0, low=0.05, high=300),
         "event_retention_seconds": _int(environ, "EVENT_RETENTION_SECONDS", DAY_SECONDS, low=60, high=30 * DAY_SECONDS),
     }
+def _webhook_settings(environ, app_env):
+    allow_private = _bool(environ, "WEBHOOK_ALLOW_PRIVATE", False)
+    if allow_private and app_env == "production":  # it opens the inside of the network (SSRF)
+        raise ConfigError("WEBHOOK_ALLOW_PRIVATE is for tests and development; it is refused with APP_ENV=production")
+    timeout = _float(environ, "WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS, low=0.1, high=30)
+    return {"webhook_timeout_seconds": timeout, "webhook_allow_private": allow_private}
 
 
 def _smtp_url(environ):

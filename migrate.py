@@ -6,7 +6,7 @@ a database has applied.
     schema_migrations               the table that records what was applied, and when
 
     $ python server.py migrate
-    applied migrations: [1, 2, 3, 4, 5, 6, 7, 9, 10]
+    applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 One text serves both engines. The one difference, the spelling of an auto-numbered key, is
 rewritten for SQLite as the file is applied (see `_sqlite_dialect`).

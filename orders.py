@@ -31,6 +31,7 @@ import db
 import events
 import mailer
 import sql_orders
+import webhooks
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
@@ -118,8 +119,10 @@ def place_order(database, user_id, lines, *, before_commit=None, catalogue_cache
             raise TotalTooLarge(total_cents)
         order = sql_orders.insert_order(connection, user_id, total_cents, now)
         sql_orders.insert_lines(connection, order["id"], priced_lines)
-        mailer.enqueue_order_email(connection, order["id"], "created")  # committed with the order, or not at all
         order["lines"] = priced_lines
+        # Committed with the order, or not at all: its email, and its webhooks.
+        mailer.enqueue_order_email(connection, order["id"], "created")
+        webhooks.enqueue_order_event(connection, order, "order.created")
         if before_commit is not None and before_commit(connection, order) is False:
             raise LostClaim(order["id"])
         events.record(connection, order, "order.created")  # last: see sql_events.lock_event_ids
@@ -188,6 +191,7 @@ def change_status(database, order_id, to_status, *, user_id=None, only_from=None
             raise InvalidTransition(order_id, current["status"], to_status)
         attach_lines(connection, [changed])
         mailer.enqueue_order_email(connection, order_id, to_status)
+        webhooks.enqueue_order_event(connection, changed, f"order.{to_status}")
         if to_status == "cancelled":
             for line in changed["lines"]:  # in item id order, like place_order's locks
                 sql_orders.return_stock(connection, line["item_id"], line["quantity"], now)

@@ -25,6 +25,7 @@ import api_ops
 import api_orders
 import api_reports
 import api_users
+import api_webhooks
 from router import Router
 
 #    method    path                          handler                   name              access    limit      hashes summary
@@ -65,6 +66,11 @@ ROUTES = [
     ("GET",    "/v1/jobs/{id:int}",          api_jobs.get_job,         "get_job",        "admin",  "default", False, "Read one background job"),
     ("POST",   "/v1/jobs/{id:int}/retry",    api_jobs.retry_job,       "retry_job",      "admin",  "write",   False, "Queue a dead job again"),
     ("GET",    "/v1/exports/{id:int}",       api_exports.download_export, "download_export", "admin", "default", False, "Download a finished CSV export"),
+    ("POST",   "/v1/webhooks",               api_webhooks.create_webhook, "create_webhook", "admin", "write", False, "Subscribe a URL to order events (secret shown once)"),
+    ("GET",    "/v1/webhooks",               api_webhooks.list_webhooks, "list_webhooks", "admin",  "default", False, "List webhook subscriptions"),
+    ("GET",    "/v1/webhooks/{id:int}",      api_webhooks.get_webhook, "get_webhook",    "admin",  "default", False, "Read one webhook subscription"),
+    ("DELETE", "/v1/webhooks/{id:int}",      api_webhooks.delete_webhook, "delete_webhook", "admin", "write", False, "Delete a webhook subscription"),
+    ("GET",    "/v1/webhooks/{id:int}/deliveries", api_webhooks.list_deliveries, "list_webhook_deliveries", "admin", "default", False, "A webhook's delivery attempts, newest first"),
 ]
 # (method, path) of the routes marked `hashes`, for hashes_password.
 _HASHING_REQUESTS = frozenset((method, pattern) for method, pattern, *_, hashes, _ in ROUTES if hashes)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import auth
 import jobs
 import orders
+import webhooks
 
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 ID = {"type": "integer", "minimum": 1}
@@ -69,6 +70,23 @@ COMPONENTS = {
                                    "to": {"type": "string", "format": "date"},
                                    "group_by": {"enum": ["day", "item"]},
                                    "data": {"type": "array", "items": {"type": "object"}}}},
+    "Webhook": {"type": "object", "required": ["id", "url", "event_types", "created_at"],
+                "properties": {"id": ID, "url": {"type": "string", "format": "uri"},
+                               "event_types": {"type": "array", "items": {"enum": list(webhooks.EVENT_TYPES)}},
+                               "created_at": TIME}},
+    "NewWebhook": {"allOf": [{"$ref": "#/components/schemas/Webhook"},
+                             {"type": "object", "required": ["secret"],
+                              "properties": {"secret": {"type": "string", "pattern": "^whsec_",
+                                                        "description": "the signing secret, shown once"}}}]},
+    "WebhookDelivery": {"type": "object",
+                        "required": ["id", "webhook_id", "message_id", "event_type", "attempt", "status_code",
+                                     "duration_ms", "error", "started_at", "finished_at"],
+                        "properties": {"id": ID, "webhook_id": ID,
+                                       "message_id": {"type": "string", "description": "the webhook-id header"},
+                                       "event_type": {"enum": list(webhooks.EVENT_TYPES)}, "attempt": ID,
+                                       "status_code": {"type": ["integer", "null"]}, "duration_ms": COUNT,
+                                       "error": {"type": ["string", "null"]}, "started_at": TIME,
+                                       "finished_at": TIME}},
     "Pagination": {"type": "object", "required": ["limit", "has_more"],
                    "properties": {"limit": ID, "has_more": {"type": "boolean"}, "offset": COUNT,
                                   "next_cursor": {"type": ["string", "null"]}}},

@@ -58,9 +58,11 @@ RFC3339_DATE_TIME = re.compile(
 
 
 class Field:
-    """One field of a JSON object: its name, kind ("string", "integer", "email", "date", "list") and limits.
+    """One field of a JSON object: its name, kind ("string", "integer", "email", "date", "list",
+    "choices") and limits.
 
     A "date" is an RFC 3339 full-date (YYYY-MM-DD), cleaned into a datetime.date.
+    A "choices" is a list of one or more of `choices`, each at most once: ["order.paid"].
 
     A "list" holds `min_length` to `max_length` objects, each checked against `item_fields`.
     `description` and `example` only go into the OpenAPI document; an `example` must pass
@@ -98,6 +100,8 @@ class Field:
                     return None, f"must be a whole number of at least {low}"
                 return None, f"must be a whole number from {low} to {self.maximum}"
             return value, None
+        if self.kind == "choices":
+            return self._check_choices(value)
         if not isinstance(value, str):
             return None, "must be a string"
         # PostgreSQL cannot store U+0000 in TEXT (the driver raises), and SQLite's length()
@@ -116,6 +120,16 @@ class Field:
             return None, f"must be one of: {', '.join(self.choices)}"
         if self.max_length is not None and not self.min_length <= len(value) <= self.max_length:
             return None, f"must be {self.min_length} to {self.max_length} characters"
+        return value, None
+
+    def _check_choices(self, value):
+        listed = ", ".join(self.choices)
+        if not isinstance(value, list) or not 1 <= len(value) <= len(self.choices):
+            return None, f"must be a list of 1 to {len(self.choices)} of: {listed}"
+        if any(not isinstance(entry, str) or entry not in self.choices for entry in value):
+            return None, f"must hold only: {listed}"
+        if len(set(value)) != len(value):
+            return None, "must name each one once"
         return value, None
 
     def check_list(self, value):
@@ -150,6 +164,9 @@ class Field:
         elif self.kind == "list":
             schema = {"type": "array", "minItems": self.min_length, "maxItems": self.max_length,
                       "items": object_schema(self.item_fields)}
+        elif self.kind == "choices":
+            schema = {"type": "array", "items": {"enum": list(self.choices)}, "minItems": 1,
+                      "maxItems": len(self.choices), "uniqueItems": True}
         elif self.kind == "date":
             schema = {"type": "string", "format": "date"}
         elif self.kind == "email":
@@ -177,6 +194,8 @@ class Field:
             return max(self.minimum or 0, 1)  # 1 suits ids and quantities, and any range from 0
         if self.kind == "list":
             return [example_object(self.item_fields)] * self.min_length
+        if self.kind == "choices":
+            return [self.choices[0]]
         if self.kind == "email":
             return "ada@example.com"
         if self.kind == "date":

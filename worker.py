@@ -9,6 +9,7 @@ One dispatcher thread does the bookkeeping; N job threads run handlers:
                  renew the leases of the jobs in hand every third of JOB_LEASE_SECONDS
                  put back jobs whose lease expired (another worker died), purge old finished jobs
                  (and the export files they leave: exports.sweep), and old order events (events.py)
+                 (and old webhook delivery attempts)
                  sleep until woken: a job was enqueued, a thread came free, or the poll interval
     job thread   run the handler of the job's kind -> complete, or fail (backoff, or dead)
 
@@ -38,6 +39,7 @@ import events
 import exports
 import jobs
 import mailer
+import webhooks
 
 # The web server's deadline too (httpserver.py): the whole process stops within it.
 SHUTDOWN_DEADLINE_SECONDS = 30
@@ -66,6 +68,7 @@ HANDLERS = {
     "noop": run_noop,
     mailer.ORDER_EMAIL: mailer.send_order_email,
     exports.ORDERS_EXPORT: exports.write_orders_export,
+    webhooks.DELIVER: webhooks.deliver,
 }
 
 
@@ -159,6 +162,8 @@ class Worker:
             self._housekeeping(exports.sweep, self.database, self.settings.export_dir)
             self._housekeeping(events.purge_old, self.database,
                                retention_seconds=self.settings.event_retention_seconds, now=self.clock())
+            self._housekeeping(webhooks.purge_deliveries, self.database,
+                               retention_seconds=self.settings.job_retention_seconds, now=self.clock())
         free = self.threads - self.in_hand()
         claimed = self._claim(free) if free > 0 else []
         if claimed is None:  # the database did not answer

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import http.server
 import io
 import json
 import os
@@ -73,7 +74,8 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "JOB_BACKOFF_BASE_SECONDS", "JOB_BACKOFF_CAP_SECONDS", "JOB_RETENTION_SECONDS", "SMTP_URL",
                       "MAIL_FROM", "MAIL_OUTBOX_DIR", "EXPORT_DIR", "EXPORT_MAX_ROWS", "MAX_EVENT_STREAMS",
                       "EVENT_STREAMS_PER_USER", "EVENT_HEARTBEAT_SECONDS", "EVENT_POLL_SECONDS",
-                      "EVENT_RETENTION_SECONDS", "GUNICORN_CMD_ARGS")
+                      "EVENT_RETENTION_SECONDS", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
+                      "GUNICORN_CMD_ARGS")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -698,6 +700,78 @@ def smtp_server():
     finally:
         recorder.release()
         controller.stop()
+
+
+# -- a real webhook receiver -----------------------------------------------------------------
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 (http.server, in a thread) that keeps every POST it gets:
+    `requests`, each (path, {lower-case header name: value}, body bytes). It answers each
+    with the next status of `statuses` (then `default_status`); a 3xx carries a Location."""
+
+    def __init__(self):
+        self.requests, self.statuses, self.default_status = [], [], 204
+        self.received = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.received:
+                    receiver.requests.append((self.path, {name.lower(): value for name, value in self.headers.items()},
+                                              body))
+                    status = receiver.statuses.pop(0) if receiver.statuses else receiver.default_status
+                    receiver.received.notify_all()
+                self.send_response(status)
+                if 300 <= status <= 399:
+                    self.send_header("Location", receiver.url + "/redirected")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for(self, count, timeout=10):
+        """Wait until `count` requests have arrived; the requests."""
+        with self.received:
+            assert self.received.wait_for(lambda: len(self.requests) >= count, timeout), self.requests
+            return list(self.requests)
+
+
+@pytest.fixture
+def webhook_receiver():
+    receiver = WebhookReceiver()
+    receiver.thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+@pytest.fixture
+def silent_listener():
+    """A socket listening on 127.0.0.1 that must never be connected to: yields
+    (its port, a function that fails the test if anything connected). The kernel completes a
+    TCP handshake into the backlog without accept(), so any attempt would be found there."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    def assert_untouched():
+        try:
+            connection, peer = listener.accept()
+        except BlockingIOError:
+            return
+        connection.close()
+        pytest.fail(f"something connected to the listener from {peer}")
+
+    yield listener.getsockname()[1], assert_untouched
+    listener.close()
 
 
 # -- the database, read and written directly ------------------------------------------------

@@ -490,3 +490,27 @@ def test_job_and_mail_settings_are_checked(environ, message):
 def test_the_default_cap_is_never_below_the_base():
     assert settings_with(JOB_BACKOFF_BASE_SECONDS="3600").job_backoff_cap_seconds == 3600.0
     assert settings_with(JOB_BACKOFF_BASE_SECONDS="3599").job_backoff_cap_seconds == 3600.0
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+def test_webhooks_go_only_to_public_addresses_by_default():
+    settings = settings_with()
+    assert (settings.webhook_allow_private, settings.webhook_timeout_seconds) == (False, 5.0)
+    assert settings_with(WEBHOOK_ALLOW_PRIVATE="1", WEBHOOK_TIMEOUT_SECONDS="0.5").webhook_allow_private is True
+
+
+def test_private_webhook_addresses_are_refused_in_production():
+    assert refusal(APP_ENV="production", WEBHOOK_ALLOW_PRIVATE="1") == (
+        "WEBHOOK_ALLOW_PRIVATE is for tests and development; it is refused with APP_ENV=production")
+    assert settings_with(APP_ENV="production", WEBHOOK_ALLOW_PRIVATE="0").webhook_allow_private is False
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "WEBHOOK_TIMEOUT_SECONDS must be between 0.1 and 30"),
+    ("31", "WEBHOOK_TIMEOUT_SECONDS must be between 0.1 and 30"),
+    ("nan", "WEBHOOK_TIMEOUT_SECONDS must be between 0.1 and 30"),
+    ("soon", "WEBHOOK_TIMEOUT_SECONDS must be a number of seconds"),
+])
+def test_the_webhook_timeout_is_bounded(value, message):
+    assert refusal(WEBHOOK_TIMEOUT_SECONDS=value) == message

@@ -13,9 +13,9 @@ import migrate
 
 
 def test_migrate_records_the_baseline_once(database):
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 9, 10]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert migrate.migrate(database) == []  # nothing left to apply
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 9, 10]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):
@@ -79,7 +79,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 9, 10]
+        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     finally:
         database.close()
 
@@ -99,6 +99,7 @@ def test_both_engines_end_with_the_same_tables_columns_and_indexes(tmp_path):
         assert set(sqlite_shape["tables"]) == {
             "users", "items", "orders", "order_items", "schema_migrations",
             "refresh_tokens", "sessions", "api_keys", "idempotency_keys", "jobs", "exports", "order_events",
+            "webhooks", "webhook_deliveries",
         }
     finally:
         sqlite_database.close()

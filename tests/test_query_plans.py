@@ -29,6 +29,7 @@ import sql_jobs
 import sql_orders
 import sql_reports
 import sql_users
+import sql_webhooks
 from pagination import parse_sort
 
 KEY = "5f0c4ae1-6b0e-4a3c-9e55-0d5c1e2b7a10"
@@ -536,6 +537,74 @@ def test_every_event_query_uses_an_index(order_events, query_name):
     if plan.engine == "sqlite":
         assert not [step for step in plan.lines
                     if step.split(" ")[:2] == ["SCAN", "order_events"] and "USING" not in step], text
+        if ordered:
+            assert "TEMP B-TREE" not in text, text
+    else:
+        assert "Seq Scan" not in text, text
+        if ordered:
+            assert "Sort" not in text, text
+    assert any(index in text for index in indexes), text
+
+
+# -- webhooks: the live subscriptions, and a subscription's delivery log ------------------------------
+
+NEWEST_DELIVERIES_FIRST = parse_sort("-id", sql_webhooks.SORTABLE_COLUMNS)
+WEBHOOK_KEY = ("webhooks_pkey", "INTEGER PRIMARY KEY", "webhooks_live_id")  # by id: the key, or the live rows
+WEBHOOK_QUERIES = {
+    # name: (run the query, the table, the indexes that may serve it, must the index also give the order?)
+    "the live subscriptions (every order event)": (
+        sql_webhooks.live_webhooks, "webhooks", ("webhooks_live_id",), True),
+    "count the live subscriptions": (
+        sql_webhooks.count_live_webhooks, "webhooks", ("webhooks_live_id",), False),
+    "a page of live subscriptions (admin)": (
+        lambda c: sql_webhooks.list_webhooks(c, sort=parse_sort("id", sql_webhooks.SORTABLE_COLUMNS), limit=21,
+                                             after=(40,)), "webhooks", ("webhooks_live_id",), True),
+    "one live subscription": (lambda c: sql_webhooks.get_live_webhook(c, 7), "webhooks", WEBHOOK_KEY, False),
+    "a subscription's secret, to sign": (
+        lambda c: sql_webhooks.get_signing_secret(c, 7), "webhooks", WEBHOOK_KEY, False),
+    "delete a subscription": (
+        lambda c: sql_webhooks.delete_webhook(c, 7, JOB_NOW), "webhooks", WEBHOOK_KEY, False),
+    "a subscription's deliveries, newest first": (
+        lambda c: sql_webhooks.list_deliveries(c, 3, sort=NEWEST_DELIVERIES_FIRST, limit=21),
+        "webhook_deliveries", ("webhook_deliveries_webhook_id_id",), True),
+    "a subscription's deliveries after a cursor": (
+        lambda c: sql_webhooks.list_deliveries(c, 3, sort=NEWEST_DELIVERIES_FIRST, limit=21, after=(150,)),
+        "webhook_deliveries", ("webhook_deliveries_webhook_id_id",), True),
+    "delete a batch of old deliveries": (
+        lambda c: sql_webhooks.delete_old_deliveries(c, JOB_NOW, 1000), "webhook_deliveries",
+        ("webhook_deliveries_finished_at",), False),
+}
+
+
+@pytest.fixture
+def hooked(database):
+    """60 subscriptions, a third of them deleted, and 300 delivery attempts, written directly."""
+    with database.transaction() as connection:
+        for number in range(60):
+            deleted = number % 3 == 0
+            connection.execute(
+                "INSERT INTO webhooks (url, event_types, secret, created_at, deleted_at)"
+                " VALUES ('https://hooks.example/in', 'order.paid', :secret, :at, :deleted_at)",
+                {"secret": None if deleted else "whsec_a2tra2tra2tra2tra2tra2tra2tra2tr", "at": JANUARY[0],
+                 "deleted_at": JANUARY[0] if deleted else None},
+            )
+        for number in range(300):
+            connection.execute(
+                "INSERT INTO webhook_deliveries (webhook_id, message_id, event_type, attempt, status_code,"
+                " duration_ms, started_at, finished_at) VALUES (:webhook_id, 'msg_x', 'order.paid', 1, 204, 5,"
+                " :at, :at)",
+                {"webhook_id": 1 + number % 60, "at": f"2026-01-{1 + number % 28:02d}T00:00:00.000000Z"},
+            )
+    return database
+
+
+@pytest.mark.parametrize("query_name", list(WEBHOOK_QUERIES))
+def test_every_webhook_query_uses_an_index(hooked, query_name):
+    run_query, table, indexes, ordered = WEBHOOK_QUERIES[query_name]
+    plan = query_plan(hooked, run_query, ordered=ordered)
+    text = plan.text
+    if plan.engine == "sqlite":
+        assert not [step for step in plan.lines if step.split(" ")[:2] == ["SCAN", table] and "USING" not in step], text
         if ordered:
             assert "TEMP B-TREE" not in text, text
     else:

@@ -19,7 +19,14 @@ is checked event by event, the times in its data aside.
 A few steps look at files the server wrote instead (`ls var/outbox/`, `cat var/outbox/...`:
 the emails a background job wrote), with a ```text block after them: their output must be
 those lines, but for a `Date:` header, once the job has run (they are tried again for a few
-seconds, since the worker runs after the response).
+seconds, since the worker runs after the response). A GET step (a `curl -i` without `-X`)
+is tried again in the same way until it prints what the README shows, for a background job
+may not have run yet (a webhook's delivery log); a GET changes nothing, so this is what the
+reader would do.
+
+A set-up line that ends with `&` starts a program in the background (the webhook receiver),
+which runs until the test ends; its port, 9000 in the README, is a free one here, in every
+command and answer.
 
 The steps are a walkthrough, so they depend on each other: a step that uses $TOKEN needs
 the step that set it to have run first. A failing step names itself (its number, section
@@ -44,19 +51,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port
+from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port, wait_until_listening
 
 README = PROJECT_DIR / "README.md"
 README_TEXT = README.read_text()
 README_ORIGIN = "http://127.0.0.1:8000"
+RECEIVER_ORIGIN = "http://127.0.0.1:9000"  # the webhook receiver's, in the set-up and the steps
 STEP_TIMEOUT_SECONDS = 30
 # Values that differ on every run or machine: request ids, timestamps, signed cursors, the
 # days a report covers (the last 30 up to the day the test runs), and what is left of a rate
 # limit and when it comes back; a job's times and worker, and the name an export is saved
-# under (made of its days). These headers must be there, with any value.
+# under (made of its days); a webhook's secret and message ids, and how long a delivery took.
+# These headers must be there, with any value.
 VOLATILE_HEADERS = {"x-request-id", "date", "link", "retry-after", "ratelimit", "content-disposition"}
 VOLATILE_FIELDS = {"request_id", "created_at", "updated_at", "from", "to", "day", "run_at", "started_at",
-                   "finished_at", "locked_by"}
+                   "finished_at", "locked_by", "secret", "message_id", "duration_ms"}
 ASSIGNMENT = re.compile(r"^([A-Z_]+)=", flags=re.M)
 VARIABLE_USE = re.compile(r"\$([A-Z_]+)")
 HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags=re.M | re.S)
@@ -67,11 +76,12 @@ HTTP_STEP_STARTS = ("curl ", "for ")  # a command, or a loop of them
 LAST_ANSWER = re.compile(r"HTTP/1\.1 [0-9]{3}(?!.*HTTP/1\.1 [0-9]{3})", flags=re.S)
 FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")
 # GET steps whose answer a background job changes: retried until it matches, like file steps.
-BACKGROUND_PATHS = ("/v1/jobs/", "/v1/exports/")  # steps that show files, with a ```text block after
+
 STEP_STARTS = HTTP_STEP_STARTS + FILE_COMMANDS
 # How long a file step waits for the background job that writes its file.
 JOB_WAIT_SECONDS = 10
 VOLATILE_LINES = re.compile(r"^Date: ")
+IS_GET = re.compile(r"curl -i (?!.*(?:-X |-d |--data))")  # a curl -i step that sends no method and no body
 
 
 @dataclass(frozen=True)
@@ -122,8 +132,8 @@ def walkthrough_steps():
 
 
 def setup_commands():
-    """The walkthrough's set-up block: (every line before the final `python server.py`, the
-    settings that line starts the server with, as {name: value})."""
+    """The walkthrough's set-up block: (every line before the final `python server.py`, some
+    ending with `&`, the settings that line starts the server with, as {name: value})."""
     for _, language, text in readme_blocks():
         lines = text.strip().splitlines()
         if language == "sh" and lines[0] == "python server.py seed":
@@ -193,16 +203,24 @@ def readme_server(tmp_path_factory):
     # `python` in the README is the interpreter running this test (the venv's).
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     commands, server_settings = setup_commands()
-    for command in commands:
+    receiver_port = free_port()
+    background = []
+    for line in commands:
+        command = line.replace("python ", f"{sys.executable} ", 1)
+        if command.endswith(" &"):
+            background.append(start_in_background(command, receiver_port, environment, directory))
+            continue
         # check=False: the assertion below says which command failed, and what it printed.
-        done = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=False,
+        done = subprocess.run(["bash", "-c", command], check=False,
                               cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
     server = Program([sys.executable, "server.py"], dict(environment, **server_settings), directory / "server")
     try:
         assert server.wait_for_url().url == f"http://127.0.0.1:{port}", server.stderr()
-        yield server.url, directory
+        yield server.url, directory, f"http://127.0.0.1:{receiver_port}"
     finally:
+        for program in background:
+            program.kill()
         server.send_signal(signal.SIGTERM)
         try:
             assert server.wait(timeout=30) == 0
@@ -210,9 +228,19 @@ def readme_server(tmp_path_factory):
             server.kill()
 
 
+def start_in_background(command, port, environment, directory):
+    """A set-up line ending with `&` (the webhook receiver), on `port` instead of the README's,
+    with its files in the reader's var/; returns the Program, once it listens."""
+    command = command.removesuffix(" &").replace(f"--port {RECEIVER_ORIGIN.rsplit(':', 1)[1]}", f"--port {port}")
+    command = command.replace(" var/", f" {directory}/var/")
+    program = Program(["bash", "-c", f"exec {command}"], environment, directory / f"background-{port}")
+    wait_until_listening(port, exit_report=program.exit_report)
+    return program
+
+
 @pytest.mark.parametrize("step", STEPS, ids=[f"{step.number:02d}-{step.command[:55]}" for step in STEPS])
 def test_readme_command(readme_server, step):
-    base_url, directory = readme_server
+    base_url, directory, receiver_origin = readme_server
     # Run where the reader's shell would be, with the variables earlier steps set.
     state = directory / "shell-variables.sh"
     unset = [name for name in step.uses if not is_set(state, name)]
@@ -222,38 +250,40 @@ def test_readme_command(readme_server, step):
     if step.command.startswith(FILE_COMMANDS):
         check_file_step(step, directory)
         return
-    deadline = time.monotonic() + JOB_WAIT_SECONDS
-    while True:
-        try:
-            run_http_step(step, state, base_url, directory)
-            return
-        except AssertionError:
-            if not reads_background_work(step) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
+    run_http_step(step, state, base_url, directory, receiver_origin)
 
 
-def reads_background_work(step):
-    """Does this step GET something a background job changes (a job's status, an export)?"""
-    return not step.sets and " -X " not in step.command and any(path in step.command for path in BACKGROUND_PATHS)
-
-
-def run_http_step(step, state, base_url, directory):
+def run_http_step(step, state, base_url, directory, receiver_origin):
     """Run one curl step in the reader's shell and compare what it printed with the README."""
     keep = "".join(f"; declare -p {name} >> {state}" for name in step.sets)
-    script = f"set -e; [ -f {state} ] && . {state}; {step.command.replace(README_ORIGIN, base_url)}{keep}"
+    command = step.command.replace(README_ORIGIN, base_url).replace(RECEIVER_ORIGIN, receiver_origin)
+    script = f"set -e; [ -f {state} ] && . {state}; {command}{keep}"
+    expected = None if step.expected is None else step.expected.replace(RECEIVER_ORIGIN, receiver_origin)
+    # A GET changes nothing: tried again until a background job has done what it shows.
+    deadline = time.monotonic() + (JOB_WAIT_SECONDS if IS_GET.match(step.command) else 0)
+    while True:
+        try:
+            run_curl(step, script, expected, directory)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def run_curl(step, script, expected, directory):
     finished = subprocess.run(["bash", "-c", script], capture_output=True, timeout=STEP_TIMEOUT_SECONDS, cwd=directory,
                               check=False)  # the assertion below names the step
     context = step.describe() + (f"\nwith {needs(step, step.uses)}" if step.uses else "")
     assert finished.returncode == 0, f"{context}\nexited {finished.returncode}: {finished.stderr.decode()}"
-    if step.expected is None:
+    if expected is None:
         return
     output = finished.stdout.decode()
     context += f"\nprinted:\n{output}"
     if step.command.startswith("for "):
         output = output[LAST_ANSWER.search(output).start():]
     actual_status, actual_headers, actual_body = parse_http(output)
-    expected_status, expected_headers, expected_body = parse_http(step.expected)
+    expected_status, expected_headers, expected_body = parse_http(expected)
     assert actual_status == expected_status, context
     actual_pairs = [(name.lower(), value) for name, value in actual_headers]
     for name, value in expected_headers:

@@ -95,6 +95,12 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
     call("GET", "/v1/jobs", 200, headers=admin)
     call("GET", "/v1/jobs/{id:int}", 200, path=f"/v1/jobs/{job_id}", headers=admin)
     call("POST", "/v1/jobs/{id:int}/retry", 200, path=f"/v1/jobs/{job_id}/retry", headers=admin)
+    subscription = {"url": "https://93.184.215.14/hooks", "event_types": ["order.paid"]}  # an address: no DNS
+    webhook_id = call("POST", "/v1/webhooks", 201, headers=admin, json=subscription).json()["id"]
+    call("GET", "/v1/webhooks", 200, headers=admin)
+    call("GET", "/v1/webhooks/{id:int}", 200, path=f"/v1/webhooks/{webhook_id}", headers=admin)
+    call("GET", "/v1/webhooks/{id:int}/deliveries", 200, path=f"/v1/webhooks/{webhook_id}/deliveries", headers=admin)
+    call("DELETE", "/v1/webhooks/{id:int}", 204, path=f"/v1/webhooks/{webhook_id}", headers=admin)
     # Last: it ends every token of the account, the customer's headers included.
     call("POST", "/v1/auth/logout-all", 204, headers=customer)
 

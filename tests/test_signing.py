@@ -360,3 +360,55 @@ def test_a_signed_value_of_the_longest_length_is_read_and_a_longer_one_is_not():
     longer = sign_value(value + "a", (KEY,), purpose="cursor")
     assert len(longer) > signing.MAX_SIGNED_VALUE_CHARS
     assert unsign_value(longer, (KEY,), purpose="cursor") is None
+
+
+# -- webhook signatures (Standard Webhooks), against the standardwebhooks package ------------------
+
+def test_a_webhook_secret_is_whsec_and_base64_of_24_random_bytes():
+    import base64
+
+    secret = signing.new_webhook_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 24
+    assert signing.new_webhook_secret() != secret
+
+
+def test_our_webhook_signatures_are_the_standard_webhooks_ones():
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    secret, body = signing.new_webhook_secret(), '{"type":"order.paid","data":{"name":"caf\u00e9 \u2615"}}'.encode()
+    timestamp = int(datetime.now(UTC).timestamp())
+    signature = signing.sign_webhook(secret, "msg_abc", timestamp, body)
+    assert signature == Webhook(secret).sign("msg_abc", datetime.fromtimestamp(timestamp, UTC), body.decode())
+    headers = {"webhook-id": "msg_abc", "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+    assert Webhook(secret).verify(body, headers) == json.loads(body)
+
+
+@pytest.mark.parametrize("change", ["body", "id", "timestamp", "signature", "secret"])
+def test_a_webhook_signature_covers_the_id_the_timestamp_and_the_body(change):
+    secret, other_secret = signing.new_webhook_secret(), signing.new_webhook_secret()
+    signature = signing.sign_webhook(secret, "msg_abc", 1674087231, b"{}")
+    assert signing.verify_webhook(secret, "msg_abc", 1674087231, b"{}", signature)
+    arguments = {"secret": secret, "message_id": "msg_abc", "timestamp": 1674087231, "body": b"{}",
+                 "signature_header": signature}
+    arguments.update({
+        "body": {"body": b"{ }"}, "id": {"message_id": "msg_abd"}, "timestamp": {"timestamp": 1674087232},
+        "signature": {"signature_header": flip(signature, 10)}, "secret": {"secret": other_secret},
+    }[change])
+    assert signing.verify_webhook(**arguments) is False
+
+
+def test_any_of_several_signatures_may_match():
+    """A receiver gets "v1,<old> v1,<new>" while a secret rotates (the specification's form)."""
+    secret = signing.new_webhook_secret()
+    signature = signing.sign_webhook(secret, "msg_abc", 1674087231, b"{}")
+    assert signing.verify_webhook(secret, "msg_abc", 1674087231, b"{}", f"v1,AAAA {signature}")
+    assert not signing.verify_webhook(secret, "msg_abc", 1674087231, b"{}", "v1,\u00e9")
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_not base64!", "a2tra2tra2tra2tra2tra2tra2tra2tr", None])
+def test_a_malformed_webhook_secret_is_refused(secret):
+    with pytest.raises(ValueError):
+        signing.sign_webhook(secret, "msg_abc", 1, b"{}")
