@@ -204,14 +204,14 @@ def _backup_postgres(database_url, path, timeout_seconds):
         _run([pg_dump, "--format=custom", f"--lock-wait-timeout={PG_DUMP_LOCK_WAIT}", f"--file={temporary}",
               f"--dbname={conninfo}"], password, action="pg_dump")
         # pg_restore of the same installation as pg_dump: it reads what that one writes.
-        _archived_versions(str(Path(pg_dump).with_name("pg_restore")), temporary, password)
+        _archived_versions(str(Path(pg_dump).with_name("pg_restore")), temporary)
     return versions
 
 
 def _restore_postgres(database_url, path, force, timeout_seconds):
     conninfo, password = _client_connection(database_url)
     pg_restore = _client_program("pg_restore", database_url, timeout_seconds)
-    versions = _archived_versions(pg_restore, path, password)
+    versions = _archived_versions(pg_restore, path)
     _refuse_unknown_versions(versions)
     tables = _postgres_table_count(database_url, timeout_seconds)
     if tables and not force:
@@ -268,10 +268,11 @@ def _client_program(name, database_url, timeout_seconds):
     return executable
 
 
-def _archived_versions(pg_restore, path, password):
+def _archived_versions(pg_restore, path):
     """The schema_migrations versions inside a pg_dump archive, read without restoring it:
-    pg_restore prints that table's rows as COPY text (version, TAB, name, TAB, time)."""
-    printed = _run([pg_restore, "--data-only", "--table=schema_migrations", "--file=-", str(path)], password,
+    pg_restore prints that table's rows as COPY text (version, TAB, name, TAB, time); it
+    connects to no server, so it gets no password."""
+    printed = _run([pg_restore, "--data-only", "--table=schema_migrations", "--file=-", str(path)], None,
                    action="pg_restore", timeout=QUICK_COMMAND_TIMEOUT_SECONDS,
                    invalid=f"{path} is not a pg_dump archive")
     if len(printed) > MAX_MIGRATIONS_TEXT_BYTES:
