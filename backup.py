@@ -47,6 +47,8 @@ import migrate
 PG_DUMP_LOCK_WAIT = "30s"
 # libpq's own limit on making a connection (PGCONNECT_TIMEOUT), for pg_dump and pg_restore.
 CONNECT_TIMEOUT_SECONDS = 10
+# Data sent to the server and unacknowledged this long: the kernel gives the connection up.
+TCP_USER_TIMEOUT_MILLISECONDS = 30_000
 # `pg_dump --version`, one table read out of an archive: quick questions, answered in this time or failed.
 QUICK_COMMAND_TIMEOUT_SECONDS = 60
 # The schema_migrations rows read out of a PostgreSQL backup: a few KiB; more is not ours.
@@ -88,7 +90,7 @@ def backup_database(database_url, path, *, timeout_seconds=5.0):
     if path.is_dir():
         raise BackupError(f"{path} is a directory: name the file to write")
     if _engine(database_url) == "sqlite":
-        versions = _backup_sqlite(db.sqlite_path(database_url), path, timeout_seconds)
+        versions = _backup_sqlite(_sqlite_file(database_url), path, timeout_seconds)
         return f"backed up schema version {versions[-1]} to {path} (SQLite, integrity ok)"
     versions = _backup_postgres(database_url, path, timeout_seconds)
     return f"backed up schema version {versions[-1]} to {path} (PostgreSQL, pg_dump custom format)"
@@ -105,7 +107,7 @@ def restore_database(database_url, path, *, force=False, timeout_seconds=5.0):
     if not path.is_file():
         raise BackupError(f"there is no backup file at {path}")
     if _engine(database_url) == "sqlite":
-        versions = _restore_sqlite(path, db.sqlite_path(database_url), force, timeout_seconds)
+        versions = _restore_sqlite(path, _sqlite_file(database_url), force, timeout_seconds)
         summary = f"restored schema version {versions[-1]} from {path} (SQLite, integrity ok)"
     else:
         versions = _restore_postgres(database_url, path, force, timeout_seconds)
@@ -135,13 +137,18 @@ def _backup_sqlite(source_path, path, timeout_seconds):
         # (measured: 939 restarts in 1.4 s, 20 MB, one insert per millisecond). One step
         # took 19 ms for the same 20 MB. What it costs: the WAL cannot be checkpointed
         # past this reader until the copy ends, so it grows by the writes made meanwhile.
-        source.backup(copy, pages=-1)
-        # A backup is one self-contained file: no -wal or -shm beside it once it is read.
-        copy.execute("PRAGMA journal_mode = DELETE")
+        try:
+            source.backup(copy, pages=-1)
+            # A backup is one self-contained file: no -wal or -shm beside it once it is read.
+            copy.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as error:  # the source locked past the timeout, unreadable, a full disk
+            raise BackupError(f"the copy failed: {error}") from error
         return _checked_sqlite(copy, path)
 
 
 def _restore_sqlite(path, target_path, force, timeout_seconds):
+    if target_path.exists() and target_path.resolve() == path.resolve():
+        raise BackupError("PATH is DATABASE_URL's file itself: restore into another database")
     with contextlib.closing(_open_sqlite(path, "ro", timeout_seconds)) as backup:
         versions = _checked_sqlite(backup, path)
         _refuse_unknown_versions(versions)
@@ -160,7 +167,10 @@ def _restore_sqlite(path, target_path, force, timeout_seconds):
             # The backup API writes through SQLite's locks, so even a database in use (with a
             # WAL file beside it) is replaced whole, in one transaction; `cp` over it would
             # leave its WAL to be replayed onto the new file, and corrupt it.
-            backup.backup(target, pages=-1)
+            try:
+                backup.backup(target, pages=-1)
+            except sqlite3.Error as error:  # the server's writes held the lock past the timeout
+                raise BackupError(f"the restore into {target_path} failed, nothing was changed: {error}") from error
             restored = _checked_sqlite(target, target_path)
     if restored != versions:
         raise BackupError(f"{target_path} has schema_migrations {restored} after the restore, not {versions}")
@@ -244,6 +254,13 @@ def _client_connection(database_url):
     except psycopg.ProgrammingError as error:
         raise BackupError("DATABASE_URL is not a PostgreSQL URL libpq can read") from error
     password = parameters.pop("password", None)
+    # The link's limits of db.py's pool, unless the URL sets its own: a server or a link that
+    # dies mid-dump ends the dump with an error instead of leaving it waiting for ever.
+    parameters.setdefault("keepalives", 1)
+    parameters.setdefault("keepalives_idle", db.KEEPALIVE_IDLE_SECONDS)
+    parameters.setdefault("keepalives_interval", db.KEEPALIVE_INTERVAL_SECONDS)
+    parameters.setdefault("keepalives_count", db.KEEPALIVE_PROBES)
+    parameters.setdefault("tcp_user_timeout", TCP_USER_TIMEOUT_MILLISECONDS)
     return psycopg.conninfo.make_conninfo(**parameters), password
 
 
@@ -371,6 +388,13 @@ def _engine(database_url):
     if database_url.startswith(("postgresql:", "postgres:")):
         return "postgresql"
     raise BackupError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def _sqlite_file(database_url):
+    try:
+        return db.sqlite_path(database_url)
+    except ValueError as error:
+        raise BackupError(f"DATABASE_URL: {error}") from error
 
 
 def _fsync_directory(directory):

@@ -434,3 +434,29 @@ def test_a_damaged_archive_is_refused_and_the_database_stays_empty(engine, new_d
         assert refused.returncode == 1 and refused.stderr.startswith("restore: "), refused.stderr
         with opened(target_url) as target, target.connection() as connection:
             assert connection.fetch_value(backup.POSTGRES_TABLE_COUNT) == 0
+
+
+def test_an_older_backup_is_restored_and_the_newer_migrations_named(tmp_path):
+    _, good = sqlite_backup(tmp_path)
+    with contextlib.closing(sqlite3.connect(good)) as connection, connection:
+        connection.execute("DELETE FROM schema_migrations WHERE version = :latest", {"latest": latest_version()})
+    target = tmp_path / "restored.db"
+    restored = shop_command("restore", str(good), database_url=f"sqlite:///{target}")
+    older = migrate.known_versions()[-2]
+    assert (restored.returncode, restored.stderr) == (0, "")
+    assert restored.stdout == (f"restored schema version {older} from {good} (SQLite, integrity ok)\n"
+                               f"this release has newer migrations ({latest_version()}):"
+                               " run `python server.py migrate`\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("database_url, message", [
+    ("sqlite:///{tmp}/good.backup", "PATH is DATABASE_URL's file itself: restore into another database"),
+    ("sqlite:shop.db", "DATABASE_URL: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"),
+])
+def test_restore_refuses_a_target_that_makes_no_sense(tmp_path, database_url, message):
+    _, good = sqlite_backup(tmp_path)
+    before = good.read_bytes()
+    refused = shop_command("restore", "--force", str(good), database_url=database_url.format(tmp=tmp_path))
+    assert (refused.returncode, refused.stderr) == (1, f"restore: {message}\n")
+    assert good.read_bytes() == before
