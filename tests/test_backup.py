@@ -37,6 +37,7 @@ from conftest import (
     place,
     postgres_admin,
     server_env,
+    unavailable,
 )
 
 import backup
@@ -64,6 +65,8 @@ def new_database(engine, tmp_path):
     """new_database() -> the URL of a new, empty database: a file name in tmp_path, or a
     PostgreSQL database made for the test (and dropped after it)."""
     made = []
+    if engine == "postgresql":  # every PostgreSQL test here runs them
+        real_program("pg_dump"), real_program("pg_restore")
 
     def make(password=None):
         name = f"backup_{uuid.uuid4().hex[:12]}"
@@ -343,7 +346,7 @@ def test_a_backup_of_no_database_says_so_and_keeps_the_previous_backup(tmp_path)
 def real_program(name):
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed")
+        unavailable(f"{name} is not installed (Debian: postgresql-client)")
     return found
 
 
