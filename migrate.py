@@ -71,17 +71,22 @@ def applied_versions(database, *, timeout_seconds=None):
     """The versions recorded in schema_migrations, in order; [] on a database never migrated.
     Within `timeout_seconds` (default: the database's), or `db.DatabaseUnavailable`."""
     with database.connection(timeout_seconds=timeout_seconds) as connection:
-        # Asked of the catalogue first: selecting from a missing table would be an error,
-        # and on PostgreSQL an error inside a transaction spoils the rest of it.
-        if connection.engine == "sqlite":
-            exists = connection.fetch_value(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-            )
-        else:
-            exists = connection.fetch_value("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not exists:
-            return []
-        rows = connection.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
+        return recorded_versions(connection)
+
+
+def recorded_versions(connection):
+    """applied_versions on a connection already open (a `db.Connection`)."""
+    # Asked of the catalogue first: selecting from a missing table would be an error,
+    # and on PostgreSQL an error inside a transaction spoils the rest of it.
+    if connection.engine == "sqlite":
+        exists = connection.fetch_value(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+    else:
+        exists = connection.fetch_value("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return []
+    rows = connection.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
     return [row["version"] for row in rows]
 
 
@@ -93,6 +98,12 @@ def pending_migrations(database, migrations_dir=MIGRATIONS_DIR, *, timeout_secon
     """
     applied = applied_versions(database, timeout_seconds=timeout_seconds)
     return sorted(set(_migration_versions(migrations_dir)) - set(applied))
+
+
+def known_versions(migrations_dir=MIGRATIONS_DIR):
+    """The versions this release knows: schema.sql's and those of migrations/, in order.
+    A backup recording any other was made by a newer release (backup.py refuses it)."""
+    return list(_migration_versions(migrations_dir))
 
 
 def split_statements(script):

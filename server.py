@@ -6,6 +6,8 @@
     python server.py seed --items 30    add demo items to the catalogue
     python server.py create-admin EMAIL an admin account; the password comes from a prompt or stdin
     python server.py worker             run background jobs (WORKER_THREADS threads) until stopped
+    python server.py backup PATH        copy the database to PATH, safely while it serves (backup.py)
+    python server.py restore PATH       ... and back, into an empty database (--force: replace the data)
     gunicorn server:app                 the same app under a production server (jobs: a worker beside it)
 
 How a request travels, and where each step lives (the README draws the same map):
@@ -36,6 +38,7 @@ from urllib.parse import unquote
 
 import accounts
 import api_ops
+import backup
 import cache
 import config
 import db
@@ -154,6 +157,8 @@ def main(argv=None):
     arguments = _parse_arguments(argv)
     try:
         settings = config.load_settings()
+        if arguments.command in ("backup", "restore"):  # one-shot tools with connections of their own
+            return backup.command_line(arguments.command, arguments.path, settings, force=arguments.force)
         database = db.open_database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)
     except (config.ConfigError, db.DriverMissing) as error:
         print(f"configuration error: {error}", file=sys.stderr)
@@ -317,6 +322,12 @@ def _parse_arguments(argv):
     commands.add_parser("worker", help="run background jobs until stopped (WORKER_THREADS threads)")
     admin_parser = commands.add_parser("create-admin", help="create an admin account")
     admin_parser.add_argument("email")
+    backup_parser = commands.add_parser("backup", help="copy the database to PATH (safe while the server runs)")
+    backup_parser.add_argument("path", metavar="PATH")
+    backup_parser.set_defaults(force=False)
+    restore_parser = commands.add_parser("restore", help="restore the backup at PATH into an empty database")
+    restore_parser.add_argument("path", metavar="PATH")
+    restore_parser.add_argument("--force", action="store_true", help="replace the tables already there")
     seed_parser = commands.add_parser("seed", help="add demo items")
     seed_parser.add_argument("--items", type=_item_count, default=seed.DEFAULT_SEED_ITEMS,
                              help=f"how many (default {seed.DEFAULT_SEED_ITEMS})")

@@ -58,6 +58,7 @@ OTHER_MODULES = {
     "observe": "operations",  # logs
     "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
+    "backup": "operations",   # backup and restore: SQLite's backup API, pg_dump and pg_restore
 }
 # SQL text: a statement's opening words, in the capitals every SQL string here uses.
 SQL_TEXT = re.compile(r"\b(SELECT\s.+\sFROM|INSERT INTO|DELETE FROM|UPDATE\s+\w+\s+SET)\b", re.DOTALL)

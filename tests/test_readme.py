@@ -28,6 +28,11 @@ A set-up line that ends with `&` starts a program in the background (the webhook
 which runs until the test ends; its port, 9000 in the README, is a free one here, in every
 command and answer.
 
+The backup steps run the shop's own command line (`python server.py backup var/backup.db`,
+`DATABASE_URL=... python server.py restore ...`) in the reader's folder, with the settings
+of the walkthrough's server; what they print, on stdout and stderr, must be the ```text
+block after them, but for the schema version (it grows with each migration).
+
 The steps are a walkthrough, so they depend on each other: a step that uses $TOKEN needs
 the step that set it to have run first. A failing step names itself (its number, section
 and command) and the variables it used, with the steps that set them; run alone
@@ -75,6 +80,9 @@ SERVER_LINE = re.compile(r"((?:[A-Z_]+=\S+ )*)python server\.py")  # `NAME=value
 HTTP_STEP_STARTS = ("curl ", "for ")  # a command, or a loop of them
 LAST_ANSWER = re.compile(r"HTTP/1\.1 [0-9]{3}(?!.*HTTP/1\.1 [0-9]{3})", flags=re.S)
 FILE_COMMANDS = ("ls var/outbox/", "cat var/outbox/")
+# The shop's own commands the walkthrough shows, settings first when it gives some.
+PROGRAM_STEP = re.compile(r"(?:[A-Z_]+=\S+ )*python server\.py (?:backup|restore) ")
+SCHEMA_VERSION = re.compile(r"schema version [0-9]+")
 # GET steps whose answer a background job changes: retried until it matches, like file steps.
 
 STEP_STARTS = HTTP_STEP_STARTS + FILE_COMMANDS
@@ -116,16 +124,18 @@ def walkthrough_steps():
     blocks = readme_blocks()
     steps = []
     for index, (section, language, text) in enumerate(blocks):
-        if language != "sh" or not (text.startswith(STEP_STARTS) or ASSIGNMENT.match(text)):
+        program = PROGRAM_STEP.match(text) is not None
+        if language != "sh" or not (text.startswith(STEP_STARTS) or program or ASSIGNMENT.match(text)):
             continue
         command = text.strip()
         expected = None
-        if command.startswith(STEP_STARTS):
+        if command.startswith(STEP_STARTS) or program:
             shows = "http" if command.startswith(HTTP_STEP_STARTS) else "text"
             follows = blocks[index + 1] if index + 1 < len(blocks) else ("", "", "")
             assert follows[1] == shows, f"no ```{shows} block shows what this prints: {command}"
             expected = follows[2]
-        sets = tuple(dict.fromkeys(ASSIGNMENT.findall(command)))
+        # A program step's NAME=value sets that program's environment, not the shell's.
+        sets = () if program else tuple(dict.fromkeys(ASSIGNMENT.findall(command)))
         uses = tuple(name for name in dict.fromkeys(VARIABLE_USE.findall(command)) if name not in sets)
         steps.append(Step(len(steps) + 1, section, command, expected, sets, uses))
     return steps
@@ -217,7 +227,7 @@ def readme_server(tmp_path_factory):
     server = Program([sys.executable, "server.py"], dict(environment, **server_settings), directory / "server")
     try:
         assert server.wait_for_url().url == f"http://127.0.0.1:{port}", server.stderr()
-        yield server.url, directory, f"http://127.0.0.1:{receiver_port}"
+        yield server.url, directory, f"http://127.0.0.1:{receiver_port}", environment
     finally:
         for program in background:
             program.kill()
@@ -240,7 +250,7 @@ def start_in_background(command, port, environment, directory):
 
 @pytest.mark.parametrize("step", STEPS, ids=[f"{step.number:02d}-{step.command[:55]}" for step in STEPS])
 def test_readme_command(readme_server, step):
-    base_url, directory, receiver_origin = readme_server
+    base_url, directory, receiver_origin, environment = readme_server
     # Run where the reader's shell would be, with the variables earlier steps set.
     state = directory / "shell-variables.sh"
     unset = [name for name in step.uses if not is_set(state, name)]
@@ -249,6 +259,9 @@ def test_readme_command(readme_server, step):
                     f"the walkthrough's steps run in order (run the whole file)", pytrace=False)
     if step.command.startswith(FILE_COMMANDS):
         check_file_step(step, directory)
+        return
+    if PROGRAM_STEP.match(step.command):
+        check_program_step(step, directory, environment)
         return
     run_http_step(step, state, base_url, directory, receiver_origin)
 
@@ -319,6 +332,18 @@ def check_file_step(step, directory):
             break
         time.sleep(0.1)
     assert printed == expected, f"{step.describe()}\nprinted:\n{finished.stdout}{finished.stderr}"
+
+
+def check_program_step(step, directory, environment):
+    """Run `python server.py backup|restore ...` in the reader's folder, with the walkthrough
+    server's settings; it must print the README's lines (any schema version)."""
+    command = step.command.replace("python server.py", f"{sys.executable} {PROJECT_DIR / 'server.py'}", 1)
+    finished = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=directory, env=environment,
+                              timeout=STEP_TIMEOUT_SECONDS, check=False)
+    printed = SCHEMA_VERSION.sub("schema version N", finished.stdout + finished.stderr).strip().splitlines()
+    expected = SCHEMA_VERSION.sub("schema version N", step.expected).strip().splitlines()
+    assert printed == expected, (f"{step.describe()}\nexited {finished.returncode}, printed:\n"
+                                 f"{finished.stdout}{finished.stderr}")
 
 
 def setter_of(name, step):
