@@ -197,14 +197,15 @@ def test_what_the_shop_reads_goes_into_the_image(path):
 
 # -- compose.yaml ----------------------------------------------------------------------------
 
-def compose_config(tmp_path, secrets):
+def compose_config(tmp_path, secrets, *override_files):
     """`docker-compose config` with an env file holding `secrets`: (exit status, stdout, stderr).
     The environment is emptied first: a SECRET_KEY exported in the shell running the tests
     would win over the env file."""
     docker_compose = tool("docker-compose", "apt-get install docker-compose")
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in secrets.items()))
-    result = run_tool([docker_compose, "--file", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+    files = [argument for path in (COMPOSE_FILE, *override_files) for argument in ("--file", str(path))]
+    result = run_tool([docker_compose, *files, "--env-file", str(env_file), "config"],
                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     return result.returncode, result.stdout, result.stderr
 
@@ -291,6 +292,22 @@ def test_ports_are_published_on_the_loopback_only(compose):
 def test_compose_refuses_to_start_without_a_secret(tmp_path, missing):
     status, _, errors = compose_config(tmp_path, dict(COMPOSE_SECRETS, **{missing: ""}))
     assert status != 0 and f"set {missing} in .env" in errors
+
+
+def test_the_proxy_of_docs_deploy_md_fits_compose_yaml(tmp_path):
+    """docs/deploy.md's compose.override.yaml (Caddy in front) merges with compose.yaml, and
+    the address it fixes for the proxy is the one the guide puts in TRUSTED_PROXIES."""
+    guide = (PROJECT_DIR / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"^```yaml\n(# compose\.override\.yaml.*?)^```", guide, flags=re.M | re.S)
+    assert len(blocks) == 1
+    override = tmp_path / "compose.override.yaml"
+    override.write_text(blocks[0])
+    status, output, errors = compose_config(tmp_path, COMPOSE_SECRETS, override)
+    assert status == 0, errors
+    proxy = yaml.safe_load(output)["services"]["proxy"]
+    address = proxy["networks"]["default"]["ipv4_address"]
+    assert f"TRUSTED_PROXIES={address}" in guide
+    assert sorted((port["published"], port["target"]) for port in proxy["ports"]) == [(80, 80), (443, 443)]
 
 
 def test_the_env_example_holds_no_secret_and_env_files_are_never_committed():
