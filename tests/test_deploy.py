@@ -127,7 +127,7 @@ def test_no_secret_is_baked_into_the_image():
 
 
 def test_the_command_is_exec_form_gunicorn_with_the_apps_drain_deadline():
-    command = json.loads(instruction("CMD"))  # exec form is a JSON array; shell form is not JSON
+    command = dockerfile_command()
     drain_seconds = str(int(httpserver.SHUTDOWN_DEADLINE_SECONDS))
     assert command == ["gunicorn", "--bind", "0.0.0.0:8000", "--graceful-timeout", drain_seconds,
                        "--no-control-socket", "server:app"]
@@ -136,7 +136,7 @@ def test_the_command_is_exec_form_gunicorn_with_the_apps_drain_deadline():
 
 
 def dockerfile_command():
-    """CMD as a list, with the bind flag pointing at a free port on 127.0.0.1."""
+    """CMD as a list: exec form is a JSON array (shell form is not JSON, and fails here)."""
     return json.loads(instruction("CMD"))
 
 
@@ -156,7 +156,9 @@ def test_the_health_check_asks_health_with_python_alone():
 def test_the_image_command_and_health_check_work_outside_a_container(tmp_path, start_program):
     """CMD's gunicorn flags, as written, serve the app; HEALTHCHECK's one-liner passes against
     it and fails where nothing answers; SIGTERM drains and exits 0. Only the address changes
-    (and `gunicorn`/`python` are this venv's, as /opt/venv/bin is first on the image's PATH)."""
+    (and `gunicorn`/`python` are this venv's, as /opt/venv/bin is first on the image's PATH).
+    gunicorn's workers load the app in production mode, which needs SECRET_KEY and migrates
+    nothing: the release step runs first, as in compose.yaml."""
     env = server_env(f"sqlite:///{tmp_path}/shop.db", APP_ENV="production", WEB_CONCURRENCY="2")
     migrated = subprocess.run([sys.executable, "server.py", "migrate"], cwd=PROJECT_DIR, env=env,
                               capture_output=True, text=True, check=False, timeout=TOOL_TIMEOUT_SECONDS)
@@ -176,7 +178,7 @@ def test_the_image_command_and_health_check_work_outside_a_container(tmp_path, s
 
     gunicorn.send_signal(signal.SIGTERM)
     assert gunicorn.wait(httpserver.SHUTDOWN_DEADLINE_SECONDS) == 0
-    assert "Booting worker" in gunicorn.stderr()
+    assert gunicorn.stderr().count("Booting worker") == 2  # WEB_CONCURRENCY, read by gunicorn itself
 
 
 def dockerignore_patterns():
@@ -333,7 +335,7 @@ def test_the_workflow_tests_on_postgresql_and_redis_with_ci_true():
     job = workflow()["jobs"]["test"]
     assert set(job["services"]) == {"postgres", "redis"}
     assert job["env"]["CI"] == "true"
-    assert job["container"].startswith("python:3.11-")
+    assert job["container"]["image"].startswith("python:3.11-")
     runs = [step.get("run", "") for step in job["steps"]]
     assert runs.index("make lint") < runs.index("make test")
 
