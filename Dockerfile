@@ -62,6 +62,7 @@ EXPOSE 8000
 
 # Liveness, with what the slim image has: Python's urllib (there is no curl). urlopen raises
 # on anything but a 2xx answer or on no answer within 2 s, and the exit status is not 0.
+# Containers of this image that serve no HTTP (the worker, migrate) turn it off: compose.yaml.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
 
