@@ -10,12 +10,31 @@ from conftest import postgres_admin, postgres_url_for_schema
 
 import db
 import migrate
+import sql_items
 
 
 def test_migrate_records_the_baseline_once(database):
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert migrate.migrate(database) == []  # nothing left to apply
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+
+
+def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database):
+    """0011 adds items.sku while the previous release still serves (expand, then contract:
+    docs/deploy.md). That release inserts items naming no SKU, as today's sql_items does: it
+    must go on working, for any number of items (NULLs never collide), while the new UNIQUE
+    index and CHECK already hold for the SKUs the next release writes."""
+    now = "2026-11-29T12:00:00.000000Z"
+    fields = {"description": "", "price_cents": 100, "stock": 1}
+    with database.transaction() as connection:
+        ids = [sql_items.insert_item(connection, dict(fields, name=name), now)["id"] for name in ("One", "Two")]
+        rows = connection.fetch_all("SELECT sku FROM items ORDER BY id")
+    assert [row["sku"] for row in rows] == [None, None]
+    with database.transaction() as connection:
+        connection.execute("UPDATE items SET sku = 'DESK-TIDY-WAL' WHERE id = :id", {"id": ids[0]})
+    for refused_sku in ("DESK-TIDY-WAL", "", "X" * 65):  # taken, empty, too long
+        with pytest.raises(db.IntegrityError), database.transaction() as connection:
+            connection.execute("UPDATE items SET sku = :sku WHERE id = :id", {"sku": refused_sku, "id": ids[1]})
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):
@@ -79,7 +98,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     finally:
         database.close()
 
