@@ -16,6 +16,11 @@ A worker (worker.py) claims due jobs, runs each, and reports the outcome:
     fail      running -> queued again at now + backoff, or dead after max_attempts, error kept
     (lease)   a running job whose lease expired (its worker was killed) -> queued, or dead
 
+A job carries the trace of the request that enqueued it (tracing.py: its `traceparent` and
+`tracestate` columns, migrations/0012_job_trace_context.sql). The worker runs it as a child
+span of that request, so the job's log lines, and the webhooks it sends, carry the request's
+trace id.
+
 So a job runs at least once, and may run again after a crash at the wrong moment: every
 handler must be idempotent, and says how it is (mailer.py). Backoff is exponential with
 "full jitter" (a random wait between 0 and base * 2^(attempt-1), at most the cap), so jobs
@@ -31,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 import db
 import sql_jobs
+import tracing
 
 STATUSES = ("queued", "running", "done", "dead")
 NOTIFY_CHANNEL = sql_jobs.CHANNEL  # PostgreSQL: a worker LISTENs here to hear of new jobs
@@ -56,6 +62,8 @@ class Job:
     attempts: int
     max_attempts: int
     unique_key: str | None
+    traceparent: str | None = None  # the enqueuing work's span; None for jobs from before 0012
+    tracestate: str | None = None
 
 
 class NotDead(Exception):
@@ -70,6 +78,10 @@ def enqueue(connection, kind, payload, *, unique_key=None, max_attempts=DEFAULT_
     """Add a job inside the caller's transaction (a Connection from `database.transaction()`);
     return its id. With a `unique_key` already enqueued, return that job's id and add nothing.
 
+    The job belongs to the current trace (tracing.current(): the request's, or the running
+    job's); enqueued outside any (a command line, a test), it starts a trace of its own, so
+    that every attempt of it logs the same trace id.
+
     Workers are woken when the transaction commits: on PostgreSQL by a NOTIFY, in this
     process directly (see `wake_local_workers`). Raises ValueError for a payload that is
     not JSON or too large: a programming error, and the caller's transaction rolls back.
@@ -81,7 +93,9 @@ def enqueue(connection, kind, payload, *, unique_key=None, max_attempts=DEFAULT_
         raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
     now = db.utc_now()
     run_at = db.utc_now(delay_seconds) if delay_seconds else now
-    job_id = sql_jobs.insert_job(connection, kind, text, max_attempts, run_at, unique_key, now)
+    trace = tracing.current() or tracing.start_trace()
+    job_id = sql_jobs.insert_job(connection, kind, text, max_attempts, run_at, unique_key, now, trace.traceparent,
+                                 trace.tracestate)
     if job_id is None:
         return sql_jobs.job_id_by_unique_key(connection, unique_key)
     sql_jobs.notify_workers(connection)
@@ -247,4 +261,4 @@ def _bookkeeping(database):
 
 def _job(row):
     return Job(row["id"], row["kind"], json.loads(row["payload"]), row["attempts"], row["max_attempts"],
-               row["unique_key"])
+               row["unique_key"], row["traceparent"], row["tracestate"])

@@ -3,13 +3,14 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    client_address -> request_id -> access_log -> security_headers -> cors -> problems
-                   -> guard_credentials -> authenticate -> rate_limit -> the handler
+    client_address -> trace_context -> request_id -> access_log -> security_headers -> cors
+                   -> problems -> guard_credentials -> authenticate -> rate_limit -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the client's address is found first (behind TRUSTED_PROXIES, the
 address the last trusted proxy saw; without them `client_address` is left out, and the
-socket's peer is the client), the request id must exist before anything logs, the access log must
+socket's peer is the client), the trace context and the request id must exist before anything
+logs (every log line of the request carries the trace id: tracing.py), the access log must
 see the final status (so it sits outside the layer that turns errors into problems), the
 security headers go on every response, error responses included, and authentication sits
 inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
@@ -40,6 +41,7 @@ import db
 import passwords
 import ratelimit
 import signing
+import tracing
 from challenge import CredentialsRefused, unauthorized
 from web import (
     SECURITY_HEADERS,
@@ -61,9 +63,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # read beyond the always-readable ones (Content-Type, Cache-Control, ...: the Fetch standard's
 # CORS-safelisted response-header names).
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-CSRF-Token,"
-                        " X-API-Key, X-Request-ID, Last-Event-ID")  # Last-Event-ID: an EventSource resuming
+                        " X-API-Key, X-Request-ID, Last-Event-ID,"  # Last-Event-ID: an EventSource resuming
+                        " traceparent, tracestate")  # what a traced front end (OpenTelemetry web) sends
 CORS_EXPOSED_HEADERS = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy,"
-                        " Idempotent-Replayed")
+                        " Idempotent-Replayed, traceresponse")
 # How long a browser may reuse a preflight's answer before asking again. Two hours is the
 # most Chromium honours (Firefox would keep it 24 h): a page then pays the extra round trip
 # once per URL every two hours, and a route or header list changed by a deploy reaches
@@ -83,7 +86,7 @@ def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trus
     `guard_credentials` and `rate_limit` layers.
     """
     layers = [client_address(trusted_proxies)] if trusted_proxies else []
-    layers += [request_id, access_log(logger), security_headers]
+    layers += [trace_context, request_id, access_log(logger), security_headers]
     if cors_origins:
         layers.append(cors(cors_origins, router))
     layers.append(problems(logger))
@@ -108,6 +111,29 @@ def client_address(trusted_proxies):
         return call_next(request)
 
     return find_client
+
+
+def trace_context(request, call_next):
+    """Continue the caller's trace (a valid `traceparent`) or start one, for the time of the
+    request; answer with `traceresponse`, this request's span (tracing.py tells the rules).
+
+        traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01     (the request)
+        traceresponse: 00-4bf92f3577b34da6a3ce929d0e0e4736-5f3c9a0d1e2b4c67-01   (the answer)
+
+    `traceresponse` is the Trace Context Level 2 draft's response header: the same format,
+    naming the span the server gave the request, so a client can find the server's side of
+    its call. `traceparent` is not echoed: it is a request header, whose parent-id names the
+    caller's span, and a client that copied it from an answer would mislabel its next call.
+    """
+    environ = request.environ
+    context = tracing.from_headers(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+    token = tracing.attach(context)
+    try:
+        response = call_next(request)
+    finally:
+        tracing.detach(token)  # the thread serves other requests next: none may inherit this trace
+    response.headers.append(("traceresponse", context.traceparent))
+    return response
 
 
 def request_id(request, call_next):

@@ -6,6 +6,10 @@ Every request leaves one line, which any log shipper can parse without a regex:
      "request_id": "5f0c...", "method": "GET", "route": "/v1/items/{id:int}",
      "status": 200, "duration_ms": 0.41, "user_id": null, "client": "127.0.0.1"}
 
+Every line written while a request is handled or a job runs also carries its trace id
+(`"trace_id": "4bf92f35..."`, tracing.py): the logger reads it from the work in hand, so that
+no caller has to pass it along, and one search finds a request, its jobs and their webhooks.
+
 What is never logged: request bodies, query strings, headers such as Authorization or
 Cookie, passwords, tokens and keys. The route is logged as its pattern, not the raw path.
 
@@ -30,6 +34,8 @@ import sys
 import threading
 import time
 import traceback
+
+import tracing
 
 _STOP = object()
 WRITE_INTERVAL_SECONDS = 0.05  # a line reaches stdout at most this long after it was logged
@@ -69,6 +75,9 @@ class JSONLogger:
         writer.join(timeout)
 
     def _put(self, level, event, fields):
+        context = tracing.current()
+        if context is not None:
+            fields.setdefault("trace_id", context.trace_id)
         # Formatted here, in the caller's thread, not by the writer: the writer then holds the
         # GIL only for a join and a write, never for formatting a burst of hundreds of lines,
         # which would stall every request thread for milliseconds (the p99 showed it).

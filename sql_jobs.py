@@ -17,25 +17,27 @@ from sql_paging import page_sql
 
 JOB_COLUMNS = (
     "id, kind, payload, status, attempts, max_attempts, run_at, locked_until, locked_by,"
-    " last_error, unique_key, created_at, updated_at, started_at, finished_at"
+    " last_error, unique_key, created_at, updated_at, started_at, finished_at, traceparent, tracestate"
 )
 SORTABLE_COLUMNS = frozenset({"id"})
 # The PostgreSQL LISTEN/NOTIFY channel that wakes idle workers (pgnotify.py listens on it).
 CHANNEL = "shop_jobs"
 
 
-def insert_job(connection, kind, payload, max_attempts, run_at, unique_key, now):
+def insert_job(connection, kind, payload, max_attempts, run_at, unique_key, now, traceparent=None, tracestate=None):
     """A new queued job; its id, or None when `unique_key` is already taken (the job exists).
+    `traceparent` and `tracestate`: the trace of the work that enqueued it (tracing.py).
 
     `ON CONFLICT DO NOTHING` is spelled the same on both engines. On PostgreSQL a second
     transaction inserting the same key waits for the first to end, then inserts nothing.
     """
     return connection.fetch_value(
-        "INSERT INTO jobs (kind, payload, max_attempts, run_at, unique_key, created_at, updated_at)"
-        " VALUES (:kind, :payload, :max_attempts, :run_at, :unique_key, :now, :now)"
+        "INSERT INTO jobs (kind, payload, max_attempts, run_at, unique_key, created_at, updated_at, traceparent,"
+        " tracestate)"
+        " VALUES (:kind, :payload, :max_attempts, :run_at, :unique_key, :now, :now, :traceparent, :tracestate)"
         " ON CONFLICT (unique_key) DO NOTHING RETURNING id",
         {"kind": kind, "payload": payload, "max_attempts": max_attempts, "run_at": run_at,
-         "unique_key": unique_key, "now": now},
+         "unique_key": unique_key, "now": now, "traceparent": traceparent, "tracestate": tracestate},
     )
 
 

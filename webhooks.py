@@ -10,6 +10,7 @@ each such event is delivered by a background job, with Standard Webhooks headers
     webhook-id: msg_Vz3q0b7mKqM2Vx1bA8cK9w
     webhook-timestamp: 1764322759
     webhook-signature: v1,K3Vq...=
+    traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-e5f6a7b8c9d0e1f2-01
 
     {"data":{"id":2,"status":"paid","total_cents":2200,...},"timestamp":"2026-11-28T09:39:19.000000Z",
      "type":"order.paid"}
@@ -31,6 +32,11 @@ the POST and before recording it sends the event again, with the same id (at lea
 like every job). `webhook-timestamp` is the time of each attempt, signed with it, so that
 receivers may refuse old ones (the specification's libraries allow 5 minutes).
 
+`traceparent` (and `tracestate`, when the order's request sent one) is W3C Trace Context
+(tracing.py): the trace id of the request that caused the event, and a new span id for this
+attempt, so a receiver that traces its work joins the shop's trace. It is not signed: it
+describes the delivery, not the event, and differs on every attempt.
+
 The secret never leaves `webhooks` but in the 201 that creates it and in the signature: it is
 not in the job's payload (which admins read), not in errors, not in logs.
 """
@@ -46,6 +52,7 @@ import jobs
 import outbound
 import signing
 import sql_webhooks
+import tracing
 
 EVENT_TYPES = ("order.created", "order.paid", "order.shipped", "order.cancelled")
 DELIVER = "webhook.deliver"  # the job kind
@@ -177,6 +184,7 @@ def deliver(context, job):
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signing.sign_webhook(subscription["secret"], message_id, timestamp, body),
+        **tracing.outgoing_headers(),  # the job's trace (the worker made it current), a new span
     }
     settings = context.settings
     started_at, started = db.utc_now(), time.perf_counter()

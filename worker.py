@@ -18,6 +18,10 @@ enqueuing transaction's COMMIT reaches a LISTEN connection of its own (pgnotify.
 process that enqueued it, the commit sets the worker's event directly (jobs.wake_local_workers).
 A worker of another process on SQLite finds it at its next poll (WORKER_POLL_SECONDS).
 
+Each job runs as a span of the trace that enqueued it (the request's: tracing.py), so every
+line logged while it runs, the worker's "job" line included, carries that trace id, and a
+webhook it sends passes it on.
+
 Stopping (SIGTERM, Ctrl-C): claim nothing more, let the jobs in hand finish, renewing their
 leases, for at most SHUTDOWN_DEADLINE_SECONDS; a job still running then is not lost: its
 lease expires and another worker runs it again. That is why every handler is idempotent.
@@ -39,6 +43,7 @@ import events
 import exports
 import jobs
 import mailer
+import tracing
 import webhooks
 
 # The web server's deadline too (httpserver.py): the whole process stops within it.
@@ -70,6 +75,17 @@ HANDLERS = {
     exports.ORDERS_EXPORT: exports.write_orders_export,
     webhooks.DELIVER: webhooks.deliver,
 }
+
+
+def job_trace(job):
+    """The context a job runs in: a new span, child of the span that enqueued it (its
+    `traceparent`), with its `tracestate`; a new trace for a job enqueued without one (by a
+    release before migration 0012)."""
+    parsed = tracing.parse_traceparent(job.traceparent)
+    if parsed is None:
+        return tracing.start_trace()
+    trace_id, parent_id, flags = parsed
+    return tracing.TraceContext(trace_id, tracing.new_span_id(), parent_id, flags, job.tracestate)
 
 
 class Worker:
@@ -230,7 +246,14 @@ class Worker:
                 self._wakeup.set()  # a thread is free: the dispatcher may claim again
 
     def _run(self, job):
-        """Run one job and record its outcome; never raises."""
+        """Run one job, in its trace, and record its outcome; never raises."""
+        token = tracing.attach(job_trace(job))
+        try:
+            self._run_traced(job)
+        finally:
+            tracing.detach(token)  # the next job on this thread has a trace of its own
+
+    def _run_traced(self, job):
         started = time.perf_counter()
         handler = self.handlers.get(job.kind)
         try:

@@ -48,7 +48,7 @@ def test_jobs_are_listed_newest_first_with_their_payloads(client, admin, queue):
     assert (newest["kind"], newest["status"], newest["payload"]) == ("noop", "queued", {})
     assert set(newest) == {"id", "kind", "payload", "status", "attempts", "max_attempts", "run_at", "locked_until",
                            "locked_by", "last_error", "unique_key", "created_at", "updated_at", "started_at",
-                           "finished_at"}
+                           "finished_at", "traceparent", "tracestate"}
     email = next(job for job in body["data"] if job["id"] == queue["email 1"])
     assert email["payload"] == {"order_id": 1, "event": "created"}  # JSON, not a string of it
     assert body["pagination"] == {"limit": 20, "has_more": False, "next_cursor": None}

@@ -56,6 +56,7 @@ OTHER_MODULES = {
     "cache": "database",      # answers kept in front of the database, in memory or on Redis
     "pgnotify": "database",   # PostgreSQL LISTEN on a connection of its own: wakes the job workers
     "observe": "operations",  # logs
+    "tracing": "operations",  # W3C Trace Context: ids, their headers, the trace of the work in hand
     "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
     "backup": "operations",   # backup and restore: SQLite's backup API, pg_dump and pg_restore
