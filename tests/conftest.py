@@ -616,11 +616,12 @@ def responses_at_once(base_url, requests):
 # -- job workers ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def running_worker(database, settings, *, threads=1, **options):
-    """A worker.Worker running in this process until the block ends; yields it."""
+def running_worker(database, settings, *, threads=1, logger=None, **options):
+    """A worker.Worker running in this process until the block ends, logging to `logger`
+    (by default, nowhere a test reads); yields it."""
     from worker import Worker
 
-    worker = Worker(database, settings, JSONLogger(stream=io.StringIO()), threads=threads, **options)
+    worker = Worker(database, settings, logger or JSONLogger(stream=io.StringIO()), threads=threads, **options)
     worker.start()
     try:
         yield worker

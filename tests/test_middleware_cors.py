@@ -20,9 +20,10 @@ from web import Application
 ALLOWED_ORIGIN = "https://shop.example"
 OTHER_ALLOWED_ORIGIN = "http://localhost:5173"
 CORS_ORIGINS = f"{ALLOWED_ORIGIN},{OTHER_ALLOWED_ORIGIN}"
-EXPOSED = "Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed"
+EXPOSED = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed,"
+           " traceresponse")
 ALLOWED_HEADERS = ("Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-CSRF-Token,"
-                   " X-API-Key, X-Request-ID, Last-Event-ID")
+                   " X-API-Key, X-Request-ID, Last-Event-ID, traceparent, tracestate")
 # Origins that must get no CORS headers: each differs from an allowed one in one way.
 NOT_ALLOWED_ORIGINS = [
     "https://evil.example",
