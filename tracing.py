@@ -46,7 +46,7 @@ benchmarked; the module's `random` is reseeded in every forked process (gunicorn
 import contextvars
 import random
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 VERSION = "00"  # the version this module writes; the one it knows best
 FORBIDDEN_VERSION = "ff"
@@ -77,13 +77,15 @@ _TRACESTATE_MEMBER = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(NamedTuple):
     """The trace a piece of work belongs to, and that work's own span.
 
     `trace_id` (32 hex) names the whole trace; `span_id` (16 hex) this operation (a request,
     a job's run); `parent_id` the caller's span, None when the trace started here; `flags`
     the trace-flags to pass on; `tracestate` the validated list to pass on, or None.
+
+    A NamedTuple, immutable like a frozen dataclass and a quarter of its cost to make (a
+    frozen dataclass sets each field through object.__setattr__): one is made per request.
     """
 
     trace_id: str
@@ -183,13 +185,14 @@ def start_trace():
 
 
 def new_trace_id():
-    """32 lowercase hex digits, never all zeros (which means "no trace")."""
-    return f"{random.getrandbits(128) or 1:032x}"
+    """32 lowercase hex digits, never all zeros (which means "no trace"). (bytes.hex() is
+    about four times as fast as formatting the number with "032x".)"""
+    return (random.getrandbits(128) or 1).to_bytes(16, "big").hex()
 
 
 def new_span_id():
     """16 lowercase hex digits, never all zeros."""
-    return f"{random.getrandbits(64) or 1:016x}"
+    return (random.getrandbits(64) or 1).to_bytes(8, "big").hex()
 
 
 # -- the context of the work in hand -------------------------------------------------------------

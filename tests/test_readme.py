@@ -65,12 +65,16 @@ RECEIVER_ORIGIN = "http://127.0.0.1:9000"  # the webhook receiver's, in the set-
 STEP_TIMEOUT_SECONDS = 30
 # Values that differ on every run or machine: request ids, timestamps, signed cursors, the
 # days a report covers (the last 30 up to the day the test runs), and what is left of a rate
-# limit and when it comes back; a job's times and worker, and the name an export is saved
-# under (made of its days); a webhook's secret and message ids, and how long a delivery took.
+# limit and when it comes back; a job's times, worker and trace (a request without a
+# traceparent starts a new one), and the name an export is saved under (made of its days); a
+# webhook's secret and message ids, and how long a delivery took.
 # These headers must be there, with any value.
 VOLATILE_HEADERS = {"x-request-id", "date", "link", "retry-after", "ratelimit", "content-disposition"}
 VOLATILE_FIELDS = {"request_id", "created_at", "updated_at", "from", "to", "day", "run_at", "started_at",
-                   "finished_at", "locked_by", "secret", "message_id", "duration_ms"}
+                   "finished_at", "locked_by", "secret", "message_id", "duration_ms", "traceparent"}
+# traceresponse: the trace id a step sends is checked, the span id the server makes for
+# each request is new every time.
+NEW_SPAN_ID = re.compile(r"^(00-[0-9a-f]{32}-)[0-9a-f]{16}(-[0-9a-f]{2})$")
 ASSIGNMENT = re.compile(r"^([A-Z_]+)=", flags=re.M)
 VARIABLE_USE = re.compile(r"\$([A-Z_]+)")
 HEADING_OR_BLOCK = re.compile(r"^(#{2,4}) ([^\n]+)$|^```(\w+)\n(.*?)^```", flags=re.M | re.S)
@@ -302,6 +306,10 @@ def run_curl(step, script, expected, directory):
     for name, value in expected_headers:
         if name.lower() in VOLATILE_HEADERS:
             assert name.lower() in dict(actual_pairs), f"{context}\nmissing header {name}"
+        elif name.lower() == "traceresponse":
+            got = dict(actual_pairs).get("traceresponse", "")
+            assert NEW_SPAN_ID.match(got) and NEW_SPAN_ID.sub(r"\1\2", got) == NEW_SPAN_ID.sub(r"\1\2", value), \
+                f"{context}\ntraceresponse: {got}, not {value} (but for its span id)"
         else:
             assert (name.lower(), value) in actual_pairs, f"{context}\nmissing header {name}: {value}"
     shown_link = dict((name.lower(), value) for name, value in expected_headers).get("link")
