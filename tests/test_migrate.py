@@ -9,6 +9,7 @@ import pytest
 from conftest import postgres_admin, postgres_url_for_schema
 
 import db
+import jobs
 import migrate
 import sql_items
 
@@ -35,6 +36,22 @@ def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database)
     for refused_sku in ("DESK-TIDY-WAL", "", "X" * 65):  # taken, empty, too long
         with pytest.raises(db.IntegrityError), database.transaction() as connection:
             connection.execute("UPDATE items SET sku = :sku WHERE id = :id", {"sku": refused_sku, "id": ids[1]})
+
+
+def test_0012_only_expands_so_the_previous_release_keeps_enqueueing_jobs(database):
+    """0012 adds jobs.traceparent and jobs.tracestate. The previous release enqueues naming
+    neither: its jobs have no trace, and this release's worker claims them all the same
+    (worker.job_trace gives them a new one); the CHECKs hold for what this release writes."""
+    now = "2026-11-29T12:00:00.000000Z"
+    with database.transaction() as connection:
+        connection.execute(
+            "INSERT INTO jobs (kind, payload, max_attempts, run_at, unique_key, created_at, updated_at)"
+            " VALUES ('noop', '{}', 3, :now, NULL, :now, :now)", {"now": now})
+    [job] = jobs.claim(database, "worker-a", 5, lease_seconds=30)
+    assert (job.kind, job.traceparent, job.tracestate) == ("noop", None, None)
+    for column, refused in (("traceparent", "00-too-short"), ("tracestate", ""), ("tracestate", "k=" + "v" * 511)):
+        with pytest.raises(db.IntegrityError), database.transaction() as connection:
+            connection.execute(f"UPDATE jobs SET {column} = :value WHERE id = :id", {"value": refused, "id": job.id})
 
 
 def test_numbered_migrations_apply_in_order(settings, tmp_path):

@@ -4,8 +4,10 @@ or started for each request and named in `traceresponse`, the trace id in the ac
 and one trace followed from an order placed over HTTP to its jobs, the webhook a real
 receiver gets, and the worker's log lines."""
 
+import http.client
 import json
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import place, running_worker, wait_for_jobs
@@ -248,6 +250,23 @@ def test_a_request_without_a_valid_traceparent_gets_a_new_trace(client, logger, 
 def test_a_future_version_with_extra_fields_continues_the_trace(client):
     response = client.get("/health", headers={"traceparent": f"cc-{TRACE_ID}-{PARENT_ID}-01-future-field"})
     assert trace_response(response)[:1] == (TRACE_ID,)
+
+
+def test_two_traceparent_fields_on_the_wire_start_a_new_trace(live_server):
+    """The server joins repeated fields with ", " (RFC 9110 §5.3): no longer one traceparent."""
+    connection = http.client.HTTPConnection(urlsplit(live_server).hostname, urlsplit(live_server).port, timeout=10)
+    try:
+        connection.putrequest("GET", "/health")
+        connection.putheader("traceparent", VALID)
+        connection.putheader("traceparent", f"00-{'1' * 32}-{PARENT_ID}-01")
+        connection.endheaders()
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 200
+    trace_id = tracing.parse_traceparent(response.getheader("traceresponse"))[0]
+    assert trace_id not in (TRACE_ID, "1" * 32)
 
 
 def test_every_answer_is_traced_errors_included_and_no_trace_outlives_its_request(wsgi_client, logger, log_stream):
