@@ -126,7 +126,7 @@ def trace_context(request, call_next):
     caller's span, and a client that copied it from an answer would mislabel its next call.
     """
     environ = request.environ
-    context = tracing.from_headers(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+    context = tracing.continue_trace(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
     token = tracing.attach(context)
     try:
         response = call_next(request)

@@ -167,10 +167,11 @@ def parse_tracestate(value):
     return _truncated(members) or None
 
 
-def from_headers(traceparent, tracestate):
-    """The context of a request that sent these headers (either may be None): the caller's
-    trace, continued with a new span, when `traceparent` is valid; else a new trace, and
-    `tracestate` is not even read (the specification says so)."""
+def continue_trace(traceparent, tracestate):
+    """The context of work that was handed these values (either may be None): a request's
+    headers, or a job's columns. The trace they name, continued with a new span, when
+    `traceparent` is valid; else a new trace, and `tracestate` is not even read (the
+    specification says so)."""
     parsed = parse_traceparent(traceparent)
     if parsed is None:
         return start_trace()

@@ -77,17 +77,6 @@ HANDLERS = {
 }
 
 
-def job_trace(job):
-    """The context a job runs in: a new span, child of the span that enqueued it (its
-    `traceparent`), with its `tracestate`; a new trace for a job enqueued without one (by a
-    release before migration 0012)."""
-    parsed = tracing.parse_traceparent(job.traceparent)
-    if parsed is None:
-        return tracing.start_trace()
-    trace_id, parent_id, flags = parsed
-    return tracing.TraceContext(trace_id, tracing.new_span_id(), parent_id, flags, job.tracestate)
-
-
 class Worker:
     """Runs jobs on `threads` threads until stopped. `clock` and `jitter` are for tests."""
 
@@ -246,8 +235,11 @@ class Worker:
                 self._wakeup.set()  # a thread is free: the dispatcher may claim again
 
     def _run(self, job):
-        """Run one job, in its trace, and record its outcome; never raises."""
-        token = tracing.attach(job_trace(job))
+        """Run one job, in its trace, and record its outcome; never raises.
+
+        The job runs as a new span, child of the span that enqueued it; a job enqueued
+        without a trace (by a release before migration 0012) gets a new one."""
+        token = tracing.attach(tracing.continue_trace(job.traceparent, job.tracestate))
         try:
             self._run_traced(job)
         finally:

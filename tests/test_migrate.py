@@ -41,7 +41,7 @@ def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database)
 def test_0012_only_expands_so_the_previous_release_keeps_enqueueing_jobs(database):
     """0012 adds jobs.traceparent and jobs.tracestate. The previous release enqueues naming
     neither: its jobs have no trace, and this release's worker claims them all the same
-    (worker.job_trace gives them a new one); the CHECKs hold for what this release writes."""
+    (tracing.continue_trace gives them a new one); the CHECKs hold for what this release writes."""
     now = "2026-11-29T12:00:00.000000Z"
     with database.transaction() as connection:
         connection.execute(

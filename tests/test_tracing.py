@@ -18,7 +18,6 @@ import middleware
 import observe
 import tracing
 import webhooks
-import worker
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -74,7 +73,7 @@ def test_an_invalid_traceparent_is_ignored(value):
 
 
 def test_a_valid_traceparent_is_continued_with_a_new_span_of_its_own():
-    context = tracing.from_headers(VALID, "rojo=1")
+    context = tracing.continue_trace(VALID, "rojo=1")
     assert (context.trace_id, context.parent_id, context.flags, context.tracestate) == (TRACE_ID, PARENT_ID, 1,
                                                                                       "rojo=1")
     assert context.span_id not in (PARENT_ID, "0" * 16)
@@ -82,13 +81,13 @@ def test_a_valid_traceparent_is_continued_with_a_new_span_of_its_own():
 
 
 def test_a_future_version_is_passed_on_as_version_00():
-    context = tracing.from_headers(f"cc-{TRACE_ID}-{PARENT_ID}-01-what-the-future-will-be-like", None)
+    context = tracing.continue_trace(f"cc-{TRACE_ID}-{PARENT_ID}-01-what-the-future-will-be-like", None)
     assert context.traceparent == f"00-{TRACE_ID}-{context.span_id}-01"
 
 
 @pytest.mark.parametrize("traceparent", [None, f"00-{'0' * 32}-{PARENT_ID}-01", f"ff-{TRACE_ID}-{PARENT_ID}-01"])
 def test_no_valid_traceparent_starts_a_new_unsampled_trace_and_ignores_tracestate(traceparent):
-    context = tracing.from_headers(traceparent, "rojo=00f067aa0ba902b7")
+    context = tracing.continue_trace(traceparent, "rojo=00f067aa0ba902b7")
     assert context.trace_id != TRACE_ID and context.trace_id != "0" * 32
     assert (context.parent_id, context.flags, context.tracestate) == (None, 0, None)
 
@@ -172,7 +171,7 @@ def test_the_current_context_is_per_thread_and_restored_by_detach():
 
 
 def test_outgoing_headers_name_a_new_span_of_the_current_trace_with_its_tracestate():
-    context = tracing.from_headers(VALID, "rojo=1")
+    context = tracing.continue_trace(VALID, "rojo=1")
     token = tracing.attach(context)
     try:
         first, second = tracing.outgoing_headers(), tracing.outgoing_headers()
@@ -345,5 +344,5 @@ def test_a_job_enqueued_outside_a_request_gets_a_trace_of_its_own_kept_on_every_
 
 def test_a_job_from_before_migration_0012_runs_in_a_new_trace():
     job = jobs.Job(1, "noop", {}, 1, 3, None)  # no traceparent: the previous release enqueued it
-    first, second = worker.job_trace(job), worker.job_trace(job)
+    first, second = (tracing.continue_trace(job.traceparent, job.tracestate) for _ in range(2))
     assert first.trace_id != second.trace_id and first.parent_id is None
