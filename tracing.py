@@ -51,7 +51,6 @@ from typing import NamedTuple
 VERSION = "00"  # the version this module writes; the one it knows best
 FORBIDDEN_VERSION = "ff"
 SAMPLED = 0x01  # trace-flags: the only flag of version 00; others are sent as 0
-TRACEPARENT_CHARS = 55  # "00-" + 32 + "-" + 16 + "-" + 2
 # tracestate: at most 32 members; the shop passes on at most 512 characters of them (what
 # the specification asks every participant to carry at least), and drops whole members,
 # those over 128 characters first, to get there. A header longer than the longest valid
@@ -155,15 +154,13 @@ def parse_tracestate(value):
         member = part.strip(" \t")  # optional whitespace (RFC 9110's OWS) around each member
         if not member:
             continue
-        if not _TRACESTATE_MEMBER.fullmatch(member):
-            return None
+        if len(members) == MAX_TRACESTATE_MEMBERS or not _TRACESTATE_MEMBER.fullmatch(member):
+            return None  # (a 33rd member: refused before the rest of a long header is parsed)
         key = member.partition("=")[0]
         if key in keys:
             return None
         keys.add(key)
         members.append(member)
-    if not members or len(members) > MAX_TRACESTATE_MEMBERS:
-        return None
     return _truncated(members) or None
 
 
