@@ -45,12 +45,14 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
 
 import http11
 import http11_responses
+import httptls
 import httpworkers
 from httpworkers import ClientGone, Lane, LaneQueue
 
@@ -71,6 +73,7 @@ LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the cl
 DEFAULT_LANE = "default"
 
 # What the event loop waits for on a connection (Connection.state).
+HANDSHAKING = "handshaking"  # TLS only: the client's side of the handshake (httptls.py)
 READING = "reading"    # the next request: its head, then its body
 SENDING = "sending"    # the client to take the rest of a response (the outbox)
 CLOSING = "closing"    # the client to finish, after our last response, before close()
@@ -91,14 +94,17 @@ class HTTPServer:
     ``on_reject(status=, detail=, client=, request_id=)`` is called for each one instead,
     with the request id sent in the response's X-Request-ID. send_buffer_bytes: the kernel's
     send buffer of each connection (SO_SNDBUF), if it should not grow as the kernel likes.
+    tls_context (httptls.server_context): serve HTTPS; each handshake is driven by the event
+    loop, within the head's timeout, and the app sees wsgi.url_scheme "https".
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, lanes=(), lane_for=None,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
                  keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=http11.MAX_BODY_BYTES,
-                 send_buffer_bytes=None, on_reject=None):
+                 send_buffer_bytes=None, on_reject=None, tls_context=None):
         self.app, self.on_reject, self.max_connections = app, on_reject, max_connections
+        self.tls_context = tls_context
         self.send_buffer_bytes = send_buffer_bytes  # SO_SNDBUF of each connection; None: the kernel's
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -142,7 +148,8 @@ class HTTPServer:
         self._draining = False
         self._base_environ = {
             "SERVER_NAME": str(self.server_address[0]), "SERVER_PORT": str(self.server_address[1]),
-            "SCRIPT_NAME": "", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+            "SCRIPT_NAME": "", "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http" if tls_context is None else "https",
             "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
             "wsgi.input_terminated": True, "wsgi.errors": sys.stderr}
 
@@ -175,6 +182,8 @@ class HTTPServer:
                 os.read(self._wake_read, 4096)  # the bytes of request_shutdown() and of workers
             elif key.data.state == SENDING:  # watched for EVENT_WRITE; the others for reading
                 self._send_ready(key.data)
+            elif key.data.state == HANDSHAKING:  # for EVENT_READ or EVENT_WRITE, as OpenSSL asks
+                self._handshake_ready(key.data)
             else:
                 self._read_ready(key.data)
         self._take_back_returned()
@@ -211,8 +220,9 @@ class HTTPServer:
                                                      REMOTE_PORT=str(peer[1])))
             with self._lock:
                 self._open += 1
-            # The first head must arrive within header_timeout of the connection.
-            conn.state, conn.started = READING, True
+            # The first head (after the TLS handshake, if any) must arrive within
+            # header_timeout of the connection: a client that never says hello is a slow head.
+            conn.state, conn.started = READING if self.tls_context is None else HANDSHAKING, True
             conn.deadline = time.monotonic() + self.header_timeout
             self._watch(conn, selectors.EVENT_READ)
 
@@ -224,14 +234,40 @@ class HTTPServer:
                 self._selector.register(self._listener, selectors.EVENT_READ)
                 self._accepting = True
 
-    def _read_ready(self, conn) -> None:
-        """Bytes arrived: take them, and see whether they complete a request."""
+    def _handshake_ready(self, conn) -> None:
+        """Take the TLS handshake a step further (httptls.py); once done, read the request."""
         try:
-            count = conn.sock.recv_into(self._chunk)
+            if not isinstance(conn.sock, ssl.SSLSocket):  # the client's first bytes are here
+                httptls.check_client_hello(conn.sock)
+                self._unwatch(conn)  # the wrapped socket replaces this one in the selector
+                conn.sock = httptls.start_handshake(conn.sock, self.tls_context)
+                self._watch(conn, selectors.EVENT_READ)
+            wait_for = httptls.continue_handshake(conn.sock)
+        except httptls.NotTLS as error:
+            self._refuse(conn, http11.ProtocolError(400, str(error)))
+            return
         except BlockingIOError:
             return
-        except OSError:
-            count = 0
+        except OSError as error:  # ssl.SSLError too: no common version or cipher, garbage
+            _log.debug("TLS handshake failed with %s: %s", conn.environ["REMOTE_ADDR"], error)
+            self._unwatch(conn)
+            self._close(conn.sock)
+            return
+        if wait_for is not None:
+            self._selector.modify(conn.sock, selectors.EVENT_WRITE if wait_for == "write" else selectors.EVENT_READ,
+                                  conn)
+            return
+        # Done. The deadline runs on: it is the first head's. That head may have come in the
+        # handshake's last flight, already read by OpenSSL where select() cannot see it: try now.
+        conn.state = READING
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        self._read_ready(conn)
+
+    def _read_ready(self, conn) -> None:
+        """Bytes arrived: take them, and see whether they complete a request."""
+        count = self._receive(conn)
+        if count is None:
+            return
         if count == 0:  # the client closed (or reset) the connection
             self._unwatch(conn)
             self._close(conn.sock)
@@ -239,12 +275,24 @@ class HTTPServer:
         if conn.state == CLOSING:  # a goodbye: what the client still sends is dropped
             return
         conn.buffer += self._chunk_view[:count]
+        while httptls.pending_plaintext(conn.sock) and (more := self._receive(conn)):  # see httptls.py
+            conn.buffer += self._chunk_view[:more]
+            count += more
         if conn.head is not None:  # a body: the minimum rate gives it more time
             conn.moved += count
             conn.deadline = self._rate_deadline(conn, self.body_timeout)
         elif not conn.started:  # the first byte of a new request starts its head's deadline
             conn.deadline, conn.started = time.monotonic() + self.header_timeout, True
         self._parse(conn)
+
+    def _receive(self, conn) -> int | None:
+        """recv() into the shared chunk: the count (0: the client closed), None: not yet."""
+        try:
+            return conn.sock.recv_into(self._chunk)
+        except httptls.WOULD_BLOCK:
+            return None
+        except OSError:
+            return 0
 
     def _parse(self, conn) -> None:
         """Take the next request off conn.buffer: a whole one goes to its lane's workers, a
@@ -309,7 +357,7 @@ class HTTPServer:
         """The client can take more of the outbox: send it; once it is empty, read again."""
         try:
             sent = conn.sock.send(conn.outbox)
-        except BlockingIOError:
+        except httptls.WOULD_BLOCK:  # over TLS, the same bytes are offered again next time
             return
         except OSError:
             self._unwatch(conn)
@@ -375,7 +423,7 @@ class HTTPServer:
         conn.then_close = True
         try:  # a fresh send buffer takes a refusal whole; what it does not is sent later
             conn.outbox += memoryview(refusal)[conn.sock.send(refusal):]
-        except BlockingIOError:
+        except httptls.WOULD_BLOCK:
             conn.outbox += refusal
         except OSError:
             self._close(conn.sock)
@@ -386,7 +434,9 @@ class HTTPServer:
         """Close without losing the last response (RFC 9112 §9.6): close() with unread bytes
         in the kernel makes TCP send a reset, which can destroy a response the client has not
         read yet (say a 413 while it still sends its body). So: send our FIN first, read and
-        drop what the client still sends (for LINGER_SECONDS at most), then close."""
+        drop what the client still sends (for LINGER_SECONDS at most), then close. Over TLS,
+        the close_notify alert goes first (httptls.send_close_notify)."""
+        httptls.send_close_notify(conn.sock)
         _shutdown_quietly(conn.sock, socket.SHUT_WR)
         conn.state, conn.deadline = CLOSING, time.monotonic() + LINGER_SECONDS
         self._watch(conn, selectors.EVENT_READ)
@@ -412,7 +462,7 @@ class HTTPServer:
             for conn in list(self._waiting.values()):
                 # A request whose body is arriving is in flight: it is read, run and answered.
                 # A connection that waits for a request is closed now; a closing one lingers.
-                if conn.state == READING and conn.head is None:
+                if conn.state == HANDSHAKING or (conn.state == READING and conn.head is None):
                     self._unwatch(conn)
                     self._close(conn.sock)
             with self._lock:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import http11_responses
+from httptls import WOULD_BLOCK
 
 RECV_BYTES = 64 * 1024                 # one recv() at most
 OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for the event loop
@@ -85,16 +86,19 @@ class Connection:
             self.send_outbox_blocking()
 
     def _send_now(self, data) -> int:
-        """Send what the kernel takes without waiting: how many bytes that was."""
+        """Send what the kernel takes without waiting: how many bytes that was. Over TLS a
+        send is all or nothing: a "would block" may have taken part of data into records
+        already, and OpenSSL needs the same bytes again; they stay at the outbox's front."""
         try:
             return self.sock.send(data)
-        except BlockingIOError:
+        except WOULD_BLOCK:
             return 0
         except OSError as error:
             raise ClientGone from error
 
     def send_outbox_blocking(self) -> None:
-        """Send the whole outbox, waiting at most SEND_TIMEOUT_SECONDS for the client."""
+        """Send the whole outbox, waiting at most SEND_TIMEOUT_SECONDS for the client. (With a
+        timeout, an SSLSocket waits for whatever OpenSSL wants, readable or writable, itself.)"""
         try:
             self.sock.settimeout(SEND_TIMEOUT_SECONDS)
             self.sock.sendall(self.outbox)

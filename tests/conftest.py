@@ -972,7 +972,7 @@ class Program:
     def wait_for_url(self):
         """Wait for `python server.py` to print where it serves; set url and port."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while (match := re.match(r"Serving the shop on (http://[^:]+:([0-9]+)) ", self.stderr())) is None:
+        while (match := re.match(r"Serving the shop on (https?://[^:]+:([0-9]+)) ", self.stderr())) is None:
             if (report := self.exit_report()) is not None:
                 pytest.fail(report)
             if time.monotonic() > deadline:
