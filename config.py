@@ -52,7 +52,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
 | `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
 | `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
-| `TLS_CERT_FILE`, `TLS_KEY_FILE` | unset: plain HTTP | PEM certificate chain and its private key: `python server.py` serves HTTPS |
+| `TLS_CERT_FILE`, `TLS_KEY_FILE` | unset: plain HTTP | a PEM certificate chain and its key: serve HTTPS |
 """
 
 import ipaddress

@@ -356,9 +356,7 @@ class HTTPServer:
     def _send_ready(self, conn) -> None:
         """The client can take more of the outbox: send it; once it is empty, read again."""
         try:
-            sent = conn.sock.send(conn.outbox)
-        except httptls.WOULD_BLOCK:  # over TLS, the same bytes are offered again next time
-            return
+            sent = httptls.send_some(conn.sock, conn.outbox)
         except OSError:
             self._unwatch(conn)
             self._close(conn.sock)
@@ -422,9 +420,7 @@ class HTTPServer:
         conn.head = conn.decoder = None
         conn.then_close = True
         try:  # a fresh send buffer takes a refusal whole; what it does not is sent later
-            conn.outbox += memoryview(refusal)[conn.sock.send(refusal):]
-        except httptls.WOULD_BLOCK:
-            conn.outbox += refusal
+            conn.outbox += memoryview(refusal)[httptls.send_some(conn.sock, refusal):]
         except OSError:
             self._close(conn.sock)
             return

@@ -27,10 +27,14 @@ handled where it happens (httpserver.py, httpworkers.py):
 - OpenSSL decrypts a whole record (up to 16 KiB) at once: plaintext it has decrypted but
   not yet handed over (``pending()``) is invisible to select(), which only sees the kernel's
   bytes. The loop reads until ``pending()`` is 0, or that data would wait for the timeout.
-- A send that would block may already have taken part of the data into TLS records:
-  OpenSSL then needs the *same* bytes offered again (the outbox is only ever appended to,
-  and ACCEPT_MOVING_WRITE_BUFFER, which Python sets, lets them move in memory). A send that
-  returns has sent all it was given. ``sendfile`` would bypass TLS: the server never uses it.
+- A send is all or nothing: it returns once all it was given is sent, or raises "would
+  block" even when part of the data has already gone out as TLS records, and OpenSSL then
+  needs the *same* bytes offered again (ACCEPT_MOVING_WRITE_BUFFER, which Python sets, lets
+  them move in memory). One send of a 1 MiB response would look like 0 bytes sent until the
+  last one went, and a slow reader would seem to take nothing at all: ``send_some`` sends a
+  record's worth at a time, so that what went is counted and only one record waits to be
+  offered again (from the front of the outbox, which is only ever appended to).
+  ``sendfile`` would bypass TLS: the server never uses it.
 
 A plain HTTP request sent to the TLS port is answered in plain HTTP: 400, "this port speaks
 HTTPS" (nginx does the same), rather than a TLS alert no person can read. Every TLS record
@@ -46,6 +50,7 @@ MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # (a key stolen later does not decrypt traffic recorded now); AES-GCM and ChaCha20-Poly1305
 # are AEAD ciphers, so no CBC padding oracles (Lucky 13, POODLE) and no RC4 or 3DES.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+TLS_SEND_BYTES = 16 * 1024  # plaintext per send over TLS: one record's worth (RFC 8446 §5.1)
 ALPN_PROTOCOLS = ["http/1.1"]  # what this server speaks: a client offering h2 falls back to it
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of a ClientHello (RFC 8446 §5.1 ContentType)
 PLAIN_HTTP_DETAIL = "this port speaks HTTPS; the request was plain HTTP (use https://)"
@@ -110,6 +115,25 @@ def continue_handshake(sock) -> str | None:
     except ssl.SSLWantWriteError:
         return "write"
     return None
+
+
+def send_some(sock, data) -> int:
+    """Send what the socket takes now, without waiting: how many bytes of data that was
+    (0 when it takes none). Raises OSError when the client is gone. Over TLS, a record's
+    worth at a time (see the module docstring)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        try:
+            return sock.send(data)
+        except BlockingIOError:
+            return 0
+    sent = 0
+    with memoryview(data) as view:  # released before the caller resizes data (an outbox)
+        try:
+            while sent < len(view):
+                sent += sock.send(view[sent:sent + TLS_SEND_BYTES])
+        except WOULD_BLOCK:
+            pass
+    return sent
 
 
 def pending_plaintext(sock) -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import http11_responses
-from httptls import WOULD_BLOCK
+from httptls import send_some
 
 RECV_BYTES = 64 * 1024                 # one recv() at most
 OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for the event loop
@@ -86,13 +86,11 @@ class Connection:
             self.send_outbox_blocking()
 
     def _send_now(self, data) -> int:
-        """Send what the kernel takes without waiting: how many bytes that was. Over TLS a
-        send is all or nothing: a "would block" may have taken part of data into records
-        already, and OpenSSL needs the same bytes again; they stay at the outbox's front."""
+        """Send what the kernel takes without waiting: how many bytes that was. (Over TLS,
+        bytes OpenSSL took but could not send yet are not counted: they stay at the front
+        of the outbox, to be offered again, as it needs: httptls.send_some.)"""
         try:
-            return self.sock.send(data)
-        except WOULD_BLOCK:
-            return 0
+            return send_some(self.sock, data)
         except OSError as error:
             raise ClientGone from error
 
