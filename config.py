@@ -184,7 +184,7 @@ class Settings:
     event_retention_seconds: int
     webhook_timeout_seconds: float
     webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
-    tls_cert_file: Path | None  # both or neither: `python server.py` serves HTTPS (httptls.py)
+    tls_cert_file: Path | None  # both or neither: `python server.py` serves HTTPS (httpsockets.py)
     tls_key_file: Path | None
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
@@ -331,7 +331,7 @@ def _webhook_settings(environ, app_env):
 def _tls_files(environ):
     """TLS_CERT_FILE and TLS_KEY_FILE, both or neither, each a file this process can read
     now: a wrong path stops the start, not the first client's handshake. Whether they hold a
-    certificate and its key, ssl says when server.py loads them (httptls.server_context)."""
+    certificate and its key, ssl says when server.py loads them (httpsockets.server_context)."""
     files = {"TLS_CERT_FILE": environ.get("TLS_CERT_FILE") or None, "TLS_KEY_FILE": environ.get("TLS_KEY_FILE") or None}
     if (files["TLS_CERT_FILE"] is None) != (files["TLS_KEY_FILE"] is None):
         raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither")

@@ -43,7 +43,7 @@ import cache
 import config
 import db
 import events
-import httptls
+import httpsockets
 import migrate
 import openapi
 import passwords
@@ -225,7 +225,7 @@ def serve(settings, database, *, host, port):
     tls_context = None
     if settings.tls_cert_file is not None:
         try:
-            tls_context = httptls.server_context(settings.tls_cert_file, settings.tls_key_file)
+            tls_context = httpsockets.server_context(settings.tls_cert_file, settings.tls_key_file)
         except OSError as error:  # ssl.SSLError too: not PEM, or the key of another certificate
             print(f"configuration error: TLS_CERT_FILE and TLS_KEY_FILE must be a PEM certificate and its"
                   f" private key: {error}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""TLS for httpserver.py: the server's SSLContext, and a handshake the event loop drives.
+"""The sockets under httpserver.py: listening, and sending and receiving without ever
+waiting, over plain TCP or over TLS (HTTPS), whose handshake the event loop drives.
+
+httpserver.py decides what to read and send, and when; this module knows how a socket
+does it. For plain TCP that is little: ``listen``, ``prepare_client``, ``receive_into`` and
+``send_some`` (which return at once, with what the kernel had or took), ``close_writing``.
+The rest of this module is TLS, where each of them has a catch.
 
 With TLS_CERT_FILE and TLS_KEY_FILE set, ``python server.py`` speaks HTTPS: HTTP/1.1 inside
 TLS (RFC 8446 for TLS 1.3, RFC 5246 for 1.2), with the standard ``ssl`` module (OpenSSL).
@@ -18,7 +24,7 @@ entry until the head timeout closes it, exactly like a slow request head; it nev
 worker. ``check_client_hello``, ``start_handshake`` and ``continue_handshake`` are its steps.
 
 Reading and writing through an SSLSocket differ from a plain socket in three ways, each
-handled where it happens (httpserver.py, httpworkers.py):
+handled here (receive_into, send_some) or where it happens (httpserver.py):
 
 - "would block" is SSLWantReadError or SSLWantWriteError, not BlockingIOError: WOULD_BLOCK
   names all three. Either may come from a send or a recv: a TLS record read may need a
@@ -41,8 +47,11 @@ HTTPS" (nginx does the same), rather than a TLS alert no person can read. Every 
 starts with its content type, 22 (0x16) for a handshake; no HTTP method starts with that
 byte, so the first byte, peeked at before wrapping, tells them apart.
 """
+import selectors
 import socket
 import ssl
+
+LISTEN_BACKLOG = 1024                  # connections the kernel queues while the server is full
 
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # TLS 1.2 cipher suites (TLS 1.3 has its own five, all AEAD, which this does not change):
@@ -58,6 +67,53 @@ PLAIN_HTTP_DETAIL = "this port speaks HTTPS; the request was plain HTTP (use htt
 # What a non-blocking send or recv raises when it cannot go on right now, on a plain socket
 # (BlockingIOError) or a TLS one (the other two).
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def listen(host, port) -> socket.socket:
+    """A non-blocking socket listening on (host, port); port 0 picks a free port. Raises
+    OSError when the port is taken or the address is not this machine's."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        # Restart at once after a crash instead of waiting out TIME_WAIT on the port.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
+
+
+def prepare_client(sock, send_buffer_bytes=None) -> None:
+    """Set up an accepted client's socket: no Nagle delay, the send buffer, non-blocking."""
+    # Without this, a response written in two pieces waits for the client's delayed
+    # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to hundreds.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if send_buffer_bytes is not None:  # less kernel memory per slow reader
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+    sock.setblocking(False)
+
+
+def receive_into(sock, buffer) -> int | None:
+    """recv() what has arrived into buffer, without waiting: the count (0: the client closed
+    or reset the connection), or None when nothing has arrived after all."""
+    try:
+        return sock.recv_into(buffer)
+    except WOULD_BLOCK:
+        return None
+    except OSError:
+        return 0
+
+
+def close_writing(sock) -> None:
+    """Send our FIN, and keep reading what the client still sends (httpserver's goodbye).
+    Over TLS the close_notify alert goes first (send_close_notify)."""
+    send_close_notify(sock)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # already closed by the client
+        pass
 
 
 class NotTLS(Exception):
@@ -89,8 +145,8 @@ def server_context(cert_file, key_file) -> ssl.SSLContext:
 def check_client_hello(sock) -> None:
     """Look at the first byte of an accepted socket, which select() says has arrived,
     without taking it (OpenSSL reads it next). Returns when it starts a TLS handshake.
-    Raises NotTLS when the client spoke something else; BlockingIOError when nothing has
-    arrived after all; ConnectionResetError when the client closed without a byte."""
+    Raises NotTLS when the client spoke something else; ConnectionResetError when the client
+    closed without a byte (or BlockingIOError: nothing came after all, and it is closed)."""
     first = sock.recv(1, socket.MSG_PEEK)
     if not first:
         raise ConnectionResetError("the client closed before its handshake")
@@ -104,16 +160,17 @@ def start_handshake(sock, context) -> ssl.SSLSocket:
     return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
 
-def continue_handshake(sock) -> str | None:
+def continue_handshake(sock) -> int | None:
     """Take the handshake as far as the bytes at hand allow: None once it is complete, or
-    what to wait for before calling again: "read" or "write". Raises ssl.SSLError (no
-    common version or cipher, a malformed message) or OSError (the client went away)."""
+    what to wait for before calling again: selectors.EVENT_READ or EVENT_WRITE. Raises
+    ssl.SSLError (no common version or cipher, a malformed message) or OSError (the client
+    went away)."""
     try:
         sock.do_handshake()
     except ssl.SSLWantReadError:
-        return "read"
+        return selectors.EVENT_READ
     except ssl.SSLWantWriteError:
-        return "write"
+        return selectors.EVENT_WRITE
     return None
 
 

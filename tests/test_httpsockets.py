@@ -1,4 +1,4 @@
-"""Tests for httptls.py and HTTPS in httpserver.py: a throw-away certificate, real handshakes.
+"""Tests for httpsockets.py and HTTPS in httpserver.py: a throw-away certificate, real handshakes.
 
 A certificate for localhost and 127.0.0.1 is made once per module with the `openssl` command
 line (skipped without it, except under CI=true). The in-process servers of test_httpserver.py
@@ -25,7 +25,7 @@ from conftest import PROJECT_DIR, free_port, server_env, unavailable
 from test_http11 import H, get
 from test_httpserver import READ_TIMEOUT, SHORT_TIMEOUT, Client, echo_app, running
 
-import httptls
+import httpsockets
 import httpworkers
 
 PROMPTLY_SECONDS = 1.0      # a request that waits on no slow client is answered well within this
@@ -71,7 +71,7 @@ def big_body():
 
 @pytest.fixture
 def tls_server(certificate):
-    with running(tls_app, tls_context=httptls.server_context(*certificate), header_timeout=SHORT_TIMEOUT,
+    with running(tls_app, tls_context=httpsockets.server_context(*certificate), header_timeout=SHORT_TIMEOUT,
                  body_timeout=SHORT_TIMEOUT, keepalive_timeout=SHORT_TIMEOUT, max_workers=1) as server:
         yield server
 
@@ -145,7 +145,7 @@ def half_a_client_hello(certificate):
     with pytest.raises(ssl.SSLWantReadError):  # it wrote its hello, and now waits for ours
         tls.do_handshake()
     hello = outgoing.read()
-    assert hello[:1] == httptls.TLS_HANDSHAKE_RECORD and len(hello) > 100
+    assert hello[:1] == httpsockets.TLS_HANDSHAKE_RECORD and len(hello) > 100
     return hello[:len(hello) // 2]
 
 
@@ -175,7 +175,7 @@ def test_tls_1_1_and_older_are_refused_by_the_server(tls_server, connect_tls, ce
 
 
 def test_the_context_says_what_it_allows(certificate):
-    context = httptls.server_context(*certificate)
+    context = httpsockets.server_context(*certificate)
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.options & ssl.OP_NO_RENEGOTIATION and context.options & ssl.OP_NO_COMPRESSION
     assert context.verify_mode == ssl.CERT_NONE  # no client certificates asked for
@@ -188,7 +188,7 @@ def test_a_key_that_is_not_the_certificates_is_refused(certificate, tmp_path):
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
                     str(other_key)], check=True, capture_output=True, timeout=30)
     with pytest.raises(ssl.SSLError):
-        httptls.server_context(certificate[0], other_key)
+        httpsockets.server_context(certificate[0], other_key)
 
 
 # -- reading and writing through TLS ---------------------------------------------------------
@@ -205,10 +205,10 @@ def test_keep_alive_and_pipelining_over_tls(tls_server, connect_tls):
 @pytest.mark.parametrize("recv_bytes", [httpworkers.RECV_BYTES, 1000], ids=["as-shipped", "smaller-than-a-record"])
 def test_a_body_of_many_tls_records_arrives_whole(certificate, connect_tls, monkeypatch, recv_bytes):
     # With recv() smaller than a 16 KiB record, the rest of each record waits inside OpenSSL,
-    # where select() cannot see it: only reading until pending() is 0 gets it (httptls.py).
+    # where select() cannot see it: only reading until pending() is 0 gets it (httpsockets.py).
     monkeypatch.setattr(httpworkers, "RECV_BYTES", recv_bytes)
     body = b"y" * (200 * 1024)
-    with running(tls_app, tls_context=httptls.server_context(*certificate), body_timeout=SHORT_TIMEOUT) as server:
+    with running(tls_app, tls_context=httpsockets.server_context(*certificate), body_timeout=SHORT_TIMEOUT) as server:
         client = connect_tls(server)
         client.send(b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         status, _, echoed = client.response()
@@ -221,7 +221,7 @@ def test_plain_http_on_the_tls_port_is_told_so_and_closed(tls_server):
         client.send(get("/health"))
         status, headers, body = client.response()
         assert status == 400 and headers["connection"] == "close"
-        assert json.loads(body)["detail"] == httptls.PLAIN_HTTP_DETAIL
+        assert json.loads(body)["detail"] == httpsockets.PLAIN_HTTP_DETAIL
         assert client.is_closed()
     finally:
         client.close()
@@ -231,7 +231,7 @@ def test_plain_http_on_the_tls_port_is_told_so_and_closed(tls_server):
 def test_a_large_response_to_a_slow_tls_reader_completes_and_holds_no_worker(certificate, connect_tls, path):
     # Small kernel buffers on both sides, so that the response cannot hide in them: sends
     # over TLS would block (SSLWantWriteError) and go on from the outbox or in the worker.
-    with running(tls_app, tls_context=httptls.server_context(*certificate), max_workers=1,
+    with running(tls_app, tls_context=httpsockets.server_context(*certificate), max_workers=1,
                  send_buffer_bytes=SMALL_BUFFER_BYTES) as server:
         reader = connect_tls(server, receive_buffer=SMALL_BUFFER_BYTES)
         reader.send(get(path))
@@ -287,7 +287,7 @@ def test_a_failed_handshake_is_closed_and_the_server_goes_on(tls_server, connect
     with raw_connection(tls_server) as sock, pytest.raises(ssl.SSLCertVerificationError):
         untrusting.wrap_socket(sock, server_hostname="localhost")
     with raw_connection(tls_server) as sock:
-        sock.sendall(httptls.TLS_HANDSHAKE_RECORD + b"\x03\x03\x00\x05garbage")  # not a ClientHello
+        sock.sendall(httpsockets.TLS_HANDSHAKE_RECORD + b"\x03\x03\x00\x05garbage")  # not a ClientHello
         assert closed_within(sock, READ_TIMEOUT)
     served_over_tls_within(tls_server, connect_tls, PROMPTLY_SECONDS)
 
@@ -323,7 +323,7 @@ def test_python_server_py_serves_https_to_curl(tmp_path, certificate, start_prog
     # Plain HTTP to the same port: a 400 saying so, not a TLS alert.
     plain = subprocess.run(["curl", "--silent", "--include", f"http://127.0.0.1:{program.port}/health"],
                            capture_output=True, text=True, timeout=30, check=False)
-    assert plain.stdout.startswith("HTTP/1.1 400 ") and httptls.PLAIN_HTTP_DETAIL in plain.stdout
+    assert plain.stdout.startswith("HTTP/1.1 400 ") and httpsockets.PLAIN_HTTP_DETAIL in plain.stdout
 
 
 def test_hsts_is_sent_over_tls_only(tmp_path, certificate, start_program):
