@@ -30,6 +30,7 @@ import httpworkers
 
 PROMPTLY_SECONDS = 1.0      # a request that waits on no slow client is answered well within this
 CLOSE_SLACK_SECONDS = 3.0   # a connection due to close at a deadline is closed within this after it
+PROMPT_CLOSE_SECONDS = 2.5  # half the shop's keep-alive timeout: "at once", with slack
 NEVER_HELLO_CLIENTS = 50
 BIG_BODY_BYTES = 1024 * 1024
 SMALL_BUFFER_BYTES = 16 * 1024  # the kernel's buffers (SO_SNDBUF, SO_RCVBUF) around a slow reader
@@ -349,6 +350,7 @@ def test_sigterm_drains_tls_connections_like_plain_ones(tmp_path, certificate, s
     address = ("127.0.0.1", program.port)
     context = client_context(certificate)
     idle, in_flight = TLSClient(address, context), TLSClient(address, context)
+    silent = socket.create_connection(address, timeout=READ_TIMEOUT)  # no ClientHello yet
     try:
         idle.send(get("/health"))
         assert idle.response()[0] == 200
@@ -357,7 +359,10 @@ def test_sigterm_drains_tls_connections_like_plain_ones(tmp_path, certificate, s
         in_flight.send(b"01234")
 
         program.send_signal(signal.SIGTERM)
-        assert idle.is_closed()  # at once, not after the keep-alive timeout (the socket's timeout bounds it)
+        signalled = time.monotonic()
+        # At once, not after the keep-alive (5 s) or head (10 s) timeouts.
+        assert idle.is_closed() and closed_within(silent, PROMPT_CLOSE_SECONDS)
+        assert time.monotonic() - signalled < PROMPT_CLOSE_SECONDS
         in_flight.send(b"56789")
         status, headers, _ = in_flight.response()
         assert status == 405 and headers["connection"] == "close"
@@ -366,6 +371,7 @@ def test_sigterm_drains_tls_connections_like_plain_ones(tmp_path, certificate, s
     finally:
         idle.close()
         in_flight.close()
+        silent.close()
     assert "Traceback" not in program.stderr()
 
 
