@@ -33,6 +33,8 @@ handled here (receive_into, send_some) or where it happens (httpserver.py):
 - OpenSSL decrypts a whole record (up to 16 KiB) at once: plaintext it has decrypted but
   not yet handed over (``pending()``) is invisible to select(), which only sees the kernel's
   bytes. The loop reads until ``pending()`` is 0, or that data would wait for the timeout.
+  (Its buffer, httpworkers.RECV_BYTES, holds more than a record, so one read usually
+  empties it; a smaller one would depend on this, and a test makes one to see.)
 - A send is all or nothing: it returns once all it was given is sent, or raises "would
   block" even when part of the data has already gone out as TLS records, and OpenSSL then
   needs the *same* bytes offered again (ACCEPT_MOVING_WRITE_BUFFER, which Python sets, lets
