@@ -52,6 +52,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
 | `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
 | `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
+| `TLS_CERT_FILE`, `TLS_KEY_FILE` | unset: plain HTTP | a PEM certificate chain and its key: serve HTTPS |
 """
 
 import ipaddress
@@ -183,6 +184,8 @@ class Settings:
     event_retention_seconds: int
     webhook_timeout_seconds: float
     webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
+    tls_cert_file: Path | None  # both or neither: `python server.py` serves HTTPS (httpsockets.py)
+    tls_key_file: Path | None
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -243,6 +246,7 @@ def load_settings(environ=None):
         **_mail_settings(environ),
         **_event_settings(environ),
         **_webhook_settings(environ, app_env),
+        **_tls_files(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -322,6 +326,23 @@ def _webhook_settings(environ, app_env):
         raise ConfigError("WEBHOOK_ALLOW_PRIVATE is for tests and development; it is refused with APP_ENV=production")
     timeout = _float(environ, "WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS, low=0.1, high=30)
     return {"webhook_timeout_seconds": timeout, "webhook_allow_private": allow_private}
+
+
+def _tls_files(environ):
+    """TLS_CERT_FILE and TLS_KEY_FILE, both or neither, each a file this process can read
+    now: a wrong path stops the start, not the first client's handshake. Whether they hold a
+    certificate and its key, ssl says when server.py loads them (httpsockets.server_context)."""
+    files = {"TLS_CERT_FILE": environ.get("TLS_CERT_FILE") or None, "TLS_KEY_FILE": environ.get("TLS_KEY_FILE") or None}
+    if (files["TLS_CERT_FILE"] is None) != (files["TLS_KEY_FILE"] is None):
+        raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither")
+    for name, path in files.items():
+        if path is not None:
+            try:
+                with open(path, "rb") as pem:
+                    pem.read(1)
+            except OSError as error:  # the path only: never a byte of what the file holds
+                raise ConfigError(f"{name}: cannot read {path}: {error.strerror or error}") from None
+    return {name.lower(): Path(path) if path else None for name, path in files.items()}
 
 
 def _smtp_url(environ):

@@ -71,6 +71,12 @@ CORS_EXPOSED_HEADERS = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLi
 # reading answers: every actual response is checked anew.
 CORS_MAX_AGE_SECONDS = 2 * 3600
 VARY_ORIGIN = ("Vary", "Origin")
+# HSTS (RFC 6797): a browser that saw this over HTTPS uses only https:// for this host for the
+# next two years, so nobody on the way can turn its next visit into plain HTTP. Two years, as
+# Mozilla and hstspreload.org advise. No includeSubDomains and no preload: those bind every
+# subdomain of the shop's name to HTTPS, for years, which is the owner's choice to make, not
+# this code's (its cookies need no such help: the __Host- prefix already keeps subdomains out).
+STRICT_TRANSPORT_SECURITY = ("Strict-Transport-Security", "max-age=63072000")
 
 
 def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trusted_proxies=()):
@@ -142,7 +148,12 @@ def access_log(logger):
 
 
 def security_headers(request, call_next):
+    """SECURITY_HEADERS on every response, HSTS on those sent over TLS, and no-store."""
     response = call_next(request)
+    # RFC 6797 §7.2: over plain HTTP the header must not be sent (a browser ignores it there,
+    # §8.1). Behind a TLS proxy the app hears plain HTTP: the proxy sends it (README, HTTPS).
+    if request.environ.get("wsgi.url_scheme") == "https":
+        response.headers.append(STRICT_TRANSPORT_SECURITY)
     if response.header("Content-Security-Policy") is None:
         response.headers.extend(SECURITY_HEADERS)
     else:

@@ -43,6 +43,7 @@ import cache
 import config
 import db
 import events
+import httpsockets
 import migrate
 import openapi
 import passwords
@@ -221,15 +222,23 @@ def serve(settings, database, *, host, port):
         logger.warning("request rejected", **fields)
 
     threads = settings.threads or (SQLITE_THREADS if database.engine == "sqlite" else POSTGRESQL_THREADS)
+    tls_context = None
+    if settings.tls_cert_file is not None:
+        try:
+            tls_context = httpsockets.server_context(settings.tls_cert_file, settings.tls_key_file)
+        except OSError as error:  # ssl.SSLError too: not PEM, or the key of another certificate
+            print(f"configuration error: TLS_CERT_FILE and TLS_KEY_FILE must be a PEM certificate and its"
+                  f" private key: {error}", file=sys.stderr)
+            return 2
     try:
         server = HTTPServer(application, host, port if port is not None else settings.port,
                             max_workers=threads, lanes=server_lanes(settings), lane_for=lane_for,
-                            on_reject=log_rejected)
+                            on_reject=log_rejected, tls_context=tls_context)
     except OSError as error:  # the port is taken, or the address is not this machine's
         print(f"cannot listen on {host}:{port or settings.port}: {error.strerror}", file=sys.stderr)
         return 1
     bound_host, bound_port = server.server_address[:2]
-    url = f"http://{bound_host}:{bound_port}"
+    url = f"{'https' if tls_context else 'http'}://{bound_host}:{bound_port}"
     worker = None
     if settings.worker_in_process:
         worker = Worker(database, settings, logger, threads=IN_PROCESS_WORKER_THREADS)
