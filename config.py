@@ -52,6 +52,8 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
 | `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
 | `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
+| `METRICS_TOKEN` | unset: loopback only | GET /metrics needs `Authorization: Bearer <token>` (16+ characters) |
+| `METRICS_DIR` | unset: this process only | a directory where every process writes its counts; a scrape adds them up |
 """
 
 import ipaddress
@@ -132,6 +134,8 @@ DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0  # webhooks (outbound.py): a slower receiv
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MIN_METRICS_TOKEN_CHARS = 16
+METRICS_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: no space, no line break
 MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
 
 
@@ -183,6 +187,8 @@ class Settings:
     event_retention_seconds: int
     webhook_timeout_seconds: float
     webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
+    metrics_token: str | None  # None: GET /metrics answers loopback clients only (api_ops.py)
+    metrics_dir: Path | None  # None: /metrics shows this process; else every process's file in it
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -243,6 +249,7 @@ def load_settings(environ=None):
         **_mail_settings(environ),
         **_event_settings(environ),
         **_webhook_settings(environ, app_env),
+        **_metrics_settings(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -322,6 +329,16 @@ def _webhook_settings(environ, app_env):
         raise ConfigError("WEBHOOK_ALLOW_PRIVATE is for tests and development; it is refused with APP_ENV=production")
     timeout = _float(environ, "WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS, low=0.1, high=30)
     return {"webhook_timeout_seconds": timeout, "webhook_allow_private": allow_private}
+
+
+def _metrics_settings(environ):
+    """METRICS_TOKEN: a bearer token of visible ASCII (it travels in a header), long enough not
+    to be guessed; METRICS_DIR: a directory, made on start when missing (metrics.py)."""
+    token = environ.get("METRICS_TOKEN") or None
+    if token is not None and not (len(token) >= MIN_METRICS_TOKEN_CHARS and METRICS_TOKEN.fullmatch(token)):
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} visible ASCII characters")
+    directory = environ.get("METRICS_DIR") or None
+    return {"metrics_token": token, "metrics_dir": Path(directory) if directory else None}
 
 
 def _smtp_url(environ):

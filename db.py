@@ -259,6 +259,12 @@ class SQLiteDatabase:
             self._write_lock.release()
         connection.run_after_commit()
 
+    def pool_stats(self):
+        """For /metrics (metrics.GAUGE_HELP): SQLite has no pool, but a connection per thread,
+        and one write lock, the queue its writers wait in."""
+        return {"db_sqlite_connections": len(self._all_connections),
+                "db_sqlite_write_lock_held": int(self._write_lock.locked())}
+
     def close(self):
         with self._all_connections_lock:
             for raw in self._all_connections:
@@ -370,6 +376,15 @@ class PostgresDatabase:
             except psycopg.OperationalError as error:
                 raise DatabaseUnavailable(str(error)) from error
         connection.run_after_commit()
+
+    def pool_stats(self):
+        """For /metrics (metrics.GAUGE_HELP): the pool's connections lent out, idle, at most,
+        and the threads waiting for one (psycopg_pool's counters)."""
+        stats = self._pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        return {"db_pool_connections_in_use": size - idle, "db_pool_connections_idle": idle,
+                "db_pool_connections_max": stats.get("pool_max", POOL_MAX_CONNECTIONS),
+                "db_pool_requests_waiting": stats.get("requests_waiting", 0)}
 
     def close(self):
         self._pool.close()
