@@ -56,7 +56,6 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `METRICS_DIR` | unset: this process only | a directory where every process writes its counts; a scrape adds them up |
 """
 
-import ipaddress
 import os
 import re
 import secrets
@@ -70,9 +69,9 @@ from urllib.parse import urlsplit
 # PBKDF2_ITERATIONS is held to passwords' ceiling: above it, passwords.py would refuse to
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
 # starts from the default of its hashing gate, and keeps to its ceiling.
-from origins import origin_problem
+from origins import parse_origins
 from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
-from ratelimit import parse_rate_limits
+from ratelimit import parse_rate_limits, parse_trusted_proxies
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
@@ -136,7 +135,6 @@ DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MIN_METRICS_TOKEN_CHARS = 16
 METRICS_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: no space, no line break
-MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
 
 
 class ConfigError(Exception):
@@ -396,42 +394,17 @@ def _rate_limits(environ):
 
 
 def _trusted_proxies(environ):
-    """TRUSTED_PROXIES as a tuple of networks: "10.0.0.5" is 10.0.0.5/32, "10.0.0.0/8" a range.
-
-    A CIDR with host bits set (10.0.0.5/8) is refused rather than widened: it is a typo for
-    either the address or the range, and guessing the range would trust millions of hosts.
-    """
-    networks = []
-    for entry in (part.strip() for part in environ.get("TRUSTED_PROXIES", "").split(",")):
-        if entry:
-            try:
-                networks.append(ipaddress.ip_network(entry))
-            except ValueError:
-                raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an address or a CIDR range such as 10.0.0.0/8"
-                                  ) from None
-    if len(networks) > MAX_TRUSTED_PROXIES:
-        raise ConfigError(f"TRUSTED_PROXIES may list at most {MAX_TRUSTED_PROXIES} addresses or ranges")
-    return tuple(networks)
+    try:
+        return parse_trusted_proxies(environ.get("TRUSTED_PROXIES", ""))
+    except ValueError as error:
+        raise ConfigError(f"TRUSTED_PROXIES: {error}") from None
 
 
 def _cors_origins(environ):
-    """CORS_ORIGINS as a tuple of exact origins, in the order given, each once.
-
-    Refused, with the reason: `null` (the origin of sandboxed frames, local files and some
-    redirects, which any page can arrange to send: allowing it allows everyone), `*` or any
-    wildcard (never together with credentials, and a pattern is a classic way to allow
-    `https://shop.example.attacker.net`), and anything a browser would never send as an
-    Origin, which would silently match nothing: a path or trailing slash, capitals, a
-    default port.
-    """
-    origins = []
-    for origin in (part.strip() for part in environ.get("CORS_ORIGINS", "").split(",")):
-        if origin:
-            problem = origin_problem(origin)
-            if problem is not None:
-                raise ConfigError(f"CORS_ORIGINS: {origin!r} {problem}")
-            origins.append(origin)
-    return tuple(dict.fromkeys(origins))
+    try:
+        return parse_origins(environ.get("CORS_ORIGINS", ""))
+    except ValueError as error:
+        raise ConfigError(f"CORS_ORIGINS: {error}") from None
 
 
 def _clock(environ, app_env):

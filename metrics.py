@@ -344,10 +344,10 @@ def _labels(labels):
 
 
 def _escape(value):
-    """A label value as the format quotes it: backslash, double quote and newline escaped.
+    r"""A label value as the format quotes it: backslash, double quote and newline escaped.
 
-    >>> _escape('a\\b"c\nd')
-    'a\\\\b\\"c\\nd'
+    >>> print(_escape('C:\\dir "x"'))
+    C:\\dir \"x\"
     """
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
