@@ -40,8 +40,9 @@ every file of the directory (the idea of prometheus_client's multiprocess mode, 
     process_*              one series per live process, labelled by its pid
 
 The random part of a file's name keeps a new process that reuses an old pid from
-overwriting the old one's counts. Empty the directory when the whole server is redeployed,
-so that files do not pile up (a scrape reads at most MAX_FILES of them).
+overwriting the old one's counts. Every process ever started leaves a file: empty the
+directory when the whole server is redeployed, and keep worker restarts rare (gunicorn's
+--max-requests makes one per restart), since a scrape reads the newest MAX_FILES only.
 """
 
 import bisect
@@ -59,8 +60,10 @@ NO_ROUTE = "(none)"  # the route label of a request whose path matched no route 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 FLUSH_INTERVAL_SECONDS = 1.0  # how stale another process's counts may be in a scrape
 GAUGE_FRESH_SECONDS = 5 * FLUSH_INTERVAL_SECONDS  # a file older than this is a dead process's
-MAX_FILES = 1024  # read by one scrape: a directory never emptied cannot make scrapes slow
-MAX_FILE_BYTES = 4 * 1024 * 1024  # a file larger than this is not ours: skipped
+# Read by one scrape, the newest first: a directory never emptied cannot make scrapes slow. A
+# process's file holds a few kilobytes (its series are bounded), so a larger one is not ours.
+MAX_FILES = 1024
+MAX_FILE_BYTES = 1024 * 1024
 
 # The counters beside the requests, by family: (label names, help). `Recorder.count` adds one.
 EVENT_COUNTERS = {
