@@ -120,7 +120,7 @@ def test_a_scrape_without_the_database_still_answers(wsgi_client, app, monkeypat
 
 
 @pytest.mark.no_rate_limits  # a thousand requests from one client
-def test_a_thousand_unknown_paths_and_methods_add_one_series_each(wsgi_client):
+def test_a_thousand_unknown_paths_add_a_series_per_method_not_per_path(wsgi_client):
     before = scrape(wsgi_client)
     for _ in range(1000):
         path = f"/no-such-{random.getrandbits(64):x}"
