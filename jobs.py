@@ -204,6 +204,17 @@ def purge_finished(database, *, retention_seconds, now=None):
     return deleted
 
 
+def queue_stats(database, *, timeout_seconds, now=None):
+    """For /metrics: ({(status, kind): jobs}, the seconds the job due the longest has waited,
+    0.0 when none is waiting). Raises db.DatabaseUnavailable past `timeout_seconds`."""
+    now = now or datetime.now(UTC)
+    with database.connection(timeout_seconds=timeout_seconds) as connection:
+        counts = {(row["status"], row["kind"]): row["jobs"] for row in sql_jobs.count_jobs(connection)}
+        oldest = sql_jobs.oldest_due_run_at(connection, db.utc_text(now))
+    waited = 0.0 if oldest is None else (now - datetime.fromisoformat(oldest)).total_seconds()
+    return counts, max(waited, 0.0)
+
+
 def public_job(row):
     """A job row as the admin API shows it: the payload as JSON, not as text."""
     return dict(row, payload=json.loads(row["payload"]))

@@ -3,13 +3,14 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    client_address -> request_id -> access_log -> security_headers -> cors -> problems
-                   -> guard_credentials -> authenticate -> rate_limit -> the handler
+    client_address -> count_requests -> request_id -> access_log -> security_headers -> cors
+                   -> problems -> guard_credentials -> authenticate -> rate_limit -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the client's address is found first (behind TRUSTED_PROXIES, the
 address the last trusted proxy saw; without them `client_address` is left out, and the
-socket's peer is the client), the request id must exist before anything logs, the access log must
+socket's peer is the client), `count_requests` times all that follows for /metrics and sees
+the status sent, the request id must exist before anything logs, the access log must
 see the final status (so it sits outside the layer that turns errors into problems), the
 security headers go on every response, error responses included, and authentication sits
 inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
@@ -37,6 +38,7 @@ import accounts
 import auth
 import cookies
 import db
+import metrics
 import passwords
 import ratelimit
 import signing
@@ -89,6 +91,7 @@ def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trus
     `guard_credentials` and `rate_limit` layers.
     """
     layers = [client_address(trusted_proxies)] if trusted_proxies else []
+    layers.append(count_requests(metrics.RECORDER))
     layers += [request_id, access_log(logger), security_headers]
     if cors_origins:
         layers.append(cors(cors_origins, router))
@@ -114,6 +117,24 @@ def client_address(trusted_proxies):
         return call_next(request)
 
     return find_client
+
+
+def count_requests(recorder):
+    """Count and time every request for GET /metrics (metrics.Recorder), by method, route
+    pattern (never the raw path) and the status sent: outside `problems`, like the access log."""
+
+    def count(request, call_next):
+        started = recorder.request_started()
+        status = 500  # what the server sends when an exception gets past every layer
+        try:
+            response = call_next(request)
+            status = response.status
+            return response
+        finally:
+            route = request.route
+            recorder.request_finished(request.method, route.pattern if route is not None else None, status, started)
+
+    return count
 
 
 def request_id(request, call_next):
@@ -257,8 +278,10 @@ def authenticate(request, call_next):
     Whatever the credential, the role is the one the users row has now (for a token, as this
     process read it less than accounts.USER_STATE_TTL_SECONDS ago), never the token's claim.
     """
-    request.user = _identify(request)
     route = request.route
+    if route is not None and route.access == "metrics":
+        return call_next(request)  # the bearer token of /metrics is METRICS_TOKEN, no user's: api_ops checks it
+    request.user = _identify(request)
     needs_user = route is not None and route.access != "public"
     csrf_problem = None
     if request.user is not None and request.user["via"] == "session" and request.method not in SAFE_METHODS:
@@ -350,6 +373,7 @@ def rate_limit(limiter):
 def _quota_exceeded(decision):
     """The 429 for a refused decision: Retry-After, the draft's fields, and its problem type."""
     policy = decision.policy
+    metrics.RECORDER.count("rate_limit_refusals_total", policy.name)  # every 429 of a budget passes here
     if policy.name == ratelimit.LOGIN_FAILURES:
         detail = (f"too many failed logins for this account (at most {policy.quota} in {policy.window_seconds} s);"
                   " Retry-After says when to try again")

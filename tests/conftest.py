@@ -75,7 +75,8 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "MAIL_FROM", "MAIL_OUTBOX_DIR", "EXPORT_DIR", "EXPORT_MAX_ROWS", "MAX_EVENT_STREAMS",
                       "EVENT_STREAMS_PER_USER", "EVENT_HEARTBEAT_SECONDS", "EVENT_POLL_SECONDS",
                       "EVENT_RETENTION_SECONDS", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
-                      "TLS_CERT_FILE", "TLS_KEY_FILE", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY")
+                      "TLS_CERT_FILE", "TLS_KEY_FILE", "METRICS_TOKEN", "METRICS_DIR", "GUNICORN_CMD_ARGS",
+                      "WEB_CONCURRENCY")
 Checker = namedtuple("Checker", "client database admin customer")
 
 

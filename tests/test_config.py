@@ -437,8 +437,8 @@ def test_trusted_proxies_refuse_what_is_not_an_address_or_a_range(value):
 
 
 def test_trusted_proxies_are_bounded():
-    many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(config.MAX_TRUSTED_PROXIES + 1))
-    assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES may list at most 100 addresses or ranges"
+    many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(ratelimit.MAX_TRUSTED_PROXIES + 1))
+    assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES: at most 100 addresses or ranges may be listed"
 
 # -- the job queue and its emails ---------------------------------------------------------------
 

@@ -57,6 +57,9 @@ OTHER_MODULES = {
     "cache": "database",      # answers kept in front of the database, in memory or on Redis
     "pgnotify": "database",   # PostgreSQL LISTEN on a connection of its own: wakes the job workers
     "observe": "operations",  # logs
+    # Counters for GET /metrics: the stdlib only, so that every layer may count into it (the
+    # middleware its requests, a handler its cache hits, a service its webhook deliveries).
+    "metrics": "operations",
     "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
     "backup": "operations",   # backup and restore: SQLite's backup API, pg_dump and pg_restore

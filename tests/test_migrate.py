@@ -14,9 +14,9 @@ import sql_items
 
 
 def test_migrate_records_the_baseline_once(database):
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     assert migrate.migrate(database) == []  # nothing left to apply
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
 
 
 def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database):
@@ -98,7 +98,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     finally:
         database.close()
 
