@@ -39,7 +39,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     APP_ENV=production \
-    WEB_CONCURRENCY=2
+    WEB_CONCURRENCY=2 \
+    MAX_EVENT_STREAMS=4
 
 # A user of its own with no login and no home: a flaw in the app cannot write its code,
 # and it is not root in the container.
@@ -70,8 +71,13 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # in between would not pass it on). gunicorn then stops accepting and gives its workers
 # --graceful-timeout to finish the requests in hand, the same 30 s as the app's own server
 # (httpserver.SHUTDOWN_DEADLINE_SECONDS); compose waits longer than that before SIGKILL.
-# Workers: gunicorn reads WEB_CONCURRENCY (about one per core; set it when running).
+# Workers: gunicorn reads WEB_CONCURRENCY (about one per core; set it when running), each
+# with 8 threads (gthread), not gunicorn's default of one request at a time: a live order
+# event stream (GET /v1/orders/events) holds a thread for as long as it is open, and on a
+# sync worker it would hold the whole process (and be killed at gunicorn's 30 s timeout).
+# MAX_EVENT_STREAMS=4 (above) leaves at least 4 threads of each process to other requests.
 # No --access-logfile: the app writes one JSON line per request itself (observe.py).
 # --no-control-socket: gunicorn would otherwise open a control socket no one here uses.
 STOPSIGNAL SIGTERM
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--graceful-timeout", "30", "--no-control-socket", "server:app"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "8", \
+     "--graceful-timeout", "30", "--no-control-socket", "server:app"]

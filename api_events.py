@@ -67,7 +67,22 @@ def stream_order_events(request):
     except events.Closed:
         raise ServiceUnavailable("the server is shutting down; reconnect shortly",
                                  headers=[("Retry-After", str(BUSY_RETRY_AFTER_SECONDS))]) from None
-    return Response(EventStreamBody(stream, services.settings.event_heartbeat_seconds), 200, list(STREAM_HEADERS))
+    body = EventStreamBody(stream, services.settings.event_heartbeat_seconds,
+                           still_allowed=lambda: caller_unchanged(services, user))
+    return Response(body, 200, list(STREAM_HEADERS))
+
+
+def caller_unchanged(services, user):
+    """True while the caller's account exists and has the role its stream was opened with.
+
+    A stream decides once, when it opens, whether its caller sees every order (an admin) or
+    their own: an admin made a plain user (or deleted) would otherwise go on receiving every
+    customer's events until STREAM_MAX_SECONDS. The role is the one middleware.authenticate
+    trusts (accounts.UserStates: at most USER_STATE_TTL_SECONDS old), so this costs a
+    dictionary lookup on most batches, and a query at most once a second.
+    """
+    state = services.user_states.get(services.database, user["id"])
+    return state is not None and state["role"] == user["role"]
 
 
 def parse_last_event_id(value):
@@ -100,18 +115,21 @@ class EventStreamBody:
     rather than a bare generator: a generator closed before it started would never run its
     `finally`, and the stream would stay subscribed."""
 
-    def __init__(self, stream, heartbeat_seconds):
+    def __init__(self, stream, heartbeat_seconds, still_allowed=lambda: True):
         self.stream, self.heartbeat_seconds = stream, heartbeat_seconds
+        self.still_allowed = still_allowed  # asked before each batch or heartbeat is sent
 
     def __iter__(self):
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         while True:
             try:
                 batch = self.stream.next_events(self.heartbeat_seconds)
+                # Asked before anything is sent: the batch was chosen for the caller's role
+                # at the stream's start. Ended, the client reconnects and is judged anew.
+                if batch is None or not self.still_allowed():
+                    return
             except db.DatabaseUnavailable:
                 return  # the client reconnects (after `retry`) and resumes from its last id
-            if batch is None:
-                return
             yield b"".join(format_event(event) for event in batch) if batch else HEARTBEAT
 
     def close(self):

@@ -28,6 +28,7 @@ import re
 
 import cache
 import db
+import metrics
 import pagination
 import sql_items
 from schemas import describe, page_of
@@ -186,6 +187,7 @@ def _through_cache(request, key, read):
     else:
         answer, hit = catalogue.fetch(key, read)
         x_cache = "HIT" if hit else "MISS"
+        metrics.RECORDER.count("cache_requests_total", "catalogue", "hit" if hit else "miss")
     if answer is None:
         return None
     headers = [("Content-Type", JSON_TYPE), *answer.headers]

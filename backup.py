@@ -60,6 +60,10 @@ SQLITE_TABLE_COUNT = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
 POSTGRES_TABLE_COUNT = ("SELECT count(*) FROM pg_catalog.pg_tables"
                         " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
 MIGRATION_VERSIONS = "SELECT version FROM schema_migrations ORDER BY version"
+# The files SQLite keeps beside a database while it is in use. A backup renamed over one of
+# them would destroy it under the server: over the WAL, the commits not yet checkpointed are
+# lost, and the next read finds "file is not a database".
+SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
 class BackupError(Exception):
@@ -126,6 +130,9 @@ def _backup_sqlite(source_path, path, timeout_seconds):
         raise BackupError(f"there is no SQLite database at {source_path}: is DATABASE_URL right?")
     if path.resolve() == source_path.resolve():
         raise BackupError("PATH is the database itself: write the backup to another file")
+    for suffix in SQLITE_COMPANION_SUFFIXES:
+        if path.resolve() == Path(f"{source_path.resolve()}{suffix}"):
+            raise BackupError(f"PATH is the database's {suffix} file: write the backup to another file")
     # mode=rw: opened for reading (and the WAL's shared memory), never created if missing.
     with _file_written_in_place(path) as temporary, \
             contextlib.closing(_open_sqlite(source_path, "rw", timeout_seconds)) as source, \

@@ -52,12 +52,13 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
 | `WEBHOOK_TIMEOUT_SECONDS` | `5` | a webhook delivery's connect, and each read; the whole exchange at most 3 times it |
 | `WEBHOOK_ALLOW_PRIVATE` | `0` | tests and development only: webhooks may go to 127.0.0.1 and private networks |
+| `TLS_CERT_FILE`, `TLS_KEY_FILE` | unset: plain HTTP | a PEM certificate chain and its key: serve HTTPS |
+| `METRICS_TOKEN` | unset: loopback only | GET /metrics needs `Authorization: Bearer <token>` (16+ characters) |
+| `METRICS_DIR` | unset: this process only | a directory where every process writes its counts; a scrape adds them up |
 """
 
-import ipaddress
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,9 +69,10 @@ from urllib.parse import urlsplit
 # PBKDF2_ITERATIONS is held to passwords' ceiling: above it, passwords.py would refuse to
 # make or check a hash, and every registration and login would fail. PASSWORD_HASH_THREADS
 # starts from the default of its hashing gate, and keeps to its ceiling.
-from origins import origin_problem
+from origins import parse_origins
 from passwords import DEFAULT_HASH_THREADS, MAX_HASH_THREADS, MAX_PBKDF2_ITERATIONS
-from ratelimit import parse_rate_limits
+from ratelimit import parse_rate_limits, parse_trusted_proxies
+from signing import development_secret
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VAR_DIR = PROJECT_DIR / "var"
@@ -132,7 +134,8 @@ DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0  # webhooks (outbound.py): a slower receiv
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_REDIS_PREFIX = "shop:"
 REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
+MIN_METRICS_TOKEN_CHARS = 16
+METRICS_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: no space, no line break
 
 
 class ConfigError(Exception):
@@ -183,6 +186,10 @@ class Settings:
     event_retention_seconds: int
     webhook_timeout_seconds: float
     webhook_allow_private: bool  # tests and development only: refused with APP_ENV=production
+    tls_cert_file: Path | None  # both or neither: `python server.py` serves HTTPS (httpsockets.py)
+    tls_key_file: Path | None
+    metrics_token: str | None  # None: GET /metrics answers loopback clients only (api_ops.py)
+    metrics_dir: Path | None  # None: /metrics shows this process; else every process's file in it
     # The Unix time the lifetimes of refresh tokens and sessions are measured by: time.time,
     # or a MovableClock under APP_ENV=test. Access tokens keep the wall clock (auth.py).
     clock: Callable[[], float]
@@ -243,6 +250,8 @@ def load_settings(environ=None):
         **_mail_settings(environ),
         **_event_settings(environ),
         **_webhook_settings(environ, app_env),
+        **_tls_files(environ),
+        **_metrics_settings(environ),
         clock=_clock(environ, app_env),
     )
 
@@ -324,6 +333,31 @@ def _webhook_settings(environ, app_env):
     return {"webhook_timeout_seconds": timeout, "webhook_allow_private": allow_private}
 
 
+def _tls_files(environ):
+    """TLS_CERT_FILE and TLS_KEY_FILE, both or neither, each a file this process can read
+    now: a wrong path stops the start, not the first client's handshake. Whether they hold a
+    certificate and its key, ssl says when server.py loads them (httpsockets.server_context)."""
+    files = {"TLS_CERT_FILE": environ.get("TLS_CERT_FILE") or None, "TLS_KEY_FILE": environ.get("TLS_KEY_FILE") or None}
+    if (files["TLS_CERT_FILE"] is None) != (files["TLS_KEY_FILE"] is None):
+        raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither")
+    for name, path in files.items():
+        if path is not None:
+            try:
+                with open(path, "rb") as pem:
+                    pem.read(1)
+            except OSError as error:  # the path only: never a byte of what the file holds
+                raise ConfigError(f"{name}: cannot read {path}: {error.strerror or error}") from None
+    return {name.lower(): Path(path) if path else None for name, path in files.items()}
+def _metrics_settings(environ):
+    """METRICS_TOKEN: a bearer token of visible ASCII (it travels in a header), long enough not
+    to be guessed; METRICS_DIR: a directory, made on start when missing (metrics.py)."""
+    token = environ.get("METRICS_TOKEN") or None
+    if token is not None and not (len(token) >= MIN_METRICS_TOKEN_CHARS and METRICS_TOKEN.fullmatch(token)):
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} visible ASCII characters")
+    directory = environ.get("METRICS_DIR") or None
+    return {"metrics_token": token, "metrics_dir": Path(directory) if directory else None}
+
+
 def _smtp_url(environ):
     """SMTP_URL, checked: smtp:// or smtps://, a host, and a password never sent in clear
     (smtp:// with a user name means STARTTLS before the login, see mailer.py)."""
@@ -379,42 +413,17 @@ def _rate_limits(environ):
 
 
 def _trusted_proxies(environ):
-    """TRUSTED_PROXIES as a tuple of networks: "10.0.0.5" is 10.0.0.5/32, "10.0.0.0/8" a range.
-
-    A CIDR with host bits set (10.0.0.5/8) is refused rather than widened: it is a typo for
-    either the address or the range, and guessing the range would trust millions of hosts.
-    """
-    networks = []
-    for entry in (part.strip() for part in environ.get("TRUSTED_PROXIES", "").split(",")):
-        if entry:
-            try:
-                networks.append(ipaddress.ip_network(entry))
-            except ValueError:
-                raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an address or a CIDR range such as 10.0.0.0/8"
-                                  ) from None
-    if len(networks) > MAX_TRUSTED_PROXIES:
-        raise ConfigError(f"TRUSTED_PROXIES may list at most {MAX_TRUSTED_PROXIES} addresses or ranges")
-    return tuple(networks)
+    try:
+        return parse_trusted_proxies(environ.get("TRUSTED_PROXIES", ""))
+    except ValueError as error:
+        raise ConfigError(f"TRUSTED_PROXIES: {error}") from None
 
 
 def _cors_origins(environ):
-    """CORS_ORIGINS as a tuple of exact origins, in the order given, each once.
-
-    Refused, with the reason: `null` (the origin of sandboxed frames, local files and some
-    redirects, which any page can arrange to send: allowing it allows everyone), `*` or any
-    wildcard (never together with credentials, and a pattern is a classic way to allow
-    `https://shop.example.attacker.net`), and anything a browser would never send as an
-    Origin, which would silently match nothing: a path or trailing slash, capitals, a
-    default port.
-    """
-    origins = []
-    for origin in (part.strip() for part in environ.get("CORS_ORIGINS", "").split(",")):
-        if origin:
-            problem = origin_problem(origin)
-            if problem is not None:
-                raise ConfigError(f"CORS_ORIGINS: {origin!r} {problem}")
-            origins.append(origin)
-    return tuple(dict.fromkeys(origins))
+    try:
+        return parse_origins(environ.get("CORS_ORIGINS", ""))
+    except ValueError as error:
+        raise ConfigError(f"CORS_ORIGINS: {error}") from None
 
 
 def _clock(environ, app_env):
@@ -431,7 +440,7 @@ def _secret_keys(environ, app_env):
     if not primary:
         if app_env == "production":
             raise ConfigError("SECRET_KEY is required when APP_ENV=production")
-        primary = _development_secret()
+        primary = development_secret(DEV_SECRET_FILE)
     fallbacks = [key for key in environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key]
     try:
         # The environment holds bytes; Python decodes them as UTF-8 and keeps any other byte
@@ -444,29 +453,6 @@ def _secret_keys(environ, app_env):
             # Never echo the key itself: error messages end up in logs.
             raise ConfigError(f"SECRET_KEY and its fallbacks must be at least {MIN_SECRET_KEY_BYTES} bytes")
     return keys
-
-
-def _development_secret():
-    """A random key made once into var/, so restarts keep cursors and sessions valid."""
-    try:
-        return DEV_SECRET_FILE.read_text().strip()
-    except FileNotFoundError:
-        pass
-    VAR_DIR.mkdir(exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    # Write a private temporary file, then link it into place: link() fails if the file
-    # exists, so two processes starting at once agree on one key and never read half of one.
-    temporary = VAR_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(8)}"  # one per caller
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as secret_file:
-        secret_file.write(key)
-    try:
-        os.link(temporary, DEV_SECRET_FILE)
-    except FileExistsError:
-        key = DEV_SECRET_FILE.read_text().strip()
-    finally:
-        temporary.unlink()
-    return key
 
 
 def _bool(environ, name, default):

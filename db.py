@@ -164,9 +164,7 @@ class Connection:
         """The first row as a dict, or None."""
         cursor = self.execute(sql, params)
         row = cursor.fetchone()
-        if row is None:
-            return None
-        return _as_dict(cursor, row)
+        return None if row is None else _as_dict(cursor, row)
 
     def fetch_all(self, sql, params=None):
         """Every row, each as a dict."""
@@ -258,6 +256,11 @@ class SQLiteDatabase:
         finally:
             self._write_lock.release()
         connection.run_after_commit()
+
+    def pool_stats(self):
+        """For /metrics: no pool, but a connection per thread, and one writer at a time."""
+        return {"db_sqlite_connections": len(self._all_connections),
+                "db_sqlite_write_lock_held": int(self._write_lock.locked())}
 
     def close(self):
         with self._all_connections_lock:
@@ -370,6 +373,14 @@ class PostgresDatabase:
             except psycopg.OperationalError as error:
                 raise DatabaseUnavailable(str(error)) from error
         connection.run_after_commit()
+
+    def pool_stats(self):
+        """For /metrics: the pool's connections lent out, idle and at most, and threads waiting."""
+        stats = self._pool.get_stats()
+        idle = stats.get("pool_available", 0)
+        return {"db_pool_connections_in_use": stats.get("pool_size", 0) - idle, "db_pool_connections_idle": idle,
+                "db_pool_connections_max": POOL_MAX_CONNECTIONS,
+                "db_pool_requests_waiting": stats.get("requests_waiting", 0)}
 
     def close(self):
         self._pool.close()

@@ -20,17 +20,13 @@ thread. A request whose head or body arrives too slowly gets a 408:
   that trickles a byte a second is cut off after the grace; a 1 MiB upload at 40 KB/s is fine.
   Responses the loop sends are held to the same rule (then the connection is just closed).
 
-*Workers* run the app: a few threads, created once (so one SQLite connection per thread is
-opened once). Why not a thread per connection, as ``http.server`` does? Under the GIL,
-threads take turns: with 32 busy threads the slowest 1% of requests were several times
-slower than the median, with 2 far less (docs/performance.md has the figures).
+*Workers* run the app: a few threads, created once, in *lanes*, each with its own threads
+and bounded queue (httpworkers.py tells why so few, and why lanes); ``lane_for(method,
+path)`` names the lane of each request. A request whose lane queue is full is refused at
+once: 503 with Retry-After, rather than a wait without bound.
 
-Workers come in *lanes* (the bulkhead pattern: a ship's compartments keep one leak from
-sinking it). ``lane_for(method, path)`` names the lane of each request; each lane has its own
-threads and its own bounded queue. The shop puts /health and /ready on a lane of their own,
-so a probe never waits behind application work, and password logins on another, so that
-50 logins each hashing for 0.3 s cannot take every worker. A request whose lane queue is
-full is refused at once: 503 with Retry-After, rather than a wait without bound.
+With a TLS context the server speaks HTTPS: the loop drives each handshake too, before the
+first request, under the same head deadline (httpsockets.py).
 
 Shutdown
 --------
@@ -44,13 +40,14 @@ import logging
 import os
 import queue
 import selectors
-import socket
+import ssl
 import sys
 import threading
 import time
 
 import http11
 import http11_responses
+import httpsockets
 import httpworkers
 from httpworkers import ClientGone, Lane, LaneQueue
 
@@ -63,7 +60,6 @@ SHUTDOWN_DEADLINE_SECONDS = 30.0       # in-flight requests get this long after 
 DEFAULT_MAX_WORKERS = 16               # threads of the default lane (see "Concurrency" above)
 DEFAULT_MAX_CONNECTIONS = 1000         # open client connections; more wait in the backlog
 LINGER_SECONDS = 2.0                   # drain the client's leftovers this long before close()
-LISTEN_BACKLOG = 1024                  # connections the kernel queues while the server is full
 SWEEP_SECONDS = 0.1                    # how often the event loop looks for expired deadlines
 ACCEPTS_PER_WAKE = 64                  # new connections taken per loop turn, before reading others
 ACCEPT_PAUSE_SECONDS = 0.1             # no accept() this long after one failed (no descriptors)
@@ -71,6 +67,7 @@ LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the cl
 DEFAULT_LANE = "default"
 
 # What the event loop waits for on a connection (Connection.state).
+HANDSHAKING = "handshaking"  # TLS only: the client's side of the handshake (httpsockets.py)
 READING = "reading"    # the next request: its head, then its body
 SENDING = "sending"    # the client to take the rest of a response (the outbox)
 CLOSING = "closing"    # the client to finish, after our last response, before close()
@@ -91,29 +88,22 @@ class HTTPServer:
     ``on_reject(status=, detail=, client=, request_id=)`` is called for each one instead,
     with the request id sent in the response's X-Request-ID. send_buffer_bytes: the kernel's
     send buffer of each connection (SO_SNDBUF), if it should not grow as the kernel likes.
+    tls_context (httpsockets.server_context): serve HTTPS; each handshake is driven by the event
+    loop, within the head's timeout, and the app sees wsgi.url_scheme "https".
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, lanes=(), lane_for=None,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
                  keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=http11.MAX_BODY_BYTES,
-                 send_buffer_bytes=None, on_reject=None):
+                 send_buffer_bytes=None, on_reject=None, tls_context=None):
         self.app, self.on_reject, self.max_connections = app, on_reject, max_connections
-        self.send_buffer_bytes = send_buffer_bytes  # SO_SNDBUF of each connection; None: the kernel's
+        self.send_buffer_bytes, self.tls_context = send_buffer_bytes, tls_context
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.keepalive_timeout = keepalive_timeout
         self.drained = False
         self.limits = http11.Limits(body_bytes=max_body_bytes)
-        self._listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        try:
-            # Restart at once after a crash instead of waiting out TIME_WAIT on the port.
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind((host, port))
-            self._listener.listen(LISTEN_BACKLOG)
-        except OSError:
-            self._listener.close()
-            raise
-        self._listener.setblocking(False)
+        self._listener = httpsockets.listen(host, port)
         self.server_address = self._listener.getsockname()[:2]
         # request_shutdown() may run inside a signal handler, where taking a lock can deadlock:
         # it only sets a flag and writes one byte to this pipe, which wakes the event loop.
@@ -142,7 +132,8 @@ class HTTPServer:
         self._draining = False
         self._base_environ = {
             "SERVER_NAME": str(self.server_address[0]), "SERVER_PORT": str(self.server_address[1]),
-            "SCRIPT_NAME": "", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+            "SCRIPT_NAME": "", "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http" if tls_context is None else "https",
             "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
             "wsgi.input_terminated": True, "wsgi.errors": sys.stderr}
 
@@ -175,6 +166,8 @@ class HTTPServer:
                 os.read(self._wake_read, 4096)  # the bytes of request_shutdown() and of workers
             elif key.data.state == SENDING:  # watched for EVENT_WRITE; the others for reading
                 self._send_ready(key.data)
+            elif key.data.state == HANDSHAKING:  # for EVENT_READ or EVENT_WRITE, as OpenSSL asks
+                self._handshake_ready(key.data)
             else:
                 self._read_ready(key.data)
         self._take_back_returned()
@@ -201,18 +194,13 @@ class HTTPServer:
                 self._selector.unregister(self._listener)
                 self._accepting, self._accept_again_at = False, time.monotonic() + ACCEPT_PAUSE_SECONDS
                 return
-            # Without this, a response written in two pieces waits for the client's delayed
-            # ACK (Nagle's algorithm): keep-alive falls from thousands of requests/s to hundreds.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.send_buffer_bytes is not None:  # less kernel memory per slow reader
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
-            sock.setblocking(False)
+            httpsockets.prepare_client(sock, self.send_buffer_bytes)
             conn = httpworkers.Connection(sock, dict(self._base_environ, REMOTE_ADDR=peer[0],
                                                      REMOTE_PORT=str(peer[1])))
             with self._lock:
                 self._open += 1
-            # The first head must arrive within header_timeout of the connection.
-            conn.state, conn.started = READING, True
+            # The first head (a TLS handshake before it) must arrive within header_timeout of the connection.
+            conn.state, conn.started = READING if self.tls_context is None else HANDSHAKING, True
             conn.deadline = time.monotonic() + self.header_timeout
             self._watch(conn, selectors.EVENT_READ)
 
@@ -224,14 +212,33 @@ class HTTPServer:
                 self._selector.register(self._listener, selectors.EVENT_READ)
                 self._accepting = True
 
+    def _handshake_ready(self, conn) -> None:
+        """Take the TLS handshake a step further (httpsockets.py); once done, read the request."""
+        try:
+            if not isinstance(conn.sock, ssl.SSLSocket):  # the client's first bytes are here
+                httpsockets.check_client_hello(conn.sock)
+                self._unwatch(conn)  # the TLS socket takes this one's place in the selector
+                conn.sock = httpsockets.start_handshake(conn.sock, self.tls_context)
+                self._watch(conn, selectors.EVENT_READ)
+            wait_for = httpsockets.continue_handshake(conn.sock)  # EVENT_READ, EVENT_WRITE, None: done
+        except httpsockets.NotTLS as error:
+            self._refuse(conn, http11.ProtocolError(400, str(error)))
+            return
+        except OSError as error:  # ssl.SSLError too: no common version or cipher, garbage
+            _log.debug("TLS handshake failed with %s: %s", conn.environ["REMOTE_ADDR"], error)
+            self._unwatch(conn)
+            self._close(conn.sock)
+            return
+        self._selector.modify(conn.sock, wait_for or selectors.EVENT_READ, conn)
+        if wait_for is None:  # done; the deadline runs on: it is the first head's
+            conn.state = READING
+            self._read_ready(conn)  # the head may have come with the last flight, read by OpenSSL
+
     def _read_ready(self, conn) -> None:
         """Bytes arrived: take them, and see whether they complete a request."""
-        try:
-            count = conn.sock.recv_into(self._chunk)
-        except BlockingIOError:
+        count = httpsockets.receive_into(conn.sock, self._chunk)
+        if count is None:
             return
-        except OSError:
-            count = 0
         if count == 0:  # the client closed (or reset) the connection
             self._unwatch(conn)
             self._close(conn.sock)
@@ -239,6 +246,11 @@ class HTTPServer:
         if conn.state == CLOSING:  # a goodbye: what the client still sends is dropped
             return
         conn.buffer += self._chunk_view[:count]
+        # TLS: what OpenSSL has decrypted and not handed over yet, select() will not report.
+        while httpsockets.pending_plaintext(conn.sock):
+            more = httpsockets.receive_into(conn.sock, self._chunk) or 0
+            conn.buffer += self._chunk_view[:more]
+            count += more
         if conn.head is not None:  # a body: the minimum rate gives it more time
             conn.moved += count
             conn.deadline = self._rate_deadline(conn, self.body_timeout)
@@ -308,9 +320,7 @@ class HTTPServer:
     def _send_ready(self, conn) -> None:
         """The client can take more of the outbox: send it; once it is empty, read again."""
         try:
-            sent = conn.sock.send(conn.outbox)
-        except BlockingIOError:
-            return
+            sent = httpsockets.send_some(conn.sock, conn.outbox)
         except OSError:
             self._unwatch(conn)
             self._close(conn.sock)
@@ -374,9 +384,7 @@ class HTTPServer:
         conn.head = conn.decoder = None
         conn.then_close = True
         try:  # a fresh send buffer takes a refusal whole; what it does not is sent later
-            conn.outbox += memoryview(refusal)[conn.sock.send(refusal):]
-        except BlockingIOError:
-            conn.outbox += refusal
+            conn.outbox += memoryview(refusal)[httpsockets.send_some(conn.sock, refusal):]
         except OSError:
             self._close(conn.sock)
             return
@@ -386,8 +394,9 @@ class HTTPServer:
         """Close without losing the last response (RFC 9112 §9.6): close() with unread bytes
         in the kernel makes TCP send a reset, which can destroy a response the client has not
         read yet (say a 413 while it still sends its body). So: send our FIN first, read and
-        drop what the client still sends (for LINGER_SECONDS at most), then close."""
-        _shutdown_quietly(conn.sock, socket.SHUT_WR)
+        drop what the client still sends (for LINGER_SECONDS at most), then close. Over TLS,
+        the close_notify alert goes first."""
+        httpsockets.close_writing(conn.sock)
         conn.state, conn.deadline = CLOSING, time.monotonic() + LINGER_SECONDS
         self._watch(conn, selectors.EVENT_READ)
 
@@ -412,7 +421,7 @@ class HTTPServer:
             for conn in list(self._waiting.values()):
                 # A request whose body is arriving is in flight: it is read, run and answered.
                 # A connection that waits for a request is closed now; a closing one lingers.
-                if conn.state == READING and conn.head is None:
+                if conn.state == HANDSHAKING or (conn.state == READING and conn.head is None):
                     self._unwatch(conn)
                     self._close(conn.sock)
             with self._lock:
@@ -488,10 +497,3 @@ class HTTPServer:
             os.write(self._wake_write, b"\0")
         except OSError:  # the pipe is full (the loop is awake anyway) or closed (stopped)
             pass
-
-
-def _shutdown_quietly(sock, how) -> None:
-    try:
-        sock.shutdown(how)
-    except OSError:  # already closed by the client
-        pass

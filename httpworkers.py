@@ -14,6 +14,17 @@ one byte a second (a "slow read" attack) would hold a worker for as long as it l
 event stream (text/event-stream) is the exception: each event goes out before the app waits
 for the next one, so its worker (which the stream holds anyway) waits for its client.
 
+Workers are a few threads, created once (so one SQLite connection per thread is opened
+once). Why not a thread per connection, as ``http.server`` does? Under the GIL, threads take
+turns: with 32 busy threads the slowest 1% of requests were several times slower than the
+median, with 2 far less (docs/performance.md has the figures).
+
+They come in *lanes* (the bulkhead pattern: a ship's compartments keep one leak from
+sinking it): each Lane has its own threads and its own bounded queue, and httpserver's
+``lane_for(method, path)`` names the lane of each request. The shop puts /health and /ready
+on a lane of their own, so a probe never waits behind application work, and password logins
+on another, so that 50 logins each hashing for 0.3 s cannot take every worker.
+
 The request ``POST /v1/orders?dry_run=1`` (``Host: shop.example``, an 11-byte JSON body)
 becomes an ``environ``: REQUEST_METHOD="POST", PATH_INFO="/v1/orders",
 QUERY_STRING="dry_run=1", CONTENT_TYPE="application/json", CONTENT_LENGTH="11",
@@ -27,6 +38,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import http11_responses
+from httpsockets import send_some
 
 RECV_BYTES = 64 * 1024                 # one recv() at most
 OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for the event loop
@@ -85,16 +97,17 @@ class Connection:
             self.send_outbox_blocking()
 
     def _send_now(self, data) -> int:
-        """Send what the kernel takes without waiting: how many bytes that was."""
+        """Send what the kernel takes without waiting: how many bytes that was. (Over TLS,
+        bytes OpenSSL took but could not send yet are not counted: they stay at the front
+        of the outbox, to be offered again, as it needs: httpsockets.send_some.)"""
         try:
-            return self.sock.send(data)
-        except BlockingIOError:
-            return 0
+            return send_some(self.sock, data)
         except OSError as error:
             raise ClientGone from error
 
     def send_outbox_blocking(self) -> None:
-        """Send the whole outbox, waiting at most SEND_TIMEOUT_SECONDS for the client."""
+        """Send the whole outbox, waiting at most SEND_TIMEOUT_SECONDS for the client. (With a
+        timeout, an SSLSocket waits for whatever OpenSSL wants, readable or writable, itself.)"""
         try:
             self.sock.settimeout(SEND_TIMEOUT_SECONDS)
             self.sock.sendall(self.outbox)

@@ -17,7 +17,7 @@ A worker (worker.py) claims due jobs, runs each, and reports the outcome:
     (lease)   a running job whose lease expired (its worker was killed) -> queued, or dead
 
 A job carries the trace of the request that enqueued it (tracing.py: its `traceparent` and
-`tracestate` columns, migrations/0012_job_trace_context.sql). The worker runs it as a child
+`tracestate` columns, migrations/0013_job_trace_context.sql). The worker runs it as a child
 span of that request, so the job's log lines, and the webhooks it sends, carry the request's
 trace id.
 
@@ -62,7 +62,7 @@ class Job:
     attempts: int
     max_attempts: int
     unique_key: str | None
-    traceparent: str | None = None  # the enqueuing work's span; None for jobs from before 0012
+    traceparent: str | None = None  # the enqueuing work's span; None for jobs from before 0013
     tracestate: str | None = None
 
 
@@ -216,6 +216,17 @@ def purge_finished(database, *, retention_seconds, now=None):
         if batch < PURGE_BATCH_SIZE:
             break
     return deleted
+
+
+def queue_stats(database, *, timeout_seconds, now=None):
+    """For /metrics: ({(status, kind): jobs}, the seconds the job due the longest has waited,
+    0.0 when none is waiting). Raises db.DatabaseUnavailable past `timeout_seconds`."""
+    now = now or datetime.now(UTC)
+    with database.connection(timeout_seconds=timeout_seconds) as connection:
+        counts = {(row["status"], row["kind"]): row["jobs"] for row in sql_jobs.count_jobs(connection)}
+        oldest = sql_jobs.oldest_due_run_at(connection, db.utc_text(now))
+    waited = 0.0 if oldest is None else (now - datetime.fromisoformat(oldest)).total_seconds()
+    return counts, max(waited, 0.0)
 
 
 def public_job(row):

@@ -3,16 +3,18 @@
 A middleware is a function `(request, call_next) -> Response`. It may look at the request,
 call the next layer, and look at or change the response on the way back:
 
-    client_address -> trace_context -> request_id -> access_log -> security_headers -> cors
-                   -> problems -> guard_credentials -> authenticate -> rate_limit -> the handler
+    client_address -> trace_context -> count_requests -> request_id -> access_log -> security_headers
+                   -> cors -> problems -> guard_credentials -> authenticate -> rate_limit -> the handler
 
 `build_middleware()` returns that list, outermost first; `web.Application` chains it once.
 The order matters: the client's address is found first (behind TRUSTED_PROXIES, the
 address the last trusted proxy saw; without them `client_address` is left out, and the
-socket's peer is the client), the trace context and the request id must exist before anything
-logs (every log line of the request carries the trace id: tracing.py), the access log must
-see the final status (so it sits outside the layer that turns errors into problems), the
-security headers go on every response, error responses included, and authentication sits
+socket's peer is the client), the trace context and the request id must exist before
+anything logs (every log line of the request carries the trace id: tracing.py),
+`count_requests` times all that follows for /metrics and sees the status sent, the access
+log must see the final status (so it sits outside the layer that turns errors into
+problems), the security headers go on every response, error responses included, and
+authentication sits
 inside `problems`, so its 401 and 403 are rendered like every other error. CORS sits
 outside `problems` too, so that a page on an allowed origin can read a 401, 404, 429 or 503
 as well as a 200, and it answers a preflight itself, before authentication: browsers send
@@ -38,6 +40,7 @@ import accounts
 import auth
 import cookies
 import db
+import metrics
 import passwords
 import ratelimit
 import signing
@@ -74,6 +77,12 @@ CORS_EXPOSED_HEADERS = ("Location, ETag, Link, X-Request-ID, Retry-After, RateLi
 # reading answers: every actual response is checked anew.
 CORS_MAX_AGE_SECONDS = 2 * 3600
 VARY_ORIGIN = ("Vary", "Origin")
+# HSTS (RFC 6797): a browser that saw this over HTTPS uses only https:// for this host for the
+# next two years, so nobody on the way can turn its next visit into plain HTTP. Two years, as
+# Mozilla and hstspreload.org advise. No includeSubDomains and no preload: those bind every
+# subdomain of the shop's name to HTTPS, for years, which is the owner's choice to make, not
+# this code's (its cookies need no such help: the __Host- prefix already keeps subdomains out).
+STRICT_TRANSPORT_SECURITY = ("Strict-Transport-Security", "max-age=63072000")
 
 
 def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trusted_proxies=()):
@@ -86,7 +95,9 @@ def build_middleware(logger, router, *, cors_origins=(), rate_limiter=None, trus
     `guard_credentials` and `rate_limit` layers.
     """
     layers = [client_address(trusted_proxies)] if trusted_proxies else []
-    layers += [trace_context, request_id, access_log(logger), security_headers]
+    layers.append(trace_context)
+    layers.append(count_requests(metrics.RECORDER))
+    layers += [request_id, access_log(logger), security_headers]
     if cors_origins:
         layers.append(cors(cors_origins, router))
     layers.append(problems(logger))
@@ -136,6 +147,24 @@ def trace_context(request, call_next):
     return response
 
 
+def count_requests(recorder):
+    """Count and time every request for GET /metrics (metrics.Recorder), by method, route
+    pattern (never the raw path) and the status sent: outside `problems`, like the access log."""
+
+    def count(request, call_next):
+        started = recorder.request_started()
+        status = 500  # what the server sends when an exception gets past every layer
+        try:
+            response = call_next(request)
+            status = response.status
+            return response
+        finally:
+            route = request.route
+            recorder.request_finished(request.method, route.pattern if route is not None else None, status, started)
+
+    return count
+
+
 def request_id(request, call_next):
     """Accept a sane X-Request-ID from the client or make one; echo it on the response."""
     sent = request.header("X-Request-ID")
@@ -168,7 +197,12 @@ def access_log(logger):
 
 
 def security_headers(request, call_next):
+    """SECURITY_HEADERS on every response, HSTS on those sent over TLS, and no-store."""
     response = call_next(request)
+    # RFC 6797 §7.2: over plain HTTP the header must not be sent (a browser ignores it there,
+    # §8.1). Behind a TLS proxy the app hears plain HTTP: the proxy sends it (README, HTTPS).
+    if request.environ.get("wsgi.url_scheme") == "https":
+        response.headers.append(STRICT_TRANSPORT_SECURITY)
     if response.header("Content-Security-Policy") is None:
         response.headers.extend(SECURITY_HEADERS)
     else:
@@ -272,8 +306,10 @@ def authenticate(request, call_next):
     Whatever the credential, the role is the one the users row has now (for a token, as this
     process read it less than accounts.USER_STATE_TTL_SECONDS ago), never the token's claim.
     """
-    request.user = _identify(request)
     route = request.route
+    if route is not None and route.access == "metrics":
+        return call_next(request)  # the bearer token of /metrics is METRICS_TOKEN, no user's: api_ops checks it
+    request.user = _identify(request)
     needs_user = route is not None and route.access != "public"
     csrf_problem = None
     if request.user is not None and request.user["via"] == "session" and request.method not in SAFE_METHODS:
@@ -365,6 +401,7 @@ def rate_limit(limiter):
 def _quota_exceeded(decision):
     """The 429 for a refused decision: Retry-After, the draft's fields, and its problem type."""
     policy = decision.policy
+    metrics.RECORDER.count("rate_limit_refusals_total", policy.name)  # every 429 of a budget passes here
     if policy.name == ratelimit.LOGIN_FAILURES:
         detail = (f"too many failed logins for this account (at most {policy.quota} in {policy.window_seconds} s);"
                   " Retry-After says when to try again")

@@ -60,6 +60,8 @@ SECURITY_SCHEMES = {
                                      f" `{cookies.SECURE_PREFIX}{cookies.SESSION_COOKIE}` over HTTPS)"},
     "csrfToken": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
                   "description": "the session's CSRF token: required with the session cookie on unsafe methods"},
+    "metricsToken": {"type": "http", "scheme": "bearer",
+                     "description": "METRICS_TOKEN, for GET /metrics; without it set, loopback clients need none"},
 }
 PROBLEM = {
     "type": "object",
@@ -193,7 +195,8 @@ def _tag(pattern):
 def _description(route):
     doc = inspect.getdoc(route.handler) or route.summary
     who = {"public": "Anyone may call it.", "user": "Needs a logged-in user.",
-           "admin": "Needs an admin."}[route.access]
+           "admin": "Needs an admin.",
+           "metrics": "Needs METRICS_TOKEN as a bearer token; when it is not set, loopback clients only."}[route.access]
     return f"{doc}\n\n{who}"
 
 
@@ -202,6 +205,8 @@ def _security(route):
     on unsafe methods). The role an admin route needs is the server's check (403)."""
     if route.access == "public":
         return []
+    if route.access == "metrics":
+        return [{"metricsToken": []}, {}]  # {}: none needed from loopback when METRICS_TOKEN is unset
     session = {"sessionCookie": []}
     if route.method in UNSAFE_METHODS:
         session["csrfToken"] = []

@@ -15,6 +15,29 @@ ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
+def parse_origins(text):
+    """CORS_ORIGINS (comma-separated) as a tuple of exact origins, in the order given, each once.
+
+    Raises ValueError naming the first origin refused, with the reason: `null` (the origin
+    of sandboxed frames, local files and some redirects, which any page can arrange to send:
+    allowing it allows everyone), `*` or any wildcard (never together with credentials, and a
+    pattern is a classic way to allow `https://shop.example.attacker.net`), and anything a
+    browser would never send as an Origin, which would silently match nothing: a path or
+    trailing slash, capitals, a default port.
+
+    >>> parse_origins("https://shop.example, http://localhost:5173,https://shop.example")
+    ('https://shop.example', 'http://localhost:5173')
+    """
+    origins = []
+    for origin in (part.strip() for part in text.split(",")):
+        if origin:
+            problem = origin_problem(origin)
+            if problem is not None:
+                raise ValueError(f"{origin!r} {problem}")
+            origins.append(origin)
+    return tuple(dict.fromkeys(origins))
+
+
 def origin_problem(origin):
     """Why `origin` cannot be in CORS_ORIGINS, or None when it is an exact origin.
 

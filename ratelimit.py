@@ -110,6 +110,7 @@ ACCOUNT_PURPOSE = "login-failures"        # the MAC purpose of account keys (sig
 # Addresses one process refuses outright for refused credentials (`shut_out`), the oldest
 # dropped first: a dropped one is found out again at the cost of one more check.
 MAX_SHUT_OUT = 10_000
+MAX_TRUSTED_PROXIES = 100  # networks in TRUSTED_PROXIES: each request's address is compared with them
 
 # GCRA on one key, in one atomic step: Redis runs a script alone, so two processes cannot
 # both read the same debt and both take the last token. KEYS[1] is the bucket; the
@@ -188,6 +189,25 @@ def parse_rate_limits(text):
     if text.strip().lower() == "off":
         return None
     return _read_policies(text, dict(DEFAULT_POLICIES))
+
+
+def parse_trusted_proxies(text):
+    """TRUSTED_PROXIES (comma-separated) as a tuple of networks: "10.0.0.5" is 10.0.0.5/32,
+    "10.0.0.0/8" a range. Raises ValueError for an entry that is neither, or too many.
+
+    A CIDR with host bits set (10.0.0.5/8) is refused rather than widened: it is a typo for
+    either the address or the range, and guessing the range would trust millions of hosts.
+    """
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a CIDR range such as 10.0.0.0/8") from None
+    if len(networks) > MAX_TRUSTED_PROXIES:
+        raise ValueError(f"at most {MAX_TRUSTED_PROXIES} addresses or ranges may be listed")
+    return tuple(networks)
 
 
 def client_address(peer, forwarded_for, trusted_proxies):

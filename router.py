@@ -32,7 +32,7 @@ class Route:
         self.pattern = pattern
         self.handler = handler
         self.name = name
-        self.access = access  # "public", "user" or "admin": read by the auth middleware
+        self.access = access  # "public", "user", "admin" or "metrics": read by the auth middleware
         self.rate_limit = rate_limit  # a class of the rate-limit middleware, or None: not limited
         self.summary = summary
         self.regex, self.converters = compile_pattern(pattern)

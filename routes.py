@@ -7,7 +7,10 @@ endpoint is the whole list of what the API offers and to whom.
 `limit` is the route's rate-limit class (ratelimit.py, RATE_LIMITS): "auth" for the routes
 that take a password or a refresh token, counted per client address and strictest;
 "write" and "default" for the others, counted per caller. The probes have none: an
-orchestrator refused its probe would take a healthy process for a dead one.
+orchestrator refused its probe would take a healthy process for a dead one. Nor has
+/metrics: a scrape refused is a gap in every graph, and only its token's holder (or, without
+METRICS_TOKEN, a loopback client) gets past its check, which costs a hash. Its `access` is
+"metrics": the handler checks METRICS_TOKEN itself (api_ops.py), since that token is no user's.
 
 `hashes` marks the routes that run PBKDF2 (a password checked or set: passwords.py), each a
 fifth of a second of a core. The server asks hashes_password(method, path) and runs those
@@ -32,6 +35,7 @@ from router import Router
 ROUTES = [
     ("GET",    "/health",                    api_ops.health,           "health",         "public", None,      False, "Liveness: the process is up"),
     ("GET",    "/ready",                     api_ops.ready,            "ready",          "public", None,      False, "Readiness: the database answers"),
+    ("GET",    "/metrics",                   api_ops.show_metrics,     "metrics",        "metrics", None,     False, "Counters for Prometheus"),
     ("GET",    "/openapi.json",              api_docs.openapi_document, "openapi",       "public", "default", False, "This API as an OpenAPI 3.1 document"),
     ("GET",    "/docs",                      api_docs.docs_page,       "docs",           "public", "default", False, "A page to read and try this API"),
     ("GET",    "/docs/{file}",               api_docs.docs_file,       "docs_file",      "public", "default", False, "The docs page's script, style and icon"),

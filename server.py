@@ -43,6 +43,8 @@ import cache
 import config
 import db
 import events
+import httpsockets
+import metrics
 import migrate
 import openapi
 import passwords
@@ -69,7 +71,9 @@ POSTGRESQL_THREADS = 16
 # for a sick database must not delay /health, or the orchestrator restarts a healthy process.
 # Two each: one can run while the other waits for the network or the database (with one,
 # /health under load answered 6 % fewer requests than on the shared workers before).
-PROBE_LANES = {"/health": "liveness", "/ready": "readiness"}
+# A scrape of /metrics gets a lane of its own for the same reasons: it must not wait behind
+# application work, and its count of the jobs, on a sick database, must not delay /health.
+PROBE_LANES = {"/health": "liveness", "/ready": "readiness", "/metrics": "metrics"}
 PROBE_THREADS = 2
 # A probe costs microseconds (/health) or one database round trip (/ready): a long queue of
 # them drains fast. More waiting than this is a flood, not an orchestrator, and gets a 503.
@@ -124,6 +128,7 @@ def create_app(settings=None, *, database=None, logger=None):
     rate_limiter = ratelimit.RateLimiter(settings.rate_limits or {}, redis=redis_link, clock=settings.clock,
                                          logger=logger, secret_key=settings.secret_key)
     router = routes.build_router()
+    _count_for_metrics(settings, database)
     services = Services(settings=settings, database=database, logger=logger, redis=redis_link,
                         catalogue_cache=catalogue_cache, session_cache=session_cache,
                         rate_limiter=rate_limiter,
@@ -133,6 +138,15 @@ def create_app(settings=None, *, database=None, logger=None):
                                   rate_limiter=rate_limiter if settings.rate_limits is not None else None,
                                   trusted_proxies=settings.trusted_proxies)
     return Application(router, middleware, services)
+
+
+def _count_for_metrics(settings, database):
+    """Let /metrics show this process's database pool, and, with METRICS_DIR, let every process
+    of the server (gunicorn's workers, `python server.py worker`) show its counts (metrics.py).
+    Once per process in production; a test making many apps reports the last one's pool."""
+    metrics.RECORDER.pool_stats = database.pool_stats
+    if settings.metrics_dir is not None:
+        metrics.RECORDER.share_in(settings.metrics_dir)
 
 
 def __getattr__(name):
@@ -221,15 +235,23 @@ def serve(settings, database, *, host, port):
         logger.warning("request rejected", **fields)
 
     threads = settings.threads or (SQLITE_THREADS if database.engine == "sqlite" else POSTGRESQL_THREADS)
+    tls_context = None
+    if settings.tls_cert_file is not None:
+        try:
+            tls_context = httpsockets.server_context(settings.tls_cert_file, settings.tls_key_file)
+        except OSError as error:  # ssl.SSLError too: not PEM, or the key of another certificate
+            print(f"configuration error: TLS_CERT_FILE and TLS_KEY_FILE must be a PEM certificate and its"
+                  f" private key: {error}", file=sys.stderr)
+            return 2
     try:
         server = HTTPServer(application, host, port if port is not None else settings.port,
                             max_workers=threads, lanes=server_lanes(settings), lane_for=lane_for,
-                            on_reject=log_rejected)
+                            on_reject=log_rejected, tls_context=tls_context)
     except OSError as error:  # the port is taken, or the address is not this machine's
         print(f"cannot listen on {host}:{port or settings.port}: {error.strerror}", file=sys.stderr)
         return 1
     bound_host, bound_port = server.server_address[:2]
-    url = f"http://{bound_host}:{bound_port}"
+    url = f"{'https' if tls_context else 'http'}://{bound_host}:{bound_port}"
     worker = None
     if settings.worker_in_process:
         worker = Worker(database, settings, logger, threads=IN_PROCESS_WORKER_THREADS)
@@ -269,6 +291,7 @@ def run_worker(settings, database):
         migrate.migrate(database)
     logger = JSONLogger(enabled=settings.access_log)
     route_standard_logging(logger)
+    _count_for_metrics(settings, database)  # its webhook deliveries, its pool
     worker = Worker(database, settings, logger, threads=settings.worker_threads)
 
     def stop(signal_number, frame):

@@ -46,6 +46,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 
@@ -253,3 +254,29 @@ def b64url_decode(text: str) -> bytes:
     if b64url_encode(raw) != text:
         raise ValueError("not canonical base64url")
     return raw
+
+
+def development_secret(path):
+    """A random key made once into `path` (var/secret_key), so that restarts of a development
+    server keep its cursors and sessions valid; the key written there before, if any.
+
+    Written to a private temporary file, then linked into place: link() fails if the file
+    exists, so two processes starting at once agree on one key and never read half of one.
+    """
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")  # one per caller
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as secret_file:
+        secret_file.write(key)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        key = path.read_text().strip()
+    finally:
+        temporary.unlink()
+    return key

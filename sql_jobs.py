@@ -184,6 +184,19 @@ def list_jobs(connection, *, sort, limit, offset=None, after=None, status=None, 
     return connection.fetch_all(sql, params)
 
 
+def count_jobs(connection):
+    """[{status, kind, jobs}]: how many jobs of each status and kind, for /metrics. Read from
+    the index jobs_status_kind alone; its size is bounded by JOB_RETENTION_SECONDS."""
+    return connection.fetch_all("SELECT status, kind, count(*) AS jobs FROM jobs GROUP BY status, kind")
+
+
+def oldest_due_run_at(connection, now):
+    """The run_at of the queued job that has been due the longest, or None: the first entry
+    of jobs_status_run_at_id for status 'queued' (a queued job not yet due is not waiting)."""
+    return connection.fetch_value("SELECT min(run_at) FROM jobs WHERE status = 'queued' AND run_at <= :now",
+                                  {"now": now})
+
+
 def delete_finished(connection, finished_before, limit):
     """Delete up to `limit` jobs that finished (done or dead) before `finished_before`, the
     oldest first; how many. A batch at a time keeps each transaction, and its locks, short."""

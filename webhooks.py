@@ -49,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 
 import db
 import jobs
+import metrics
 import outbound
 import signing
 import sql_webhooks
@@ -203,6 +204,9 @@ def deliver(context, job):
         "error": None if error is None else error[:MAX_ERROR_CHARS], "started_at": started_at,
         "finished_at": db.utc_now(),
     })
+    # In the worker's process: with METRICS_DIR shared, a scrape of the web processes shows it.
+    outcome = "delivered" if error is None else "rejected" if status_code is not None else "failed"
+    metrics.RECORDER.count("webhook_deliveries_total", outcome)
     if error is not None:
         raise DeliveryFailed(error)
 

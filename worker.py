@@ -238,7 +238,7 @@ class Worker:
         """Run one job, in its trace, and record its outcome; never raises.
 
         The job runs as a new span, child of the span that enqueued it; a job enqueued
-        without a trace (by a release before migration 0012) gets a new one."""
+        without a trace (by a release before migration 0013) gets a new one."""
         token = tracing.attach(tracing.continue_trace(job.traceparent, job.tracestate))
         try:
             self._run_traced(job)

@@ -75,7 +75,8 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "MAIL_FROM", "MAIL_OUTBOX_DIR", "EXPORT_DIR", "EXPORT_MAX_ROWS", "MAX_EVENT_STREAMS",
                       "EVENT_STREAMS_PER_USER", "EVENT_HEARTBEAT_SECONDS", "EVENT_POLL_SECONDS",
                       "EVENT_RETENTION_SECONDS", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
-                      "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY")
+                      "TLS_CERT_FILE", "TLS_KEY_FILE", "METRICS_TOKEN", "METRICS_DIR", "GUNICORN_CMD_ARGS",
+                      "WEB_CONCURRENCY")
 Checker = namedtuple("Checker", "client database admin customer")
 
 
@@ -973,7 +974,7 @@ class Program:
     def wait_for_url(self):
         """Wait for `python server.py` to print where it serves; set url and port."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while (match := re.match(r"Serving the shop on (http://[^:]+:([0-9]+)) ", self.stderr())) is None:
+        while (match := re.match(r"Serving the shop on (https?://[^:]+:([0-9]+)) ", self.stderr())) is None:
             if (report := self.exit_report()) is not None:
                 pytest.fail(report)
             if time.monotonic() > deadline:

@@ -311,6 +311,28 @@ def test_the_app_returns_a_stream_that_ends_unsubscribed_when_closed(app, databa
     app.services.order_events.close()
 
 
+def test_a_stream_ends_when_its_caller_is_no_longer_an_admin(app, database, users, alice, admin):
+    """A stream opened by an admin shows every customer's orders: once the caller is made a
+    plain user, it must end before it hands over another customer's event (the client then
+    reconnects, and sees its own orders only)."""
+    from wsgiref.util import setup_testing_defaults
+
+    demoted = users.admin()
+    environ = {"PATH_INFO": EVENTS, "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "HTTP_AUTHORIZATION": users.headers(demoted)["Authorization"]}
+    setup_testing_defaults(environ)
+    body = app(environ, lambda status, fields, exc_info=None: None)
+    pieces = iter(body)
+    assert next(pieces) == b"retry: 3000\n\n"
+    changed = WSGIClient(app).request("PATCH", f"/v1/users/{demoted['id']}", json={"role": "user"}, headers=admin)
+    assert changed.status == 200
+    orders.place_order(database, alice[0], ONE_PEN)  # alice's, not the demoted caller's
+    assert next(pieces, None) is None  # ended: alice's order.created is never sent
+    body.close()
+    assert app.services.order_events.streams() == 0
+    app.services.order_events.close()
+
+
 def test_head_gives_the_headers_of_a_stream_and_opens_none(app, customer):
     response = WSGIClient(app).head(EVENTS, headers=customer)
     assert response.status == 200 and response.header("Content-Type") == "text/event-stream"

@@ -321,6 +321,11 @@ def test_restore_refuses_a_backup_it_cannot_trust_and_writes_nothing(tmp_path, m
     ("a-file/shop.backup", "cannot write beside {tmp}/a-file/shop.backup: Not a directory"),
     (".", "{tmp} is a directory: name the file to write"),
     ("source.db", "PATH is the database itself: write the backup to another file"),
+    # The files SQLite keeps beside a live database: replacing its WAL loses the commits not
+    # yet checkpointed, and the server's next read finds "file is not a database".
+    ("source.db-wal", "PATH is the database's -wal file: write the backup to another file"),
+    ("source.db-shm", "PATH is the database's -shm file: write the backup to another file"),
+    ("source.db-journal", "PATH is the database's -journal file: write the backup to another file"),
 ])
 def test_backup_refuses_a_path_it_cannot_write(tmp_path, path, message):
     source_url, _ = sqlite_backup(tmp_path)

@@ -437,8 +437,8 @@ def test_trusted_proxies_refuse_what_is_not_an_address_or_a_range(value):
 
 
 def test_trusted_proxies_are_bounded():
-    many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(config.MAX_TRUSTED_PROXIES + 1))
-    assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES may list at most 100 addresses or ranges"
+    many = ",".join(f"10.0.{n // 256}.{n % 256}" for n in range(ratelimit.MAX_TRUSTED_PROXIES + 1))
+    assert refusal(TRUSTED_PROXIES=many) == "TRUSTED_PROXIES: at most 100 addresses or ranges may be listed"
 
 # -- the job queue and its emails ---------------------------------------------------------------
 
@@ -490,6 +490,32 @@ def test_job_and_mail_settings_are_checked(environ, message):
 def test_the_default_cap_is_never_below_the_base():
     assert settings_with(JOB_BACKOFF_BASE_SECONDS="3600").job_backoff_cap_seconds == 3600.0
     assert settings_with(JOB_BACKOFF_BASE_SECONDS="3599").job_backoff_cap_seconds == 3600.0
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+def test_tls_is_off_by_default_and_takes_both_files(tmp_path):
+    assert (settings_with().tls_cert_file, settings_with().tls_key_file) == (None, None)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    key.write_text("key")
+    settings = settings_with(TLS_CERT_FILE=str(cert), TLS_KEY_FILE=str(key))
+    assert (settings.tls_cert_file, settings.tls_key_file) == (cert, key)
+
+
+@pytest.mark.parametrize("given", ["TLS_CERT_FILE", "TLS_KEY_FILE"])
+def test_one_tls_file_without_the_other_is_refused(tmp_path, given):
+    (tmp_path / "file.pem").write_text("pem")
+    assert refusal(**{given: str(tmp_path / "file.pem")}) == (
+        "TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither")
+
+
+def test_a_tls_file_that_cannot_be_read_is_named(tmp_path):
+    (tmp_path / "cert.pem").write_text("pem")
+    assert refusal(TLS_CERT_FILE=str(tmp_path / "cert.pem"), TLS_KEY_FILE=str(tmp_path / "missing.pem")) == (
+        f"TLS_KEY_FILE: cannot read {tmp_path / 'missing.pem'}: No such file or directory")
+    assert refusal(TLS_CERT_FILE=str(tmp_path), TLS_KEY_FILE=str(tmp_path / "cert.pem")) == (
+        f"TLS_CERT_FILE: cannot read {tmp_path}: Is a directory")
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -129,8 +129,10 @@ def test_no_secret_is_baked_into_the_image():
 def test_the_command_is_exec_form_gunicorn_with_the_apps_drain_deadline():
     command = dockerfile_command()
     drain_seconds = str(int(httpserver.SHUTDOWN_DEADLINE_SECONDS))
-    assert command == ["gunicorn", "--bind", "0.0.0.0:8000", "--graceful-timeout", drain_seconds,
-                       "--no-control-socket", "server:app"]
+    assert command == ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "8",
+                       "--graceful-timeout", drain_seconds, "--no-control-socket", "server:app"]
+    # An event stream holds a thread while it is open: fewer streams than threads per process.
+    assert int(dict(pair.split("=") for pair in instruction("ENV").split() if "=" in pair)["MAX_EVENT_STREAMS"]) < 8
     assert "--access-logfile" not in command  # the app logs each request as JSON itself
     assert instruction("STOPSIGNAL") == "SIGTERM"
 

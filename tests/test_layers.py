@@ -23,7 +23,8 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-TOOLKIT = frozenset({"web", "router", "http11", "http11_responses", "httpserver", "httpworkers", "strictjson"})
+TOOLKIT = frozenset({"web", "router", "http11", "http11_responses", "httpserver", "httpsockets", "httpworkers",
+                     "strictjson"})
 SECRETS = frozenset({"auth", "passwords", "signing"})
 # The services that exist and the ones the roadmap adds next: named now so that a new
 # module with one of these names is held to the rules on its first commit.
@@ -57,6 +58,9 @@ OTHER_MODULES = {
     "pgnotify": "database",   # PostgreSQL LISTEN on a connection of its own: wakes the job workers
     "observe": "operations",  # logs
     "tracing": "operations",  # W3C Trace Context: ids, their headers, the trace of the work in hand
+    # Counters for GET /metrics: the stdlib only, so that every layer may count into it (the
+    # middleware its requests, a handler its cache hits, a service its webhook deliveries).
+    "metrics": "operations",
     "ratelimit": "operations",  # budgets per caller, in memory or on Redis: no HTTP objects
     "seed": "operations",     # demo data
     "backup": "operations",   # backup and restore: SQLite's backup API, pg_dump and pg_restore

@@ -180,6 +180,14 @@ def test_security_headers_are_on_every_response(app, method, path, status):
         assert response.header(name) == value
 
 
+@pytest.mark.parametrize("path", ["/items", "/nowhere", "/crash"])
+def test_hsts_is_sent_over_https_only_and_on_errors_too(app, path):
+    assert call(app, "GET", path).header("Strict-Transport-Security") is None  # RFC 6797 §7.2
+    response = call_over_https(app, "GET", path, headers={})
+    assert dict(response.headers)["Strict-Transport-Security"] == "max-age=63072000"
+    assert [name for name, _ in response.headers].count("Strict-Transport-Security") == 1
+
+
 @pytest.mark.parametrize("path, cache_control", [
     ("/items", "no-store"),
     ("/conflict", "no-store"),

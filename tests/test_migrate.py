@@ -15,9 +15,9 @@ import sql_items
 
 
 def test_migrate_records_the_baseline_once(database):
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     assert migrate.migrate(database) == []  # nothing left to apply
-    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
 def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database):
@@ -38,8 +38,8 @@ def test_0011_only_expands_so_the_previous_release_keeps_writing_items(database)
             connection.execute("UPDATE items SET sku = :sku WHERE id = :id", {"sku": refused_sku, "id": ids[1]})
 
 
-def test_0012_only_expands_so_the_previous_release_keeps_enqueueing_jobs(database):
-    """0012 adds jobs.traceparent and jobs.tracestate. The previous release enqueues naming
+def test_0013_only_expands_so_the_previous_release_keeps_enqueueing_jobs(database):
+    """0013 adds jobs.traceparent and jobs.tracestate. The previous release enqueues naming
     neither: its jobs have no trace, and this release's worker claims them all the same
     (tracing.continue_trace gives them a new one); the CHECKs hold for what this release writes."""
     now = "2026-11-29T12:00:00.000000Z"
@@ -115,7 +115,7 @@ def test_concurrent_migrations_do_not_collide(settings):
         thread.join()
     try:
         assert errors == []
-        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     finally:
         database.close()
 

@@ -395,14 +395,16 @@ def test_the_token_epoch_queries_use_the_primary_key(database, users, query_name
 JOB_NOW, JOB_LATER = "2026-01-15T00:00:00.000000Z", "2026-01-15T00:00:30.000000Z"
 NEWEST_JOBS_FIRST = parse_sort("-id", sql_jobs.SORTABLE_COLUMNS)
 JOB_KEY = ("jobs_pkey", "INTEGER PRIMARY KEY")
+# The running jobs: either index that starts with the status finds them (PostgreSQL may pick either).
+STATUS_FIRST = ("jobs_status_id", "jobs_status_kind")
 JOB_QUERIES = {
     # name: (run the query, the indexes that may serve it, must the index also give the order?)
     "claim the due jobs, oldest first": (
         lambda c: sql_jobs.claim_jobs(c, "worker-a", 5, JOB_NOW, JOB_LATER), ("jobs_status_run_at_id",), True),
     "renew a worker's leases": (
-        lambda c: sql_jobs.renew_leases(c, "worker-a", JOB_LATER, JOB_NOW), ("jobs_status_id",), False),
+        lambda c: sql_jobs.renew_leases(c, "worker-a", JOB_LATER, JOB_NOW), STATUS_FIRST, False),
     "put back the jobs whose lease expired": (
-        lambda c: sql_jobs.requeue_expired(c, "expired", JOB_NOW), ("jobs_status_id",), False),
+        lambda c: sql_jobs.requeue_expired(c, "expired", JOB_NOW), STATUS_FIRST, False),
     "finish a claim": (lambda c: sql_jobs.finish_job(c, 7, 1, JOB_NOW), JOB_KEY, False),
     "reschedule a claim": (lambda c: sql_jobs.reschedule_job(c, 7, 1, JOB_LATER, "error", JOB_NOW), JOB_KEY, False),
     "bury a claim": (lambda c: sql_jobs.bury_job(c, 7, 1, "error", JOB_NOW), JOB_KEY, False),
@@ -422,9 +424,14 @@ JOB_QUERIES = {
         lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, kind="email.order"), ("jobs_kind_id",), True),
     "the jobs of a kind with a status (admin)": (
         lambda c: sql_jobs.list_jobs(c, sort=NEWEST_JOBS_FIRST, limit=21, kind="email.order", status="dead"),
-        ("jobs_kind_id", "jobs_status_id"), True),
+        ("jobs_kind_id", "jobs_status_id", "jobs_status_kind"), True),
     "delete a batch of finished jobs": (
         lambda c: sql_jobs.delete_finished(c, JOB_NOW, 1000), ("jobs_finished_at",), False),
+    # GET /metrics: the index alone, already grouped (no sort); the queued job due the longest.
+    "count the jobs of each status and kind (metrics)": (
+        sql_jobs.count_jobs, ("jobs_status_kind",), True),
+    "the oldest due job (metrics)": (
+        lambda c: sql_jobs.oldest_due_run_at(c, JOB_NOW), ("jobs_status_run_at_id",), False),
 }
 
 
@@ -437,7 +444,8 @@ EXPORT_QUERIES = {
     "the records of the files a sweep found": (
         lambda c: sql_exports.recorded_file_names(c, [3, 7, 12]), EXPORT_KEYS),
     "the exports in progress": (
-        lambda c: sql_exports.exports_in_progress(c, "orders.export"), ("jobs_status_id", "jobs_kind_id")),
+        lambda c: sql_exports.exports_in_progress(c, "orders.export"),
+        ("jobs_status_id", "jobs_kind_id", "jobs_status_kind")),
 }
 
 

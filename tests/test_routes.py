@@ -50,6 +50,7 @@ def test_a_route_runs_pbkdf2_exactly_when_the_table_marks_it(wsgi_client, users,
 
     call("GET", "/health", 200)
     call("GET", "/ready", 200)
+    call("GET", "/metrics", 200)
     call("POST", "/v1/auth/register", 201, json={"email": "carol@example.com", "password": OTHER_PASSWORD})
     refresh_token = call("POST", "/v1/auth/login", 200, json=credentials).json()["refresh_token"]
     refreshed = call("POST", "/v1/auth/refresh", 200, json={"refresh_token": refresh_token}).json()

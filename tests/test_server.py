@@ -478,6 +478,7 @@ def test_libraries_log_as_json_lines_on_stdout_not_plain_text_on_stderr(start_pr
 @pytest.mark.parametrize("method, path, lane", [
     ("GET", "/health", "liveness"),
     ("GET", "/ready", "readiness"),
+    ("GET", "/metrics", "metrics"),
     ("POST", "/v1/auth/login", "passwords"),
     ("POST", "/v1/auth/%6Cogin", "passwords"),   # the router decodes it: so does the lane
     ("POST", "/v1/auth/register", "passwords"),
@@ -494,4 +495,4 @@ def test_each_request_runs_in_its_lane(method, path, lane):
 def test_the_password_lane_has_a_thread_per_hash_and_as_many_waiting(settings):
     lanes = {lane.name: lane for lane in server.server_lanes(dataclasses.replace(settings, password_hash_threads=3))}
     assert (lanes["passwords"].threads, lanes["passwords"].max_waiting) == (3, 3)
-    assert (lanes["liveness"].threads, lanes["readiness"].threads) == (2, 2)
+    assert (lanes["liveness"].threads, lanes["readiness"].threads, lanes["metrics"].threads) == (2, 2, 2)

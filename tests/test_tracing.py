@@ -342,7 +342,7 @@ def test_a_job_enqueued_outside_a_request_gets_a_trace_of_its_own_kept_on_every_
     assert logged == [("job failed", trace_id), ("job", trace_id)]
 
 
-def test_a_job_from_before_migration_0012_runs_in_a_new_trace():
+def test_a_job_from_before_migration_0013_runs_in_a_new_trace():
     job = jobs.Job(1, "noop", {}, 1, 3, None)  # no traceparent: the previous release enqueued it
     first, second = (tracing.continue_trace(job.traceparent, job.tracestate) for _ in range(2))
     assert first.trace_id != second.trace_id and first.parent_id is None

@@ -12,6 +12,7 @@ from conftest import count_rows, running_worker, wait_for_jobs
 from standardwebhooks import Webhook, WebhookVerificationError
 
 import jobs
+import metrics
 import orders
 import webhooks
 from worker import JobContext
@@ -179,6 +180,7 @@ def test_failed_attempts_are_recorded_and_retried_with_the_same_webhook_id(seede
     webhook, secret = subscribe(seeded, webhook_receiver.url, ["order.created"])
     webhook_receiver.statuses = [500, 503]  # then 204
     user = users.create()
+    counted_before = delivery_outcomes()
     with running_worker(seeded, allowing_private(settings), jitter=lambda: 0):
         orders.place_order(seeded, user["id"], ONE_PEN)
         received = webhook_receiver.wait_for(3)
@@ -190,6 +192,9 @@ def test_failed_attempts_are_recorded_and_retried_with_the_same_webhook_id(seede
     attempts = deliveries(seeded, webhook["id"])
     assert [(row["attempt"], row["status_code"], row["error"]) for row in attempts] == [
         (1, 500, "HTTP 500"), (2, 503, "HTTP 503"), (3, 204, None)]
+    counted = delivery_outcomes()  # for GET /metrics, by the worker's process
+    assert {outcome: counted[outcome] - counted_before[outcome] for outcome in counted} == {
+        "delivered": 1, "rejected": 2, "failed": 0}
     [job] = jobs.list_jobs(seeded, sort=(("id", True),), limit=5, kind=webhooks.DELIVER)
     assert (job["status"], job["attempts"]) == ("done", 3)
 
@@ -216,11 +221,20 @@ def test_a_receiver_that_is_down_is_recorded_and_the_job_dies_after_its_last_att
     orders.place_order(seeded, user["id"], ONE_PEN)
     with seeded.transaction() as connection:  # two attempts, not ten, for the test's sake
         connection.execute("UPDATE jobs SET max_attempts = 2 WHERE kind = :kind", {"kind": webhooks.DELIVER})
+    counted_before = delivery_outcomes()
     with running_worker(seeded, allowing_private(settings, webhook_timeout_seconds=0.2), jitter=lambda: 0):
         wait_for_jobs(seeded, "kind = :kind AND status = 'dead'", kind=webhooks.DELIVER)
     attempts = deliveries(seeded, webhook["id"])
     assert [row["attempt"] for row in attempts] == [1, 2]
     assert all(row["status_code"] is None and row["error"].startswith("TimeoutError") for row in attempts)
+    assert delivery_outcomes()["failed"] - counted_before["failed"] == 2  # no answer at all
+
+
+def delivery_outcomes():
+    """webhook_deliveries_total of this process, by outcome."""
+    events = metrics.RECORDER.totals().events
+    return {outcome: events.get(("webhook_deliveries_total", (outcome,)), 0)
+            for outcome in ("delivered", "rejected", "failed")}
 
 
 def test_the_guard_runs_again_at_delivery_time(seeded, users, settings, webhook_receiver):

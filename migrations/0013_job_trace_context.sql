@@ -1,4 +1,4 @@
--- 0012: the trace context of the request that enqueued a job (W3C Trace Context: tracing.py),
+-- 0013: the trace context of the request that enqueued a job (W3C Trace Context: tracing.py),
 -- so that the job's log lines and the webhooks it sends carry the same trace id as that
 -- request's access log line. Columns of their own rather than fields in the payload: the
 -- payload is the handler's input, shown to admins as it was enqueued, and the trace is
