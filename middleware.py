@@ -131,10 +131,8 @@ def trace_context(request, call_next):
         traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01     (the request)
         traceresponse: 00-4bf92f3577b34da6a3ce929d0e0e4736-5f3c9a0d1e2b4c67-01   (the answer)
 
-    `traceresponse` is the Trace Context Level 2 draft's response header: the same format,
-    naming the span the server gave the request, so a client can find the server's side of
-    its call. `traceparent` is not echoed: it is a request header, whose parent-id names the
-    caller's span, and a client that copied it from an answer would mislabel its next call.
+    `traceresponse` is the Level 2 draft's response header; `traceparent`, a request header
+    naming the caller's span, is not echoed (docs/choices.md tells why).
     """
     environ = request.environ
     context = tracing.continue_trace(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
