@@ -146,7 +146,7 @@ def test_register_lower_cases_and_strips_the_email(client, users):
 # called the field `format: email`, which is another grammar than the one the server checks.
 @pytest.mark.parametrize("email", ["ada\x07@example.com", "ada@exam\x1bple.com", "ada@example.com\x7f",
                                    "ada\x88@example.com", "ada\u00a0lovelace@example.com",
-                                   "ada@example.com\ufeff", "\u2028ada@example.com"],
+                                   "ada@example.com\ufeff", "ada\u2028lovelace@example.com"],
                          ids=["BEL", "ESC", "DEL", "C1", "no-break space", "BOM", "line separator"])
 def test_an_email_with_a_control_or_space_character_is_refused(client, database, email):
     assert_problem(register(client, email), 422, errors=[{"field": "email", "message": "must be an email address"}])
