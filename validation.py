@@ -349,8 +349,9 @@ class Query:
             schema = {"type": "string", "minLength": self.min_length}
             if self.max_length is not None:
                 schema["maxLength"] = self.max_length
-            if self.pattern is not None:
-                schema["pattern"] = "^(?:" + self.pattern.pattern + ")$"
+            # Without a pattern of its own, still no NUL: web.parse_query refuses a query
+            # string that holds one (%00), whatever the parameter.
+            schema["pattern"] = "^(?:" + self.pattern.pattern + ")$" if self.pattern is not None else NO_NUL_PATTERN
         schema.update(self.checked_elsewhere)
         if self.default is not None:
             schema["default"] = self.default

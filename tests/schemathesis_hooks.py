@@ -20,7 +20,9 @@ depends on another parameter or on what happened before:
                           `limit` goes with group_by=item only.
     an order's items      must be in the catalogue, each on one line (else a 422 naming the
                           line): positive requests name distinct items of those the test
-                          seeded (FUZZ_ITEMS of them, as many as an order may have lines).
+                          seeded (FUZZ_ITEMS of them, as many as an order may have lines),
+                          and a positive DELETE of one of those archives the item as many ids
+                          further on instead (one the fuzzer made, or a 404), so that they stay.
     a new password        must not be on the list of common passwords (passwords.py): positive
                           requests add a few words to one that is.
     a webhook's URL       its host must resolve to a public address (outbound.py), which the
@@ -36,7 +38,6 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import schemathesis
 
@@ -74,6 +75,9 @@ def before_call(context, case, kwargs):
         case.query = {name: value for name, value in case.query.items() if name != "limit"}
     if route == ("POST", "/v1/webhooks") and body is not None and isinstance(body.get("url"), str):
         case.body = {**body, "url": _on_public_host(body["url"])}
+    item_id = (case.path_parameters or {}).get("id")
+    if route == ("DELETE", "/v1/items/{id}") and isinstance(item_id, int) and 1 <= item_id <= SEEDED_ITEMS:
+        case.path_parameters = {**case.path_parameters, "id": item_id + SEEDED_ITEMS}
     if route == ("POST", "/v1/orders") and body is not None and isinstance(body.get("lines"), list):
         case.body = {**body, "lines": _distinct_items(body["lines"])}
     if (route in NEW_PASSWORD_ROUTES and body is not None and isinstance(body.get("password"), str)
@@ -95,8 +99,11 @@ def _distinct_items(lines):
     that is one and still free, else the next free one."""
     taken, moved = set(), []
     for line in lines:
-        if isinstance(line, dict) and isinstance(line.get("item_id"), int) and len(taken) < SEEDED_ITEMS:
-            item_id = 1 + (line["item_id"] - 1) % SEEDED_ITEMS
+        item_id = line.get("item_id") if isinstance(line, dict) else None
+        # A whole number, written 7 or 7.0 (JSON's one kind of number), and not `true`.
+        if isinstance(item_id, (int, float)) and not isinstance(item_id, bool) and item_id == int(item_id) \
+                and len(taken) < SEEDED_ITEMS:
+            item_id = 1 + (int(item_id) - 1) % SEEDED_ITEMS
             while item_id in taken:
                 item_id = item_id % SEEDED_ITEMS + 1
             taken.add(item_id)
@@ -107,9 +114,10 @@ def _distinct_items(lines):
 
 
 def _on_public_host(url):
-    """The URL with its host (and port) replaced by WEBHOOK_HOST; unchanged if it cannot be read."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """The URL with its host part (between :// and the first / or ?) replaced by WEBHOOK_HOST,
+    cut by hand: urlsplit refuses a host part it cannot read, and that is the part to replace."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    return urlunsplit((parts.scheme, WEBHOOK_HOST, parts.path, parts.query, parts.fragment))
+    ends = [position for position in (rest.find("/"), rest.find("?")) if position >= 0]
+    return f"{scheme}://{WEBHOOK_HOST}{rest[min(ends, default=len(rest)):]}"
