@@ -21,8 +21,9 @@ depends on another parameter or on what happened before:
     an order's items      must be in the catalogue, each on one line (else a 422 naming the
                           line): positive requests name distinct items of those the test
                           seeded (FUZZ_ITEMS of them, as many as an order may have lines),
-                          and a positive DELETE of one of those archives the item as many ids
-                          further on instead (one the fuzzer made, or a 404), so that they stay.
+                          and a DELETE of one of those (negative ones too: see below)
+                          archives the item as many ids further on instead (one the fuzzer
+                          made, or a 404), so that they stay.
     a new password        must not be on the list of common passwords (passwords.py): positive
                           requests add a few words to one that is.
     a webhook's URL       its host must resolve to a public address (outbound.py), which the
@@ -30,7 +31,9 @@ depends on another parameter or on what happened before:
                           documented example's address (a literal: no DNS).
 
 Each change applies to positive requests only, and only to the value the rule is about:
-negative requests reach the server exactly as generated, so every refusal is still tested.
+negative requests reach the server as generated, so every refusal is still tested. The one
+exception moves a DELETE off the seeded items whatever the request, and changes no value
+that makes a request negative.
 Loaded by schemathesis.toml (`hooks`), in the `st` process, not in pytest's.
 """
 
@@ -57,9 +60,15 @@ _fresh_numbers = itertools.count(1)
 @schemathesis.hook
 def before_call(context, case, kwargs):
     """Make a positive case obey the rules the document cannot state; leave negative ones be."""
+    route = (case.method.upper(), case.path)
+    # Negative ones too: a request negative only in a part the server ignores (an unknown
+    # header) archives the item all the same. The id itself stays as generated when it is
+    # not a seeded item's, so what makes the request negative is untouched.
+    item_id = str((case.path_parameters or {}).get("id"))  # an int, or its text (coverage phase)
+    if route == ("DELETE", "/v1/items/{id}") and item_id.isdigit() and 1 <= int(item_id) <= SEEDED_ITEMS:
+        case.path_parameters = {**case.path_parameters, "id": int(item_id) + SEEDED_ITEMS}
     if case.meta is not None and not case.meta.generation.mode.is_positive:
         return
-    route = (case.method.upper(), case.path)
     if case.query and "cursor" in case.query:
         case.query = {name: value for name, value in case.query.items() if name != "cursor"}
     if case.headers and "Idempotency-Key" in case.headers:
@@ -75,9 +84,6 @@ def before_call(context, case, kwargs):
         case.query = {name: value for name, value in case.query.items() if name != "limit"}
     if route == ("POST", "/v1/webhooks") and body is not None and isinstance(body.get("url"), str):
         case.body = {**body, "url": _on_public_host(body["url"])}
-    item_id = str((case.path_parameters or {}).get("id"))  # an int, or its text (coverage phase)
-    if route == ("DELETE", "/v1/items/{id}") and item_id.isdigit() and 1 <= int(item_id) <= SEEDED_ITEMS:
-        case.path_parameters = {**case.path_parameters, "id": int(item_id) + SEEDED_ITEMS}
     if route == ("POST", "/v1/orders") and body is not None and isinstance(body.get("lines"), list):
         case.body = {**body, "lines": _distinct_items(body["lines"])}
     if (route in NEW_PASSWORD_ROUTES and body is not None and isinstance(body.get("password"), str)
