@@ -3,6 +3,9 @@
 # make run    serve on http://127.0.0.1:8000 (SQLite under var/)
 # make bench  load-test this project alone and print req/s and latency percentiles;
 #             needs wrk, an HTTP load generator (apt-get install wrk, or brew install wrk)
+# make fuzz   a longer schemathesis campaign than `make test` runs: every check, FUZZ_EXAMPLES
+#             (default 100) examples per operation, as a customer and as an admin, on SQLite and,
+#             where it answers, PostgreSQL (tests/test_schemathesis.py); several minutes
 # make lint   ruff (style, bugs, security rules) and mypy (types), as configured in pyproject.toml
 # make mutate mutation testing of the modules that guard security and money (tools/mutate.py;
 #             MODULES="auth pagination" for some of them); slow, not part of CI
@@ -15,11 +18,16 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 # How many of the slowest tests `make test` lists, so a test that grows slow is noticed.
 SLOWEST_TESTS := 15
+# Examples per operation and phase in `make fuzz` (`make test` runs 8).
+FUZZ_EXAMPLES ?= 100
 
-.PHONY: test lint mutate run bench reset clean
+.PHONY: test fuzz lint mutate run bench reset clean
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest --durations=$(SLOWEST_TESTS)
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/test_schemathesis.py --durations=4
 
 # Reinstall only when a requirements file changes.
 $(STAMP): requirements.txt requirements-test.txt constraints.txt

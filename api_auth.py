@@ -21,8 +21,15 @@ from web import Conflict, NotFound, Response, UnprocessableContent
 
 CREDENTIALS = [
     Field("email", "email"),
+    Field("password", "string", max_length=passwords.MAX_PASSWORD_CHARS, example="a kettle sings at dawn"),
+]
+# A registration's: the same fields, and the document says the new password's minimum length,
+# which _new_credentials checks (passwords.password_problems) with the messages of its own.
+NEW_CREDENTIALS = [
+    CREDENTIALS[0],
     Field("password", "string", max_length=passwords.MAX_PASSWORD_CHARS, example="a kettle sings at dawn",
-          description=f"to register: at least {passwords.MIN_PASSWORD_CHARS} characters, not a common password"),
+          checked_elsewhere={"minLength": passwords.MIN_PASSWORD_CHARS},
+          description=f"at least {passwords.MIN_PASSWORD_CHARS} characters, not a common password"),
 ]
 REFRESH = [Field("refresh_token", "string", max_length=200)]
 API_KEY = [Field("name", "string", max_length=100, example="reporting script")]
@@ -31,7 +38,7 @@ API_KEY_LIST_PARAMETERS = query_names(API_KEY_LIST_QUERY)
 BAD_LOGIN = "the email or password is wrong"
 
 
-@describe(response="User", status=201, body=CREDENTIALS, errors=(409,))
+@describe(response="User", status=201, body=NEW_CREDENTIALS, errors=(409,))
 def register(request):
     """POST /v1/auth/register: a new account with the `user` role. 409 if the email is taken."""
     body = _new_credentials(request.json())
@@ -152,7 +159,7 @@ def _new_credentials(document):
     wrong, so a client learns everything it must fix in one round trip.
     """
     try:
-        body, errors = validate(document, CREDENTIALS), []
+        body, errors = validate(document, NEW_CREDENTIALS), []
     except UnprocessableContent as error:
         body, errors = None, error.errors
     password = document.get("password") if isinstance(document, dict) else None

@@ -44,8 +44,22 @@ STREAM_HEADERS = (("Content-Type", EVENT_STREAM_TYPE), ("Cache-Control", "no-sto
 BUSY_RETRY_AFTER_SECONDS = 5
 
 
-@describe(response={"type": "string", "description": "server-sent events: `id:`, `event:`, `data:` (JSON) lines"},
-          media_type=EVENT_STREAM_TYPE, headers=("Last-Event-ID",), errors=(400, 429))
+# One event of the stream, as OpenAPI 3.1 describes a text/event-stream: the schema is each
+# event's (OpenAPI 3.2 names it `itemSchema`), its fields as an EventSource reads them.
+EVENT_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "description": "one server-sent event: `id:`, `event:` and `data:` lines, then an empty line",
+    "properties": {
+        "id": {"type": "string", "pattern": "^(?:" + EVENT_ID.pattern + ")$"},
+        "event": {"enum": sorted(set(events.EVENT_TYPES.values()))},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "the order: order_id, user_id, status, total_cents, created_at"},
+        "retry": {"type": "integer", "minimum": 0, "description": "milliseconds before reconnecting"},
+    },
+}
+
+
+@describe(response=EVENT_SCHEMA, media_type=EVENT_STREAM_TYPE, headers=("Last-Event-ID",), errors=(400, 429))
 def stream_order_events(request):
     """GET /v1/orders/events: 200 and a stream of the caller's order events (an admin: all).
     400 for a Last-Event-ID that is not an event id; 429 when the caller has

@@ -31,9 +31,14 @@ from web import BadRequest, Response, TooManyRequests, UnprocessableContent
 
 GROUPINGS = ("day", "item")
 GROUP_BY = Query("group_by", "choice", choices=GROUPINGS, default="day")
+# Days a report may name: the range before them, and the day after them, must exist.
+FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
+# The years from FIRST_DAY's to LAST_DAY's, for the document (_day checks the days themselves).
+IN_RANGE = {"pattern": "^(?:[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"}
 REPORT_QUERY = [
-    Query("from", "date", description="the first day (UTC); default: 29 days before `to`"),
-    Query("to", "date", description="the last day (UTC); default: today"),
+    Query("from", "date", checked_elsewhere=IN_RANGE,
+          description=f"the first day (UTC), {FIRST_DAY} to {LAST_DAY}; default: 29 days before `to`"),
+    Query("to", "date", checked_elsewhere=IN_RANGE, description="the last day (UTC); default: today"),
     GROUP_BY,
     pagination.LIMIT,  # the number of items, with group_by=item only
 ]
@@ -41,12 +46,11 @@ REPORT_PARAMETERS = query_names(REPORT_QUERY)
 DEFAULT_DAYS = 30
 # A year of days at most: the day report is one row per day, and the scan grows with the range.
 MAX_DAYS = 366
-# Days a report may name: the range before them, and the day after them, must exist.
-FIRST_DAY, LAST_DAY = dt.date(1000, 1, 1), dt.date(9998, 12, 31)
 # The export's body, both optional; its days are checked by _day_range, as the report's are.
 EXPORT_BODY = [
-    Field("from", "date", required=False, description="the first day (UTC); default: 29 days before `to`"),
-    Field("to", "date", required=False, description="the last day (UTC); default: today"),
+    Field("from", "date", required=False, checked_elsewhere=IN_RANGE,
+          description=f"the first day (UTC), {FIRST_DAY} to {LAST_DAY}; default: 29 days before `to`"),
+    Field("to", "date", required=False, checked_elsewhere=IN_RANGE, description="the last day (UTC); default: today"),
 ]
 EXPORT_FIELDS = tuple(field.name for field in EXPORT_BODY)
 # With MAX_EXPORTS_IN_PROGRESS being made, come back in about the time a large one takes.

@@ -16,11 +16,14 @@ from web import Conflict, Forbidden, NotFound, Response, UnprocessableContent
 PROFILE_CHANGES = [
     Field("email", "email", required=False),
     Field("password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS,
-          example="a kettle sings at dawn",
+          example="a kettle sings at dawn", checked_elsewhere={"minLength": passwords.MIN_PASSWORD_CHARS},
           description=f"the new one: at least {passwords.MIN_PASSWORD_CHARS} characters, not a common password"),
     Field("current_password", "string", required=False, max_length=passwords.MAX_PASSWORD_CHARS,
           description="required to change email or password"),
 ]
+# What _profile_change_problems checks, for the document: email or password, and the current one.
+PROFILE_CHANGE_RULES = {"required": ["current_password"],
+                        "anyOf": [{"required": ["email"]}, {"required": ["password"]}]}
 ROLE_CHANGE = [Field("role", "string", choices=auth.ROLES)]
 LIST_QUERY = pagination.page_parameters(sql_users.SORTABLE_COLUMNS, "id")
 LIST_PARAMETERS = query_names(LIST_QUERY)
@@ -36,7 +39,7 @@ def get_me(request):
     return user
 
 
-@describe(response="User", body=PROFILE_CHANGES, partial=True, errors=(409,))
+@describe(response="User", body=PROFILE_CHANGES, partial=True, errors=(409,), body_rules=PROFILE_CHANGE_RULES)
 def update_me(request):
     """PATCH /v1/users/me: change email or password; either needs the current password.
 

@@ -23,10 +23,14 @@ from schemas import describe, page_of
 from validation import Field, query_names, validate
 from web import Conflict, NotFound, Response, UnprocessableContent
 
+# The shape outbound.check_url accepts, for the document (where the host leads, public
+# addresses only, is for check_url to find out).
+URL_SHAPE = {"pattern": f"^{outbound.URL_PATTERN.pattern}$"}
 WEBHOOK = [
     # The example is an address, not a name: it needs no DNS, so the document's example is
     # accepted wherever tests/test_openapi.py runs (and subscribing sends nothing).
     Field("url", "string", max_length=outbound.MAX_URL_CHARS, example="https://93.184.215.14/hooks/shop",
+          checked_elsewhere=URL_SHAPE,
           description="http(s), no user:password@, a host that resolves to public addresses only"),
     Field("event_types", "choices", choices=webhooks.EVENT_TYPES),
 ]

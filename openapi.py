@@ -178,7 +178,7 @@ def _operation(route, operation):
     if route.rate_limit is not None:
         described["x-rate-limit-class"] = route.rate_limit
     if operation.body:
-        schema = object_schema(operation.body, partial=operation.partial)
+        schema = {**object_schema(operation.body, partial=operation.partial), **dict(operation.body_rules)}
         described["requestBody"] = {"required": operation.body_required, "content": {
             JSON_TYPE: {"schema": schema, "example": example_object(operation.body)}}}
     if not described["parameters"]:

@@ -40,6 +40,7 @@ a receiver that trickles its answer one byte at a time cannot hold a worker thre
 
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -50,6 +51,14 @@ from deadlines import Watchdog
 
 SCHEMES = {"http": 80, "https": 443}
 MAX_URL_CHARS = 2000
+# A URI as RFC 3986 §3 spells one, with the limits above: http(s)://, a host part without
+# / ? # @, then a path and query without # (other characters percent-encoded as %XX). The
+# same text is the pattern of the OpenAPI document's `url` (api_webhooks.py): read alike by
+# Python and by ECMA-262 regex engines, so the document and this check cannot disagree.
+URL_PATTERN = re.compile(
+    r"[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]|%[0-9A-Fa-f]{2})+"
+    r"(?:[/?](?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
+)
 # The whole exchange (connect, send, status, headers, body) is at most this many timeouts.
 EXCHANGE_TIMEOUTS = 3
 USER_AGENT = "shop-webhooks/1.0"
@@ -120,6 +129,8 @@ def check_url(url):
         raise Refused("the URL must not have a #fragment (it is never sent to the server)")
     if port == 0:
         raise Refused("the URL's port must be 1 to 65535")
+    if not URL_PATTERN.fullmatch(url):  # what is left: a character a URI may not hold as it is
+        raise Refused('the URL must be a URI (RFC 3986): percent-encode characters such as space " < > ^ ` { | }')
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port or SCHEMES[parts.scheme], path)
 

@@ -44,7 +44,8 @@ LIMIT = Query("limit", "integer", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_
 OFFSET = Query("offset", "integer", minimum=0, maximum=MAX_OFFSET,
                description="rows to skip (offset paging; leave out to page by cursor)")
 CURSOR = Query("cursor", "string", max_length=MAX_CURSOR_CHARS,
-               description="`pagination.next_cursor` of the page before (keyset paging)")
+               description="`pagination.next_cursor` of the page before (keyset paging), as the server"
+                           " made and signed it; never with `offset`")
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,28 @@ def parse_limit(query):
 def page_parameters(sortable, default_sort):
     """The query parameters of a list sorted by columns from `sortable`, as `Query` specs:
     what parse_page reads, for the OpenAPI document and the allow-list of unknown parameters."""
-    column = "|".join(sorted(sortable))
-    sort = Query("sort", "string", pattern=f"-?({column})(,-?({column}))*", default=default_sort,
-                 description=f"comma-separated columns, `-` for descending; choose from {', '.join(sorted(sortable))}")
+    sort = Query("sort", "string", pattern=sort_pattern(sortable), default=default_sort,
+                 description=f"comma-separated columns, `-` for descending, each once, at most {MAX_SORT_KEYS}"
+                             f" up to `id`; choose from {', '.join(sorted(sortable))}")
     return [LIMIT, OFFSET, CURSOR, sort]
+
+
+def sort_pattern(sortable):
+    """A regular expression (Python's and ECMA-262's alike) for the sort texts parse_sort
+    accepts, for the OpenAPI document: columns of `sortable`, each once, and at most
+    MAX_SORT_KEYS of them up to `id` (keys after `id` are dropped, so they do not count).
+
+    >>> import re
+    >>> [bool(re.fullmatch(sort_pattern({"id", "name"}), text)) for text in ("-name,id", "name,name", "id,name")]
+    [True, False, True]
+    """
+    key = "-?(?:" + "|".join(sorted(sortable)) + ")"
+    # No column twice: a negative lookahead that finds one column again with a backreference.
+    once = f"(?!(?:.*,)?-?({'|'.join(sorted(sortable))})(?:,.*)?,-?\\1(?:,|$))"
+    few = f"{key}(?:,{key}){{0,{MAX_SORT_KEYS - 1}}}"
+    if "id" not in sortable:
+        return once + few
+    return f"{once}(?:{few}|(?:{key},){{0,{MAX_SORT_KEYS - 1}}}-?id(?:,{key})*)"
 
 
 def reject_unknown_parameters(query, allowed):

@@ -17,6 +17,7 @@ referred to by name: "Item" is `{"$ref": "#/components/schemas/Item"}` in the do
 from dataclasses import dataclass
 
 import auth
+import idempotency
 import jobs
 import orders
 import webhooks
@@ -113,13 +114,21 @@ class Operation:
     response_headers: tuple = ()  # names from RESPONSE_HEADERS sent with the success
     media_type: object = "application/json"  # of the success body; a tuple when it varies
     body_required: bool = True  # False: the body may be left out altogether
+    body_rules: tuple = ()    # JSON Schema keywords for rules across fields, as (keyword, value) pairs
 
 
 def describe(*, response=None, status=200, body=(), partial=False, query=(), headers=(), errors=(),
-             response_headers=(), media_type="application/json", body_required=True):
-    """Attach an `Operation` to a handler, as its attribute `operation`; return the handler."""
+             response_headers=(), media_type="application/json", body_required=True, body_rules=None):
+    """Attach an `Operation` to a handler, as its attribute `operation`; return the handler.
+
+    `body_rules` are JSON Schema keywords for the body as a whole, for the rules across its
+    fields that the handler checks after `validate` ("current_password is required with
+    email or password"): without them the document would promise to accept what the handler
+    refuses.
+    """
     operation = Operation(response, status, tuple(body), partial, tuple(query), tuple(headers),
-                          tuple(errors), tuple(response_headers), media_type, body_required)
+                          tuple(errors), tuple(response_headers), media_type, body_required,
+                          tuple((body_rules or {}).items()))
 
     def attach(handler):
         handler.operation = operation
@@ -136,8 +145,9 @@ def page_of(name):
 REQUEST_HEADERS = {
     "If-Match": (False, {"type": "string"}, "the ETag you read: the change applies only to that version"),
     "If-Match (required)": (True, {"type": "string"}, "the ETag you read (or `*`): 428 without it"),
-    "Idempotency-Key": (False, {"type": "string", "minLength": 1, "maxLength": 255},
-                        "a key of your choice: the same key and body replay the first answer"),
+    "Idempotency-Key": (False, {"type": "string", "pattern": "^" + idempotency.KEY_PATTERN.pattern + "$"},
+                        "a key of your choice (visible ASCII): the same key and body replay the first answer;"
+                        " the same key with another body is a 422"),
     "Last-Event-ID": (False, {"type": "string", "pattern": "^(0|[1-9][0-9]{0,17})$"},
                       "the id of the last event you received: the stream resumes after it (0: all kept)"),
 }

@@ -43,9 +43,16 @@ import re
 
 from web import BadRequest, UnprocessableContent, query_value, query_whole_number
 
-# Deliberately simple (RFC 5321 is far larger): one @, no spaces, a dot in the domain.
-# The real check of an address is a message that arrives.
-EMAIL_PATTERN = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+# Deliberately simple (RFC 5321 is far larger): one @, a dot in the domain, and no space or
+# control character anywhere (a BEL or an ESC in an address would reach mail headers and logs).
+# The real check of an address is a message that arrives. The classes are spelled out, not
+# written \s, because the OpenAPI document gives the same pattern to ECMA-262 regex engines,
+# whose \s is not Python's: spelled out, both read the same characters.
+# What str.strip() removes: the whitespace an address may arrive wrapped in.
+EMAIL_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+# Never inside an address: that whitespace, every control character (C0, DEL, C1) and the BOM.
+_EMAIL_CHAR = "[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+EMAIL_PATTERN = re.compile(f"{_EMAIL_CHAR}]{{1,64}}@{_EMAIL_CHAR}.]+(\\.{_EMAIL_CHAR}.]+)+")
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: the longest path a mail server accepts
 MAX_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript too) reads exactly
 # JSON Schema (ECMA-262 regex) for "no U+0000": the `check` below refuses it, so the schema does too.
@@ -66,12 +73,15 @@ class Field:
 
     A "list" holds `min_length` to `max_length` objects, each checked against `item_fields`.
     `description` and `example` only go into the OpenAPI document; an `example` must pass
-    `check` (tests/test_openapi.py sends every route's examples to the server).
+    `check` (tests/test_openapi.py sends every route's examples to the server). So does
+    `checked_elsewhere`: JSON Schema keywords for a rule the handler checks itself after
+    `validate`, with messages of its own (a new password's length: passwords.py), so that
+    the document does not promise to accept what the handler then refuses.
     """
 
     def __init__(self, name, kind, *, required=True, min_length=1, max_length=None,
                  minimum=None, maximum=MAX_INTEGER, choices=None, default=None, item_fields=None,
-                 description=None, example=None):
+                 description=None, example=None, checked_elsewhere=None):
         self.name = name
         self.kind = kind
         self.required = required
@@ -84,6 +94,7 @@ class Field:
         self.item_fields = item_fields
         self.description = description
         self.example = example
+        self.checked_elsewhere = checked_elsewhere or {}
         if kind == "list" and (max_length is None or item_fields is None):
             # Every count a client controls has a limit: a list without one is a bug here.
             raise ValueError(f"list field {name!r} needs max_length and item_fields")
@@ -91,6 +102,10 @@ class Field:
     def check(self, value):
         """Return (clean value, None) or (None, message). A "list" goes through `check_list`."""
         if self.kind == "integer":
+            # JSON has one kind of number: 10.0 is the integer 10 (JSON Schema's "integer" says
+            # so too, and a client's language may write it so). 10.5 is not.
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             # bool is an int in Python, but `true` is not a number in JSON.
             if not isinstance(value, int) or isinstance(value, bool):
                 return None, "must be a whole number"
@@ -112,8 +127,9 @@ class Field:
             day = parse_date(value)
             return (day, None) if day is not None else (None, "must be a day written YYYY-MM-DD")
         if self.kind == "email":
+            # The length is the sent text's, as the schema's maxLength counts it.
             email = value.strip().lower()
-            if len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.fullmatch(email):
+            if len(value) > MAX_EMAIL_CHARS or len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.fullmatch(email):
                 return None, "must be an email address"
             return email, None
         if self.choices is not None and value not in self.choices:
@@ -170,8 +186,10 @@ class Field:
         elif self.kind == "date":
             schema = {"type": "string", "format": "date"}
         elif self.kind == "email":
-            schema = {"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS,
-                      "pattern": "^" + EMAIL_PATTERN.pattern + "$"}
+            # No "format": "email": that is RFC 5321's grammar, which the pattern is not (it
+            # lets through addresses the format refuses); the pattern is the check itself.
+            schema = {"type": "string", "maxLength": MAX_EMAIL_CHARS,
+                      "pattern": f"^[{EMAIL_SPACE}]*{EMAIL_PATTERN.pattern}[{EMAIL_SPACE}]*$"}
         elif self.choices is not None:
             schema = {"type": "string", "enum": list(self.choices)}
         else:
@@ -179,6 +197,7 @@ class Field:
             if self.max_length is not None:
                 schema["maxLength"] = self.max_length
             schema["pattern"] = NO_NUL_PATTERN
+        schema.update(self.checked_elsewhere)
         if self.default is not None:
             schema["default"] = self.default
         if self.description:
@@ -276,7 +295,8 @@ class Query:
     """
 
     def __init__(self, name, kind, *, minimum=None, maximum=None, choices=None, min_length=1, max_length=None,
-                 pattern=None, default=None, unit=None, message=None, description=None, example=None):
+                 pattern=None, default=None, unit=None, message=None, description=None, example=None,
+                 checked_elsewhere=None):
         self.name = name
         self.kind = kind
         self.minimum = minimum
@@ -290,6 +310,7 @@ class Query:
         self.message = message  # the 400's detail when a "string" fails its pattern
         self.description = description
         self.example = example
+        self.checked_elsewhere = checked_elsewhere or {}  # as Field's: a rule the handler checks
 
     def read(self, query):
         """The parameter's value from a parsed query (request.query); 400 when it breaks the rule."""
@@ -328,8 +349,10 @@ class Query:
             schema = {"type": "string", "minLength": self.min_length}
             if self.max_length is not None:
                 schema["maxLength"] = self.max_length
-            if self.pattern is not None:
-                schema["pattern"] = "^(?:" + self.pattern.pattern + ")$"
+            # Without a pattern of its own, still no NUL: web.parse_query refuses a query
+            # string that holds one (%00), whatever the parameter.
+            schema["pattern"] = "^(?:" + self.pattern.pattern + ")$" if self.pattern is not None else NO_NUL_PATTERN
+        schema.update(self.checked_elsewhere)
         if self.default is not None:
             schema["default"] = self.default
         return schema

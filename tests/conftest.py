@@ -78,6 +78,9 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "TLS_CERT_FILE", "TLS_KEY_FILE", "METRICS_TOKEN", "METRICS_DIR", "GUNICORN_CMD_ARGS",
                       "WEB_CONCURRENCY")
 Checker = namedtuple("Checker", "client database admin customer")
+# Not a test module: schemathesis loads it in its own process (schemathesis.toml). Imported
+# by --doctest-modules, it would need schemathesis where none is installed.
+collect_ignore = ["schemathesis_hooks.py"]
 
 
 # -- engines and databases -----------------------------------------------------------------

@@ -22,14 +22,17 @@ import json
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, assert_problem, json_headers
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
 
+import api_events
 import api_ops
 import config
 import openapi
+import passwords
 import routes
+import validation
 import web
 from router import Route, path_template
 
@@ -155,9 +158,9 @@ def bad_values(schema):
             yield "empty", ""
         if "maxLength" in schema:
             yield "too long", "x" * (schema["maxLength"] + 1)
-        if schema.get("format") == "email":
+        if "@" in schema.get("pattern", ""):  # an email's
             yield "not an email", "no-at-sign"
-        elif schema.get("format") == "date":
+        if schema.get("format") == "date":
             yield "not a date", "yesterday"
         elif "pattern" in schema and "enum" not in schema:
             yield "a NUL character", "a\x00b"
@@ -249,8 +252,8 @@ def bad_query_values(schema):
         yield "a choice not listed", "not-a-choice"
     if "maxLength" in schema:
         yield "too long", "x" * (schema["maxLength"] + 1)
-    if "pattern" in schema:
-        yield "off the pattern", "!"
+    if "pattern" in schema:  # the NUL a free text's refuses, or any other's "!"
+        yield "off the pattern", "a\x00b" if schema["pattern"] == validation.NO_NUL_PATTERN else "!"
     if "format" in schema or "anyOf" in schema:
         yield "not a date", "yesterday"
 
@@ -348,6 +351,112 @@ def test_every_get_answers_what_its_schema_says(client, users, seeded, path, met
     else:
         assert 200 <= response.status < 300, (response.status, response.body)
     assert_matches_response_schema(operation, response)
+
+
+# -- what schemathesis found (tests/test_schemathesis.py): the document now says it ------------
+# Each was a request the document allowed and the server refused, or the other way round.
+
+def body_schema(operation_id):
+    operation = next(operation for *_, operation in OPERATIONS if operation["operationId"] == operation_id)
+    return operation["requestBody"]["content"]["application/json"]["schema"]
+
+
+def parameter_schema(operation_id, name):
+    operation = next(operation for *_, operation in OPERATIONS if operation["operationId"] == operation_id)
+    return next(parameter["schema"] for parameter in operation["parameters"] if parameter["name"] == name)
+
+
+def accepts(schema, value):
+    return validator(schema).is_valid(value)
+
+
+EMAILS = ["ada@example.com", "  Ada.Lovelace@Example.COM\t", "ada\x07@example.com", "ada\x88@example.com",
+          "\u00fe\u00a2@w.p.70", "ada@example.com\ufeff", "ada lovelace@example.com", "ada@example", "@example.com",
+          "ada@@example.com", "ada@.example.com", "\u3000ada@example.com\u2029", "ada\u2028x@example.com"]
+
+
+@pytest.mark.parametrize("email", EMAILS)
+def test_the_documented_email_is_the_email_the_server_takes(email):
+    """Was `format: email` (RFC 5321's grammar, not the server's), and control characters passed."""
+    schema = body_schema("register")["properties"]["email"]
+    assert "format" not in schema
+    assert accepts(schema, email) == (validation.Field("email", "email").check(email)[1] is None)
+
+
+@pytest.mark.parametrize("operation_id", ["register", "update_me"])
+def test_a_new_password_is_documented_with_its_minimum_length(checker, operation_id):
+    """Was minLength 1: a 14-character password obeyed the document and got a 422."""
+    schema = body_schema(operation_id)["properties"]["password"]
+    assert schema["minLength"] == passwords.MIN_PASSWORD_CHARS
+    assert not accepts(schema, "fourteen chars") and accepts(schema, "fifteen letters")
+    assert body_schema("login")["properties"]["password"]["minLength"] == 1  # any password may be tried
+    response = checker.client.post("/v1/auth/register", json={"email": "short@example.com", "password": "x" * 14})
+    assert_problem(response, 422, errors=[{"field": "password", "message": "is too short: at least 15 characters"}])
+
+
+@pytest.mark.parametrize("body", [{"current_password": "x"}, {"email": "ada@example.com"},
+                                  {"password": "a kettle sings at dawn"}])
+def test_a_profile_change_documents_the_fields_it_needs_together(checker, body):
+    """Was: any one field. The server needs email or password, and the current password."""
+    assert not accepts(body_schema("update_me"), body)
+    response = checker.client.request("PATCH", "/v1/users/me", json=body, headers=checker.customer)
+    assert response.status == 422, response
+    assert accepts(body_schema("update_me"), {"email": "ada@example.com", "current_password": "x"})
+
+
+@pytest.mark.parametrize("key, valid", [("5f0c4ae1-6b0e", True), ("x" * 255, True), ("a b", False),
+                                        ("caf\u00e9", False), ("", False), ("x" * 256, False)])
+def test_the_documented_idempotency_key_is_the_one_the_server_takes(checker, key, valid):
+    """Was any string of 1 to 255 characters: a space or a non-ASCII letter obeyed it and got a 400."""
+    assert accepts(parameter_schema("create_order", "Idempotency-Key"), key) == valid
+    if not valid and key.isascii() and key:
+        response = checker.client.post("/v1/orders", json={"lines": [{"item_id": 1, "quantity": 1}]},
+                                       headers=json_headers(checker.customer, idempotency_key=key))
+        assert_problem(response, 400, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+
+
+def test_the_event_stream_documents_each_event():
+    """Was `{"type": "string"}`; OpenAPI 3.1 gives a text/event-stream's schema per event."""
+    operation = next(operation for *_, operation in OPERATIONS if operation["operationId"] == "order_events")
+    schema = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    wire = (f"retry: {api_events.RETRY_MILLISECONDS}\n\n".encode()
+            + api_events.format_event({"id": 4, "type": "order.paid", "data": '{"order_id":2}'}))
+    blocks = [block for block in wire.decode().split("\n\n") if block]
+    events = [dict(line.split(": ", 1) for line in block.splitlines()) for block in blocks]
+    assert events == [{"retry": "3000"}, {"id": "4", "event": "order.paid", "data": '{"order_id":2}'}]
+    assert accepts(schema, {"retry": 3000}) and accepts(schema, events[1])
+    assert not accepts(schema, {**events[1], "id": "04"}) and not accepts(schema, {**events[1], "event": "paid"})
+
+
+@pytest.mark.parametrize("day, valid", [("1000-01-01", True), ("9998-12-31", True), ("0999-12-31", False),
+                                        ("9999-01-01", False)])
+def test_the_documented_report_days_are_the_days_the_server_takes(checker, day, valid):
+    """Was any date: year 0296 obeyed the document and got a 422 (a 400 in the query)."""
+    assert accepts(parameter_schema("sales_report", "from"), day) == valid
+    assert accepts(body_schema("orders_export")["properties"]["to"], day) == valid
+    response = checker.client.get(f"/v1/reports/sales?from={day}&to={day}", headers=checker.admin)
+    assert response.status == (200 if valid else 400), response
+
+
+@pytest.mark.parametrize(("operation_id", "name"), [("list_items", "q"), ("list_items", "cursor"),
+                                                  ("list_jobs", "kind")])
+def test_a_text_query_parameter_is_documented_without_nul(checker, operation_id, name):
+    """Was: `q` and `cursor` documented as any text, and a %00 in one is a 400 for the whole
+    query string (web.parse_query), whatever the parameter."""
+    assert not accepts(parameter_schema(operation_id, name), "tea\x00")
+    path = next(path for path, _, operation in OPERATIONS if operation["operationId"] == operation_id)
+    response = checker.client.get(f"{path}?{name}=tea%00", headers=checker.admin)
+    assert_problem(response, 400, "the query string must not contain the NUL character (%00)")
+
+
+@pytest.mark.parametrize("url", ["https://93.184.215.14/uW|A0f{F^dS+u", "https://93.184.215.14/%zz",
+                                 "ftp://93.184.215.14/", "https://93.184.215.14/in#part"])
+def test_a_webhook_url_the_document_refuses_the_server_refuses(checker, url):
+    """Was any string: characters a URI may not hold were accepted, stored, and shown as a `uri`."""
+    assert not accepts(body_schema("create_webhook")["properties"]["url"], url)
+    response = checker.client.post("/v1/webhooks", json={"url": url, "event_types": ["order.paid"]},
+                                   headers=checker.admin)
+    assert response.status == 422 and response.json()["errors"][0]["field"] == "url", response
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import outbound
 
 PUBLIC = "93.184.215.14"  # a public address; nothing here ever connects to it
 NOT_ASCII = "the URL must be ASCII: percent-encode the path, write the host as xn--... (IDNA)"
+NOT_A_URI = 'the URL must be a URI (RFC 3986): percent-encode characters such as space " < > ^ ` { | }'
 UNSPECIFIED = "0.0.0.0"  # noqa: S104 - an address to refuse; nothing binds here
 
 
@@ -58,11 +59,26 @@ def fake_dns(monkeypatch, *answers):
     ("https://b\u00fccher.example/", NOT_ASCII),
     ("", "the URL must be 1 to 2000 characters"),
     ("https://hooks.example/" + "a" * 2000, "the URL must be 1 to 2000 characters"),
+    # Found by schemathesis (tests/test_schemathesis.py): printable ASCII that a URI may not
+    # hold as it is (RFC 3986 §2) was accepted, stored, and then shown as a `uri` it is not.
+    ("https://hooks.example/uW|A0f{F^dS+u", NOT_A_URI),
+    ("https://hooks.example/in?q=<b>", NOT_A_URI),
+    ('https://hooks.example/"quoted"', NOT_A_URI),
+    ("https://hooks.example/back\\slash", NOT_A_URI),
+    ("https://hooks.example/%zz", NOT_A_URI),
+    ("https://hooks.example/in?list=[1]", NOT_A_URI),
 ])
 def test_urls_that_are_not_http_to_a_host_are_refused(url, message):
     with pytest.raises(outbound.Refused) as refused:
         outbound.check_url(url)
     assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example/in%7Cout?a=%7B1%7D&b=~!$&'()*+,;=:@/?",
+                                 "HTTP://hooks.example", "https://[2001:db8::1]:8443/in"])
+def test_urls_written_as_uris_pass_the_shape_check(url):
+    assert outbound.check_url(url).host in ("hooks.example", "2001:db8::1")
+    assert outbound.URL_PATTERN.fullmatch(url)
 
 
 def test_a_checked_url_keeps_its_path_and_query_and_the_default_port():
