@@ -93,6 +93,16 @@ def unavailable(message):
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """The path of Debian's Chromium, for the tests that drive a real browser headless
+    (test_cors_browser.py, test_docs_browser.py)."""
+    path = shutil.which("chromium")
+    if path is None:
+        unavailable("Chromium is not installed (apt-get install chromium)")
+    return path
+
+
 def postgres_admin():
     """A psycopg connection for creating and dropping test schemas; skip or fail when absent."""
     psycopg = pytest.importorskip("psycopg") if not IN_CI else __import__("psycopg")

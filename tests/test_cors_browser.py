@@ -36,7 +36,6 @@ import http.server
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -45,7 +44,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY, unavailable
+from conftest import TEST_ITERATIONS, TEST_PASSWORD, TEST_SECRET_KEY
 
 import config
 
@@ -61,14 +60,6 @@ CHROMIUM_FLAGS = [
 BLOCKED = {"error": "TypeError: Failed to fetch"}
 EMAIL = "ada@example.com"
 Pages = namedtuple("Pages", "allowed other")  # two PageServers
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        unavailable("Chromium is not installed (apt-get install chromium)")
-    return path
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ Debian's chromium package).
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ import threading
 import time
 
 import pytest
-from conftest import unavailable
 
 import routes
 
@@ -45,14 +43,6 @@ window.__violations = [];
 document.addEventListener("securitypolicyviolation",
   (event) => window.__violations.push(event.violatedDirective + " " + event.blockedURI));
 """
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        unavailable("Chromium is not installed (apt-get install chromium)")
-    return path
 
 
 @pytest.fixture
