@@ -1,5 +1,5 @@
 # make test   create .venv, install the pinned test requirements, run the whole suite
-#             (about eight minutes; the slowest tests are listed at the end)
+#             (about eleven minutes; the slowest tests are listed at the end)
 # make run    serve on http://127.0.0.1:8000 (SQLite under var/)
 # make bench  load-test this project alone and print req/s and latency percentiles;
 #             needs wrk, an HTTP load generator (apt-get install wrk, or brew install wrk)
