@@ -337,19 +337,12 @@ class PostgresDatabase:
         options = f"{url_options} -c statement_timeout={int(timeout_seconds * 1000)}".strip()
         self._watchdog = Watchdog()
         self._pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=1,
-            max_size=POOL_MAX_CONNECTIONS,
-            reconnect_timeout=POOL_RECONNECT_SECONDS,
+            url, min_size=1, max_size=POOL_MAX_CONNECTIONS, reconnect_timeout=POOL_RECONNECT_SECONDS,
             kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "options": options,
-                "connect_timeout": max(1, int(timeout_seconds)),
-                "keepalives": 1,
-                "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
-                "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
-                "keepalives_count": KEEPALIVE_PROBES,
+                "autocommit": True, "row_factory": dict_row,
+                "options": options, "connect_timeout": max(1, int(timeout_seconds)),
+                "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+                "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS, "keepalives_count": KEEPALIVE_PROBES,
                 # Data sent and still unacknowledged after this long (milliseconds): the
                 # kernel gives the connection up, as the deadline would have anyway.
                 "tcp_user_timeout": int(timeout_seconds * 1000),

@@ -42,6 +42,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import db
+import jobs
 import redisconn
 import sql_events
 
@@ -55,8 +56,6 @@ DATABASE_RETRY_SECONDS = 1.0  # after a failed read, the broadcaster waits this 
 REDIS_CHANNEL = "order-events"  # under REDIS_PREFIX
 REDIS_WAIT_SECONDS = 0.5     # a wait for a Redis message ends this often to look at the stop flag
 REDIS_RETRY_MAX_SECONDS = 30.0
-PURGE_BATCH_SIZE = 1000      # old events deleted per transaction, at most this many batches a purge
-PURGE_MAX_BATCHES = 100
 
 
 class TooManyStreams(Exception):
@@ -88,14 +87,8 @@ def record(connection, order, event_type):
 def purge_old(database, *, retention_seconds, now=None):
     """Delete the events older than `retention_seconds`, a batch per transaction; how many."""
     cutoff = db.utc_text((now or datetime.now(UTC)) - timedelta(seconds=retention_seconds))
-    deleted = 0
-    for _ in range(PURGE_MAX_BATCHES):
-        with database.transaction() as connection:
-            count = sql_events.delete_events_before(connection, cutoff, PURGE_BATCH_SIZE)
-        deleted += count
-        if count < PURGE_BATCH_SIZE:
-            break
-    return deleted
+    return jobs.delete_in_batches(
+        database, lambda connection, limit: sql_events.delete_events_before(connection, cutoff, limit))
 
 
 class Broadcaster:

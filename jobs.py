@@ -208,10 +208,19 @@ def purge_finished(database, *, retention_seconds, now=None):
     batches of PURGE_BATCH_SIZE; returns how many."""
     now = now or datetime.now(UTC)
     finished_before = db.utc_text(now - timedelta(seconds=retention_seconds))
+    return delete_in_batches(
+        database, lambda connection, limit: sql_jobs.delete_finished(connection, finished_before, limit))
+
+
+def delete_in_batches(database, delete_batch):
+    """Call delete_batch(connection, PURGE_BATCH_SIZE), a transaction each time, until a batch
+    deletes fewer (or PURGE_MAX_BATCHES ran); how many rows went in all. Short transactions:
+    a purge of a million rows never holds the write lock for long. Old order events and
+    webhook delivery attempts go the same way (events.py, webhooks.py)."""
     deleted = 0
     for _ in range(PURGE_MAX_BATCHES):
         with database.transaction() as connection:
-            batch = sql_jobs.delete_finished(connection, finished_before, PURGE_BATCH_SIZE)
+            batch = delete_batch(connection, PURGE_BATCH_SIZE)
         deleted += batch
         if batch < PURGE_BATCH_SIZE:
             break

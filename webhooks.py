@@ -66,9 +66,6 @@ DELIVERY_ATTEMPTS = 10
 MAX_RESPONSE_BYTES = 4096  # of a receiver's answer: only its status matters
 MAX_ERROR_CHARS = 500
 MESSAGE_ID_PREFIX = "msg_"
-# Deleted this many at a time, like finished jobs (jobs.PURGE_BATCH_SIZE).
-PURGE_BATCH_SIZE = 1000
-PURGE_MAX_BATCHES = 100
 
 
 class TooManyWebhooks(Exception):
@@ -226,14 +223,8 @@ def purge_deliveries(database, *, retention_seconds, now=None):
     how many. The worker runs it with the jobs' retention (JOB_RETENTION_SECONDS)."""
     now = now or datetime.now(UTC)
     finished_before = db.utc_text(now - timedelta(seconds=retention_seconds))
-    deleted = 0
-    for _ in range(PURGE_MAX_BATCHES):
-        with database.transaction() as connection:
-            batch = sql_webhooks.delete_old_deliveries(connection, finished_before, PURGE_BATCH_SIZE)
-        deleted += batch
-        if batch < PURGE_BATCH_SIZE:
-            break
-    return deleted
+    return jobs.delete_in_batches(
+        database, lambda connection, limit: sql_webhooks.delete_old_deliveries(connection, finished_before, limit))
 
 
 def _status_outcome(status):
