@@ -61,7 +61,7 @@ class ResponseFramer:
     def __init__(self, method, version, keep_alive):
         self.method, self.http_10, self.keep_alive = method, version == "HTTP/1.0", keep_alive
         self.status = None       # "200 OK", once start() has kept it with the fields below
-        self.status_code = self.field_lines = self.content_length = None
+        self.status_code = self.field_lines = self.content_length = self.content_type = None
         self.head_sent = False
         self.framing = None      # "none", "length", "chunked" or "close"
         self.length_left = 0     # body bytes still owed under "length"
@@ -71,7 +71,7 @@ class ResponseFramer:
         if type(status) is not str or _STATUS.fullmatch(status) is None:  # §4
             raise ValueError(f"status must be a str like '200 OK', not {status!r}")
         self.status_code = int(status[:3])
-        self.field_lines, self.content_length, close = _render_fields(headers)
+        self.field_lines, self.content_length, self.content_type, close = _render_fields(headers)
         self.keep_alive = self.keep_alive and not close
         self.status = status
 
@@ -140,16 +140,18 @@ def problem_response(status, detail, *, request_id, path=None, with_body=True, r
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _render_fields(headers) -> tuple[str, int | None, bool]:
-    """[(name, value)] as field lines: (lines, Content-Length, close). ValueError, TypeError.
+def _render_fields(headers) -> tuple[str, int | None, str | None, bool]:
+    """[(name, value)] as field lines: (lines, Content-Length, Content-Type, close). ValueError, TypeError.
     Connection is read (does the app ask to close?) and left, with Date and Server, for the
     server to write; other hop-by-hop fields are refused."""
-    lines, content_length, close = [], None, False
+    lines, content_length, content_type, close = [], None, None, False
     for name, value in headers:
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"header names and values must be str: {name!r}: {value!r}")
         lowered = name.lower()
-        if lowered in _SPECIAL_FIELDS:  # rare: most responses have none of them
+        if lowered == "content-type":
+            content_type = value
+        elif lowered in _SPECIAL_FIELDS:  # rare: most responses have none of them
             _check_field(name, value)
             if lowered == "content-length":
                 if content_length is not None or _DIGITS.fullmatch(value) is None:
@@ -171,7 +173,7 @@ def _render_fields(headers) -> tuple[str, int | None, bool]:
     if _FIELD_LINES.fullmatch(block) is None or block.count("\n") != len(lines):
         for name, value in headers:  # the error path: find the field to name it
             _check_field(name, value)
-    return block, content_length, close
+    return block, content_length, content_type, close
 
 
 def _check_field(name, value) -> None:

@@ -25,6 +25,22 @@ and bounded queue (httpworkers.py tells why so few, and why lanes); ``lane_for(m
 path)`` names the lane of each request. A request whose lane queue is full is refused at
 once: 503 with Retry-After, rather than a wait without bound.
 
+Inline requests
+---------------
+Handing a request to a worker costs more than a cheap request itself: the worker must be
+woken, and the GIL passed from thread to thread and back, each time a thread waits for the
+kernel (a few dozen futex calls a request; docs/performance.md has the figures). When
+every request is CPU work in this process anyway (SQLite, no Redis), those switches buy
+nothing, and ``inline_for(method, lane)`` lets the loop's own thread run the request, as
+an asyncio server does, and go straight on with the next. But a thread that runs a request
+is not watching the network: if one request takes long (a disk that stalls, a lock held by
+another process), every other client would wait for it. So a *watchdog* thread looks every
+INLINE_CHECK_SECONDS, and when one inline request has run for INLINE_BUDGET_SECONDS it
+gives the loop to a new thread; the old one finishes its request as a worker would. Until
+that request is over, every request goes to the workers. (Go's scheduler does the same
+when a goroutine blocks in a system call: its "sysmon" hands the processor to another
+thread.)
+
 With a TLS context the server speaks HTTPS: the loop drives each handshake too, before the
 first request, under the same head deadline (httpsockets.py).
 
@@ -61,6 +77,8 @@ DEFAULT_MAX_WORKERS = 16               # threads of the default lane (see "Concu
 DEFAULT_MAX_CONNECTIONS = 1000         # open client connections; more wait in the backlog
 LINGER_SECONDS = 2.0                   # drain the client's leftovers this long before close()
 SWEEP_SECONDS = 0.1                    # how often the event loop looks for expired deadlines
+INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses the loop ...
+INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
 ACCEPTS_PER_WAKE = 64                  # new connections taken per loop turn, before reading others
 ACCEPT_PAUSE_SECONDS = 0.1             # no accept() this long after one failed (no descriptors)
 LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the client
@@ -73,6 +91,10 @@ SENDING = "sending"    # the client to take the rest of a response (the outbox)
 CLOSING = "closing"    # the client to finish, after our last response, before close()
 
 _log = logging.getLogger("httpserver")
+
+
+class _LoopMoved(Exception):
+    """Raised in the thread that lost the event loop to the watchdog, to leave the loop."""
 
 
 class HTTPServer:
@@ -90,13 +112,15 @@ class HTTPServer:
     send buffer of each connection (SO_SNDBUF), if it should not grow as the kernel likes.
     tls_context (httpsockets.server_context): serve HTTPS; each handshake is driven by the event
     loop, within the head's timeout, and the app sees wsgi.url_scheme "https".
+    inline_for(method, lane): True for a request the loop's own thread may run (see "Inline
+    requests"); by default every request goes to a worker.
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, lanes=(), lane_for=None,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
                  keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=http11.MAX_BODY_BYTES,
-                 send_buffer_bytes=None, on_reject=None, tls_context=None):
+                 send_buffer_bytes=None, on_reject=None, tls_context=None, inline_for=None):
         self.app, self.on_reject, self.max_connections = app, on_reject, max_connections
         self.send_buffer_bytes, self.tls_context = send_buffer_bytes, tls_context
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
@@ -117,7 +141,7 @@ class HTTPServer:
         self._accepting = True
         self._next_sweep = 0.0                # when _turn() next looks for expired deadlines
         self._accept_again_at = 0.0           # after accept() failed: not before this time
-        self._lane_for = lane_for
+        self._lane_for, self.inline_for = lane_for, inline_for
         self._lanes = {lane.name: LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
         self._workers = [threading.Thread(target=self._work, args=(lane,), name=f"http-{name}-{number}")
                          for name, lane in self._lanes.items() for number in range(lane.lane.threads)]
@@ -130,6 +154,10 @@ class HTTPServer:
         self._open = 0                        # every open client connection
         self._busy = 0                        # connections a worker owns right now
         self._draining = False
+        self._inline = None                   # the connection whose request the loop runs, ...
+        self._inline_since = 0.0              # ... since when (monotonic)
+        self._moved = 0                       # requests that lost the loop and still run
+        self._stopped = threading.Event()     # set once the loop has drained, whatever its thread
         self._base_environ = {
             "SERVER_NAME": str(self.server_address[0]), "SERVER_PORT": str(self.server_address[1]),
             "SCRIPT_NAME": "", "wsgi.version": (1, 0),
@@ -143,12 +171,10 @@ class HTTPServer:
         SHUTDOWN_DEADLINE_SECONDS later; their responses say ``Connection: close``)."""
         for worker in self._workers:
             worker.start()
-        try:
-            while not self._shutdown_requested:
-                self._turn()
-                self._resume_accepting()
-        finally:
-            self._drain()
+        if self.inline_for is not None:
+            threading.Thread(target=self._watch_inline, name="http-watchdog", daemon=True).start()
+        self._run_loop()
+        self._stopped.wait()  # this thread may have lost the loop: wait for the one that has it
 
     def request_shutdown(self) -> None:
         """Ask serve_forever() to stop. Non-blocking; safe in a signal handler or any thread."""
@@ -156,6 +182,19 @@ class HTTPServer:
         self._wake()
 
     # ---- the event loop, in one thread ------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        """Be the event loop until shutdown, then drain; or until the loop moves to another thread."""
+        moved = False
+        try:
+            while not self._shutdown_requested:
+                self._turn()
+                self._resume_accepting()
+        except _LoopMoved:
+            moved = True  # the thread that has the loop now drains it
+        finally:
+            if not moved:
+                self._drain()
 
     def _turn(self) -> None:
         """One turn of the loop: handle what the network and the workers have for us."""
@@ -303,7 +342,10 @@ class HTTPServer:
             lane = self._lanes[name]
         except Exception:  # a broken lane_for (or an unknown lane): the default lane serves it
             _log.exception("lane_for failed for %s %s", head.method, head.path)
-            lane = self._lanes[DEFAULT_LANE]
+            name, lane = DEFAULT_LANE, self._lanes[DEFAULT_LANE]
+        if self.inline_for is not None and not self._moved and self.inline_for(head.method, name):
+            self._serve_inline(conn, head, body)
+            return
         with self._lock:
             full = lane.lane.max_waiting is not None and lane.waiting >= lane.lane.max_waiting
             if not full:
@@ -445,6 +487,50 @@ class HTTPServer:
         wake_read, wake_write, self._wake_write = self._wake_read, self._wake_write, -1
         os.close(wake_read)
         os.close(wake_write)
+        self._stopped.set()
+
+    def _serve_inline(self, conn, head, body) -> None:
+        """Run a request on the loop's thread; its connection stays in the selector meanwhile
+        (nothing else reads from it: its client waits for the answer, or pipelines into the
+        kernel's buffer). Raises _LoopMoved if the watchdog gave the loop away meanwhile."""
+        with self._lock:
+            self._inline, self._inline_since = conn, time.monotonic()
+        keep, gone = self._run(conn, head, body)
+        with self._lock:
+            moved = self._inline is not conn
+            self._inline = None
+            if moved:
+                self._moved -= 1
+        if moved:  # the watchdog made this a worker's request: finish it as one, then leave
+            self._finish(conn, keep, gone)
+            raise _LoopMoved
+        if not gone and keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
+            conn.state, conn.started = READING, False  # the usual case: wait for the next request
+            conn.deadline = time.monotonic() + self.keepalive_timeout
+            return
+        self._unwatch(conn)
+        if gone:
+            self._close(conn.sock)
+            return
+        conn.then_close = not keep  # an outbox to send, pipelined bytes, or a goodbye
+        self._returned.put(conn)    # ... taken back at the end of this turn
+
+    def _watch_inline(self) -> None:
+        """The watchdog: give the loop to a new thread when an inline request runs too long.
+        (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)"""
+        while not self._stopped.wait(INLINE_CHECK_SECONDS):
+            with self._lock:
+                conn = self._inline
+                if conn is None or time.monotonic() - self._inline_since < INLINE_BUDGET_SECONDS:
+                    continue
+                # The request becomes a worker's, as if handed to a lane: it is counted as
+                # busy, its connection leaves the selector, and no request runs inline until it is over.
+                self._inline, self._moved, self._busy = None, self._moved + 1, self._busy + 1
+                del self._waiting[conn.sock]
+                self._selector.unregister(conn.sock)
+            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to a new one",
+                      INLINE_BUDGET_SECONDS)
+            threading.Thread(target=self._run_loop, name="http-loop").start()
 
     # ---- workers: run requests, one at a time ------------------------------------------------
 
@@ -457,15 +543,24 @@ class HTTPServer:
 
     def _serve(self, conn, head, body) -> None:
         """Run one request; then give the connection back to the event loop (or close it)."""
-        keep, gone = False, False
+        keep, gone = self._run(conn, head, body)
+        self._finish(conn, keep, gone)
+
+    def _run(self, conn, head, body) -> tuple[bool, bool]:
+        """Run the app for one request: (keep the connection?, is the client gone?)."""
         try:
-            keep = httpworkers.respond(self.app, conn, head, body,
-                                       shutting_down=lambda: self._shutdown_requested)
+            return httpworkers.respond(self.app, conn, head, body, shutting_down=self._stopping), False
         except ClientGone:
-            gone = True  # the client went away: not news
+            return False, True  # the client went away: not news
         except Exception:
             _log.exception("unexpected error on a connection from %s", conn.environ["REMOTE_ADDR"])
-            gone = True
+            return False, True
+
+    def _stopping(self) -> bool:
+        return self._shutdown_requested
+
+    def _finish(self, conn, keep, gone) -> None:
+        """A worker's request is over: the connection goes back to the event loop (or is closed)."""
         with self._lock:
             self._busy -= 1
             self._lock.notify_all()

@@ -184,8 +184,8 @@ class _Response:
         elif self.framer.status is not None:
             raise RuntimeError("start_response() called twice without exc_info")
         self.framer.start(status, headers)
-        self.event_stream = any(name.lower() == "content-type" and value.lower().startswith(EVENT_STREAM_TYPE)
-                                for name, value in headers)
+        content_type = self.framer.content_type
+        self.event_stream = content_type is not None and content_type.lower().startswith(EVENT_STREAM_TYPE)
         return self.write
 
     def write(self, data):

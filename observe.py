@@ -38,6 +38,17 @@ import traceback
 import tracing
 
 _STOP = object()
+# This process's id, kept here rather than asked for each line (os.getpid() is a system call),
+# and renewed in a child process after fork().
+_process_id = os.getpid()
+
+
+def _renew_process_id():
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_process_id)
 WRITE_INTERVAL_SECONDS = 0.05  # a line reaches stdout at most this long after it was logged
 _encode = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False).encode
 
@@ -83,15 +94,15 @@ class JSONLogger:
         # which would stall every request thread for milliseconds (the p99 showed it).
         self._queue.put(format_record(time.time(), level, event, fields))
         # A process forked by gunicorn inherits the attribute but not the thread: start one.
-        if self._writer_pid != os.getpid() or self._writer is None:
+        if self._writer_pid != _process_id or self._writer is None:
             self._start_writer()
 
     def _start_writer(self):
         with self._start_lock:
-            if self._writer_pid == os.getpid() and self._writer is not None:
+            if self._writer_pid == _process_id and self._writer is not None:
                 return
             self._writer = threading.Thread(target=self._write_forever, name="json-log-writer", daemon=True)
-            self._writer_pid = os.getpid()
+            self._writer_pid = _process_id
             self._writer.start()
 
     def _write_forever(self):

@@ -89,6 +89,12 @@ PASSWORDS_LANE = "passwords"
 EVENTS_LANE = "events"
 EVENT_STREAM_PATH = "/v1/orders/events"
 EVENTS_SPARE_THREADS = 4
+# The requests the event loop's own thread runs itself, when every request is CPU work in this
+# process (SQLite, and no Redis): safe methods on the default lane and /health. Handing them to
+# a worker thread cost more than running them (httpserver.py's "Inline requests"). Writes go
+# to the workers: a COMMIT waits for the disk (fsync), and SQLite's write lock for other writers.
+INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+INLINE_LANES = frozenset({"default", PROBE_LANES["/health"]})
 # Job threads beside the web server in `python server.py` (WORKER=off: none): one is enough
 # for a shop's emails, and leaves the CPU to the requests.
 IN_PROCESS_WORKER_THREADS = 1
@@ -246,7 +252,8 @@ def serve(settings, database, *, host, port):
     try:
         server = HTTPServer(application, host, port if port is not None else settings.port,
                             max_workers=threads, lanes=server_lanes(settings), lane_for=lane_for,
-                            on_reject=log_rejected, tls_context=tls_context)
+                            on_reject=log_rejected, tls_context=tls_context,
+                            inline_for=inline_requests(settings, database.engine))
     except OSError as error:  # the port is taken, or the address is not this machine's
         print(f"cannot listen on {host}:{port or settings.port}: {error.strerror}", file=sys.stderr)
         return 1
@@ -269,6 +276,7 @@ def serve(settings, database, *, host, port):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logger.info("started", url=url, database=database.engine, threads=threads,
+                inline_requests=server.inline_for is not None,
                 job_worker=worker.worker_id if worker else None)
     print(f"Serving the shop on {url}  (Ctrl-C stops)\nTry: curl {url}/v1/items?limit=3", file=sys.stderr, flush=True)
     server.serve_forever()
@@ -333,6 +341,16 @@ def lane_for(method, path):
     if path == EVENT_STREAM_PATH and method in ("GET", "HEAD"):
         return EVENTS_LANE
     return PASSWORDS_LANE if routes.hashes_password(method, path) else None
+
+
+def inline_requests(settings, engine):
+    """The HTTP server's inline_for: only when every request is CPU work in this process."""
+    return inline_for if engine == "sqlite" and not settings.redis_url else None
+
+
+def inline_for(method, lane):
+    """May the event loop's thread run this request itself? (INLINE_METHODS, INLINE_LANES)"""
+    return method in INLINE_METHODS and lane in INLINE_LANES
 
 
 def _parse_arguments(argv):

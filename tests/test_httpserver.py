@@ -11,6 +11,7 @@ from events and polling, never from a sleep, so that a loaded machine slows test
 """
 import contextlib
 import json
+import logging
 import os
 import queue
 import resource
@@ -69,10 +70,17 @@ def running(app, **options):
         assert not thread.is_alive(), "serve_forever() did not return after request_shutdown()"
 
 
-@pytest.fixture
-def server():
+def inline_everything(method, lane):
+    return True
+
+
+# Every protocol test runs twice: requests handed to worker threads, and run by the loop's own
+# thread (httpserver's "Inline requests"): the wire must not tell them apart.
+@pytest.fixture(params=["workers", "inline"])
+def server(request):
+    inline_for = inline_everything if request.param == "inline" else None
     with running(validator(echo_app), header_timeout=SHORT_TIMEOUT, body_timeout=SHORT_TIMEOUT,
-                 keepalive_timeout=SHORT_TIMEOUT) as server:
+                 keepalive_timeout=SHORT_TIMEOUT, inline_for=inline_for) as server:
         yield server
 
 
@@ -765,3 +773,88 @@ def test_a_refusal_by_the_server_carries_every_security_header_and_no_store(serv
     for name, value in web.SECURITY_HEADERS:
         assert headers[name.lower()] == value, name
     assert headers["cache-control"] == "no-store"
+
+
+# ---- inline requests: run by the event loop's thread, until one runs long -------------------
+
+def thread_naming_app(blocking, release):
+    """Answers with the name of the thread that ran it; /block waits for `release` first."""
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            blocking.set()
+            release.wait(READ_TIMEOUT)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+    return app
+
+
+def test_an_inline_request_runs_on_the_loops_thread_and_others_on_workers(connect):
+    inline_gets = lambda method, lane: method == "GET"  # noqa: E731
+    with running(thread_naming_app(threading.Event(), threading.Event()), inline_for=inline_gets) as server:
+        client = connect(server)
+        client.send(get("/a") + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert client.response()[::2] == (200, LOOP_THREAD.encode())
+        status, _, thread_name = client.response()
+        assert status == 200 and thread_name.startswith(b"http-default-")
+
+
+def test_a_long_inline_request_moves_the_loop_to_a_new_thread(connect, caplog):
+    caplog.set_level(logging.INFO, logger="httpserver")
+    blocking, release = threading.Event(), threading.Event()
+    threads_before = set(threading.enumerate())
+    with running(thread_naming_app(blocking, release), max_workers=1, inline_for=inline_everything) as server:
+        blocked, other = connect(server), connect(server)
+        blocked.send(get("/block"))
+        assert blocking.wait(READ_TIMEOUT)
+        # The loop's thread is stuck in /block; the watchdog gives the loop to a new thread,
+        # which serves the other client meanwhile, on a worker: no request runs inline while
+        # one that ran long is still running.
+        started = time.monotonic()
+        other.send(get("/other"))
+        status, _, thread_name = other.response()
+        assert status == 200 and thread_name == b"http-default-0"
+        assert time.monotonic() - started < READ_TIMEOUT / 3
+        assert "http-loop" in server_threads(threads_before)
+        assert "the loop moves to a new one" in caplog.text
+        release.set()
+        assert blocked.response()[::2] == (200, LOOP_THREAD.encode())
+        # Once it is over, requests run inline again: on the new loop thread.
+        for client in (blocked, other):
+            client.send(get("/again"))
+            assert client.response()[::2] == (200, b"http-loop")
+
+
+def test_without_the_watchdog_a_long_inline_request_would_stall_every_client(connect, monkeypatch):
+    """The check that the test above can fail: with a budget of an hour, the loop stays stuck."""
+    monkeypatch.setattr(httpserver, "INLINE_BUDGET_SECONDS", 3600.0)
+    blocking, release = threading.Event(), threading.Event()
+    with running(thread_naming_app(blocking, release), inline_for=inline_everything) as server:
+        blocked, other = connect(server), connect(server)
+        blocked.send(get("/block"))
+        assert blocking.wait(READ_TIMEOUT)
+        other.send(get("/other"))
+        assert not wait_until_readable(other, within=0.5)
+        release.set()
+        assert other.response()[::2] == (200, LOOP_THREAD.encode())
+
+
+def test_shutdown_after_the_loop_moved_drains_and_returns(connect):
+    blocking, release = threading.Event(), threading.Event()
+    server = httpserver.HTTPServer(thread_naming_app(blocking, release), port=0, inline_for=inline_everything)
+    loop = threading.Thread(target=server.serve_forever, name=LOOP_THREAD)
+    loop.start()
+    blocked, idle = connect(server), connect(server)
+    idle.send(get("/idle"))
+    assert idle.response()[0] == 200
+    blocked.send(get("/block"))
+    assert blocking.wait(READ_TIMEOUT)
+    while not any(thread.name == "http-loop" for thread in threading.enumerate()):
+        time.sleep(0.01)  # the watchdog moves the loop within INLINE_CHECK_SECONDS or so
+    server.request_shutdown()
+    assert idle.is_closed()  # the new loop thread closes idle connections at once
+    release.set()
+    status, headers, _ = blocked.response()
+    assert status == 200 and headers["connection"] == "close"
+    loop.join(READ_TIMEOUT)
+    assert not loop.is_alive(), "serve_forever() did not return in the thread that lost the loop"
+    assert server.drained

@@ -204,6 +204,7 @@ def test_serve_migrates_a_fresh_file_prints_how_to_try_it_and_logs_every_request
     records = log_records(server.stdout())
     assert records[0]["event"] == "started"
     assert (records[0]["url"], records[0]["database"]) == (url, "sqlite")
+    assert records[0]["inline_requests"] is True  # SQLite and no Redis: see test_inline_requests
     assert records[-1]["event"] == "stopped"
     assert access_log(server.stdout()) == [
         ("try-it", "GET", "/v1/items", 200),
@@ -490,6 +491,25 @@ def test_libraries_log_as_json_lines_on_stdout_not_plain_text_on_stderr(start_pr
 ])
 def test_each_request_runs_in_its_lane(method, path, lane):
     assert server.lane_for(method, path) == lane
+
+
+@pytest.mark.parametrize("method, lane, inline", [
+    ("GET", "default", True), ("HEAD", "default", True), ("OPTIONS", "default", True),
+    ("GET", "liveness", True),
+    ("POST", "default", False), ("PATCH", "default", False), ("DELETE", "default", False),  # wait for the disk
+    ("GET", "readiness", False), ("GET", "metrics", False), ("GET", "events", False),
+    ("POST", "passwords", False),
+])
+def test_which_requests_the_event_loop_runs_itself(method, lane, inline):
+    assert server.inline_for(method, lane) is inline
+
+
+@pytest.mark.parametrize("engine, redis_url, inline", [
+    ("sqlite", None, True), ("sqlite", "redis://127.0.0.1:6379/0", False), ("postgresql", None, False),
+])
+def test_inline_requests_only_when_every_request_is_cpu_work_in_the_process(settings, engine, redis_url, inline):
+    chosen = server.inline_requests(dataclasses.replace(settings, redis_url=redis_url), engine)
+    assert (chosen is server.inline_for) is inline
 
 
 def test_the_password_lane_has_a_thread_per_hash_and_as_many_waiting(settings):
