@@ -6,7 +6,7 @@ worker threads, keep-alive, timeouts and shutdown.
 
 Concurrency
 -----------
-Two kinds of thread. The *event loop* (the caller of ``serve_forever``) watches every
+Two kinds of thread. The *event loop* (a thread ``serve_forever`` starts) watches every
 connection that waits for the network with one selector (epoll, kqueue): it accepts
 clients, reads each request, head *and body*, as its bytes come, and hands a worker only a
 complete request. The loop also sends what a worker could not send at once (the outbox, see
@@ -36,10 +36,11 @@ an asyncio server does, and go straight on with the next. But a thread that runs
 is not watching the network: if one request takes long (a disk that stalls, a lock held by
 another process), every other client would wait for it. So a *watchdog* thread looks every
 INLINE_CHECK_SECONDS, and when one inline request has run for INLINE_BUDGET_SECONDS it
-gives the loop to a new thread; the old one finishes its request as a worker would. Until
-that request is over, every request goes to the workers. (Go's scheduler does the same
-when a goroutine blocks in a system call: its "sysmon" hands the processor to another
-thread.)
+gives the loop to a second loop thread that stands by for this; the first finishes its
+request as a worker would, then stands by in turn. Until that request is over, every
+request goes to the workers, so two loop threads are always enough. (Go's scheduler does
+the same when a goroutine blocks in a system call: its "sysmon" hands the processor to
+another thread.)
 
 With a TLS context the server speaks HTTPS: the loop drives each handshake too, before the
 first request, under the same head deadline (httpsockets.py).
@@ -158,6 +159,9 @@ class HTTPServer:
         self._inline_since = 0.0              # ... since when (monotonic)
         self._moved = 0                       # requests that lost the loop and still run
         self._stopped = threading.Event()     # set once the loop has drained, whatever its thread
+        self._handover = queue.SimpleQueue()  # to the standby loop thread: True take the loop, False stop
+        self._failure = None                  # what broke a loop thread, for serve_forever to raise
+        self.loop_threads = []                # serve_forever's threads that run the loop, in turn
         self._base_environ = {
             "SERVER_NAME": str(self.server_address[0]), "SERVER_PORT": str(self.server_address[1]),
             "SCRIPT_NAME": "", "wsgi.version": (1, 0),
@@ -168,13 +172,22 @@ class HTTPServer:
     def serve_forever(self) -> None:
         """Run the event loop until request_shutdown(); then refuse new clients, close idle
         connections, and return when the requests in flight are done (at most
-        SHUTDOWN_DEADLINE_SECONDS later; their responses say ``Connection: close``)."""
+        SHUTDOWN_DEADLINE_SECONDS later; their responses say ``Connection: close``).
+
+        The loop runs in a thread of its own, http-loop-0; with inline requests a second one,
+        http-loop-1, stands by to take it over. This thread only waits, so a signal handler
+        that calls request_shutdown() runs here at once, never in the middle of a request."""
         for worker in self._workers:
             worker.start()
         if self.inline_for is not None:
             threading.Thread(target=self._watch_inline, name="http-watchdog", daemon=True).start()
-        self._run_loop()
-        self._stopped.wait()  # this thread may have lost the loop: wait for the one that has it
+        self.loop_threads = [threading.Thread(target=self._loop_thread, args=(number == 0,), name=f"http-loop-{number}")
+                             for number in range(2 if self.inline_for is not None else 1)]
+        for thread in self.loop_threads:
+            thread.start()
+        self._stopped.wait()
+        if self._failure is not None:
+            raise self._failure
 
     def request_shutdown(self) -> None:
         """Ask serve_forever() to stop. Non-blocking; safe in a signal handler or any thread."""
@@ -183,8 +196,21 @@ class HTTPServer:
 
     # ---- the event loop, in one thread ------------------------------------------------------
 
-    def _run_loop(self) -> None:
-        """Be the event loop until shutdown, then drain; or until the loop moves to another thread."""
+    def _loop_thread(self, has_loop) -> None:
+        """Run the loop now (has_loop) or when handed it, until the server has stopped."""
+        try:
+            while has_loop or self._handover.get():
+                has_loop = False
+                if self._run_loop():
+                    return
+        except BaseException as error:  # the server cannot go on without its loop: stop it
+            _log.exception("the event loop failed")
+            self._failure = error
+            self._stopped.set()
+
+    def _run_loop(self) -> bool:
+        """Be the event loop until shutdown, then drain it: True. False: the loop moved to the
+        standby thread meanwhile (see "Inline requests"), and this one is the standby now."""
         moved = False
         try:
             while not self._shutdown_requested:
@@ -195,10 +221,13 @@ class HTTPServer:
         finally:
             if not moved:
                 self._drain()
+        return not moved
 
     def _turn(self) -> None:
         """One turn of the loop: handle what the network and the workers have for us."""
-        for key, _ in self._selector.select(SWEEP_SECONDS):
+        # Connections given back (a pipelined request waiting, say) are taken at once, not
+        # after a wait for the network.
+        for key, _ in self._selector.select(0 if not self._returned.empty() else SWEEP_SECONDS):
             if key.fileobj is self._listener:
                 self._accept_waiting_clients()
             elif key.fileobj == self._wake_read:
@@ -343,7 +372,8 @@ class HTTPServer:
         except Exception:  # a broken lane_for (or an unknown lane): the default lane serves it
             _log.exception("lane_for failed for %s %s", head.method, head.path)
             name, lane = DEFAULT_LANE, self._lanes[DEFAULT_LANE]
-        if self.inline_for is not None and not self._moved and self.inline_for(head.method, name):
+        if (self.inline_for is not None and not self._moved and not self._shutdown_requested
+                and self.inline_for(head.method, name)):
             self._serve_inline(conn, head, body)
             return
         with self._lock:
@@ -386,12 +416,11 @@ class HTTPServer:
             self._parse(conn)
 
     def _take_back_returned(self) -> None:
-        """Connections the workers gave back: with an outbox to send, or bytes to parse."""
-        while True:
-            try:
-                conn = self._returned.get_nowait()
-            except queue.Empty:
-                return
+        """Connections the workers gave back: with an outbox to send, or bytes to parse. Only
+        those here now: one given back again in this turn (its next pipelined request ran
+        inline) waits for the next, so that other clients get their turn in between."""
+        for _ in range(self._returned.qsize()):
+            conn = self._returned.get_nowait()
             if conn.outbox:
                 conn.state, conn.since, conn.moved = SENDING, time.monotonic(), 0
                 conn.deadline = self._rate_deadline(conn, httpworkers.SEND_TIMEOUT_SECONDS)
@@ -488,6 +517,7 @@ class HTTPServer:
         os.close(wake_read)
         os.close(wake_write)
         self._stopped.set()
+        self._handover.put(False)  # the standby loop thread, if any, stops too
 
     def _serve_inline(self, conn, head, body) -> None:
         """Run a request on the loop's thread; its connection stays in the selector meanwhile
@@ -495,12 +525,14 @@ class HTTPServer:
         kernel's buffer). Raises _LoopMoved if the watchdog gave the loop away meanwhile."""
         with self._lock:
             self._inline, self._inline_since = conn, time.monotonic()
-        keep, gone = self._run(conn, head, body)
-        with self._lock:
-            moved = self._inline is not conn
-            self._inline = None
-            if moved:
-                self._moved -= 1
+        try:
+            keep, gone = self._run(conn, head, body)
+        finally:
+            with self._lock:
+                moved = self._inline is not conn
+                self._inline = None
+                if moved:
+                    self._moved -= 1
         if moved:  # the watchdog made this a worker's request: finish it as one, then leave
             self._finish(conn, keep, gone)
             raise _LoopMoved
@@ -516,7 +548,7 @@ class HTTPServer:
         self._returned.put(conn)    # ... taken back at the end of this turn
 
     def _watch_inline(self) -> None:
-        """The watchdog: give the loop to a new thread when an inline request runs too long.
+        """The watchdog: give the loop to the standby thread when an inline request runs too long.
         (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)"""
         while not self._stopped.wait(INLINE_CHECK_SECONDS):
             with self._lock:
@@ -528,9 +560,9 @@ class HTTPServer:
                 self._inline, self._moved, self._busy = None, self._moved + 1, self._busy + 1
                 del self._waiting[conn.sock]
                 self._selector.unregister(conn.sock)
-            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to a new one",
+            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to the standby",
                       INLINE_BUDGET_SECONDS)
-            threading.Thread(target=self._run_loop, name="http-loop").start()
+            self._handover.put(True)
 
     # ---- workers: run requests, one at a time ------------------------------------------------
 

@@ -31,7 +31,8 @@ import web
 
 SHORT_TIMEOUT = 0.5   # header, body and keep-alive timeouts of the test server, in seconds
 READ_TIMEOUT = 3.0    # a test fails rather than hangs when the server stays silent this long
-LOOP_THREAD = "test-serve-forever"
+SERVE_THREAD = "test-serve-forever"   # the test's thread that calls serve_forever() and waits
+LOOP_THREAD = "http-loop-0"           # the server's thread that runs the event loop
 
 
 def echo_app(environ, start_response):
@@ -60,8 +61,11 @@ def echo_app(environ, start_response):
 def running(app, **options):
     """An HTTPServer on a free port, served from a background thread, shut down at the end."""
     server = httpserver.HTTPServer(app, port=0, **options)
-    thread = threading.Thread(target=server.serve_forever, name=LOOP_THREAD, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=SERVE_THREAD, daemon=True)
     thread.start()
+    deadline = time.monotonic() + READ_TIMEOUT
+    while not server.loop_threads and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the loop's threads exist: some tests look at them
     try:
         yield server
     finally:
@@ -596,7 +600,7 @@ def test_idle_keep_alive_connections_hold_no_worker(connect):
         newcomer.send(get("/newcomer"))
         status, _, body = newcomer.response()
         assert status == 200 and json.loads(body)["path"] == "/newcomer"
-        assert server_threads(threads_before) == ["http-default-0", "http-default-1", LOOP_THREAD]
+        assert server_threads(threads_before) == ["http-default-0", "http-default-1", LOOP_THREAD, SERVE_THREAD]
 
 
 def test_requests_beyond_the_workers_wait_their_turn(connect):
@@ -616,7 +620,7 @@ def test_requests_beyond_the_workers_wait_their_turn(connect):
         assert blocking.wait(READ_TIMEOUT)   # the only worker is in the app now
         waiting.send(get("/next"))
         assert not wait_until_readable(waiting, within=0.3)   # /next is queued, not answered
-        assert server_threads(threads_before) == ["http-default-0", LOOP_THREAD]   # none added
+        assert server_threads(threads_before) == ["http-default-0", LOOP_THREAD, SERVE_THREAD]   # none added
         release.set()
         waiting.sock.settimeout(READ_TIMEOUT)
         assert blocked.response()[::2] == (200, b"/block")
@@ -692,7 +696,7 @@ def test_shutdown_closes_a_connection_a_worker_gives_back_late(connect):
 
     server = httpserver.HTTPServer(validator(app), port=0)
     server._returned = _LateHandBack()
-    loop = threading.Thread(target=server.serve_forever, name=LOOP_THREAD)
+    loop = threading.Thread(target=server.serve_forever, name=SERVE_THREAD)
     loop.start()
     client = connect(server)
     client.send(get("/in-flight"))
@@ -798,30 +802,65 @@ def test_an_inline_request_runs_on_the_loops_thread_and_others_on_workers(connec
         assert status == 200 and thread_name.startswith(b"http-default-")
 
 
-def test_a_long_inline_request_moves_the_loop_to_a_new_thread(connect, caplog):
+def answered_by(client, path):
+    client.send(get(path))
+    status, _, thread_name = client.response()
+    assert status == 200
+    return thread_name.decode()
+
+
+def test_a_long_inline_request_moves_the_loop_to_the_standby_thread(connect, caplog):
     caplog.set_level(logging.INFO, logger="httpserver")
     blocking, release = threading.Event(), threading.Event()
     threads_before = set(threading.enumerate())
     with running(thread_naming_app(blocking, release), max_workers=1, inline_for=inline_everything) as server:
         blocked, other = connect(server), connect(server)
+        assert answered_by(other, "/first") == "http-loop-0"
+        assert server_threads(threads_before) == ["http-default-0", "http-loop-0", "http-loop-1", "http-watchdog",
+                                                  SERVE_THREAD]
         blocked.send(get("/block"))
         assert blocking.wait(READ_TIMEOUT)
-        # The loop's thread is stuck in /block; the watchdog gives the loop to a new thread,
+        # The loop's thread is stuck in /block; the watchdog gives the loop to the standby,
         # which serves the other client meanwhile, on a worker: no request runs inline while
         # one that ran long is still running.
         started = time.monotonic()
-        other.send(get("/other"))
-        status, _, thread_name = other.response()
-        assert status == 200 and thread_name == b"http-default-0"
+        assert answered_by(other, "/other") == "http-default-0"
         assert time.monotonic() - started < READ_TIMEOUT / 3
-        assert "http-loop" in server_threads(threads_before)
-        assert "the loop moves to a new one" in caplog.text
+        assert "the loop moves to the standby" in caplog.text
         release.set()
-        assert blocked.response()[::2] == (200, LOOP_THREAD.encode())
-        # Once it is over, requests run inline again: on the new loop thread.
-        for client in (blocked, other):
-            client.send(get("/again"))
-            assert client.response()[::2] == (200, b"http-loop")
+        assert blocked.response()[::2] == (200, b"http-loop-0")
+        # Once it is over, requests run inline again, on the loop's new thread (the first
+        # answer may still come from a worker: the moved request is over a moment after its
+        # answer left). No thread was added: http-loop-0 stands by now.
+        deadline = time.monotonic() + READ_TIMEOUT
+        while answered_by(other, "/again") != "http-loop-1":
+            assert time.monotonic() < deadline, "requests never ran inline again"
+        assert answered_by(blocked, "/again") == "http-loop-1"
+        assert server_threads(threads_before) == ["http-default-0", "http-loop-0", "http-loop-1", "http-watchdog",
+                                                  SERVE_THREAD]
+
+
+def test_the_loop_moves_back_and_forth_between_two_threads(connect, monkeypatch):
+    """Each move hands the loop to the thread that stands by: never a new thread (each would
+    open a database connection of its own, for example), however often requests run long."""
+    monkeypatch.setattr(httpserver, "INLINE_BUDGET_SECONDS", 0.001)
+    slow_app_threads = []
+
+    def slow_app(environ, start_response):
+        slow_app_threads.append(threading.current_thread().name)
+        time.sleep(0.03)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slow"]
+
+    threads_before = set(threading.enumerate())
+    with running(slow_app, inline_for=inline_everything) as server:
+        client = connect(server)
+        for _ in range(12):
+            client.send(get("/slow"))
+            assert client.response()[::2] == (200, b"slow")
+        assert {"http-loop-0", "http-loop-1"} <= set(slow_app_threads)
+        assert [name for name in server_threads(threads_before) if name.startswith("http-loop")] == \
+            ["http-loop-0", "http-loop-1"]
 
 
 def test_without_the_watchdog_a_long_inline_request_would_stall_every_client(connect, monkeypatch):
@@ -838,17 +877,33 @@ def test_without_the_watchdog_a_long_inline_request_would_stall_every_client(con
         assert other.response()[::2] == (200, LOOP_THREAD.encode())
 
 
+def test_pipelined_inline_requests_leave_other_clients_their_turn(connect):
+    """A client that pipelines many requests gets one of them answered per turn of the loop,
+    in between everyone else's: not all of them before anyone else is heard."""
+    with running(validator(echo_app), inline_for=inline_everything) as server:
+        greedy, other = connect(server), connect(server)
+        greedy.send(get("/greedy") * 2000)
+        assert greedy.response()[0] == 200  # the greedy client's requests are being answered
+        started = time.monotonic()
+        other.send(get("/other"))
+        status, _, body = other.response()
+        assert status == 200 and json.loads(body)["path"] == "/other"
+        assert time.monotonic() - started < 0.1  # 2000 echo requests take about half a second
+        for _ in range(1999):
+            assert greedy.response()[0] == 200
+
+
 def test_shutdown_after_the_loop_moved_drains_and_returns(connect):
     blocking, release = threading.Event(), threading.Event()
     server = httpserver.HTTPServer(thread_naming_app(blocking, release), port=0, inline_for=inline_everything)
-    loop = threading.Thread(target=server.serve_forever, name=LOOP_THREAD)
+    loop = threading.Thread(target=server.serve_forever, name=SERVE_THREAD)
     loop.start()
     blocked, idle = connect(server), connect(server)
     idle.send(get("/idle"))
     assert idle.response()[0] == 200
     blocked.send(get("/block"))
     assert blocking.wait(READ_TIMEOUT)
-    while not any(thread.name == "http-loop" for thread in threading.enumerate()):
+    while server._moved == 0:
         time.sleep(0.01)  # the watchdog moves the loop within INLINE_CHECK_SECONDS or so
     server.request_shutdown()
     assert idle.is_closed()  # the new loop thread closes idle connections at once
@@ -856,5 +911,22 @@ def test_shutdown_after_the_loop_moved_drains_and_returns(connect):
     status, headers, _ = blocked.response()
     assert status == 200 and headers["connection"] == "close"
     loop.join(READ_TIMEOUT)
-    assert not loop.is_alive(), "serve_forever() did not return in the thread that lost the loop"
+    assert not loop.is_alive(), "serve_forever() did not return"
+    assert server.drained
+
+
+def test_an_inline_request_moved_during_shutdown_is_still_drained_within_the_deadline(connect):
+    """Shutdown stops inline requests, and one that runs long meanwhile moves the loop, which
+    drains: serve_forever() returns, and its thread never runs app code."""
+    blocking, release = threading.Event(), threading.Event()
+    with running(thread_naming_app(blocking, release), inline_for=inline_everything) as server:
+        blocked = connect(server)
+        blocked.send(get("/block"))
+        assert blocking.wait(READ_TIMEOUT)
+        server.request_shutdown()
+        late = connect(server)  # accepted before shutdown was noticed or refused: either way no hang
+        release.set()
+        status, headers, body = blocked.response()
+        assert (status, headers["connection"], body) == (200, "close", b"http-loop-0")
+        late.close()
     assert server.drained

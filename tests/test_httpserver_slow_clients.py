@@ -14,7 +14,7 @@ from wsgiref.validate import validator
 
 import pytest
 from test_http11 import H
-from test_httpserver import LOOP_THREAD, READ_TIMEOUT, Client, echo_app, get, running, wait_until_readable
+from test_httpserver import READ_TIMEOUT, Client, echo_app, get, running, wait_until_readable
 
 import httpserver
 
@@ -169,8 +169,7 @@ def test_shutdown_does_not_reset_a_response_when_the_client_sent_more(connect):
         client.send(get("/next"))
         server.request_shutdown()
         release.set()
-        loop = next(thread for thread in threading.enumerate() if thread.name == LOOP_THREAD)
-        loop.join(0.5)   # the server may close before the client reads: that is the point
+        server.loop_threads[0].join(0.5)   # the server may close before the client reads: that is the point
         try:
             status, headers, body = client.response()
         except ConnectionResetError:
@@ -178,9 +177,9 @@ def test_shutdown_does_not_reset_a_response_when_the_client_sent_more(connect):
         assert status == 200 and headers["connection"] == "close" and body == BIG_BODY
 
 
-def _loop_cpu_seconds():
+def _loop_cpu_seconds(server):
     """CPU seconds the server's event loop thread has used so far (Linux: /proc)."""
-    loop = next(thread for thread in threading.enumerate() if thread.name == LOOP_THREAD)
+    loop = server.loop_threads[0]
     with open(f"/proc/self/task/{loop.native_id}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
@@ -196,12 +195,12 @@ def test_a_head_that_trickles_in_costs_the_loop_little_cpu(connect):
     with running(validator(echo_app)) as server:
         client = connect(server)
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cpu, wall = _loop_cpu_seconds(), time.monotonic()
+        cpu, wall = _loop_cpu_seconds(server), time.monotonic()
         for start in range(0, len(head), 16):
             client.send(head[start:start + 16])
             time.sleep(0.00025)
         assert client.response()[0] == 200
-        cpu, wall = _loop_cpu_seconds() - cpu, time.monotonic() - wall
+        cpu, wall = _loop_cpu_seconds(server) - cpu, time.monotonic() - wall
         assert cpu < wall / 8, f"the loop was busy {cpu:.2f} s of {wall:.2f} s with one client"
 
 
