@@ -1,8 +1,8 @@
 """A small, strict HTTP/1.1 server for any WSGI application (PEP 3333): sockets and threads.
 
 http11.py parses requests and http11_responses.py frames responses; httpworkers.py runs the
-app for one request. This module does the I/O around them: the event loop, the lanes of
-worker threads, keep-alive, timeouts and shutdown.
+app for one request, and httpthreads.py decides which thread does. This module does the
+I/O around them: the event loop, keep-alive, timeouts and shutdown.
 
 Concurrency
 -----------
@@ -23,24 +23,9 @@ thread. A request whose head or body arrives too slowly gets a 408:
 *Workers* run the app: a few threads, created once, in *lanes*, each with its own threads
 and bounded queue (httpworkers.py tells why so few, and why lanes); ``lane_for(method,
 path)`` names the lane of each request. A request whose lane queue is full is refused at
-once: 503 with Retry-After, rather than a wait without bound.
-
-Inline requests
----------------
-Handing a request to a worker costs more than a cheap request itself: the worker must be
-woken, and the GIL passed from thread to thread and back, each time a thread waits for the
-kernel (a few dozen futex calls a request; docs/performance.md has the figures). When
-every request is CPU work in this process anyway (SQLite, no Redis), those switches buy
-nothing, and ``inline_for(method, lane)`` lets the loop's own thread run the request, as
-an asyncio server does, and go straight on with the next. But a thread that runs a request
-is not watching the network: if one request takes long (a disk that stalls, a lock held by
-another process), every other client would wait for it. So a *watchdog* thread looks every
-INLINE_CHECK_SECONDS, and when one inline request has run for INLINE_BUDGET_SECONDS it
-gives the loop to a second loop thread that stands by for this; the first finishes its
-request as a worker would, then stands by in turn. Until that request is over, every
-request goes to the workers, so two loop threads are always enough. (Go's scheduler does
-the same when a goroutine blocks in a system call: its "sysmon" hands the processor to
-another thread.)
+once: 503 with Retry-After, rather than a wait without bound. Or, with ``inline_for``, the
+loop's own thread runs cheap requests itself, and a watchdog moves the loop to a standby
+thread when one runs long (httpthreads.py, "Inline requests").
 
 With a TLS context the server speaks HTTPS: the loop drives each handshake too, before the
 first request, under the same head deadline (httpsockets.py).
@@ -66,7 +51,8 @@ import http11
 import http11_responses
 import httpsockets
 import httpworkers
-from httpworkers import ClientGone, Lane, LaneQueue
+from httpthreads import LoopMoved, RequestThreads
+from httpworkers import CLOSING, HANDSHAKING, READING, SENDING, Lane, LaneQueue
 
 HEADER_TIMEOUT_SECONDS = 10.0          # whole request head must arrive within this -> 408
 BODY_GRACE_SECONDS = 5.0               # a body (or a response) may start this slowly ...
@@ -78,27 +64,16 @@ DEFAULT_MAX_WORKERS = 16               # threads of the default lane (see "Concu
 DEFAULT_MAX_CONNECTIONS = 1000         # open client connections; more wait in the backlog
 LINGER_SECONDS = 2.0                   # drain the client's leftovers this long before close()
 SWEEP_SECONDS = 0.1                    # how often the event loop looks for expired deadlines
-INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses the loop ...
-INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
 ACCEPTS_PER_WAKE = 64                  # new connections taken per loop turn, before reading others
 ACCEPT_PAUSE_SECONDS = 0.1             # no accept() this long after one failed (no descriptors)
 LANE_FULL_RETRY_AFTER_SECONDS = 1      # what a 503 for a full lane tells the client
 DEFAULT_LANE = "default"
 
-# What the event loop waits for on a connection (Connection.state).
-HANDSHAKING = "handshaking"  # TLS only: the client's side of the handshake (httpsockets.py)
-READING = "reading"    # the next request: its head, then its body
-SENDING = "sending"    # the client to take the rest of a response (the outbox)
-CLOSING = "closing"    # the client to finish, after our last response, before close()
 
 _log = logging.getLogger("httpserver")
 
 
-class _LoopMoved(Exception):
-    """Raised in the thread that lost the event loop to the watchdog, to leave the loop."""
-
-
-class HTTPServer:
+class HTTPServer(RequestThreads):
     """Serve one WSGI app over HTTP/1.1 on (host, port) with bounded lanes of worker threads.
 
     The socket is bound and listening when the constructor returns (port=0 picks a free port;
@@ -113,8 +88,8 @@ class HTTPServer:
     send buffer of each connection (SO_SNDBUF), if it should not grow as the kernel likes.
     tls_context (httpsockets.server_context): serve HTTPS; each handshake is driven by the event
     loop, within the head's timeout, and the app sees wsgi.url_scheme "https".
-    inline_for(method, lane): True for a request the loop's own thread may run (see "Inline
-    requests"); by default every request goes to a worker.
+    inline_for(method, lane): True for a request the loop's own thread may run (httpthreads.py,
+    "Inline requests"); by default every request goes to a worker.
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
@@ -210,13 +185,13 @@ class HTTPServer:
 
     def _run_loop(self) -> bool:
         """Be the event loop until shutdown, then drain it: True. False: the loop moved to the
-        standby thread meanwhile (see "Inline requests"), and this one is the standby now."""
+        standby thread meanwhile (httpthreads.py), and this one is the standby now."""
         moved = False
         try:
             while not self._shutdown_requested:
                 self._turn()
                 self._resume_accepting()
-        except _LoopMoved:
+        except LoopMoved:
             moved = True  # the thread that has the loop now drains it
         finally:
             if not moved:
@@ -518,101 +493,6 @@ class HTTPServer:
         os.close(wake_write)
         self._stopped.set()
         self._handover.put(False)  # the standby loop thread, if any, stops too
-
-    def _serve_inline(self, conn, head, body) -> None:
-        """Run a request on the loop's thread; its connection stays in the selector meanwhile
-        (nothing else reads from it: its client waits for the answer, or pipelines into the
-        kernel's buffer). Raises _LoopMoved if the watchdog gave the loop away meanwhile."""
-        with self._lock:
-            self._inline, self._inline_since = conn, time.monotonic()
-        try:
-            keep, gone = self._run(conn, head, body)
-        finally:
-            with self._lock:
-                moved = self._inline is not conn
-                self._inline = None
-                if moved:
-                    self._moved -= 1
-        if moved:  # the watchdog made this a worker's request: finish it as one, then leave
-            self._finish(conn, keep, gone)
-            raise _LoopMoved
-        if not gone and keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
-            conn.state, conn.started = READING, False  # the usual case: wait for the next request
-            conn.deadline = time.monotonic() + self.keepalive_timeout
-            return
-        self._unwatch(conn)
-        if gone:
-            self._close(conn.sock)
-            return
-        conn.then_close = not keep  # an outbox to send, pipelined bytes, or a goodbye
-        self._returned.put(conn)    # ... taken back at the end of this turn
-
-    def _watch_inline(self) -> None:
-        """The watchdog: give the loop to the standby thread when an inline request runs too long.
-        (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)"""
-        while not self._stopped.wait(INLINE_CHECK_SECONDS):
-            with self._lock:
-                conn = self._inline
-                if conn is None or time.monotonic() - self._inline_since < INLINE_BUDGET_SECONDS:
-                    continue
-                # The request becomes a worker's, as if handed to a lane: it is counted as
-                # busy, its connection leaves the selector, and no request runs inline until it is over.
-                self._inline, self._moved, self._busy = None, self._moved + 1, self._busy + 1
-                del self._waiting[conn.sock]
-                self._selector.unregister(conn.sock)
-            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to the standby",
-                      INLINE_BUDGET_SECONDS)
-            self._handover.put(True)
-
-    # ---- workers: run requests, one at a time ------------------------------------------------
-
-    def _work(self, lane) -> None:
-        while (job := lane.queue.get()) is not None:
-            conn, head, body = job
-            with self._lock:
-                lane.waiting -= 1
-            self._serve(conn, head, body)
-
-    def _serve(self, conn, head, body) -> None:
-        """Run one request; then give the connection back to the event loop (or close it)."""
-        keep, gone = self._run(conn, head, body)
-        self._finish(conn, keep, gone)
-
-    def _run(self, conn, head, body) -> tuple[bool, bool]:
-        """Run the app for one request: (keep the connection?, is the client gone?)."""
-        try:
-            return httpworkers.respond(self.app, conn, head, body, shutting_down=self._stopping), False
-        except ClientGone:
-            return False, True  # the client went away: not news
-        except Exception:
-            _log.exception("unexpected error on a connection from %s", conn.environ["REMOTE_ADDR"])
-            return False, True
-
-    def _stopping(self) -> bool:
-        return self._shutdown_requested
-
-    def _finish(self, conn, keep, gone) -> None:
-        """A worker's request is over: the connection goes back to the event loop (or is closed)."""
-        with self._lock:
-            self._busy -= 1
-            self._lock.notify_all()
-            if gone or self._draining:
-                self._close(conn.sock)
-                return
-            if keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
-                # The usual case: straight back into the selector to wait for the next request.
-                # Registering from this thread is safe: epoll/kqueue take changes while the
-                # loop waits in select(), and the lock keeps us clear of _drain().
-                conn.state, conn.started = READING, False
-                conn.deadline = time.monotonic() + self.keepalive_timeout
-                self._waiting[conn.sock] = conn
-                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-                return
-            # Anything else is the loop's: an outbox to send, pipelined bytes, or a goodbye.
-            # Put in the lock, so that _drain() never sees this connection nowhere.
-            conn.then_close = not keep
-            self._returned.put(conn)
-        self._wake()
 
     def _close(self, sock) -> None:
         sock.close()

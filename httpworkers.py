@@ -45,6 +45,12 @@ OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for t
 SEND_TIMEOUT_SECONDS = 30.0            # past OUTBOX_BYTES, a worker waits this long at most
 EVENT_STREAM_TYPE = "text/event-stream"  # server-sent events: see _Response.send
 
+# What the event loop waits for on a connection (Connection.state).
+HANDSHAKING = "handshaking"  # TLS only: the client's side of the handshake (httpsockets.py)
+READING = "reading"    # the next request: its head, then its body
+SENDING = "sending"    # the client to take the rest of a response (the outbox)
+CLOSING = "closing"    # the client to finish, after our last response, before close()
+
 _log = logging.getLogger("httpserver")
 
 
@@ -76,7 +82,7 @@ class Connection:
         self.sock, self.environ = sock, environ
         self.buffer, self.outbox = bytearray(), bytearray()
         self.checked = 0        # bytes of buffer that http11.take_head has looked at already
-        self.state = ""         # what the event loop waits for (httpserver's READING, ...)
+        self.state = ""         # what the event loop waits for (READING, ... above)
         self.deadline = 0.0     # monotonic time by which that must have happened
         self.started = False    # has a request begun (408 if it stalls), or is it idle?
         self.head = None        # the head of the request whose body is being read

@@ -27,6 +27,7 @@ import pytest
 from test_http11 import BAD_REQUESTS, H, get
 
 import httpserver
+import httpthreads
 import web
 
 SHORT_TIMEOUT = 0.5   # header, body and keep-alive timeouts of the test server, in seconds
@@ -843,7 +844,7 @@ def test_a_long_inline_request_moves_the_loop_to_the_standby_thread(connect, cap
 def test_the_loop_moves_back_and_forth_between_two_threads(connect, monkeypatch):
     """Each move hands the loop to the thread that stands by: never a new thread (each would
     open a database connection of its own, for example), however often requests run long."""
-    monkeypatch.setattr(httpserver, "INLINE_BUDGET_SECONDS", 0.001)
+    monkeypatch.setattr(httpthreads, "INLINE_BUDGET_SECONDS", 0.001)
     slow_app_threads = []
 
     def slow_app(environ, start_response):
@@ -865,7 +866,7 @@ def test_the_loop_moves_back_and_forth_between_two_threads(connect, monkeypatch)
 
 def test_without_the_watchdog_a_long_inline_request_would_stall_every_client(connect, monkeypatch):
     """The check that the test above can fail: with a budget of an hour, the loop stays stuck."""
-    monkeypatch.setattr(httpserver, "INLINE_BUDGET_SECONDS", 3600.0)
+    monkeypatch.setattr(httpthreads, "INLINE_BUDGET_SECONDS", 3600.0)
     blocking, release = threading.Event(), threading.Event()
     with running(thread_naming_app(blocking, release), inline_for=inline_everything) as server:
         blocked, other = connect(server), connect(server)

@@ -1,0 +1,172 @@
+"""Who runs each request: a worker thread of its lane, or the event loop's own thread.
+
+httpserver.py reads each request whole, in its event loop, then hands it over here. By
+default a request goes to a *worker*: one of a few threads of its lane, which runs the app
+(httpworkers.respond) and gives the connection back to the loop.
+
+Inline requests
+---------------
+Handing a request to a worker costs more than a cheap request itself: the worker must be
+woken, and the GIL passed from thread to thread and back, each time a thread waits for the
+kernel (a few dozen futex calls a request; docs/performance.md has the figures). When
+every request is CPU work in this process anyway (SQLite, no Redis), those switches buy
+nothing, and ``inline_for(method, lane)`` lets the loop's own thread run the request, as
+an asyncio server does, and go straight on with the next. But a thread that runs a request
+is not watching the network: if one request takes long (a disk that stalls, a lock held by
+another process), every other client would wait for it. So a *watchdog* thread looks every
+INLINE_CHECK_SECONDS, and when one inline request has run for INLINE_BUDGET_SECONDS it
+gives the loop to a second loop thread that stands by for this; the first finishes its
+request as a worker would, then stands by in turn. Until that request is over, every
+request goes to the workers, so two loop threads are always enough. (Go's scheduler does
+the same when a goroutine blocks in a system call: its "sysmon" hands the processor to
+another thread.)
+
+With the shop on SQLite: 5,000 GET /health on 32 connections cost 91 µs of CPU each through
+workers, with 37 futex calls a request (strace -c), and 72 µs inline, with none (the
+figures for the other endpoints are in docs/performance.md).
+
+``RequestThreads`` is this half of ``httpserver.HTTPServer``, which inherits it (a mixin, as
+``socketserver.ThreadingMixIn`` is the half of a socketserver that starts threads). It
+works on the server's books, kept by httpserver.py: ``_lock`` guards ``_waiting`` (the
+connections in the selector), ``_busy`` (requests a thread runs), ``_inline`` and
+``_moved``; ``_returned`` takes connections back to the loop, and ``_handover`` hands the
+loop to the standby loop thread.
+"""
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import httpworkers
+from httpworkers import READING, ClientGone
+
+INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses the loop ...
+INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
+
+_log = logging.getLogger("httpserver")
+
+
+class LoopMoved(Exception):
+    """Raised in the thread that lost the event loop to the watchdog, to leave the loop."""
+
+
+class RequestThreads:
+    """Run requests: inline on the loop's thread, with the watchdog, or on lanes of workers."""
+
+    # The server's books this half works on, set by httpserver.HTTPServer.__init__ ...
+    app: Callable
+    keepalive_timeout: float
+    _lock: threading.Condition
+    _selector: selectors.BaseSelector
+    _waiting: dict[socket.socket, httpworkers.Connection]
+    _busy: int
+    _moved: int
+    _inline: httpworkers.Connection | None
+    _inline_since: float
+    _returned: queue.SimpleQueue
+    _handover: queue.SimpleQueue
+    _stopped: threading.Event
+    _shutdown_requested: bool
+    _draining: bool
+    # ... and what the loop does for it.
+    _unwatch: Callable[[httpworkers.Connection], None]
+    _close: Callable[[socket.socket], None]
+    _wake: Callable[[], None]
+
+    def _serve_inline(self, conn, head, body) -> None:
+        """Run a request on the loop's thread; its connection stays in the selector meanwhile
+        (nothing else reads from it: its client waits for the answer, or pipelines into the
+        kernel's buffer). Raises LoopMoved if the watchdog gave the loop away meanwhile."""
+        with self._lock:
+            self._inline, self._inline_since = conn, time.monotonic()
+        try:
+            keep, gone = self._run(conn, head, body)
+        finally:
+            with self._lock:
+                moved = self._inline is not conn
+                self._inline = None
+                if moved:
+                    self._moved -= 1
+        if moved:  # the watchdog made this a worker's request: finish it as one, then leave
+            self._finish(conn, keep, gone)
+            raise LoopMoved
+        if not gone and keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
+            conn.state, conn.started = READING, False  # the usual case: wait for the next request
+            conn.deadline = time.monotonic() + self.keepalive_timeout
+            return
+        self._unwatch(conn)
+        if gone:
+            self._close(conn.sock)
+            return
+        conn.then_close = not keep  # an outbox to send, pipelined bytes, or a goodbye
+        self._returned.put(conn)    # ... taken back at the end of this turn
+
+    def _watch_inline(self) -> None:
+        """The watchdog: give the loop to the standby thread when an inline request runs too long.
+        (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)"""
+        while not self._stopped.wait(INLINE_CHECK_SECONDS):
+            with self._lock:
+                conn = self._inline
+                if conn is None or time.monotonic() - self._inline_since < INLINE_BUDGET_SECONDS:
+                    continue
+                # The request becomes a worker's, as if handed to a lane: it is counted as
+                # busy, its connection leaves the selector, and no request runs inline until it is over.
+                self._inline, self._moved, self._busy = None, self._moved + 1, self._busy + 1
+                del self._waiting[conn.sock]
+                self._selector.unregister(conn.sock)
+            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to the standby",
+                      INLINE_BUDGET_SECONDS)
+            self._handover.put(True)
+
+    # ---- workers: run requests, one at a time ------------------------------------------------
+
+    def _work(self, lane) -> None:
+        while (job := lane.queue.get()) is not None:
+            conn, head, body = job
+            with self._lock:
+                lane.waiting -= 1
+            self._serve(conn, head, body)
+
+    def _serve(self, conn, head, body) -> None:
+        """Run one request; then give the connection back to the event loop (or close it)."""
+        keep, gone = self._run(conn, head, body)
+        self._finish(conn, keep, gone)
+
+    def _run(self, conn, head, body) -> tuple[bool, bool]:
+        """Run the app for one request: (keep the connection?, is the client gone?)."""
+        try:
+            return httpworkers.respond(self.app, conn, head, body, shutting_down=self._stopping), False
+        except ClientGone:
+            return False, True  # the client went away: not news
+        except Exception:
+            _log.exception("unexpected error on a connection from %s", conn.environ["REMOTE_ADDR"])
+            return False, True
+
+    def _stopping(self) -> bool:
+        return self._shutdown_requested
+
+    def _finish(self, conn, keep, gone) -> None:
+        """A worker's request is over: the connection goes back to the event loop (or is closed)."""
+        with self._lock:
+            self._busy -= 1
+            self._lock.notify_all()
+            if gone or self._draining:
+                self._close(conn.sock)
+                return
+            if keep and not conn.outbox and not conn.buffer and not self._shutdown_requested:
+                # The usual case: straight back into the selector to wait for the next request.
+                # Registering from this thread is safe: epoll/kqueue take changes while the
+                # loop waits in select(), and the lock keeps us clear of _drain().
+                conn.state, conn.started = READING, False
+                conn.deadline = time.monotonic() + self.keepalive_timeout
+                self._waiting[conn.sock] = conn
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+                return
+            # Anything else is the loop's: an outbox to send, pipelined bytes, or a goodbye.
+            # Put in the lock, so that _drain() never sees this connection nowhere.
+            conn.then_close = not keep
+            self._returned.put(conn)
+        self._wake()
