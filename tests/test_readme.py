@@ -38,6 +38,9 @@ the step that set it to have run first. A failing step names itself (its number,
 and command) and the variables it used, with the steps that set them; run alone
 (`-k`), a step that needs an earlier one says so instead of failing obscurely.
 
+The HTTPS section's commands (a throw-away certificate with `openssl`, the server on it,
+and `curl --cacert`) run too, in a folder of their own.
+
 The README's map and links are checked too: every module has a row, every file named
 exists, and no link or path leads outside the repository.
 """
@@ -56,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port, wait_until_listening
+from conftest import PROJECT_DIR, TEST_SECRET_KEY, Program, free_port, unavailable, wait_until_listening
 
 README = PROJECT_DIR / "README.md"
 README_TEXT = README.read_text()
@@ -402,3 +405,63 @@ def without_volatile(document):
     if isinstance(document, list):
         return [without_volatile(value) for value in document]
     return document
+
+
+# ---- the HTTPS section: its own commands, in a folder of their own -------------------------
+
+TLS_PORT = "8443"  # the README's; a free port here
+PLAIN_HTTP_ON_TLS_PORT = "this port speaks HTTPS; the request was plain HTTP (use https://)"
+
+
+def https_blocks():
+    """The HTTPS section's set-up block (openssl, then the server), its curl block, and the
+    ```http block of what the first curl prints."""
+    blocks = readme_blocks()
+    for index, (_, language, text) in enumerate(blocks):
+        if language == "sh" and text.startswith("openssl req"):
+            assert [block[1] for block in blocks[index + 1:index + 3]] == ["sh", "http"]
+            return text, blocks[index + 1][2], blocks[index + 2][2]
+    raise AssertionError("the README has no HTTPS set-up block (openssl req ...)")
+
+
+def test_the_https_commands_run_as_shown(tmp_path):
+    for tool in ("openssl", "curl"):
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is needed to run the README's HTTPS commands")
+    setup, curls, shown = https_blocks()
+    *certificate_lines, server_line = setup.strip().splitlines()
+    (tmp_path / "var").mkdir()
+    made = subprocess.run(["bash", "-c", "\n".join(certificate_lines)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    port = str(free_port())
+    server_command = server_line.replace("python server.py", f"{sys.executable} {PROJECT_DIR / 'server.py'}")
+    environment = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/shop.db", SECRET_KEY=TEST_SECRET_KEY,
+                       APP_ENV="development", WORKER="off")
+    server = Program(["bash", "-c", f"cd {tmp_path} && exec env {server_command.replace(TLS_PORT, port)}"],
+                     environment, tmp_path / "server")
+    try:
+        # "It prints `Serving the shop on https://127.0.0.1:8443`"
+        assert server.wait_for_url().url == f"https://127.0.0.1:{port}"
+        printed = subprocess.run(["bash", "-c", curls.replace(TLS_PORT, port)], cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=STEP_TIMEOUT_SECONDS, check=False)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(timeout=30) == 0
+        finally:
+            server.kill()
+    assert printed.returncode == 0, printed.stderr
+    # Three answers: the two URLs of the first curl (over one connection), then the plain one.
+    answers = ["HTTP/1.1 " + answer for answer in printed.stdout.split("HTTP/1.1 ")[1:]]
+    assert len(answers) == 3, printed.stdout
+    expected_status, expected_headers, _ = parse_http(shown)
+    expected_headers = [header for header in expected_headers if len(header) == 2]  # not the "..."
+    for answer in answers[:2]:
+        status, headers, _ = parse_http(answer)
+        assert status == expected_status
+        assert set(expected_headers) <= set(headers), answer
+    status, headers, body = parse_http(answers[2])
+    assert status == "HTTP/1.1 400 Bad Request" and ("Strict-Transport-Security", "max-age=63072000") not in headers
+    assert json.loads(body)["detail"] == PLAIN_HTTP_ON_TLS_PORT
+    assert PLAIN_HTTP_ON_TLS_PORT in " ".join(README_TEXT.split())  # the detail the README quotes
