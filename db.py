@@ -48,6 +48,7 @@ from config import PROJECT_DIR
 from deadlines import Watchdog
 
 POOL_MAX_CONNECTIONS = 20
+WAL_RETRY_SECONDS = 0.01  # between tries of PRAGMA journal_mode = WAL (SQLiteDatabase._use_wal)
 # How long the pool keeps trying to replace a connection it lost before it gives up; the
 # next request that finds no connection starts a new try at once. psycopg_pool's default,
 # five minutes of ever longer pauses, left the pool recovering seconds after the database
@@ -284,7 +285,7 @@ class SQLiteDatabase:
             raw = sqlite3.connect(
                 self.path, timeout=self.timeout_seconds, isolation_level=None, check_same_thread=False
             )
-            raw.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(raw)
             raw.execute("PRAGMA synchronous = FULL")
             raw.execute("PRAGMA foreign_keys = ON")
             raw.execute(f"PRAGMA busy_timeout = {int(self.timeout_seconds * 1000)}")
@@ -294,6 +295,20 @@ class SQLiteDatabase:
         with self._all_connections_lock:
             self._all_connections.append(raw)
         return raw
+
+    def _use_wal(self, raw):
+        """PRAGMA journal_mode = WAL, tried again for up to the timeout while another connection
+        holds the lock it needs: SQLite answers "database is locked" at once there, without its
+        busy handler (seen when threads open a new database together and one migrates it)."""
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                raw.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(WAL_RETRY_SECONDS)
 
 
 class PostgresDatabase:
