@@ -65,8 +65,12 @@ USER_AGENT = "shop-webhooks/1.0"
 # Networks ipaddress does not count as private but no receiver lives in. 100.64.0.0/10 is the
 # carrier-grade NAT range (RFC 6598): inside a provider's network, never a public server.
 SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
-# IPv6 prefixes that carry an IPv4 address a router will reach: NAT64 (RFC 6052, RFC 8215).
-NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# The well-known NAT64 prefix (RFC 6052): its last 32 bits are an IPv4 address a router will reach.
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# The local-use NAT64 prefix (RFC 8215): the operator picks the length of the prefix inside it
+# (/48 to /96), and with it where the IPv4 address sits, so no one reading can say which address
+# it reaches: refused whole. (Read as /96, 64:ff9b:1:7f00:1:0:808:808 would pass for 8.8.8.8.)
+LOCAL_NAT64_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d, deprecated (RFC 4291 §2.5.5.1)
 
 _watchdog = Watchdog()  # one thread for the whole process, started at the first exchange
@@ -164,6 +168,8 @@ def address_problem(address, *, allow_private=False):
     if address.is_loopback:
         return "a loopback address"
     if address.version == 6:
+        if address in LOCAL_NAT64_PREFIX:
+            return "a local-use NAT64 address (the IPv4 address it reaches depends on the local translator)"
         carried = _carried_ipv4(address)
         if carried is not None:
             problem = address_problem(carried)
@@ -254,6 +260,6 @@ def _carried_ipv4(address):
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]  # (server, client): the client is the host it reaches
-    if address in IPV4_COMPATIBLE or any(address in prefix for prefix in NAT64_PREFIXES):
+    if address in IPV4_COMPATIBLE or address in NAT64_PREFIX:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None

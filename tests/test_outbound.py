@@ -115,6 +115,10 @@ def test_a_checked_url_keeps_its_path_and_query_and_the_default_port():
     ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "an IPv6 address that carries 10.0.0.1, a private address"),  # Teredo
     ("64:ff9b::a9fe:a9fe", "an IPv6 address that carries 169.254.169.254, a link-local address"
                            " (cloud metadata services live here)"),  # NAT64
+    ("64:ff9b:1:7f00:1:0:808:808", "a local-use NAT64 address (the IPv4 address it reaches depends on the local"
+                                   " translator)"),  # 127.0.0.1 behind a /48 translator, 8.8.8.8 read as /96
+    ("64:ff9b:1::808:808", "a local-use NAT64 address (the IPv4 address it reaches depends on the local"
+                           " translator)"),
     ("192.0.2.1", "a private address"),  # documentation
     ("198.18.0.1", "a private address"),  # benchmarking
 ])
