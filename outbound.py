@@ -35,9 +35,12 @@ Redirects are never followed (http.client does not follow them, and we do not ad
 3xx is the receiver's answer, and following it would send the request to a URL nobody
 checked. A receiver that is slow costs at most `timeout` per connect and per read, and the
 whole exchange at most EXCHANGE_TIMEOUTS times that (a watchdog shuts the socket down), so
-a receiver that trickles its answer one byte at a time cannot hold a worker thread.
+a receiver that trickles its answer one byte at a time cannot hold a worker thread. A DNS
+lookup has a deadline of its own too (RESOLVE_TIMEOUT_SECONDS): the system's resolver
+may wait half a minute for a name server that does not answer.
 """
 
+import concurrent.futures
 import http.client
 import ipaddress
 import re
@@ -73,7 +76,14 @@ NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 LOCAL_NAT64_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d, deprecated (RFC 4291 §2.5.5.1)
 
+# getaddrinfo() cannot be given a timeout, so lookups run on a few threads of their own, and
+# a caller waits RESOLVE_TIMEOUT_SECONDS at most. A lookup that hangs keeps its thread until
+# the resolver gives up; with every thread held, new lookups wait their turn and time out.
+RESOLVE_TIMEOUT_SECONDS = 5.0
+RESOLVER_THREADS = 4
+
 _watchdog = Watchdog()  # one thread for the whole process, started at the first exchange
+_resolver = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="dns")
 
 
 class Refused(Exception):
@@ -143,8 +153,12 @@ def resolve(target, *, allow_private=False):
     """The addresses of `target`'s host, looked up once and every one checked; raises Refused
     when the host does not resolve, or when any address it resolves to is refused (one bad
     address among good ones is enough: a connection could be made to it)."""
+    lookup = _resolver.submit(socket.getaddrinfo, target.host, target.port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=RESOLVE_TIMEOUT_SECONDS)
+    except concurrent.futures.TimeoutError:
+        lookup.cancel()  # if it has not started yet, it never will
+        raise Refused(f"the host {target.host!r} did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     except (OSError, UnicodeError, ValueError):
         raise Refused(f"the host {target.host!r} does not resolve") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))

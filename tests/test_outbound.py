@@ -161,6 +161,22 @@ def test_a_host_that_does_not_resolve_is_refused(no_connection):
         outbound.post("https://no-such-host.invalid/hook", b"{}", {}, timeout=1)
 
 
+def test_a_lookup_that_hangs_is_refused_at_its_deadline(monkeypatch, no_connection):
+    """A name server that never answers: the system resolver would wait half a minute; the
+    guard gives up at RESOLVE_TIMEOUT_SECONDS, and the hung lookup keeps one resolver thread."""
+    answer = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answer.wait(10) and [])
+    monkeypatch.setattr(outbound, "RESOLVE_TIMEOUT_SECONDS", 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(outbound.Refused) as refused:
+            outbound.post("https://silent-dns.example/hook", b"{}", {}, timeout=1)
+    finally:
+        answer.set()  # the lookup's thread goes back to the pool
+    assert str(refused.value) == "the host 'silent-dns.example' did not resolve within 0.2 s"
+    assert time.monotonic() - started < 1.0
+
+
 def test_the_connection_goes_to_the_checked_address_after_one_lookup(monkeypatch):
     """DNS rebinding: a name that answers a public address first and 127.0.0.1 after. The
     guard looks it up once; the connection is made to that checked address, never to the
