@@ -63,7 +63,8 @@ EVENT_SCHEMA = {
 def stream_order_events(request):
     """GET /v1/orders/events: 200 and a stream of the caller's order events (an admin: all).
     400 for a Last-Event-ID that is not an event id; 429 when the caller has
-    EVENT_STREAMS_PER_USER streams open already; 503 when the process has all it can hold."""
+    EVENT_STREAMS_PER_USER streams open already, or its address EVENT_STREAMS_PER_ADDRESS;
+    503 when the process has all it can hold."""
     if request.query:
         raise BadRequest("this endpoint takes no query parameters (resume with the Last-Event-ID header)")
     last_event_id = parse_last_event_id(request.header("Last-Event-ID"))
@@ -71,10 +72,10 @@ def stream_order_events(request):
         return Response(b"", 200, list(STREAM_HEADERS))
     services, user = request.services, request.user
     try:
-        stream = services.order_events.open_stream(user["id"], admin=user["role"] == "admin",
+        stream = services.order_events.open_stream(user["id"], admin=user["role"] == "admin", client=request.client,
                                                    last_event_id=last_event_id)
     except events.TooManyStreams as refused:
-        if refused.per_user:
+        if refused.per_caller:
             raise TooManyRequests(f"{refused}: close one first") from None
         raise ServiceUnavailable(f"{refused}; try again shortly",
                                  headers=[("Retry-After", str(BUSY_RETRY_AFTER_SECONDS))]) from None

@@ -47,6 +47,7 @@ way). `load_settings()` reads them all in one place, checks them, and returns a 
 | `EXPORT_MAX_ROWS` | `1000000` | rows (order lines) an export may hold; a larger one fails: ask for fewer days |
 | `MAX_EVENT_STREAMS` | `200` | live order event streams a process holds open (each a thread); then a 503 |
 | `EVENT_STREAMS_PER_USER` | `5` | ... and per user, in a process; then a 429 |
+| `EVENT_STREAMS_PER_ADDRESS` | `20` | ... and per client address, whoever signs in; then a 429 |
 | `EVENT_HEARTBEAT_SECONDS` | `15` | an idle stream sends a comment this often, so proxies keep it open |
 | `EVENT_POLL_SECONDS` | `1` | how often streams look for events nobody woke them for (SQLite, another process) |
 | `EVENT_RETENTION_SECONDS` | `86400` (24 h) | order events are kept this long for clients that reconnect |
@@ -129,6 +130,9 @@ DEFAULT_OUTBOX_DIR = VAR_DIR / "outbox"
 SMTP_SCHEMES = ("smtp", "smtps")
 # Live order events (events.py): each open stream holds a thread of its own lane.
 DEFAULT_MAX_EVENT_STREAMS, DEFAULT_EVENT_STREAMS_PER_USER, DEFAULT_EVENT_HEARTBEAT_SECONDS = 200, 5, 15.0
+# Per client address: one machine with many accounts cannot hold every stream (an office behind
+# one NAT shares it: raise it there).
+DEFAULT_EVENT_STREAMS_PER_ADDRESS = 20
 
 DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0  # webhooks (outbound.py): a slower receiver is retried later
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -181,6 +185,7 @@ class Settings:
     mail_outbox_dir: Path
     max_event_streams: int  # per process, and event_streams_per_user per user (events.py)
     event_streams_per_user: int
+    event_streams_per_address: int
     event_heartbeat_seconds: float
     event_poll_seconds: float
     event_retention_seconds: int
@@ -320,6 +325,8 @@ def _event_settings(environ):
         "max_event_streams": _int(environ, "MAX_EVENT_STREAMS", DEFAULT_MAX_EVENT_STREAMS, low=1, high=10_000),
         "event_streams_per_user": _int(environ, "EVENT_STREAMS_PER_USER", DEFAULT_EVENT_STREAMS_PER_USER,
                                        low=1, high=1000),
+        "event_streams_per_address": _int(environ, "EVENT_STREAMS_PER_ADDRESS", DEFAULT_EVENT_STREAMS_PER_ADDRESS,
+                                          low=1, high=10_000),
         "event_heartbeat_seconds": _float(environ, "EVENT_HEARTBEAT_SECONDS", DEFAULT_EVENT_HEARTBEAT_SECONDS,
                                           low=0.05, high=300),
         "event_poll_seconds": _float(environ, "EVENT_POLL_SECONDS", 1.0, low=0.05, high=300),

@@ -30,8 +30,9 @@ kept EVENT_RETENTION_SECONDS: a client away longer gets what is left.
 Bounds. A stream holds at most STREAM_QUEUE_EVENTS events its client has not taken; one more
 and the stream is ended (its client reconnects and catches up from the table), so a client
 that stops reading costs bounded memory. A process serves at most MAX_EVENT_STREAMS streams,
-EVENT_STREAMS_PER_USER per user, each for STREAM_MAX_SECONDS at most: a client then
-reconnects, and its credentials are checked again.
+EVENT_STREAMS_PER_USER per user and EVENT_STREAMS_PER_ADDRESS per client address (one
+machine signed in as many users cannot take every place), each for STREAM_MAX_SECONDS at
+most: a client then reconnects, and its credentials are checked again.
 """
 
 import json
@@ -59,11 +60,12 @@ REDIS_RETRY_MAX_SECONDS = 30.0
 
 
 class TooManyStreams(Exception):
-    """The process (`per_user` False) or this user (`per_user` True) has all the streams allowed."""
+    """The process (`per_caller` False), or this user or client address (`per_caller` True),
+    has all the streams allowed."""
 
-    def __init__(self, message, *, per_user):
+    def __init__(self, message, *, per_caller):
         super().__init__(message)
-        self.per_user = per_user
+        self.per_caller = per_caller
 
 
 class Closed(Exception):
@@ -109,8 +111,8 @@ class Broadcaster:
         with _registry_lock:
             _broadcasters.add(self)
 
-    def open_stream(self, user_id, *, admin, last_event_id=None):
-        """A Stream of the events `user_id` may see (an admin: all), from after
+    def open_stream(self, user_id, *, admin, client="", last_event_id=None):
+        """A Stream of the events `user_id` (at the address `client`) may see (an admin: all), from after
         `last_event_id`, or from now when it is None. Raises TooManyStreams, Closed, or
         db.DatabaseUnavailable."""
         self._start()
@@ -120,14 +122,17 @@ class Broadcaster:
             if self._closing.is_set():
                 raise Closed("the server is shutting down")
             if len(self._streams) >= self.settings.max_event_streams:
-                raise TooManyStreams("the server has all the event streams it can hold", per_user=False)
+                raise TooManyStreams("the server has all the event streams it can hold", per_caller=False)
             if sum(stream.user_id == user_id for stream in self._streams) >= self.settings.event_streams_per_user:
                 raise TooManyStreams(f"at most {self.settings.event_streams_per_user} event streams per user",
-                                     per_user=True)
+                                     per_caller=True)
+            if sum(stream.client == client for stream in self._streams) >= self.settings.event_streams_per_address:
+                raise TooManyStreams(f"at most {self.settings.event_streams_per_address} event streams per client"
+                                     " address", per_caller=True)
             # An id above every event (a database that was reset since) would hide the next
             # events: such a client starts from the newest one instead.
             after = self.last_seen if last_event_id is None else min(last_event_id, latest)
-            stream = Stream(self, user_id, admin, after=after, backlog_up_to=self.last_seen)
+            stream = Stream(self, user_id, admin, client=client, after=after, backlog_up_to=self.last_seen)
             self._streams.add(stream)
         return stream
 
@@ -240,8 +245,8 @@ class Stream:
     """One client's events: first the backlog read from the table (after its Last-Event-ID,
     up to where the broadcaster was when it subscribed), then what the broadcaster hands it."""
 
-    def __init__(self, broadcaster, user_id, admin, *, after, backlog_up_to):
-        self.broadcaster, self.user_id, self.admin = broadcaster, user_id, admin
+    def __init__(self, broadcaster, user_id, admin, *, client="", after, backlog_up_to):
+        self.broadcaster, self.user_id, self.admin, self.client = broadcaster, user_id, admin, client
         self.last_id = after  # the id of the last event handed out; nothing at or below it again
         self._backlog_up_to = backlog_up_to
         self._queue = deque()

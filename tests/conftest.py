@@ -73,10 +73,10 @@ SETTINGS_VARIABLES = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLB
                       "TRUSTED_PROXIES", "WORKER", "WORKER_THREADS", "WORKER_POLL_SECONDS", "JOB_LEASE_SECONDS",
                       "JOB_BACKOFF_BASE_SECONDS", "JOB_BACKOFF_CAP_SECONDS", "JOB_RETENTION_SECONDS", "SMTP_URL",
                       "MAIL_FROM", "MAIL_OUTBOX_DIR", "EXPORT_DIR", "EXPORT_MAX_ROWS", "MAX_EVENT_STREAMS",
-                      "EVENT_STREAMS_PER_USER", "EVENT_HEARTBEAT_SECONDS", "EVENT_POLL_SECONDS",
-                      "EVENT_RETENTION_SECONDS", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
-                      "TLS_CERT_FILE", "TLS_KEY_FILE", "METRICS_TOKEN", "METRICS_DIR", "GUNICORN_CMD_ARGS",
-                      "WEB_CONCURRENCY")
+                      "EVENT_STREAMS_PER_USER", "EVENT_STREAMS_PER_ADDRESS", "EVENT_HEARTBEAT_SECONDS",
+                      "EVENT_POLL_SECONDS", "EVENT_RETENTION_SECONDS", "WEBHOOK_TIMEOUT_SECONDS",
+                      "WEBHOOK_ALLOW_PRIVATE", "TLS_CERT_FILE", "TLS_KEY_FILE", "METRICS_TOKEN", "METRICS_DIR",
+                      "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY")
 Checker = namedtuple("Checker", "client database admin customer")
 # Not a test module: schemathesis loads it in its own process (schemathesis.toml). Imported
 # by --doctest-modules, it would need schemathesis where none is installed.

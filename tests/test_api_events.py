@@ -260,6 +260,18 @@ def test_api_keys_and_browser_sessions_open_streams_too(shop, readers, users, al
     assert readers(base_url, session_headers).status == 200  # a GET: no CSRF token needed
 
 
+def test_an_address_may_hold_only_a_few_streams_whatever_its_accounts(make_app, readers, users):
+    app = make_app(EVENT_STREAMS_PER_ADDRESS="2", EVENT_HEARTBEAT_SECONDS="0.1")
+    with serving(app) as base_url:
+        accounts = [users.headers(users.create()) for _ in range(3)]
+        opened = [readers(base_url, accounts[0]), readers(base_url, accounts[1])]
+        assert [stream.status for stream in opened] == [200, 200]
+        third = readers(base_url, accounts[2])  # a third account, from the same address (127.0.0.1)
+        assert third.status == 429
+        assert json.loads(third.response.read())["detail"] == ("at most 2 event streams per client address:"
+                                                               " close one first")
+
+
 def test_a_user_may_hold_only_a_few_streams(make_app, readers, alice, bob):
     app = make_app(EVENT_STREAMS_PER_USER="2", EVENT_HEARTBEAT_SECONDS="0.1")
     with serving(app) as base_url:
@@ -393,7 +405,9 @@ def timed_item_reads(base_url, count):
 
 
 def test_a_hundred_open_streams_leave_an_item_answering_at_its_usual_speed(make_app, readers, users, seeded):
-    app = make_app(CACHE="off")  # each read goes to the database, as a cache miss does
+    # Each read goes to the database, as a cache miss does. All 100 streams come from this
+    # machine's one address: its limit is raised for them.
+    app = make_app(CACHE="off", EVENT_STREAMS_PER_ADDRESS="100")
     with serving(app) as base_url:
         timed_item_reads(base_url, 50)  # warm up: connections, caches
         before = timed_item_reads(base_url, 300)

@@ -119,13 +119,29 @@ def test_the_limits_per_user_and_per_process(settings, database, logger, seeded)
         limited.open_stream(1, admin=False)
         with pytest.raises(events.TooManyStreams) as per_user:
             limited.open_stream(1, admin=False)
-        assert per_user.value.per_user
+        assert per_user.value.per_caller
         limited.open_stream(2, admin=False)
         with pytest.raises(events.TooManyStreams) as per_process:
             limited.open_stream(3, admin=False)
-        assert not per_process.value.per_user
+        assert not per_process.value.per_caller
         first.close()
         limited.open_stream(3, admin=False)  # a closed stream frees its place
+    finally:
+        limited.close()
+
+
+def test_the_limit_per_client_address_holds_whatever_the_accounts(settings, database, logger, seeded):
+    limited = events.Broadcaster(database, settings_with(settings, EVENT_STREAMS_PER_ADDRESS="2"), logger)
+    try:
+        first = limited.open_stream(1, admin=False, client="203.0.113.7")
+        limited.open_stream(2, admin=False, client="203.0.113.7")
+        with pytest.raises(events.TooManyStreams) as per_address:
+            limited.open_stream(3, admin=False, client="203.0.113.7")  # a third account, the same machine
+        assert per_address.value.per_caller
+        assert str(per_address.value) == "at most 2 event streams per client address"
+        limited.open_stream(3, admin=False, client="198.51.100.9")  # another address: its own count
+        first.close()
+        limited.open_stream(3, admin=False, client="203.0.113.7")  # a closed stream frees its place
     finally:
         limited.close()
 
