@@ -20,8 +20,8 @@ thread. A request whose head or body arrives too slowly gets a 408:
   that trickles a byte a second is cut off after the grace; a 1 MiB upload at 40 KB/s is fine.
   Responses the loop sends are held to the same rule (then the connection is just closed).
 
-*Workers* run the app: a few threads, created once, in *lanes*, each with its own threads
-and bounded queue (httpworkers.py tells why so few, and why lanes); ``lane_for(method,
+*Workers* run the app: a few threads, started as needed and kept, in *lanes*, each with its
+own threads and bounded queue (httpworkers.py tells why so few, and why lanes); ``lane_for(method,
 path)`` names the lane of each request. A request whose lane queue is full is refused at
 once: 503 with Retry-After, rather than a wait without bound. Or, with ``inline_for``, the
 loop's own thread runs cheap requests itself, and a watchdog moves the loop to a standby
@@ -119,8 +119,7 @@ class HTTPServer(RequestThreads):
         self._accept_again_at = 0.0           # after accept() failed: not before this time
         self._lane_for, self.inline_for = lane_for, inline_for
         self._lanes = {lane.name: LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
-        self._workers = [threading.Thread(target=self._work, args=(lane,), name=f"http-{name}-{number}")
-                         for name, lane in self._lanes.items() for number in range(lane.lane.threads)]
+        self._workers = []                    # the lanes' threads started so far (httpthreads.py)
         self._returned = queue.SimpleQueue()  # connections workers give back to the loop
         # Only the loop reads, so one receive buffer serves every connection.
         self._chunk = bytearray(httpworkers.RECV_BYTES)
@@ -152,8 +151,6 @@ class HTTPServer(RequestThreads):
         The loop runs in a thread of its own, http-loop-0; with inline requests a second one,
         http-loop-1, stands by to take it over. This thread only waits, so a signal handler
         that calls request_shutdown() runs here at once, never in the middle of a request."""
-        for worker in self._workers:
-            worker.start()
         if self.inline_for is not None:
             threading.Thread(target=self._watch_inline, name="http-watchdog", daemon=True).start()
         self.loop_threads = [threading.Thread(target=self._loop_thread, args=(number == 0,), name=f"http-loop-{number}")
@@ -363,6 +360,7 @@ class HTTPServer(RequestThreads):
                          retry_after=LANE_FULL_RETRY_AFTER_SECONDS)
             return
         lane.queue.put((conn, head, body))
+        self._grow(lane, name)
 
     def _send_ready(self, conn) -> None:
         """The client can take more of the outbox: send it; once it is empty, read again."""
@@ -482,7 +480,7 @@ class HTTPServer(RequestThreads):
         for conn in list(self._waiting.values()):
             self._close(conn.sock)
         for lane in self._lanes.values():
-            for _ in range(lane.lane.threads):
+            for _ in range(lane.started):
                 lane.queue.put(None)  # one "stop" for each worker, after any work still queued
         if finished:
             for worker in self._workers:

@@ -62,6 +62,7 @@ class RequestThreads:
     _lock: threading.Condition
     _selector: selectors.BaseSelector
     _waiting: dict[socket.socket, httpworkers.Connection]
+    _workers: list[threading.Thread]
     _busy: int
     _moved: int
     _inline: httpworkers.Connection | None
@@ -123,12 +124,34 @@ class RequestThreads:
 
     # ---- workers: run requests, one at a time ------------------------------------------------
 
+    def _grow(self, lane, name) -> None:
+        """Start one more thread for `lane` when a request waits that no idle thread will take,
+        up to the lane's count: its threads come as they are needed, then stay."""
+        with self._lock:
+            if lane.waiting <= lane.idle or lane.started >= lane.lane.threads:
+                return
+            lane.started += 1
+            worker = threading.Thread(target=self._work, args=(lane,), name=f"http-{name}-{lane.started - 1}")
+            self._workers.append(worker)
+        try:
+            worker.start()
+        except RuntimeError:  # no thread to be had (a limit of the system): the lane's others serve it
+            _log.exception("could not start a worker thread for the %s lane", name)
+            with self._lock:
+                lane.started -= 1
+                self._workers.remove(worker)
+
     def _work(self, lane) -> None:
+        with self._lock:
+            lane.idle += 1
         while (job := lane.queue.get()) is not None:
             conn, head, body = job
             with self._lock:
                 lane.waiting -= 1
+                lane.idle -= 1
             self._serve(conn, head, body)
+            with self._lock:
+                lane.idle += 1
 
     def _serve(self, conn, head, body) -> None:
         """Run one request; then give the connection back to the event loop (or close it)."""

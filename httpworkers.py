@@ -14,10 +14,12 @@ one byte a second (a "slow read" attack) would hold a worker for as long as it l
 event stream (text/event-stream) is the exception: each event goes out before the app waits
 for the next one, so its worker (which the stream holds anyway) waits for its client.
 
-Workers are a few threads, created once (so one SQLite connection per thread is opened
-once). Why not a thread per connection, as ``http.server`` does? Under the GIL, threads take
-turns: with 32 busy threads the slowest 1% of requests were several times slower than the
-median, with 2 far less (docs/performance.md has the figures).
+Workers are a few threads, each started the first time its lane has a request that no
+idle thread can take, and kept from then on (so one SQLite connection per thread is opened
+once): a lane of 200 threads for event streams costs nothing until streams come. Why not a
+thread per connection, as ``http.server`` does? Under the GIL, threads take turns: with 32
+busy threads the slowest 1% of requests were several times slower than the median, with 2
+far less (docs/performance.md has the figures).
 
 They come in *lanes* (the bulkhead pattern: a ship's compartments keep one leak from
 sinking it): each Lane has its own threads and its own bounded queue, and httpserver's
@@ -65,10 +67,12 @@ class Lane:
 
 
 class LaneQueue:
-    """A lane's queue of complete requests, and how many of them wait for a thread."""
+    """A lane's queue of complete requests, how many of them wait for a thread, and the
+    lane's threads: how many are started, and how many of those wait for a request."""
 
     def __init__(self, lane):
         self.lane, self.queue, self.waiting = lane, queue.SimpleQueue(), 0
+        self.started = self.idle = 0
 
 
 class Connection:

@@ -595,13 +595,47 @@ def test_idle_keep_alive_connections_hold_no_worker(connect):
         for client in idle:
             client.send(get())
             assert client.response()[0] == 200
-        # Ten connections wait for their next request, two workers exist, and a new client
-        # is served at once: waiting costs a selector entry, not a thread.
+        # Ten connections wait for their next request, at most two workers exist (one was
+        # enough: each request found it idle), and a new client is served at once: waiting
+        # costs a selector entry, not a thread.
         newcomer = connect(server)
         newcomer.send(get("/newcomer"))
         status, _, body = newcomer.response()
         assert status == 200 and json.loads(body)["path"] == "/newcomer"
-        assert server_threads(threads_before) == ["http-default-0", "http-default-1", LOOP_THREAD, SERVE_THREAD]
+        assert server_threads(threads_before) in (["http-default-0", LOOP_THREAD, SERVE_THREAD],
+                                                  ["http-default-0", "http-default-1", LOOP_THREAD, SERVE_THREAD])
+
+
+def test_a_lanes_threads_start_when_requests_need_them_up_to_its_count(connect):
+    blocking, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            blocking.set()
+            release.wait(READ_TIMEOUT)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    threads_before = set(threading.enumerate())
+    with running(app, max_workers=3) as server:
+        assert server_threads(threads_before) == [LOOP_THREAD, SERVE_THREAD]  # none until a request
+        held = []
+        for number in range(3):  # each blocks its worker: the next request needs a new one
+            blocking.clear()
+            client = connect(server)
+            client.send(get("/block"))
+            assert blocking.wait(READ_TIMEOUT)
+            held.append(client)
+            assert f"http-default-{number}" in server_threads(threads_before)
+        queued = connect(server)
+        queued.send(get("/queued"))  # the lane has its three: this one waits for one of them
+        assert not wait_until_readable(queued, within=0.3)
+        assert [name for name in server_threads(threads_before) if name.startswith("http-default")] == \
+            ["http-default-0", "http-default-1", "http-default-2"]
+        release.set()
+        for client in held:
+            assert client.response()[0] == 200
+        assert queued.response()[0] == 200
 
 
 def test_requests_beyond_the_workers_wait_their_turn(connect):
@@ -817,8 +851,8 @@ def test_a_long_inline_request_moves_the_loop_to_the_standby_thread(connect, cap
     with running(thread_naming_app(blocking, release), max_workers=1, inline_for=inline_everything) as server:
         blocked, other = connect(server), connect(server)
         assert answered_by(other, "/first") == "http-loop-0"
-        assert server_threads(threads_before) == ["http-default-0", "http-loop-0", "http-loop-1", "http-watchdog",
-                                                  SERVE_THREAD]
+        # No worker yet: a lane's threads start when a request needs one.
+        assert server_threads(threads_before) == ["http-loop-0", "http-loop-1", "http-watchdog", SERVE_THREAD]
         blocked.send(get("/block"))
         assert blocking.wait(READ_TIMEOUT)
         # The loop's thread is stuck in /block; the watchdog gives the loop to the standby,
