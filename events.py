@@ -111,10 +111,12 @@ class Broadcaster:
         with _registry_lock:
             _broadcasters.add(self)
 
-    def open_stream(self, user_id, *, admin, client="", last_event_id=None):
-        """A Stream of the events `user_id` (at the address `client`) may see (an admin: all), from after
-        `last_event_id`, or from now when it is None. Raises TooManyStreams, Closed, or
-        db.DatabaseUnavailable."""
+    def open_stream(self, user_id, *, admin, client, last_event_id=None):
+        """A Stream of the events `user_id` may see (an admin: all), from after
+        `last_event_id`, or from now when it is None. `client` is the caller's address as the
+        rate limits count it (ratelimit.address_caller: an IPv6 /64 is one), or "" when none is
+        known (a unix socket), which no address limit applies to. Raises TooManyStreams,
+        Closed, or db.DatabaseUnavailable."""
         self._start()
         with self.database.connection() as connection:
             latest = sql_events.latest_event_id(connection)
@@ -126,7 +128,8 @@ class Broadcaster:
             if sum(stream.user_id == user_id for stream in self._streams) >= self.settings.event_streams_per_user:
                 raise TooManyStreams(f"at most {self.settings.event_streams_per_user} event streams per user",
                                      per_caller=True)
-            if sum(stream.client == client for stream in self._streams) >= self.settings.event_streams_per_address:
+            if client and sum(stream.client == client for stream in self._streams) >= \
+                    self.settings.event_streams_per_address:
                 raise TooManyStreams(f"at most {self.settings.event_streams_per_address} event streams per client"
                                      " address", per_caller=True)
             # An id above every event (a database that was reset since) would hide the next
@@ -245,7 +248,7 @@ class Stream:
     """One client's events: first the backlog read from the table (after its Last-Event-ID,
     up to where the broadcaster was when it subscribed), then what the broadcaster hands it."""
 
-    def __init__(self, broadcaster, user_id, admin, *, client="", after, backlog_up_to):
+    def __init__(self, broadcaster, user_id, admin, *, client, after, backlog_up_to):
         self.broadcaster, self.user_id, self.admin, self.client = broadcaster, user_id, admin, client
         self.last_id = after  # the id of the last event handed out; nothing at or below it again
         self._backlog_up_to = backlog_up_to

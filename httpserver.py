@@ -216,6 +216,9 @@ class HTTPServer(RequestThreads):
             self._next_sweep = now + SWEEP_SECONDS
             for conn in [conn for conn in list(self._waiting.values()) if conn.deadline <= now]:
                 self._expired(conn)
+            for name, lane in self._lanes.items():  # a thread that could not start: try again
+                if lane.waiting > lane.idle and lane.started < lane.lane.threads:
+                    self._grow(lane, name)
 
     def _accept_waiting_clients(self) -> None:
         for _ in range(ACCEPTS_PER_WAKE):  # a bounded batch, so reads are not starved

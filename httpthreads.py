@@ -135,7 +135,7 @@ class RequestThreads:
             self._workers.append(worker)
         try:
             worker.start()
-        except RuntimeError:  # no thread to be had (a limit of the system): the lane's others serve it
+        except RuntimeError:  # no thread to be had (a system limit): the loop's sweep tries again
             _log.exception("could not start a worker thread for the %s lane", name)
             with self._lock:
                 lane.started -= 1

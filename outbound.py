@@ -40,12 +40,13 @@ lookup has a deadline of its own too (RESOLVE_TIMEOUT_SECONDS): the system's res
 may wait half a minute for a name server that does not answer.
 """
 
-import concurrent.futures
 import http.client
 import ipaddress
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -76,14 +77,23 @@ NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 LOCAL_NAT64_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d, deprecated (RFC 4291 §2.5.5.1)
 
-# getaddrinfo() cannot be given a timeout, so lookups run on a few threads of their own, and
-# a caller waits RESOLVE_TIMEOUT_SECONDS at most. A lookup that hangs keeps its thread until
-# the resolver gives up; with every thread held, new lookups wait their turn and time out.
+# getaddrinfo() cannot be given a timeout, so each lookup runs on a thread of its own (a
+# daemon: it never holds up the process's exit), and its caller waits RESOLVE_TIMEOUT_SECONDS
+# at most. A lookup that hangs keeps its thread until the resolver gives up (half a minute):
+# at most MAX_LOOKUPS at once, so a dead name server cannot pile up threads without bound.
 RESOLVE_TIMEOUT_SECONDS = 5.0
-RESOLVER_THREADS = 4
+MAX_LOOKUPS = 32
 
 _watchdog = Watchdog()  # one thread for the whole process, started at the first exchange
-_resolver = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="dns")
+_lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
+
+
+def _renew_lookups():
+    global _lookups
+    _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)  # the parent's lookup threads are not the child's
+
+
+os.register_at_fork(after_in_child=_renew_lookups)
 
 
 class Refused(Exception):
@@ -153,11 +163,9 @@ def resolve(target, *, allow_private=False):
     """The addresses of `target`'s host, looked up once and every one checked; raises Refused
     when the host does not resolve, or when any address it resolves to is refused (one bad
     address among good ones is enough: a connection could be made to it)."""
-    lookup = _resolver.submit(socket.getaddrinfo, target.host, target.port, type=socket.SOCK_STREAM)
     try:
-        infos = lookup.result(timeout=RESOLVE_TIMEOUT_SECONDS)
-    except concurrent.futures.TimeoutError:
-        lookup.cancel()  # if it has not started yet, it never will
+        infos = _lookup(target.host, target.port)
+    except TimeoutError:
         raise Refused(f"the host {target.host!r} did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     except (OSError, UnicodeError, ValueError):
         raise Refused(f"the host {target.host!r} does not resolve") from None
@@ -169,6 +177,35 @@ def resolve(target, *, allow_private=False):
         if problem is not None:
             raise Refused(f"the host {target.host!r} resolves to {address}, {problem}")
     return addresses
+
+
+def _lookup(host, port):
+    """socket.getaddrinfo(host, port) for TCP, on a thread of its own; TimeoutError when it has
+    not answered within RESOLVE_TIMEOUT_SECONDS (or MAX_LOOKUPS are hanging already)."""
+    lookups = _lookups
+    if not lookups.acquire(timeout=RESOLVE_TIMEOUT_SECONDS):
+        raise TimeoutError
+    answer, done = {}, threading.Event()
+
+    def look_up():
+        try:
+            answer["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as error:  # handed to the caller, who may be gone
+            answer["error"] = error
+        finally:
+            lookups.release()
+            done.set()
+
+    try:
+        threading.Thread(target=look_up, name="dns-lookup", daemon=True).start()
+    except RuntimeError as error:  # no thread to be had: as a lookup that failed
+        lookups.release()
+        raise OSError(f"no thread for a DNS lookup: {error}") from error
+    if not done.wait(RESOLVE_TIMEOUT_SECONDS):
+        raise TimeoutError
+    if "error" in answer:
+        raise answer["error"]
+    return answer["infos"]
 
 
 def address_problem(address, *, allow_private=False):

@@ -12,6 +12,7 @@ import signal
 import statistics
 import sys
 import time
+import wsgiref.util
 from urllib.parse import urlsplit
 
 import pytest
@@ -270,6 +271,38 @@ def test_an_address_may_hold_only_a_few_streams_whatever_its_accounts(make_app, 
         assert third.status == 429
         assert json.loads(third.response.read())["detail"] == ("at most 2 event streams per client address:"
                                                                " close one first")
+
+
+def open_stream_from(app, address, headers):
+    """GET /v1/orders/events from `address`, straight through the WSGI app: (status, body)."""
+    environ = {}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ.update({"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/orders/events", "REMOTE_ADDR": address})
+    environ.update({"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()})
+    started = []
+    body = app(environ, lambda status, response_headers, exc_info=None: started.append(status))
+    return int(started[0][:3]), body
+
+
+def test_an_ipv6_client_counts_as_its_64_for_the_limit_per_address(make_app, users):
+    """An IPv6 client holds a whole /64 (2^64 addresses): counted as one, as the rate limits count it."""
+    app = make_app(EVENT_STREAMS_PER_ADDRESS="2")
+    accounts = [users.headers(users.create()) for _ in range(3)]
+    bodies = []
+    try:
+        for number, address in enumerate(["2001:db8:7:1::1", "2001:db8:7:1::2"]):
+            status, body = open_stream_from(app, address, accounts[number])
+            bodies.append(body)
+            assert status == 200
+        status, body = open_stream_from(app, "2001:db8:7:1:ffff::3", accounts[2])
+        bodies.append(body)
+        assert status == 429  # the same /64
+        status, body = open_stream_from(app, "2001:db8:7:2::1", accounts[2])
+        bodies.append(body)
+        assert status == 200  # another /64
+    finally:
+        for body in bodies:
+            getattr(body, "close", lambda: None)()  # a stream's body: its place is free again
 
 
 def test_a_user_may_hold_only_a_few_streams(make_app, readers, alice, bob):

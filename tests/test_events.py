@@ -17,6 +17,7 @@ import orders
 import sql_events
 
 ONE_PEN = [{"item_id": 1, "quantity": 1}]
+LOCAL = "ip:127.0.0.1"  # the client address of a stream, as ratelimit.address_caller spells it
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_a_refused_order_or_move_records_nothing(seeded, alice):
 
 def test_a_commit_in_this_process_wakes_the_streams_at_once(broadcaster, seeded, alice):
     alice_id, _ = alice
-    stream = broadcaster.open_stream(alice_id, admin=False)
+    stream = broadcaster.open_stream(alice_id, admin=False, client=LOCAL)
     started = time.monotonic()
     order = orders.place_order(seeded, alice_id, ONE_PEN)
     [event] = collect(stream, 1, timeout=1.0)
@@ -87,7 +88,7 @@ def test_a_stream_resumes_after_an_id_from_the_table_then_live(broadcaster, seed
     first = orders.place_order(seeded, alice_id, ONE_PEN)
     orders.place_order(seeded, bob_id, ONE_PEN)  # not for alice
     orders.change_status(seeded, first["id"], "paid")
-    stream = broadcaster.open_stream(alice_id, admin=False, last_event_id=1)
+    stream = broadcaster.open_stream(alice_id, admin=False, client=LOCAL, last_event_id=1)
     orders.change_status(seeded, first["id"], "shipped")
     assert [event["type"] for event in collect(stream, 2)] == ["order.paid", "order.shipped"]
 
@@ -95,7 +96,7 @@ def test_a_stream_resumes_after_an_id_from_the_table_then_live(broadcaster, seed
 def test_a_stream_that_falls_too_far_behind_is_ended_not_buffered(broadcaster, seeded, alice, monkeypatch):
     monkeypatch.setattr(events, "STREAM_QUEUE_EVENTS", 3)
     alice_id, _ = alice
-    stream = broadcaster.open_stream(alice_id, admin=True)
+    stream = broadcaster.open_stream(alice_id, admin=True, client=LOCAL)
     for _ in range(5):  # its client reads nothing meanwhile
         orders.place_order(seeded, alice_id, ONE_PEN)
     wait_for(lambda: broadcaster.streams() == 0)
@@ -104,28 +105,28 @@ def test_a_stream_that_falls_too_far_behind_is_ended_not_buffered(broadcaster, s
 
 
 def test_close_ends_every_stream_and_refuses_new_ones(broadcaster, seeded, alice):
-    stream = broadcaster.open_stream(alice[0], admin=False)
+    stream = broadcaster.open_stream(alice[0], admin=False, client=LOCAL)
     broadcaster.request_close()
     assert stream.next_events(5.0) is None
     with pytest.raises(events.Closed):
-        broadcaster.open_stream(alice[0], admin=False)
+        broadcaster.open_stream(alice[0], admin=False, client=LOCAL)
 
 
 def test_the_limits_per_user_and_per_process(settings, database, logger, seeded):
     limited = events.Broadcaster(database, settings_with(settings, EVENT_STREAMS_PER_USER="2", MAX_EVENT_STREAMS="3"),
                                  logger)
     try:
-        first = limited.open_stream(1, admin=False)
-        limited.open_stream(1, admin=False)
+        first = limited.open_stream(1, admin=False, client=LOCAL)
+        limited.open_stream(1, admin=False, client=LOCAL)
         with pytest.raises(events.TooManyStreams) as per_user:
-            limited.open_stream(1, admin=False)
+            limited.open_stream(1, admin=False, client=LOCAL)
         assert per_user.value.per_caller
-        limited.open_stream(2, admin=False)
+        limited.open_stream(2, admin=False, client=LOCAL)
         with pytest.raises(events.TooManyStreams) as per_process:
-            limited.open_stream(3, admin=False)
+            limited.open_stream(3, admin=False, client=LOCAL)
         assert not per_process.value.per_caller
         first.close()
-        limited.open_stream(3, admin=False)  # a closed stream frees its place
+        limited.open_stream(3, admin=False, client=LOCAL)  # a closed stream frees its place
     finally:
         limited.close()
 
@@ -133,15 +134,17 @@ def test_the_limits_per_user_and_per_process(settings, database, logger, seeded)
 def test_the_limit_per_client_address_holds_whatever_the_accounts(settings, database, logger, seeded):
     limited = events.Broadcaster(database, settings_with(settings, EVENT_STREAMS_PER_ADDRESS="2"), logger)
     try:
-        first = limited.open_stream(1, admin=False, client="203.0.113.7")
-        limited.open_stream(2, admin=False, client="203.0.113.7")
+        first = limited.open_stream(1, admin=False, client="ip:203.0.113.7")
+        limited.open_stream(2, admin=False, client="ip:203.0.113.7")
         with pytest.raises(events.TooManyStreams) as per_address:
-            limited.open_stream(3, admin=False, client="203.0.113.7")  # a third account, the same machine
+            limited.open_stream(3, admin=False, client="ip:203.0.113.7")  # a third account, the same machine
         assert per_address.value.per_caller
         assert str(per_address.value) == "at most 2 event streams per client address"
-        limited.open_stream(3, admin=False, client="198.51.100.9")  # another address: its own count
+        limited.open_stream(3, admin=False, client="ip:198.51.100.9")  # another address: its own count
         first.close()
-        limited.open_stream(3, admin=False, client="203.0.113.7")  # a closed stream frees its place
+        limited.open_stream(3, admin=False, client="ip:203.0.113.7")  # a closed stream frees its place
+        for user_id in (4, 5, 6):  # no address known (a unix socket): no address limit, only the others
+            limited.open_stream(user_id, admin=False, client="")
     finally:
         limited.close()
 
@@ -162,7 +165,7 @@ def test_on_postgresql_a_later_commit_cannot_overtake_a_smaller_id(engine, broad
         pytest.skip("SQLite has one writer at a time: its ids always commit in order")
     alice_id, _ = alice
     order = orders.place_order(seeded, alice_id, ONE_PEN)
-    stream = broadcaster.open_stream(alice_id, admin=False)
+    stream = broadcaster.open_stream(alice_id, admin=False, client=LOCAL)
     second = {}
 
     def record_second():
@@ -191,5 +194,5 @@ def test_old_events_are_purged_and_a_resume_from_before_gets_what_is_left(broadc
                                     db.utc_text(now - timedelta(hours=age_hours)))
     assert events.purge_old(seeded, retention_seconds=24 * 3600, now=now) == 2
     assert events.purge_old(seeded, retention_seconds=24 * 3600, now=now) == 0
-    stream = broadcaster.open_stream(alice_id, admin=False, last_event_id=0)
+    stream = broadcaster.open_stream(alice_id, admin=False, client=LOCAL, last_event_id=0)
     assert [event["id"] for event in collect(stream, 1)] == [3]

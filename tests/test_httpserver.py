@@ -65,8 +65,9 @@ def running(app, **options):
     thread = threading.Thread(target=server.serve_forever, name=SERVE_THREAD, daemon=True)
     thread.start()
     deadline = time.monotonic() + READ_TIMEOUT
-    while not server.loop_threads and time.monotonic() < deadline:
-        time.sleep(0.001)  # until the loop's threads exist: some tests look at them
+    while not (server.loop_threads and all(thread.is_alive() for thread in server.loop_threads)):
+        assert time.monotonic() < deadline, "the server's loop threads did not start"
+        time.sleep(0.001)  # until the loop's threads run: some tests look at them
     try:
         yield server
     finally:
@@ -636,6 +637,28 @@ def test_a_lanes_threads_start_when_requests_need_them_up_to_its_count(connect):
         for client in held:
             assert client.response()[0] == 200
         assert queued.response()[0] == 200
+
+
+def test_a_worker_that_cannot_start_is_started_again_by_the_sweep(connect, monkeypatch, caplog):
+    """No thread to be had (a system limit) when the lane's first request came: the request
+    waits, and the loop's next sweep starts the thread, rather than leaving it with none."""
+    refusals = []
+
+    class FirstWorkerFails(threading.Thread):
+        def start(self):
+            if self.name.startswith("http-default") and not refusals:
+                refusals.append(self.name)
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", FirstWorkerFails)
+    with running(validator(echo_app)) as server:
+        client = connect(server)
+        client.send(get("/first"))
+        status, _, body = client.response()
+        assert status == 200 and json.loads(body)["path"] == "/first"
+    assert refusals == ["http-default-0"]
+    assert "could not start a worker thread for the default lane" in caplog.text
 
 
 def test_requests_beyond_the_workers_wait_their_turn(connect):
