@@ -12,10 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from conftest import POLL_SECONDS, TEST_SECRET_KEY, WSGIClient, assert_problem, client_for, responses_at_once
 from tcpproxy import TCPProxy
+from test_migrate import migrate_from_threads
 
 import config
 import db
-import migrate
 import server
 import sql_items
 from observe import JSONLogger
@@ -75,18 +75,7 @@ def test_threads_opening_a_new_sqlite_database_while_one_migrates_it_all_connect
     errors = []
     for round_number in range(40):
         database = db.open_database(f"sqlite:///{tmp_path}/new-{round_number}.db")
-
-        def migrate_it(database=database):
-            try:
-                migrate.migrate(database)
-            except Exception as error:  # collected: the assertion below shows it
-                errors.append(error)
-
-        threads = [threading.Thread(target=migrate_it) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors += migrate_from_threads(database)
         database.close()
     assert errors == []
 

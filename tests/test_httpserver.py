@@ -609,16 +609,8 @@ def test_idle_keep_alive_connections_hold_no_worker(connect):
 
 def test_a_lanes_threads_start_when_requests_need_them_up_to_its_count(connect):
     blocking, release = threading.Event(), threading.Event()
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/block":
-            blocking.set()
-            release.wait(READ_TIMEOUT)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [threading.current_thread().name.encode()]
-
     threads_before = set(threading.enumerate())
-    with running(app, max_workers=3) as server:
+    with running(thread_naming_app(blocking, release), max_workers=3) as server:
         assert server_threads(threads_before) == [LOOP_THREAD, SERVE_THREAD]  # none until a request
         held = []
         for number in range(3):  # each blocks its worker: the next request needs a new one

@@ -98,21 +98,27 @@ def syntax_error(engine):
     return psycopg.errors.SyntaxError
 
 
-def test_concurrent_migrations_do_not_collide(settings):
-    database = db.open_database(settings.database_url)
+def migrate_from_threads(database, threads=4):
+    """migrate.migrate(database) from `threads` threads at once: the errors they met."""
     errors = []
 
     def run():
         try:
             migrate.migrate(database)
-        except Exception as error:  # collected: the assertion below shows it
+        except Exception as error:  # collected: the caller's assertion shows it
             errors.append(error)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
         thread.start()
-    for thread in threads:
+    for thread in started:
         thread.join()
+    return errors
+
+
+def test_concurrent_migrations_do_not_collide(settings):
+    database = db.open_database(settings.database_url)
+    errors = migrate_from_threads(database)
     try:
         assert errors == []
         assert migrate.applied_versions(database) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
