@@ -303,6 +303,7 @@ def test_an_ipv6_client_counts_as_its_64_for_the_limit_per_address(make_app, use
     finally:
         for body in bodies:
             getattr(body, "close", lambda: None)()  # a stream's body: its place is free again
+        app.services.order_events.close()  # and its reader thread ends with this test, not later
 
 
 def test_a_user_may_hold_only_a_few_streams(make_app, readers, alice, bob):
