@@ -473,8 +473,9 @@ def test_error_after_the_head_was_sent_closes_the_connection(connect, caplog):
         assert "failed while streaming" in caplog.text
 
 
-def test_request_shutdown_from_a_signal_handler(connect):
-    server = httpserver.HTTPServer(validator(echo_app), port=0)
+@pytest.mark.parametrize("inline_for", [None, inline_everything], ids=["workers", "inline"])
+def test_request_shutdown_from_a_signal_handler(connect, inline_for):
+    server = httpserver.HTTPServer(validator(echo_app), port=0, inline_for=inline_for)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_shutdown())
 
     def signal_once_serving():
