@@ -45,6 +45,7 @@ from httpworkers import READING, ClientGone
 
 INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses the loop ...
 INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
+MOVES_REPORT_SECONDS = 10.0            # at most one warning this often, counting the moves since
 
 _log = logging.getLogger("httpserver")
 
@@ -107,7 +108,10 @@ class RequestThreads:
 
     def _watch_inline(self) -> None:
         """The watchdog: give the loop to the standby thread when an inline request runs too long.
-        (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)"""
+        (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)
+        Each move means other clients waited: an operator hears of them in a warning, at most
+        one every MOVES_REPORT_SECONDS, however many there were."""
+        moves, report_at = 0, 0.0
         while not self._stopped.wait(INLINE_CHECK_SECONDS):
             with self._lock:
                 conn = self._inline
@@ -118,9 +122,13 @@ class RequestThreads:
                 self._inline, self._moved, self._busy = None, self._moved + 1, self._busy + 1
                 del self._waiting[conn.sock]
                 self._selector.unregister(conn.sock)
-            _log.info("a request ran for over %s s on the event loop's thread: the loop moves to the standby",
-                      INLINE_BUDGET_SECONDS)
             self._handover.put(True)
+            moves += 1
+            if (now := time.monotonic()) >= report_at:
+                _log.warning("the event loop moved to its standby thread %d time(s) since the last report: a request"
+                             " ran for over %s s on the loop's thread (a slow disk, a lock, a client that reads"
+                             " slowly)", moves, INLINE_BUDGET_SECONDS)
+                moves, report_at = 0, now + MOVES_REPORT_SECONDS
 
     # ---- workers: run requests, one at a time ------------------------------------------------
 
