@@ -166,7 +166,7 @@ class HTTPServer(RequestThreads):
         self._shutdown_requested = True
         self._wake()
 
-    # ---- the event loop, in one thread ------------------------------------------------------
+    # ---- the event loop, in one thread at a time ------------------------------------------
 
     def _loop_thread(self, has_loop) -> None:
         """Run the loop now (has_loop) or when handed it, until the server has stopped."""

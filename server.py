@@ -91,7 +91,7 @@ EVENT_STREAM_PATH = "/v1/orders/events"
 EVENTS_SPARE_THREADS = 4
 # The requests the event loop's own thread runs itself, when every request is CPU work in this
 # process (SQLite, and no Redis): safe methods on the default lane and /health. Handing them to
-# a worker thread cost more than running them (httpserver.py's "Inline requests"). Writes go
+# a worker thread cost more than running them (httpthreads.py's "Inline requests"). Writes go
 # to the workers: a COMMIT waits for the disk (fsync), and SQLite's write lock for other writers.
 INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 INLINE_LANES = frozenset({"default", PROBE_LANES["/health"]})
