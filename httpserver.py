@@ -168,18 +168,6 @@ class HTTPServer(RequestThreads):
 
     # ---- the event loop, in one thread at a time ------------------------------------------
 
-    def _loop_thread(self, has_loop) -> None:
-        """Run the loop now (has_loop) or when handed it, until the server has stopped."""
-        try:
-            while has_loop or self._handover.get():
-                has_loop = False
-                if self._run_loop():
-                    return
-        except BaseException as error:  # the server cannot go on without its loop: stop it
-            _log.exception("the event loop failed")
-            self._failure = error
-            self._stopped.set()
-
     def _run_loop(self) -> bool:
         """Be the event loop until shutdown, then drain it: True. False: the loop moved to the
         standby thread meanwhile (httpthreads.py), and this one is the standby now."""

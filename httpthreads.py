@@ -30,7 +30,7 @@ figures for the other endpoints are in docs/performance.md).
 works on the server's books, kept by httpserver.py: ``_lock`` guards ``_waiting`` (the
 connections in the selector), ``_busy`` (requests a thread runs), ``_inline`` and
 ``_moved``; ``_returned`` takes connections back to the loop, and ``_handover`` hands the
-loop to the standby loop thread.
+loop to the standby loop thread (each of serve_forever's loop threads runs _loop_thread).
 """
 import logging
 import queue
@@ -74,9 +74,24 @@ class RequestThreads:
     _shutdown_requested: bool
     _draining: bool
     # ... and what the loop does for it.
+    _failure: BaseException | None
+    _run_loop: Callable[[], bool]
     _unwatch: Callable[[httpworkers.Connection], None]
     _close: Callable[[socket.socket], None]
     _wake: Callable[[], None]
+
+    def _loop_thread(self, has_loop) -> None:
+        """A thread of serve_forever's: run the event loop now (has_loop) or when the
+        watchdog hands it over, until the server has stopped."""
+        try:
+            while has_loop or self._handover.get():
+                has_loop = False
+                if self._run_loop():
+                    return
+        except BaseException as error:  # the server cannot go on without its loop: stop it
+            _log.exception("the event loop failed")
+            self._failure = error
+            self._stopped.set()
 
     def _serve_inline(self, conn, head, body) -> None:
         """Run a request on the loop's thread; its connection stays in the selector meanwhile

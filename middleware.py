@@ -15,8 +15,7 @@ anything logs (every log line of the request carries the trace id: tracing.py),
 log must see the final status (so it sits outside the layer that turns errors into
 problems), the security headers go on every response, error responses included, and
 authentication sits inside `problems`, so its 401 and 403 are rendered like every other
-error. CORS sits
-outside `problems` too, so that a page on an allowed origin can read a 401, 404, 429 or 503
+error. CORS sits outside `problems` too, so that a page on an allowed origin can read a 401, 404, 429 or 503
 as well as a 200, and it answers a preflight itself, before authentication: browsers send
 preflights without credentials. With no CORS_ORIGINS the `cors` layer is left out.
 

@@ -16,7 +16,6 @@ application's and the HTTP server's own alike:
      "detail": "item 7 does not exist", "instance": "/v1/items/7", "request_id": "..."}
 """
 
-import functools
 import json
 from http import HTTPStatus
 from urllib.parse import parse_qs
@@ -186,7 +185,10 @@ class Request:
 
     def header(self, name, default=None):
         """A request header by its name, e.g. request.header("If-None-Match")."""
-        return self.environ.get(_environ_key(name), default)
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        return self.environ.get(key, default)
 
     @property
     def query(self):
@@ -488,13 +490,6 @@ def _media_type_parameter(parameters, name):
         if equals and key.strip().lower() == name:
             return value.strip().strip('"')
     return None
-
-
-@functools.lru_cache(maxsize=256)  # names come from the code, not from clients: a few dozen
-def _environ_key(header_name):
-    """The WSGI environ key of a request header: "If-None-Match" -> "HTTP_IF_NONE_MATCH"."""
-    key = header_name.upper().replace("-", "_")
-    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 def _chain(layer, call_next):
