@@ -51,10 +51,9 @@ def read_session_cookie(request):
     Only the name this request's policy gives counts: when cookies are `__Host-` prefixed,
     a plain `session` cookie (which a subdomain could have planted) is ignored.
     """
-    sent = request.cookies
-    if not sent:  # most API requests carry none: no settings to consult
+    if request.header("Cookie") is None:  # most API requests carry none: nothing to parse
         return None
-    return sent.get(_cookie_name(SESSION_COOKIE, cookies_are_secure(request))) or None
+    return request.cookies.get(_cookie_name(SESSION_COOKIE, cookies_are_secure(request))) or None
 
 
 def cookies_are_secure(request):

@@ -35,11 +35,10 @@ _FIELD_VALUE = r"[\t\x20-\x7e\x80-\xff]*"                      # §5.5: no CR, L
 _STATUS = re.compile(rf"([2-9][0-9][0-9]) {_FIELD_VALUE}")
 _NAME = re.compile(_TOKEN)
 _VALUE = re.compile(_FIELD_VALUE)
-_DIGITS = re.compile(r"[0-9]+")
 # Framing and connection management are the server's job, never the app's (PEP 3333).
 _HOP_BY_HOP = {"keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
 _SERVER_OWNED = {"date", "server"}
-_SPECIAL_FIELDS = _HOP_BY_HOP | _SERVER_OWNED | {"content-length", "connection"}
+_SPECIAL_FIELDS = _HOP_BY_HOP | _SERVER_OWNED | {"connection"}
 _FIELD_LINES = re.compile(rf"(?:{_TOKEN}: {_FIELD_VALUE}\r\n)*")  # whole field lines, none or more
 
 
@@ -151,13 +150,13 @@ def _render_fields(headers) -> tuple[str, int | None, str | None, bool]:
         lowered = name.lower()
         if lowered == "content-type":
             content_type = value
+        elif lowered == "content-length":  # its line is checked with the others, below
+            if content_length is not None or not (value.isascii() and value.isdigit()):
+                raise ValueError(f"invalid Content-Length from the application: {value!r}")
+            content_length = int(value)
         elif lowered in _SPECIAL_FIELDS:  # rare: most responses have none of them
             _check_field(name, value)
-            if lowered == "content-length":
-                if content_length is not None or _DIGITS.fullmatch(value) is None:
-                    raise ValueError(f"invalid Content-Length from the application: {value!r}")
-                content_length = int(value)
-            elif lowered == "connection":
+            if lowered == "connection":
                 close = close or "close" in value.lower()
                 continue
             elif lowered in _HOP_BY_HOP:

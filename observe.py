@@ -50,6 +50,7 @@ def _renew_process_id():
 
 os.register_at_fork(after_in_child=_renew_process_id)
 WRITE_INTERVAL_SECONDS = 0.05  # a line reaches stdout at most this long after it was logged
+_RESERVED_FIELDS = frozenset(("time", "level", "event"))  # every line's own: see format_record
 _encode = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False).encode
 
 
@@ -171,8 +172,10 @@ def format_record(timestamp, level, event, fields):
         "level": level,
         "event": event,
     }
-    for name, value in fields.items():
-        record.setdefault(name, value)  # a field never overwrites time, level or event
+    if _RESERVED_FIELDS.isdisjoint(fields):
+        record.update(fields)
+    else:  # a field never overwrites time, level or event
+        record.update((name, value) for name, value in fields.items() if name not in _RESERVED_FIELDS)
     try:
         return _encode(record) + "\n"
     except (TypeError, ValueError):

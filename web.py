@@ -16,6 +16,7 @@ application's and the HTTP server's own alike:
      "detail": "item 7 does not exist", "instance": "/v1/items/7", "request_id": "..."}
 """
 
+import functools
 import json
 from http import HTTPStatus
 from urllib.parse import parse_qs
@@ -159,6 +160,13 @@ class ServiceUnavailable(HTTPError):
 
 # -- request ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=128)  # worked out once per name: the code asks for a few dozen
+def environ_key(name):
+    """Where PEP 3333 puts a request header: "If-None-Match" -> "HTTP_IF_NONE_MATCH"."""
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
 class Request:
     """One HTTP request, read from a WSGI environ. Parsing happens only when asked for."""
 
@@ -185,10 +193,7 @@ class Request:
 
     def header(self, name, default=None):
         """A request header by its name, e.g. request.header("If-None-Match")."""
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        return self.environ.get(key, default)
+        return self.environ.get(environ_key(name), default)
 
     @property
     def query(self):
