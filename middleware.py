@@ -179,8 +179,7 @@ def access_log(logger):
         started = time.perf_counter()
         response = call_next(request)
         user = request.user
-        logger.info(
-            "request",
+        logger.request(
             request_id=request.request_id,
             method=request.method,
             route=request.route.pattern if request.route else None,

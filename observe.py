@@ -16,7 +16,8 @@ Cookie, passwords, tokens and keys. The route is logged as its pattern, not the 
 Writing to stdout is a system call, and flushing one per request costs more than the
 request itself on a fast endpoint. So `log()` formats the line and puts it on a queue, and
 one writer thread writes whatever has queued up in one call. A crash loses at most the lines
-still queued; `flush()` drains the queue at shutdown.
+still queued; `flush()` drains the queue at shutdown. The access log's line, one per request,
+has a formatter of its own (`format_request`): the same JSON, from a template.
 
 Libraries log through Python's `logging` module (psycopg_pool when PostgreSQL is out of
 reach, the HTTP server when an application fails); `route_standard_logging` sends those
@@ -70,6 +71,15 @@ class JSONLogger:
         if self.enabled:
             self._put("info", event, fields)
 
+    def request(self, *, request_id, method, route, status, duration_ms, user_id, client):
+        """The access log's line for one request: what info("request", ...) would write, made
+        faster (format_request), since there is one per request."""
+        if self.enabled:
+            context = tracing.current()
+            trace_id = context.trace_id if context is not None else None
+            self._write(format_request(time.time(), request_id, method, route, status, duration_ms, user_id,
+                                       client, trace_id))
+
     def warning(self, event, **fields):
         self._put("warning", event, fields)
 
@@ -93,7 +103,10 @@ class JSONLogger:
         # Formatted here, in the caller's thread, not by the writer: the writer then holds the
         # GIL only for a join and a write, never for formatting a burst of hundreds of lines,
         # which would stall every request thread for milliseconds (the p99 showed it).
-        self._queue.put(format_record(time.time(), level, event, fields))
+        self._write(format_record(time.time(), level, event, fields))
+
+    def _write(self, line):
+        self._queue.put(line)
         # A process forked by gunicorn inherits the attribute but not the thread: start one.
         if self._writer_pid != _process_id or self._writer is None:
             self._start_writer()
@@ -165,10 +178,8 @@ def format_record(timestamp, level, event, fields):
     >>> format_record(0.0, "info", "started", {"port": 8000})
     '{"time":"1970-01-01T00:00:00.000Z","level":"info","event":"started","port":8000}\\n'
     """
-    seconds = int(timestamp)
-    milliseconds = int((timestamp - seconds) * 1000)
     record = {
-        "time": f"{_utc_second(seconds)}.{milliseconds:03d}Z",
+        "time": _time_text(timestamp),
         "level": level,
         "event": event,
     }
@@ -183,6 +194,35 @@ def format_record(timestamp, level, event, fields):
         fallback = {name: record[name] for name in ("time", "level", "event")}
         fallback["unencodable_fields"] = repr(fields)
         return json.dumps(fallback, separators=(",", ":")) + "\n"
+
+
+def format_request(timestamp, request_id, method, route, status, duration_ms, user_id, client, trace_id):
+    """The access log's line: exactly what format_record writes for the "request" event,
+    written from a template. json's encoder sets itself up anew on every call (about 1 µs)
+    before it walks the dict; here only the strings go through it, each on its own, for
+    json's escaping. At one line per request, this was a tenth of the cost of a cached GET.
+
+    >>> line = format_request(0.0, "abc", "GET", "/v1/items", 200, 0.5, None, "127.0.0.1", None)
+    >>> line == format_record(0.0, "info", "request", {"request_id": "abc", "method": "GET", "route": "/v1/items",
+    ...     "status": 200, "duration_ms": 0.5, "user_id": None, "client": "127.0.0.1"})
+    True
+    """
+    trace = "" if trace_id is None else f',"trace_id":{_encode(trace_id)}'
+    return (f'{{"time":"{_time_text(timestamp)}","level":"info","event":"request",'
+            f'"request_id":{_json(request_id)},"method":{_encode(method)},"route":{_json(route)},'
+            f'"status":{int(status)},"duration_ms":{float(duration_ms)!r},"user_id":{_json(user_id)},'
+            f'"client":{_encode(client)}{trace}}}\n')
+
+
+def _json(value):
+    """A str or an int as JSON, or null."""
+    return "null" if value is None else _encode(value)
+
+
+def _time_text(timestamp):
+    """'2026-11-28T04:05:50.123Z' for a Unix time: UTC, to the millisecond."""
+    seconds = int(timestamp)
+    return f"{_utc_second(seconds)}.{int((timestamp - seconds) * 1000):03d}Z"
 
 
 _second_cache = (None, "")

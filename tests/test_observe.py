@@ -11,8 +11,11 @@ import re
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from observe import JSONLogger, format_record, route_standard_logging
+import tracing
+from observe import JSONLogger, format_record, format_request, route_standard_logging
 
 TIME_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -53,6 +56,44 @@ def test_format_record_keeps_any_field_on_one_line(fields, expected):
     assert line.count("\n") == 1
     record = json.loads(line)
     assert {name: record[name] for name in expected} == expected
+
+
+# format_request writes the access log's line from a template: it must be, byte for byte, what
+# format_record writes for the same fields, whatever the strings hold (quotes, backslashes,
+# line breaks, control characters, non-ASCII).
+@given(timestamp=st.floats(min_value=0, max_value=4e9), request_id=st.text(), method=st.text(min_size=1),
+       route=st.none() | st.text(), status=st.integers(100, 599),
+       duration_ms=st.floats(min_value=0, max_value=1e7), user_id=st.none() | st.integers(1, 2**63),
+       client=st.text(), trace_id=st.none() | st.text(min_size=1))
+def test_the_access_log_line_is_what_format_record_writes(timestamp, request_id, method, route, status,
+                                                          duration_ms, user_id, client, trace_id):
+    fields = {"request_id": request_id, "method": method, "route": route, "status": status,
+              "duration_ms": duration_ms, "user_id": user_id, "client": client}
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    line = format_request(timestamp, request_id, method, route, status, duration_ms, user_id, client, trace_id)
+    assert line == format_record(timestamp, "info", "request", fields)
+    assert line.count("\n") == 1 and json.loads(line)["client"] == client
+
+
+def test_the_access_log_line_carries_the_trace_of_the_request(logger, log_stream):
+    token = tracing.attach(tracing.TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+    try:
+        logger.request(request_id="abc", method="GET", route="/health", status=200, duration_ms=0.25,
+                       user_id=None, client="127.0.0.1")
+    finally:
+        tracing.detach(token)
+    logger.request(request_id="def", method="GET", route=None, status=404, duration_ms=0.5, user_id=7, client="")
+    first, second = written_lines(logger, log_stream)
+    assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and first["event"] == "request"
+    assert "trace_id" not in second and second["user_id"] == 7 and second["route"] is None
+
+
+def test_a_disabled_logger_writes_no_access_log_line(log_stream):
+    logger = JSONLogger(log_stream, enabled=False)
+    logger.request(request_id="abc", method="GET", route="/health", status=200, duration_ms=0.25,
+                   user_id=None, client="127.0.0.1")
+    assert written_lines(logger, log_stream) == []
 
 
 # -- JSONLogger --------------------------------------------------------------------------------
