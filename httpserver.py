@@ -131,6 +131,8 @@ class HTTPServer(RequestThreads):
         self._draining = False
         self._inline = None                   # the connection whose request the loop runs, ...
         self._inline_since = 0.0              # ... since when (monotonic)
+        self._watchdog_asleep = False         # httpthreads: is the watchdog asleep until ...
+        self._watchdog_wake = threading.Event()  # ... the next inline request sets this?
         self._moved = 0                       # requests that lost the loop and still run
         self._stopped = threading.Event()     # set once the loop has drained, whatever its thread
         self._handover = queue.SimpleQueue()  # to the standby loop thread: True take the loop, False stop
@@ -481,7 +483,8 @@ class HTTPServer(RequestThreads):
         os.close(wake_read)
         os.close(wake_write)
         self._stopped.set()
-        self._handover.put(False)  # the standby loop thread, if any, stops too
+        self._watchdog_wake.set()  # the watchdog, asleep or not, stops too ...
+        self._handover.put(False)  # ... and the standby loop thread, if any
 
     def _close(self, sock) -> None:
         sock.close()

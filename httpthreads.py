@@ -29,7 +29,7 @@ figures for the other endpoints are in docs/performance.md).
 ``socketserver.ThreadingMixIn`` is the half of a socketserver that starts threads). It
 works on the server's books, kept by httpserver.py: ``_lock`` guards ``_waiting`` (the
 connections in the selector), ``_busy`` (requests a thread runs), ``_inline`` and
-``_moved``; ``_returned`` takes connections back to the loop, and ``_handover`` hands the
+``_moved`` (and the watchdog's ``_watchdog_asleep``); ``_returned`` takes connections back to the loop, and ``_handover`` hands the
 loop to the standby loop thread (each of serve_forever's loop threads runs _loop_thread).
 """
 import logging
@@ -45,6 +45,7 @@ from httpworkers import READING, ClientGone
 
 INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses the loop ...
 INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
+WATCHDOG_IDLE_SECONDS = 1.0            # after this long without an inline request, it sleeps until the next
 MOVES_REPORT_SECONDS = 10.0            # at most one warning this often, counting the moves since
 
 _log = logging.getLogger("httpserver")
@@ -68,6 +69,8 @@ class RequestThreads:
     _moved: int
     _inline: httpworkers.Connection | None
     _inline_since: float
+    _watchdog_asleep: bool
+    _watchdog_wake: threading.Event
     _returned: queue.SimpleQueue
     _handover: queue.SimpleQueue
     _stopped: threading.Event
@@ -92,6 +95,7 @@ class RequestThreads:
             _log.exception("the event loop failed")
             self._failure = error
             self._stopped.set()
+            self._watchdog_wake.set()
 
     def _serve_inline(self, conn, head, body) -> None:
         """Run a request on the loop's thread; its connection stays in the selector meanwhile
@@ -99,6 +103,9 @@ class RequestThreads:
         kernel's buffer). Raises LoopMoved if the watchdog gave the loop away meanwhile."""
         with self._lock:
             self._inline, self._inline_since = conn, time.monotonic()
+            if self._watchdog_asleep:  # the first inline request after a quiet spell: wake it
+                self._watchdog_asleep = False
+                self._watchdog_wake.set()
         try:
             keep, gone = self._run(conn, head, body)
         finally:
@@ -125,12 +132,24 @@ class RequestThreads:
         """The watchdog: give the loop to the standby thread when an inline request runs too long.
         (When the loop's thread holds the GIL, this one gets it within sys.getswitchinterval().)
         Each move means other clients waited: an operator hears of them in a warning, at most
-        one every MOVES_REPORT_SECONDS, however many there were."""
+        one every MOVES_REPORT_SECONDS, however many there were. After WATCHDOG_IDLE_SECONDS
+        without an inline request it sleeps, rather than wake 200 times a second for nothing,
+        until the next one wakes it (_serve_inline), or the server stops."""
         moves, report_at = 0, 0.0
-        while not self._stopped.wait(INLINE_CHECK_SECONDS):
+        while not self._stopped.is_set():
+            if self._watchdog_asleep:
+                self._watchdog_wake.wait()
+                continue
+            if self._stopped.wait(INLINE_CHECK_SECONDS):
+                return
             with self._lock:
                 conn = self._inline
-                if conn is None or time.monotonic() - self._inline_since < INLINE_BUDGET_SECONDS:
+                if conn is None:
+                    if time.monotonic() - self._inline_since >= WATCHDOG_IDLE_SECONDS:
+                        self._watchdog_asleep = True  # in the lock: the next inline request sees it
+                        self._watchdog_wake.clear()
+                    continue
+                if time.monotonic() - self._inline_since < INLINE_BUDGET_SECONDS:
                     continue
                 # The request becomes a worker's, as if handed to a lane: it is counted as
                 # busy, its connection leaves the selector, and no request runs inline until it is over.

@@ -160,7 +160,7 @@ class ServiceUnavailable(HTTPError):
 
 # -- request ---------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=128)  # worked out once per name: the code asks for a few dozen
+@functools.lru_cache(maxsize=128)  # worked out once per name: the code asks for about fifteen
 def environ_key(name):
     """Where PEP 3333 puts a request header: "If-None-Match" -> "HTTP_IF_NONE_MATCH"."""
     key = name.upper().replace("-", "_")

@@ -929,6 +929,40 @@ def test_without_the_watchdog_a_long_inline_request_would_stall_every_client(con
         assert other.response()[::2] == (200, LOOP_THREAD.encode())
 
 
+def sleeps_and_wakes(thread):
+    """How often the thread has waited and been woken so far: its voluntary context switches (Linux)."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        return int(next(line for line in status if line.startswith("voluntary_ctxt_switches")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts a thread's wake-ups in /proc (Linux only)")
+def test_the_watchdog_sleeps_while_no_request_runs_inline_and_the_next_one_wakes_it(connect, monkeypatch):
+    monkeypatch.setattr(httpthreads, "WATCHDOG_IDLE_SECONDS", 0.05)
+    blocking, release = threading.Event(), threading.Event()
+    threads_before = set(threading.enumerate())
+    with running(thread_naming_app(blocking, release), inline_for=inline_everything) as server:
+        watchdog = next(thread for thread in set(threading.enumerate()) - threads_before
+                        if thread.name == "http-watchdog")
+        client = connect(server)
+        assert answered_by(client, "/first") == "http-loop-0"
+        deadline = time.monotonic() + READ_TIMEOUT
+        while not server._watchdog_asleep:  # 0.05 s after that request, or a little more
+            assert time.monotonic() < deadline, "the watchdog never fell asleep"
+            time.sleep(0.01)
+        woken = sleeps_and_wakes(watchdog)
+        time.sleep(0.5)  # awake, it would look 100 times meanwhile (every INLINE_CHECK_SECONDS)
+        assert sleeps_and_wakes(watchdog) - woken <= 1
+        # A request that runs long after the quiet spell woke it: it still loses the loop.
+        blocked = connect(server)
+        blocked.send(get("/block"))
+        assert blocking.wait(READ_TIMEOUT)
+        assert answered_by(client, "/other") == "http-default-0"
+        release.set()
+        assert blocked.response()[::2] == (200, b"http-loop-0")
+    watchdog.join(READ_TIMEOUT)
+    assert not watchdog.is_alive(), "the watchdog did not stop with the server"
+
+
 def test_pipelined_inline_requests_leave_other_clients_their_turn(connect):
     """A client that pipelines many requests gets one of them answered per turn of the loop,
     in between everyone else's: not all of them before anyone else is heard."""
