@@ -89,15 +89,17 @@ class HTTPServer(RequestThreads):
     tls_context (httpsockets.server_context): serve HTTPS; each handshake is driven by the event
     loop, within the head's timeout, and the app sees wsgi.url_scheme "https".
     inline_for(method, lane): True for a request the loop's own thread may run (httpthreads.py,
-    "Inline requests"); by default every request goes to a worker.
+    "Inline requests"); by default every request goes to a worker. on_loop_moved(), if given,
+    is called each time one of them runs long and the watchdog moves the loop (a metric).
     """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, max_workers=DEFAULT_MAX_WORKERS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, lanes=(), lane_for=None,
                  header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
                  keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS, max_body_bytes=http11.MAX_BODY_BYTES,
-                 send_buffer_bytes=None, on_reject=None, tls_context=None, inline_for=None):
-        self.app, self.on_reject, self.max_connections = app, on_reject, max_connections
+                 send_buffer_bytes=None, on_reject=None, tls_context=None, inline_for=None, on_loop_moved=None):
+        self.app, self.on_reject, self.on_loop_moved = app, on_reject, on_loop_moved
+        self.max_connections = max_connections
         self.send_buffer_bytes, self.tls_context = send_buffer_bytes, tls_context
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.keepalive_timeout = keepalive_timeout

@@ -28,9 +28,10 @@ figures for the other endpoints are in docs/performance.md).
 ``RequestThreads`` is this half of ``httpserver.HTTPServer``, which inherits it (a mixin, as
 ``socketserver.ThreadingMixIn`` is the half of a socketserver that starts threads). It
 works on the server's books, kept by httpserver.py: ``_lock`` guards ``_waiting`` (the
-connections in the selector), ``_busy`` (requests a thread runs), ``_inline`` and
-``_moved`` (and the watchdog's ``_watchdog_asleep``); ``_returned`` takes connections back to the loop, and ``_handover`` hands the
-loop to the standby loop thread (each of serve_forever's loop threads runs _loop_thread).
+connections in the selector), ``_busy`` (requests a thread runs), ``_inline``, ``_moved``
+and ``_watchdog_asleep``; ``_returned`` takes connections back to the loop, and
+``_handover`` hands the loop to the standby loop thread (each of serve_forever's loop
+threads runs _loop_thread).
 """
 import logging
 import queue
@@ -60,6 +61,7 @@ class RequestThreads:
 
     # The server's books this half works on, set by httpserver.HTTPServer.__init__ ...
     app: Callable
+    on_loop_moved: Callable[[], None] | None
     keepalive_timeout: float
     _lock: threading.Condition
     _selector: selectors.BaseSelector
@@ -157,6 +159,11 @@ class RequestThreads:
                 del self._waiting[conn.sock]
                 self._selector.unregister(conn.sock)
             self._handover.put(True)
+            if self.on_loop_moved is not None:
+                try:
+                    self.on_loop_moved()
+                except Exception:  # a broken hook must not stop the watchdog
+                    _log.exception("on_loop_moved failed")
             moves += 1
             if (now := time.monotonic()) >= report_at:
                 _log.warning("the event loop moved to its standby thread %d time(s) since the last report: a request"

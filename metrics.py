@@ -71,6 +71,8 @@ EVENT_COUNTERS = {
     "cache_requests_total": (("cache", "result"), "Reads through a cache, by cache and result (hit, miss)."),
     "webhook_deliveries_total": (("outcome",), "Webhook delivery attempts: delivered (2xx), rejected"
                                                " (another status), failed (no answer)."),
+    "http_loop_moves_total": ((), "Times the event loop moved to its standby thread: a request it ran"
+                                  " itself took longer than its budget (httpthreads.py)."),
 }
 # Gauges a process reports about itself at each flush (db.*Database.pool_stats), summed over processes.
 GAUGE_HELP = {
@@ -253,9 +255,11 @@ def render(totals, extra_families=()):
         lines.append(f"http_request_duration_seconds_sum{_labels(labels)} {_number(histogram[-1])}")
         lines.append(f"http_request_duration_seconds_count{_labels(labels)} {cumulative}")
     for name, (label_names, help_text) in EVENT_COUNTERS.items():
-        family(lines, name, "counter", help_text,
-               [(dict(zip(label_names, labels, strict=True)), count)
-                for (event, labels), count in sorted(totals.events.items()) if event == name])
+        samples = [(dict(zip(label_names, labels, strict=True)), count)
+                   for (event, labels), count in sorted(totals.events.items()) if event == name]
+        if not label_names and not samples:
+            samples = [({}, 0)]  # a counter without labels has a value from the start: 0
+        family(lines, name, "counter", help_text, samples)
     family(lines, "http_requests_in_flight", "gauge", "Requests being answered right now.",
            [({}, totals.gauges["http_requests_in_flight"])])
     for name, help_text in GAUGE_HELP.items():

@@ -862,7 +862,9 @@ def answered_by(client, path):
 def test_a_long_inline_request_moves_the_loop_to_the_standby_thread(connect, caplog):
     blocking, release = threading.Event(), threading.Event()
     threads_before = set(threading.enumerate())
-    with running(thread_naming_app(blocking, release), max_workers=1, inline_for=inline_everything) as server:
+    moves = []
+    with running(thread_naming_app(blocking, release), max_workers=1, inline_for=inline_everything,
+                 on_loop_moved=lambda: moves.append(threading.current_thread().name)) as server:
         blocked, other = connect(server), connect(server)
         assert answered_by(other, "/first") == "http-loop-0"
         # No worker yet: a lane's threads start when a request needs one.
@@ -876,6 +878,7 @@ def test_a_long_inline_request_moves_the_loop_to_the_standby_thread(connect, cap
         assert answered_by(other, "/other") == "http-default-0"
         assert time.monotonic() - started < READ_TIMEOUT / 3
         assert "the event loop moved to its standby thread 1 time(s) since the last report" in caplog.text
+        assert moves == ["http-watchdog"]  # the hook of http_loop_moves_total (server.py)
         release.set()
         assert blocked.response()[::2] == (200, b"http-loop-0")
         # Once it is over, requests run inline again, on the loop's new thread (the first

@@ -290,6 +290,37 @@ def workers_that_answered(metrics_dir):
     return answered
 
 
+def test_the_moves_of_the_event_loop_are_counted_from_zero():
+    """http_loop_moves_total has no labels: it shows 0 before the first move, not nothing."""
+    recorder = metrics.Recorder()
+    assert samples_of(metrics.render(recorder.totals()).decode())[("http_loop_moves_total", ())] == 0
+    recorder.count("http_loop_moves_total")
+    recorder.count("http_loop_moves_total")
+    assert value(samples_of(metrics.render(recorder.totals()).decode()), "http_loop_moves_total") == 2
+
+
+def test_the_served_http_server_counts_the_moves_of_its_loop(settings, database, monkeypatch):
+    """server.serve hands the HTTP server the hook its watchdog calls (tests/test_httpserver.py
+    moves a loop for real): here the server is caught as it is made, and refuses to listen."""
+    options = {}
+
+    def no_server(*args, **kwargs):
+        options.update(kwargs)
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(server, "HTTPServer", no_server)
+    monkeypatch.setattr(server, "route_standard_logging", lambda logger: None)  # leave the test's logging be
+    assert server.serve(settings, database, host="127.0.0.1", port=0) == 1
+    before = metrics.RECORDER.snapshot()["events"]
+    options["on_loop_moved"]()
+    after = metrics.RECORDER.snapshot()["events"]
+
+    def moves(events):
+        return sum(count for family, _, count in events if family == "http_loop_moves_total")
+
+    assert moves(after) == moves(before) + 1
+
+
 def test_methods_a_client_makes_up_are_counted_as_other():
     recorder = metrics.Recorder()
     for _ in range(1000):
