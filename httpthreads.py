@@ -98,6 +98,7 @@ class RequestThreads:
             self._failure = error
             self._stopped.set()
             self._watchdog_wake.set()
+            self._handover.put(False)  # the standby loop thread stops too (_drain, which tells it, may have failed)
 
     def _serve_inline(self, conn, head, body) -> None:
         """Run a request on the loop's thread; its connection stays in the selector meanwhile
