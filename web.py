@@ -478,9 +478,9 @@ class Application:
         result = request.route.handler(request)
         response = result if isinstance(result, Response) else Response.json(result)
         if response.status == 200 and request.method in ("GET", "HEAD"):
-            etag = response.header("ETag")
             if_none_match = request.header("If-None-Match")
-            if etag and if_none_match and etag_matches(if_none_match, etag):
+            etag = response.header("ETag") if if_none_match else None  # most requests send none
+            if etag and etag_matches(if_none_match, etag):
                 # 304 repeats the validators and caching headers, without the body (RFC 9110 §15.4.5).
                 kept = [(name, value) for name, value in response.headers if name in ("ETag", "Cache-Control")]
                 return Response(b"", 304, kept)
