@@ -984,7 +984,10 @@ def test_a_failure_of_the_event_loop_stops_the_server_and_every_loop_thread(capl
         thread.join(READ_TIMEOUT)
         assert not thread.is_alive(), f"{thread.name} is still waiting"
     assert "the event loop failed" in caplog.text
-    server._listener.close()
+    server._listener.close()  # what the broken drain left open
+    server._selector.close()
+    os.close(server._wake_read)
+    os.close(server._wake_write)
 
 
 def test_pipelined_inline_requests_leave_other_clients_their_turn(connect):
