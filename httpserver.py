@@ -122,6 +122,7 @@ class HTTPServer(RequestThreads):
         self._lane_for, self.inline_for = lane_for, inline_for
         self._lanes = {lane.name: LaneQueue(lane) for lane in (Lane(DEFAULT_LANE, max_workers), *lanes)}
         self._workers = []                    # the lanes' threads started so far (httpthreads.py)
+        self._held, self._held_since = [], 0.0  # answers held for the end of the turn (httpthreads.py)
         self._returned = queue.SimpleQueue()  # connections workers give back to the loop
         # Only the loop reads, so one receive buffer serves every connection.
         self._chunk = bytearray(httpworkers.RECV_BYTES)
@@ -190,8 +191,8 @@ class HTTPServer(RequestThreads):
     def _turn(self) -> None:
         """One turn of the loop: handle what the network and the workers have for us."""
         # Connections given back (a pipelined request waiting, say) are taken at once, not
-        # after a wait for the network.
-        for key, _ in self._selector.select(0 if not self._returned.empty() else SWEEP_SECONDS):
+        # after a wait for the network; so are answers held by a loop thread that lost the loop.
+        for key, _ in self._selector.select(0 if self._held or not self._returned.empty() else SWEEP_SECONDS):
             if key.fileobj is self._listener:
                 self._accept_waiting_clients()
             elif key.fileobj == self._wake_read:
@@ -202,6 +203,7 @@ class HTTPServer(RequestThreads):
                 self._handshake_ready(key.data)
             else:
                 self._read_ready(key.data)
+        self._send_held()  # the answers of the requests run in this turn (httpthreads.py)
         self._take_back_returned()
         now = time.monotonic()
         if now >= self._next_sweep:
@@ -390,11 +392,15 @@ class HTTPServer(RequestThreads):
         for _ in range(self._returned.qsize()):
             conn = self._returned.get_nowait()
             if conn.outbox:
-                conn.state, conn.since, conn.moved = SENDING, time.monotonic(), 0
-                conn.deadline = self._rate_deadline(conn, httpworkers.SEND_TIMEOUT_SECONDS)
-                self._watch(conn, selectors.EVENT_WRITE)
+                self._start_sending(conn)
             else:
                 self._after_response(conn)
+
+    def _start_sending(self, conn) -> None:
+        """Send the outbox as the client takes it (_send_ready), held to the minimum rate."""
+        conn.state, conn.since, conn.moved = SENDING, time.monotonic(), 0
+        conn.deadline = self._rate_deadline(conn, httpworkers.SEND_TIMEOUT_SECONDS)
+        self._watch(conn, selectors.EVENT_WRITE)
 
     def _expired(self, conn) -> None:
         """A deadline passed: a started request gets a 408; anything else is just closed."""

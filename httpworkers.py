@@ -44,6 +44,7 @@ from httpsockets import send_some
 
 RECV_BYTES = 64 * 1024                 # one recv() at most
 OUTBOX_BYTES = 1024 * 1024             # response bytes a worker may leave for the event loop
+HOLD_BYTES = 64 * 1024                 # a response held for the end of the loop's turn: at most this
 SEND_TIMEOUT_SECONDS = 30.0            # past OUTBOX_BYTES, a worker waits this long at most
 EVENT_STREAM_TYPE = "text/event-stream"  # server-sent events: see _Response.send
 
@@ -80,7 +81,7 @@ class Connection:
     of responses not yet sent (``outbox``), and where the event loop is with it."""
 
     __slots__ = ("sock", "environ", "buffer", "checked", "outbox", "state", "deadline", "started",
-                 "head", "decoder", "since", "moved", "then_close")
+                 "head", "decoder", "since", "moved", "then_close", "hold")
 
     def __init__(self, sock, environ):
         self.sock, self.environ = sock, environ
@@ -94,10 +95,18 @@ class Connection:
         self.since = 0.0        # when the body (or the outbox) began to move
         self.moved = 0          # bytes of it received (or sent) since then
         self.then_close = False  # once the outbox is sent: close, rather than read again
+        self.hold = False       # keep a response in the outbox, for the loop to send (httpthreads.py)
 
     def deliver(self, data) -> None:
         """Send data now, as much as the kernel takes; keep the rest for the event loop.
-        Raises ClientGone when the client has closed or reset the connection."""
+        Raises ClientGone when the client has closed or reset the connection.
+        With `hold` set (a request the event loop runs itself), data of at most HOLD_BYTES
+        waits in an empty outbox instead: the loop sends it at the end of its turn, with the
+        other responses of the turn (httpthreads.py, "Responses held for the end of the
+        turn"). More data after it goes out at once, behind it."""
+        if self.hold and not self.outbox and len(data) <= HOLD_BYTES:
+            self.outbox += data
+            return
         if self.outbox:  # earlier bytes still wait: these go after them
             self.outbox += data
             del self.outbox[:self._send_now(self.outbox)]

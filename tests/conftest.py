@@ -93,6 +93,22 @@ def unavailable(message):
     pytest.skip(message)
 
 
+@pytest.fixture
+def connect():
+    """connect(server, receive_buffer=None): a raw HTTP/1.1 client of a test HTTPServer
+    (test_httpserver.Client), closed after the test. For the three test_httpserver* files."""
+    from test_httpserver import Client  # a test module's helper: imported when used
+    clients = []
+
+    def connect(server, receive_buffer=None):
+        client = Client(server.server_address, receive_buffer)
+        clients.append(client)
+        return client
+    yield connect
+    for client in clients:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """The path of Debian's Chromium, for the tests that drive a real browser headless

@@ -14,7 +14,7 @@ from wsgiref.validate import validator
 
 import pytest
 from test_http11 import H
-from test_httpserver import READ_TIMEOUT, Client, echo_app, get, running, wait_until_readable
+from test_httpserver import READ_TIMEOUT, echo_app, get, running, wait_until_readable
 
 import httpserver
 
@@ -22,19 +22,6 @@ import httpserver
 # the slow clients' take 64 KiB: BIG_BODY is more than both hold, less than the outbox.
 BUFFER_BYTES = 64 * 1024
 BIG_BODY = b"x" * (768 * 1024)
-
-
-@pytest.fixture
-def connect():
-    clients = []
-
-    def connect(server, receive_buffer=None):
-        client = Client(server.server_address, receive_buffer)
-        clients.append(client)
-        return client
-    yield connect
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
