@@ -190,9 +190,11 @@ class HTTPServer(RequestThreads):
 
     def _turn(self) -> None:
         """One turn of the loop: handle what the network and the workers have for us."""
+        self._send_held()  # none left from a turn that a moved loop cut short (httpthreads.py)
         # Connections given back (a pipelined request waiting, say) are taken at once, not
-        # after a wait for the network; so are answers held by a loop thread that lost the loop.
-        for key, _ in self._selector.select(0 if self._held or not self._returned.empty() else SWEEP_SECONDS):
+        # after a wait for the network.
+        for key, _ in self._selector.select(0 if not self._returned.empty() else SWEEP_SECONDS):
+            self._send_held_if_late()
             if key.fileobj is self._listener:
                 self._accept_waiting_clients()
             elif key.fileobj == self._wake_read:
@@ -203,8 +205,8 @@ class HTTPServer(RequestThreads):
                 self._handshake_ready(key.data)
             else:
                 self._read_ready(key.data)
-        self._send_held()  # the answers of the requests run in this turn (httpthreads.py)
         self._take_back_returned()
+        self._send_held()  # the answers of the requests run in this turn: before any is read again
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_SECONDS
@@ -390,6 +392,7 @@ class HTTPServer(RequestThreads):
         those here now: one given back again in this turn (its next pipelined request ran
         inline) waits for the next, so that other clients get their turn in between."""
         for _ in range(self._returned.qsize()):
+            self._send_held_if_late()
             conn = self._returned.get_nowait()
             if conn.outbox:
                 self._start_sending(conn)
@@ -457,6 +460,7 @@ class HTTPServer(RequestThreads):
 
     def _drain(self) -> None:
         """Stop: no new clients or requests; finish the requests in flight, then the threads."""
+        self._send_held()  # answered already: they go out before idle connections are closed
         if self._accepting:
             self._selector.unregister(self._listener)
             self._accepting = False

@@ -34,21 +34,30 @@ the costly half of a cheap request: each send() runs the kernel's TCP path and w
 client up, and a send between two requests leaves the next one to run on caches the
 kernel has just filled with its own work. Back to back, the requests run warm, the sends
 run warm, and a client woken by the first answer is often still awake for the next ones.
-With 32 clients asking for one cached item, a request cost 51 µs of CPU with each answer
-sent at once, and 44 µs held (docs/performance.md).
+With 32 clients asking for one cached item, a request cost 49 µs of CPU with each answer
+sent at once, and 43.5 µs held (docs/performance.md, "Answers held for the end of the turn").
 
-The wait is bounded. Before it runs another request, the loop sends what it holds if the
-first of those answers has waited HOLD_SECONDS: an answer is late by that at most, plus
-the run of one request (which the watchdog cuts short at INLINE_BUDGET_SECONDS). A lone
-request is not held at all: its turn ends with it. Nor is an answer with a pipelined
-request behind it, which goes out before that one is read, as before.
+The wait is bounded. Before each piece of work of its turn (an event, a connection given
+back), the loop sends what it holds if the first of those answers has waited HOLD_SECONDS:
+an answer is late by that at most, plus one piece of work (a request's run among them,
+which the watchdog cuts short at INLINE_BUDGET_SECONDS). A lone request's answer goes out
+as soon as it is ready: its turn ends with it. An answer with a pipelined request behind it
+is not held: it goes out before that one is read, as before.
+
+A held connection waits in the selector for its next request, its answer still in its
+outbox, so nothing may read from it, refuse it or close it before that answer is out. The
+loop sends the held answers at the end of every turn, after the connections given back
+(whose pipelined requests may add to them), before it looks at the network again; at the
+start of a turn, for a loop thread that takes over from one that lost the loop mid-turn;
+and before a shutdown closes the idle connections.
 
 ``RequestThreads`` is this half of ``httpserver.HTTPServer``, which inherits it (a mixin, as
 ``socketserver.ThreadingMixIn`` is the half of a socketserver that starts threads). It
 works on the server's books, kept by httpserver.py: ``_lock`` guards ``_waiting`` (the
 connections in the selector), ``_busy`` (requests a thread runs), ``_inline``, ``_moved``
-and ``_watchdog_asleep``; ``_held`` (only the loop's thread touches it) lists the
-connections whose answers wait for the end of the turn; ``_returned`` takes connections back to the loop, and
+and ``_watchdog_asleep``; ``_held`` lists the connections whose answers wait for the end
+of the turn (only the thread that has the loop touches it, or them); ``_returned`` takes
+connections back to the loop, and
 ``_handover`` hands the loop to the standby loop thread (each of serve_forever's loop
 threads runs _loop_thread).
 """
@@ -129,8 +138,6 @@ class RequestThreads:
         (nothing else reads from it: its client waits for the answer, or pipelines into the
         kernel's buffer). Raises LoopMoved if the watchdog gave the loop away meanwhile."""
         started = time.monotonic()
-        if self._held and started - self._held_since >= HOLD_SECONDS:
-            self._send_held()  # they have waited long enough: not for this request too
         with self._lock:
             self._inline, self._inline_since = conn, started
             if self._watchdog_asleep:  # the first inline request after a quiet spell: wake it
@@ -164,6 +171,12 @@ class RequestThreads:
             return
         conn.then_close = not keep  # an outbox to send, pipelined bytes, or a goodbye
         self._returned.put(conn)    # ... taken back at the end of this turn
+
+    def _send_held_if_late(self) -> None:
+        """Send the held answers now if the first of them has waited HOLD_SECONDS. The loop
+        asks before each piece of work of its turn: an event, a connection given back."""
+        if self._held and time.monotonic() - self._held_since >= HOLD_SECONDS:
+            self._send_held()
 
     def _send_held(self) -> None:
         """Send the answers held for the end of the turn. What a client does not take at once

@@ -7,6 +7,7 @@ real socket, bounds at least 3x what they guard, and ordering from events, not s
 import json
 import os
 import select
+import socket
 import threading
 import time
 from wsgiref.validate import validator
@@ -298,3 +299,90 @@ def test_a_held_answer_the_client_cannot_take_at_once_goes_out_as_it_reads(conne
         for _ in range(3):  # and the connection serves the next request, as usual
             client.send(get("/big"))
             assert client.response()[::2] == (200, body)
+
+
+def wait_for_open_connections(server, count):
+    deadline = time.monotonic() + READ_TIMEOUT
+    while server._open != count:
+        assert time.monotonic() < deadline, f"{server._open} connections open, not {count}"
+        time.sleep(0.01)
+
+
+def test_pipelined_requests_then_a_half_close_get_every_answer(connect):
+    """The last answer of a pipelined batch is held, and the client's end-of-file is read in
+    the next turn: the answer must be out before, and the connection closed once, not twice."""
+    with running(validator(echo_app), inline_for=inline_everything) as server:
+        client = connect(server)
+        client.send(get("/a") + get("/b"))
+        client.sock.shutdown(socket.SHUT_WR)
+        for path in ("/a", "/b"):
+            status, _, body = client.response()
+            assert status == 200 and json.loads(body)["path"] == path
+        assert client.is_closed()
+        wait_for_open_connections(server, 0)
+
+
+@pytest.mark.parametrize("size", [2, 200_000], ids=["small", "more-than-the-client-takes-at-once"])
+def test_a_held_answer_keeps_its_place_before_a_refusal_of_the_next_request(connect, monkeypatch, size):
+    """Two pipelined requests, then a broken one while the first runs. The second one's
+    answer is held; the 400 of the broken one must come after it, never before, even when
+    the held answer does not fit the client's window and the loop sends it bit by bit."""
+    monkeypatch.setattr(httpthreads, "INLINE_BUDGET_SECONDS", 3600.0)
+    first_runs, broken_sent = threading.Event(), threading.Event()
+    body = b"z" * size
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            first_runs.set()
+            broken_sent.wait(READ_TIMEOUT)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    with running(app, inline_for=inline_everything, send_buffer_bytes=4096) as server:
+        client = connect(server, receive_buffer=4096)
+        client.send(get("/first") + get("/second"))
+        assert first_runs.wait(READ_TIMEOUT)
+        client.send(b"BOGUS\r\n\r\n")
+        broken_sent.set()
+        assert client.response()[::2] == (200, body)
+        assert client.response()[::2] == (200, body)
+        assert client.response()[0] == 400
+        assert server._failure is None
+
+
+@pytest.mark.parametrize("shutdown", [False, True], ids=["the-new-loop-thread-sends-it", "shutdown-sends-it"])
+def test_an_answer_held_when_the_loop_moves_still_goes_out(connect, monkeypatch, shutdown):
+    """/a's answer is held when /b, in the same turn, runs long and the loop moves: the loop
+    thread that takes over sends it, at once, or, when the server is stopping, before it
+    closes the idle connections."""
+    monkeypatch.setattr(httpthreads, "INLINE_BUDGET_SECONDS", 3600.0)  # no move until the test says
+    gate_runs, open_gate, b_runs, release_b = (threading.Event() for _ in range(4))
+    ran = []
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        ran.append(path)
+        if path == "/gate":  # holds the loop until /a and /b wait in the kernel
+            gate_runs.set()
+            open_gate.wait(READ_TIMEOUT)
+        elif path == "/b":
+            b_runs.set()
+            release_b.wait(READ_TIMEOUT)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [path.encode()]
+
+    with running(app, inline_for=inline_everything) as server:
+        gate, a, b = connect(server), connect(server), connect(server)
+        gate.send(get("/gate"))
+        assert gate_runs.wait(READ_TIMEOUT)
+        a.send(get("/a"))
+        b.send(get("/b"))
+        open_gate.set()
+        assert b_runs.wait(READ_TIMEOUT)
+        assert ran == ["/gate", "/a", "/b"]  # /a ran before /b, in the same turn: its answer is held
+        if shutdown:
+            server.request_shutdown()
+        monkeypatch.setattr(httpthreads, "INLINE_BUDGET_SECONDS", 0.01)  # now /b loses the loop
+        assert a.response()[::2] == (200, b"/a")  # while /b still runs
+        release_b.set()
+        assert b.response()[::2] == (200, b"/b")
