@@ -194,7 +194,6 @@ class HTTPServer(RequestThreads):
         # Connections given back (a pipelined request waiting, say) are taken at once, not
         # after a wait for the network.
         for key, _ in self._selector.select(0 if not self._returned.empty() else SWEEP_SECONDS):
-            self._send_held_if_late()
             if key.fileobj is self._listener:
                 self._accept_waiting_clients()
             elif key.fileobj == self._wake_read:
@@ -217,6 +216,7 @@ class HTTPServer(RequestThreads):
                     self._grow(lane, name)
 
     def _accept_waiting_clients(self) -> None:
+        self._send_held_if_late()
         for _ in range(ACCEPTS_PER_WAKE):  # a bounded batch, so reads are not starved
             with self._lock:
                 if self._open >= self.max_connections:
@@ -253,6 +253,7 @@ class HTTPServer(RequestThreads):
 
     def _handshake_ready(self, conn) -> None:
         """Take the TLS handshake a step further (httpsockets.py); once done, read the request."""
+        self._send_held_if_late()  # a step can take a millisecond of CPU
         try:
             if not isinstance(conn.sock, ssl.SSLSocket):  # the client's first bytes are here
                 httpsockets.check_client_hello(conn.sock)
@@ -392,7 +393,6 @@ class HTTPServer(RequestThreads):
         those here now: one given back again in this turn (its next pipelined request ran
         inline) waits for the next, so that other clients get their turn in between."""
         for _ in range(self._returned.qsize()):
-            self._send_held_if_late()
             conn = self._returned.get_nowait()
             if conn.outbox:
                 self._start_sending(conn)

@@ -37,12 +37,14 @@ run warm, and a client woken by the first answer is often still awake for the ne
 With 32 clients asking for one cached item, a request cost 49 µs of CPU with each answer
 sent at once, and 43.5 µs held (docs/performance.md, "Answers held for the end of the turn").
 
-The wait is bounded. Before each piece of work of its turn (an event, a connection given
-back), the loop sends what it holds if the first of those answers has waited HOLD_SECONDS:
-an answer is late by that at most, plus one piece of work (a request's run among them,
-which the watchdog cuts short at INLINE_BUDGET_SECONDS). A lone request's answer goes out
-as soon as it is ready: its turn ends with it. An answer with a pipelined request behind it
-is not held: it goes out before that one is read, as before.
+The wait is bounded. Before each costly piece of work of its turn (a request, a step of a
+TLS handshake, a batch of new connections), the loop sends what it holds if the first of
+those answers has waited HOLD_SECONDS: an answer is late by that at most, plus one such
+piece of work (a request's run is cut short by the watchdog after INLINE_BUDGET_SECONDS,
+and a moved loop's new thread sends the held answers first thing, INLINE_CHECK_SECONDS and
+a switch of threads later). A lone request's answer goes out as soon as it is ready: its
+turn ends with it. An answer whose pipelined next request is already read is not held: it
+goes out before that one runs, as before.
 
 A held connection waits in the selector for its next request, its answer still in its
 outbox, so nothing may read from it, refuse it or close it before that answer is out. The
@@ -138,6 +140,8 @@ class RequestThreads:
         (nothing else reads from it: its client waits for the answer, or pipelines into the
         kernel's buffer). Raises LoopMoved if the watchdog gave the loop away meanwhile."""
         started = time.monotonic()
+        if self._held and started - self._held_since >= HOLD_SECONDS:
+            self._send_held()  # they have waited long enough: not for this request too
         with self._lock:
             self._inline, self._inline_since = conn, started
             if self._watchdog_asleep:  # the first inline request after a quiet spell: wake it
@@ -173,8 +177,9 @@ class RequestThreads:
         self._returned.put(conn)    # ... taken back at the end of this turn
 
     def _send_held_if_late(self) -> None:
-        """Send the held answers now if the first of them has waited HOLD_SECONDS. The loop
-        asks before each piece of work of its turn: an event, a connection given back."""
+        """Send the held answers now if the first of them has waited HOLD_SECONDS. Asked
+        before each costly piece of work of a turn: a request (as _serve_inline does), a
+        step of a TLS handshake, a batch of new connections."""
         if self._held and time.monotonic() - self._held_since >= HOLD_SECONDS:
             self._send_held()
 
