@@ -79,7 +79,7 @@ INLINE_BUDGET_SECONDS = 0.01           # an inline request running longer loses 
 INLINE_CHECK_SECONDS = 0.005           # ... as the watchdog, looking this often, finds
 WATCHDOG_IDLE_SECONDS = 1.0            # after this long without an inline request, it sleeps until the next
 MOVES_REPORT_SECONDS = 10.0            # at most one warning this often, counting the moves since
-HOLD_SECONDS = 0.001                   # a response held this long goes out before another request runs
+HOLD_SECONDS = 0.001                   # a response held this long goes out before the loop does more work
 
 _log = logging.getLogger("httpserver")
 
