@@ -24,7 +24,7 @@ import time
 import pytest
 from conftest import PROJECT_DIR, free_port, server_env, unavailable
 from test_http11 import H, get
-from test_httpserver import READ_TIMEOUT, SHORT_TIMEOUT, Client, echo_app, running
+from test_httpserver import READ_TIMEOUT, SHORT_TIMEOUT, Client, echo_app, inline_everything, running
 
 import httpsockets
 import httpworkers
@@ -254,6 +254,30 @@ def test_a_large_response_to_a_slow_tls_reader_completes_and_holds_no_worker(cer
         assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(expected).digest()
         reader.send(get("/after"))  # and the connection is still in step
         assert json.loads(reader.response()[2])["path"] == "/after"
+
+
+def test_answers_the_event_loop_held_go_out_whole_and_in_order_over_tls(certificate, connect_tls):
+    """Requests the loop runs itself have their answers held for the end of its turn
+    (httpthreads.py): over TLS too, one bigger than the slow client's window is sent a
+    record at a time as the client reads, and pipelined answers keep their order."""
+    body = bytes(range(256)) * 200  # 51,200 bytes: held (under HOLD_BYTES), more than the window
+    assert len(body) < httpworkers.HOLD_BYTES
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body))),
+                                  ("X-Path", environ["PATH_INFO"])])
+        return [body]
+
+    with running(app, tls_context=httpsockets.server_context(*certificate), inline_for=inline_everything,
+                 send_buffer_bytes=SMALL_BUFFER_BYTES) as server:
+        slow, other = connect_tls(server, receive_buffer=SMALL_BUFFER_BYTES), connect_tls(server)
+        for turn in range(2):
+            slow.send(get(f"/slow/{turn}"))
+            other.send(get(f"/other/{turn}/a") + get(f"/other/{turn}/b"))
+            for client, paths in ((other, [f"/other/{turn}/a", f"/other/{turn}/b"]), (slow, [f"/slow/{turn}"])):
+                for path in paths:
+                    status, headers, answer = client.response()
+                    assert (status, headers["x-path"], answer) == (200, path, body)
 
 
 # -- handshakes run in the event loop ---------------------------------------------------------
