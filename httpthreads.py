@@ -139,11 +139,9 @@ class RequestThreads:
         """Run a request on the loop's thread; its connection stays in the selector meanwhile
         (nothing else reads from it: its client waits for the answer, or pipelines into the
         kernel's buffer). Raises LoopMoved if the watchdog gave the loop away meanwhile."""
-        started = time.monotonic()
-        if self._held and started - self._held_since >= HOLD_SECONDS:
-            self._send_held()  # they have waited long enough: not for this request too
+        self._send_held_if_late()  # not to wait for this request too
         with self._lock:
-            self._inline, self._inline_since = conn, started
+            self._inline, self._inline_since = conn, time.monotonic()
             if self._watchdog_asleep:  # the first inline request after a quiet spell: wake it
                 self._watchdog_asleep = False
                 self._watchdog_wake.set()
@@ -178,8 +176,8 @@ class RequestThreads:
 
     def _send_held_if_late(self) -> None:
         """Send the held answers now if the first of them has waited HOLD_SECONDS. Asked
-        before each costly piece of work of a turn: a request (as _serve_inline does), a
-        step of a TLS handshake, a batch of new connections."""
+        before each costly piece of work of a turn: a request (_serve_inline), a step of a
+        TLS handshake, a batch of new connections."""
         if self._held and time.monotonic() - self._held_since >= HOLD_SECONDS:
             self._send_held()
 
